@@ -1,0 +1,261 @@
+"""The `towerflow` command line. Commands import their heavy dependencies when they run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from towerflow.settings import Settings, get_settings
+
+app = typer.Typer(help="towerflow: an end-to-end product recommender.", no_args_is_help=True)
+data_app = typer.Typer(help="Make or import data into the lake.", no_args_is_help=True)
+import_app = typer.Typer(help="Import files into bronze/events and bronze/items.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+console = Console()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input ends the command with its message and exit code 1, not a stack trace."""
+    from jobs.ingest import InputError
+
+    try:
+        yield
+    except InputError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _lake(settings: Settings):
+    from jobs.lake import Lake
+
+    return Lake(settings.lake, settings.storage_options or None)
+
+
+def print_import(report) -> None:
+    """Rows read, landed and rejected for one import."""
+    table = Table(title=f"import {report.source} (batch {report.batch})", show_header=False)
+    table.add_row("rows read", f"{report.rows_read:,}")
+    table.add_row("events landed", f"{report.events_landed:,}")
+    table.add_row("items landed", f"{report.items_landed:,}")
+    for reason, n in report.rejected.items():
+        table.add_row(f"rejected: {reason}", f"{n:,}")
+    if not report.rejected:
+        table.add_row("rows rejected", "0")
+    if report.already_imported:
+        table.add_row("note", "this file was imported before; nothing new landed")
+    if report.quarantine:
+        table.add_row("rejected rows written to", report.quarantine)
+    console.print(table)
+
+
+def print_lake(settings: Settings) -> None:
+    """What the bronze tables hold now."""
+    from jobs.ingest import summarize
+
+    summary = summarize(_lake(settings))
+    table = Table(title=f"lake: {settings.lake}")
+    for column in ("table", "rows", "delta version", "detail"):
+        table.add_column(column)
+    for name, entry in summary.items():
+        detail = ""
+        if "actions" in entry:
+            actions = ", ".join(f"{k} {v:,}" for k, v in sorted(entry["actions"].items()))
+            detail = f"{actions}\n{entry['first']} .. {entry['last']}"
+        table.add_row(f"bronze/{name}", f"{entry['rows']:,}", str(entry["version"]), detail)
+    console.print(table)
+
+
+@import_app.command("online-retail")
+def import_online_retail(
+    path: Annotated[Path, typer.Argument(help="UCI Online Retail file: .csv, .csv.gz or .xlsx")],
+    max_rejects: Annotated[
+        int, typer.Option(help="Land the file even if up to N rows are rejected (quarantined).")
+    ] = 0,
+) -> None:
+    """Import the UCI Online Retail file: each invoice line -> an event, StockCodes -> items."""
+    from jobs.ingest import import_online_retail as run
+
+    settings = get_settings()
+    with user_errors(), console.status(f"importing {path}"):
+        report = run(_lake(settings), path, max_rejects=max_rejects, quarantine_dir=settings.quarantine_dir)
+    print_import(report)
+
+
+@import_app.command("events")
+def import_events(
+    path: Annotated[
+        Path, typer.Argument(help="CSV or Parquet: user_id,item_id,action,timestamp[,quantity,price]")
+    ],
+    items: Annotated[
+        Path | None,
+        typer.Option("--items", help="Items file: item_id[,description,category,price,created_at,available]"),
+    ] = None,
+    source: Annotated[str, typer.Option(help="Source name recorded with each row.")] = "events",
+    max_rejects: Annotated[
+        int, typer.Option(help="Land the file even if up to N rows are rejected (quarantined).")
+    ] = 0,
+) -> None:
+    """Import your own events file (and optionally its items file)."""
+    from jobs.ingest import import_events as run
+
+    settings = get_settings()
+    with user_errors(), console.status(f"importing {path}"):
+        report = run(
+            _lake(settings),
+            path,
+            items_path=items,
+            source=source,
+            max_rejects=max_rejects,
+            quarantine_dir=settings.quarantine_dir,
+        )
+    print_import(report)
+
+
+@import_app.command("items")
+def import_items(
+    path: Annotated[
+        Path, typer.Argument(help="Items file: item_id[,description,category,price,created_at,available]")
+    ],
+    source: Annotated[str, typer.Option(help="Source name recorded with each row.")] = "items",
+) -> None:
+    """Import a catalog file alone (new items, price or availability changes)."""
+    from jobs.ingest import import_items as run
+
+    settings = get_settings()
+    with user_errors():
+        report = run(_lake(settings), path, source=source)
+    print_import(report)
+
+
+@data_app.command("synth")
+def synth(
+    users: Annotated[int, typer.Option(min=10, help="Number of users (a few are bots).")] = 5_000,
+    items: Annotated[int, typer.Option(min=10, help="Number of catalog items.")] = 2_000,
+    days: Annotated[int, typer.Option(min=1, help="Days of events.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 42,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC).")] = "2025-01-01",
+    out: Annotated[
+        Path | None, typer.Option(help="Landing folder (default $TOWERFLOW_HOME/landing/synth).")
+    ] = None,
+    land: Annotated[
+        bool, typer.Option("--import/--no-import", help="Import into bronze after writing.")
+    ] = True,
+) -> None:
+    """Generate seeded synthetic retail behaviour as daily landing files, then import them."""
+    from jobs.synth import SynthConfig
+
+    settings = get_settings()
+    with user_errors():
+        first = _parse_date(start, "--start")
+    cfg = SynthConfig(users=users, items=items, days=days, seed=seed, start=first)
+    target = out or settings.landing_dir / "synth"
+    result = run_synth(cfg, target)
+    console.print(f"wrote {result.events:,} events over {days} day(s) to {target}")
+    if land:
+        import_synth_landing(settings, target)
+        print_lake(settings)
+
+
+def _parse_date(text: str, name: str) -> date:
+    from jobs.ingest import InputError
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def run_synth(cfg, target: Path):
+    from rich.progress import Progress
+
+    from jobs.synth import write_landing
+
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("synthesizing days", total=cfg.days)
+        return write_landing(cfg, target, on_day=lambda day, n: progress.advance(task))
+
+
+def import_synth_landing(settings: Settings, folder: Path) -> tuple[int, int]:
+    """Import a synth landing folder: its items once, then each day's events file."""
+    from rich.progress import Progress
+
+    from jobs.ingest import import_events, import_items
+
+    lake = _lake(settings)
+    items = import_items(lake, folder / "items.parquet", source="synth")
+    landed = 0
+    day_files = sorted((folder / "events").glob("event_date=*/events.parquet"))
+    with user_errors(), Progress(console=console) as progress:
+        task = progress.add_task("importing days into bronze/events", total=len(day_files))
+        for path in day_files:
+            report = import_events(lake, path, source="synth", derive_items=False)
+            landed += report.events_landed
+            progress.advance(task)
+    console.print(
+        f"bronze: {items.items_landed:,} items and {landed:,} events landed "
+        f"({len(day_files)} day file(s); files imported before are skipped)"
+    )
+    return items.items_landed, landed
+
+
+@data_app.command("show")
+def show() -> None:
+    """Print what the bronze tables hold."""
+    print_lake(get_settings())
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="Synthetic users.")] = 5_000,
+    items: Annotated[int, typer.Option(help="Synthetic items.")] = 2_000,
+    days: Annotated[int, typer.Option(help="Synthetic days.")] = 30,
+) -> None:
+    """The main job on the embedded default: synthetic data -> the lake, then what landed."""
+    from jobs.synth import SynthConfig
+
+    settings = get_settings()
+    console.rule("[bold]towerflow demo")
+    console.print(f"TOWERFLOW_HOME = {settings.home_dir}")
+    console.rule("1/2 synthetic data")
+    cfg = SynthConfig(users=users, items=items, days=days)
+    target = settings.landing_dir / "synth"
+    result = run_synth(cfg, target)
+    console.print(
+        f"wrote {result.events:,} events: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_action.items()))
+    )
+    console.rule("2/2 import into the lake")
+    import_synth_landing(settings, target)
+    print_lake(settings)
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="Benchmark name, or `all`.")],
+    out: Annotated[Path | None, typer.Option(help="Append the JSON figures to this file.")] = None,
+) -> None:
+    """Run a benchmark: a human table, then one JSON line of figures last."""
+    from bench import BENCHMARKS, run
+
+    if name != "all" and name not in BENCHMARKS:
+        console.print(f"[red]error:[/] unknown benchmark {name!r}; choose from all, {', '.join(BENCHMARKS)}")
+        raise typer.Exit(2)
+    for bench_name in BENCHMARKS if name == "all" else [name]:
+        run(bench_name, out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

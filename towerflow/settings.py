@@ -1,0 +1,90 @@
+"""The one settings object. Every other module takes typed arguments, not the environment.
+
+Values come from `TOWERFLOW_*` environment variables (or a `.env` file in the working folder).
+`REDIS_URL` is accepted as well as `TOWERFLOW_REDIS_URL`, because that is what docker-compose
+and most hosting platforms set.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LAYERS = ("landing", "bronze", "silver", "gold")
+
+
+class Settings(BaseSettings):
+    """Where things live and which services to use.
+
+    Attributes:
+        home: root for everything the project writes (lake, feature registry, models, Airflow).
+        redis_url: Redis for the online store, event stream and rate limits; None = embedded.
+        spark_master: Spark master URL; `local[*]` on a laptop, a cluster URL elsewhere.
+        spark_conf: extra Spark conf (JSON object in the environment), applied last.
+        lake_uri: lake root when it is not under `home` (e.g. `s3://bucket/lake`).
+        storage_options: delta-rs storage options for `lake_uri` (JSON object).
+        ci: true under CI; tests that need a service or shared data fail instead of skipping.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOWERFLOW_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    home: Path = Path("var")
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOWERFLOW_REDIS_URL", "REDIS_URL")
+    )
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "4g"
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    lake_uri: str | None = None
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    shared_data: Path = Path("../shared/data")
+    ci: bool = Field(default=False, validation_alias=AliasChoices("TOWERFLOW_CI", "CI"))
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def lake(self) -> str:
+        """Lake root: a local folder (absolute) or an object-store URI."""
+        return self.lake_uri or str(self.home_dir / "lake")
+
+    def table_uri(self, layer: str, table: str) -> str:
+        """URI of a Delta table, `<lake>/<layer>/<table>`."""
+        if layer not in LAYERS:
+            raise ValueError(f"unknown lake layer {layer!r}; expected one of {', '.join(LAYERS)}")
+        return f"{self.lake.rstrip('/')}/{layer}/{table}"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home_dir / "landing"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home_dir / "quarantine"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home_dir / "models"
+
+    @property
+    def feature_registry_dir(self) -> Path:
+        return self.home_dir / "feast"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home_dir / "airflow"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home_dir / "reports"
+
+
+def get_settings() -> Settings:
+    """Read settings now (not at import), so tests and tasks can set the environment first."""
+    return Settings()
