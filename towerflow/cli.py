@@ -22,6 +22,13 @@ data_app.add_typer(import_app, name="import")
 console = Console()
 
 
+def _register_parts() -> None:
+    from towerflow import cli_features, cli_pipeline, cli_serving
+
+    for part in (cli_pipeline, cli_features, cli_serving):
+        part.register(app)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Bad input ends the command with its message and exit code 1, not a stack trace."""
@@ -255,6 +262,9 @@ def bench(
 
 def main() -> None:
     app()
+
+
+_register_parts()
 
 
 if __name__ == "__main__":

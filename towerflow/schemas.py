@@ -43,3 +43,85 @@ BRONZE_ITEMS = pa.schema(
 )
 
 EVENTS_PARTITION = ["event_date"]
+
+# ------------------------------------------------------------------------------------------------
+# Silver and gold: the contract between the ETL jobs (writers) and the feature store, models and
+# serving (readers). Feature rows of day D carry `event_timestamp` = D + 1 day 00:00 UTC: they
+# summarize everything up to the end of D and become valid, point in time, from then on.
+
+SILVER_INTERACTIONS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("quantity", pa.int64()),
+        pa.field("price", pa.float64()),
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+    ]
+)
+
+SILVER_ITEMS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("description", pa.string()),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("price", pa.float64()),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("available", pa.bool_(), nullable=False),
+        pa.field("updated_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+WINDOWS = (1, 7, 30)
+COUNTED_ACTIONS = ("view", "click", "add_to_cart", "purchase")
+
+
+def _windowed(prefixes: tuple[str, ...]) -> list[pa.Field]:
+    return [pa.field(f"{p}_{w}d", pa.int64()) for p in prefixes for w in WINDOWS]
+
+
+GOLD_USER_FEATURES = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("feature_date", pa.date32(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        *_windowed(("views", "clicks", "carts", "purchases")),
+        pa.field("days_since_last_event", pa.float64()),
+        pa.field("days_since_last_purchase", pa.float64()),  # null: never purchased
+        pa.field("distinct_categories_30d", pa.int64()),
+        pa.field("favourite_category", pa.string()),
+        pa.field("avg_price_30d", pa.float64()),
+        pa.field("last_10_items", pa.list_(pa.string())),  # most recent first
+    ]
+)
+
+GOLD_ITEM_FEATURES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("feature_date", pa.date32(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        *_windowed(("views", "clicks", "carts", "purchases")),
+        pa.field("popularity", pa.float64()),  # time-decayed purchases+clicks, 7-day half-life
+        pa.field("ctr", pa.float64()),  # smoothed clicks / views, 30 days
+        pa.field("conversion", pa.float64()),  # smoothed purchases / views, 30 days
+        pa.field("age_days", pa.float64()),
+        pa.field("price", pa.float64()),
+        pa.field("category", pa.string()),
+    ]
+)
+
+# Positives with their time; the feature store joins features as of `event_timestamp`.
+GOLD_EXAMPLES = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        pa.field("quantity", pa.int64()),
+        pa.field("event_date", pa.date32(), nullable=False),
+    ]
+)

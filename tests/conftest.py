@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests that need a service or ../shared/data skip with a reason on a developer
+machine and fail under CI=true (see `need`)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ONLINE_RETAIL = SHARED_DATA / "online_retail.csv.gz"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip with `reason` when `ok` is false; under CI the same situation is a failure."""
+    if ok:
+        return
+    if in_ci():
+        pytest.fail(f"required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def online_retail_file() -> Path:
+    need(ONLINE_RETAIL.exists(), f"{ONLINE_RETAIL} is not there (the shared data set)")
+    return ONLINE_RETAIL
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh TOWERFLOW_HOME for one test."""
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def lake(home: Path):
+    from jobs.lake import Lake
+
+    return Lake(str(home / "lake"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis; tests must isolate themselves with `redis_prefix`, never flush it."""
+    import redis
+
+    url = os.environ.get("TOWERFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as err:
+        need(False, f"Redis at {url} is not reachable: {err}")
+    return url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of this test's own on the shared Redis."""
+    return f"tftest:{uuid.uuid4().hex[:10]}:"
