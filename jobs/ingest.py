@@ -217,11 +217,11 @@ def transform_online_retail(
     }
     bad = np.zeros(len(frame), dtype=bool)
     for reason, mask in checks.items():
-        mask = mask.fillna(True).to_numpy(dtype=bool)
+        mask = mask.fillna(False).to_numpy(dtype=bool)
         rejects.add(reason, rows[mask], frame.loc[mask, _column_of(reason)])
         bad |= mask
     keep = ~bad
-    cancelled = invoice.str.upper().str.startswith("C").fillna(False) | (quantity < 0)
+    cancelled = (invoice.str.upper().str.startswith("C") | (quantity < 0)).fillna(False).to_numpy(bool)
     events = pd.DataFrame(
         {
             "event_id": batch + "-" + pd.Series(rows).astype(str),
@@ -304,7 +304,7 @@ def transform_events(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tab
     }
     bad = np.zeros(len(frame), dtype=bool)
     for reason, (mask, column) in checks.items():
-        mask = mask.fillna(True).to_numpy(dtype=bool)
+        mask = mask.fillna(False).to_numpy(dtype=bool)
         rejects.add(reason, rows[mask], frame.loc[mask, column])
         bad |= mask
     event_id = _clean_id(frame["event_id"]).fillna(batch + "-" + pd.Series(rows).astype(str))
@@ -358,7 +358,7 @@ def transform_items(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tabl
     }
     bad = np.zeros(len(frame), dtype=bool)
     for reason, (mask, column) in checks.items():
-        mask = mask.fillna(True).to_numpy(dtype=bool)
+        mask = mask.fillna(False).to_numpy(dtype=bool)
         rejects.add(reason, rows[mask], frame.loc[mask, column])
         bad |= mask
     epoch = pd.Timestamp(0, tz="UTC")

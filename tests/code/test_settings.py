@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+
+from towerflow.settings import Settings
+
+
+def test_home_and_lake_layout_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
+    settings = Settings()
+    assert settings.home_dir == tmp_path.resolve()
+    assert settings.table_uri("bronze", "events") == f"{tmp_path.resolve()}/lake/bronze/events"
+    assert settings.models_dir == tmp_path.resolve() / "models"
+
+
+def test_redis_url_accepts_the_plain_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOWERFLOW_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://example:6379/3")
+    assert Settings().redis_url == "redis://example:6379/3"
+
+
+def test_object_store_lake_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOWERFLOW_LAKE_URI", "s3://bucket/lake/")
+    assert Settings().table_uri("gold", "item_features") == "s3://bucket/lake/gold/item_features"
+
+
+def test_unknown_layer_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown lake layer"):
+        Settings().table_uri("platinum", "events")
