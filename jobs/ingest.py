@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -568,3 +569,25 @@ def summarize(lake: Lake) -> dict[str, dict[str, object]]:
             entry["first"], entry["last"] = str(bounds["min"]), str(bounds["max"])
         summary[table] = entry
     return summary
+
+
+def ingest_landing(lake: Lake, landing_dir: Path, first: date, last: date) -> list[ImportReport]:
+    """Import every landing file for the days `first`..`last` (inclusive):
+    `<landing>/<source>/events/event_date=<day>/*` (Parquet or CSV) and each source's
+    `items.parquet`. Files imported before land nothing, so a rerun is a no-op.
+    """
+    reports: list[ImportReport] = []
+    if not landing_dir.exists():
+        return reports
+    for source_dir in sorted(p for p in landing_dir.iterdir() if p.is_dir()):
+        source = source_dir.name
+        items = source_dir / "items.parquet"
+        if items.exists():
+            reports.append(import_items(lake, items, source=source))
+        for day_dir in sorted((source_dir / "events").glob("event_date=*")):
+            if not first.isoformat() <= day_dir.name.split("=", 1)[1] <= last.isoformat():
+                continue
+            for path in sorted(day_dir.iterdir()):
+                if path.name.endswith((".parquet", ".csv", ".csv.gz")):
+                    reports.append(import_events(lake, path, source=source, derive_items=not items.exists()))
+    return reports

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
         lake_uri: lake root when it is not under `home` (e.g. `s3://bucket/lake`).
         storage_options: delta-rs storage options for `lake_uri` (JSON object).
         ci: true under CI; tests that need a service or shared data fail instead of skipping.
+        feast_project: Feast project name; also the suffix of every online-store key.
+        feature_env: `auto` (Redis when `redis_url` answers, else embedded), `redis` or `embedded`.
     """
 
     model_config = SettingsConfigDict(
@@ -43,7 +46,15 @@ class Settings(BaseSettings):
     lake_uri: str | None = None
     storage_options: dict[str, str] = Field(default_factory=dict)
     shared_data: Path = Path("../shared/data")
+    ingest_lookback_days: int = 3  # a daily run also picks up landing files of missed days
+    airflow_db_url: str | None = None  # e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/airflow
+    airflow_parallelism: int = 2  # airflow standalone needs ~5 GB at defaults; keep it small
     ci: bool = Field(default=False, validation_alias=AliasChoices("TOWERFLOW_CI", "CI"))
+    delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
+    holdout_days: int = 7
+    dq_max_day_ratio: float = 10.0
+    feast_project: str = Field(default="towerflow", pattern=r"^[A-Za-z0-9_]+$")
+    feature_env: Literal["auto", "redis", "embedded"] = "auto"
 
     @cached_property
     def home_dir(self) -> Path:
@@ -83,6 +94,16 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home_dir / "reports"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        """Great Expectations Data Docs (HTML) of the pipeline's quality gates."""
+        return self.reports_dir / "data_docs"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Scratch space for Spark output on its way into delta-rs."""
+        return self.home_dir / "staging"
 
 
 def get_settings() -> Settings:
