@@ -125,3 +125,26 @@ GOLD_EXAMPLES = pa.schema(
         pa.field("event_date", pa.date32(), nullable=False),
     ]
 )
+
+# Embeddings written by the training jobs (retrieval model towers), one row per id and model
+# version. `event_timestamp` is when the embedding became valid (the training data's end), so
+# point-in-time joins never hand a training example an embedding learned from its own future.
+EMBEDDINGS_PARTITION = ["model_version"]
+
+GOLD_USER_EMBEDDINGS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("model_version", pa.string(), nullable=False),
+    ]
+)
+
+GOLD_ITEM_EMBEDDINGS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("model_version", pa.string(), nullable=False),
+    ]
+)

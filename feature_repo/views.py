@@ -1,0 +1,109 @@
+"""Feature views. TTLs say how long a value may stand in for a missing newer one.
+
+Daily features get 2 days: an example on day E joins the row of day E-1 (valid from E 00:00) and
+survives one missing day. Embeddings change only when a model is trained, so they get 30 days.
+Views fed by a push source hold the fast-moving values (recent items, today's counters).
+"""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Array, Float32, Float64, Int64, String
+
+from feature_repo.entities import item, user
+from feature_repo.sources import (
+    item_embeddings_source,
+    item_features_source,
+    item_trending_push,
+    user_embeddings_source,
+    user_features_source,
+    user_recent_push,
+)
+
+DAILY = timedelta(days=2)
+EMBEDDINGS = timedelta(days=30)
+
+
+def _counts(*prefixes: str, windows: tuple[int, ...]) -> list[Field]:
+    return [Field(name=f"{p}_{w}d", dtype=Int64) for p in prefixes for w in windows]
+
+
+COUNTERS = ("views", "clicks", "carts", "purchases")
+
+user_features = FeatureView(
+    name="user_features",
+    entities=[user],
+    ttl=DAILY,
+    schema=[
+        *_counts(*COUNTERS, windows=(7, 30)),
+        Field(name="days_since_last_event", dtype=Float64),
+        Field(name="days_since_last_purchase", dtype=Float64),
+        Field(name="distinct_categories_30d", dtype=Int64),
+        Field(name="favourite_category", dtype=String),
+        Field(name="avg_price_30d", dtype=Float64),
+    ],
+    online=True,
+    source=user_features_source,
+    description="A user's behaviour over the last 7 and 30 days, as of the end of each day.",
+)
+
+user_recent = FeatureView(
+    name="user_recent",
+    entities=[user],
+    ttl=DAILY,
+    schema=[
+        Field(name="last_10_items", dtype=Array(String)),
+        *_counts(*COUNTERS, windows=(1,)),
+    ],
+    online=True,
+    source=user_recent_push,
+    description="The user's last 10 items (most recent first) and today's counters; pushed live.",
+)
+
+item_features = FeatureView(
+    name="item_features",
+    entities=[item],
+    ttl=DAILY,
+    schema=[
+        *_counts(*COUNTERS, windows=(7, 30)),
+        Field(name="popularity", dtype=Float64),
+        Field(name="ctr", dtype=Float64),
+        Field(name="conversion", dtype=Float64),
+        Field(name="age_days", dtype=Float64),
+        Field(name="price", dtype=Float64),
+        Field(name="category", dtype=String),
+    ],
+    online=True,
+    source=item_features_source,
+    description="An item's popularity, rates, age, price and category as of the end of each day.",
+)
+
+item_trending = FeatureView(
+    name="item_trending",
+    entities=[item],
+    ttl=DAILY,
+    schema=_counts(*COUNTERS, windows=(1,)),
+    online=True,
+    source=item_trending_push,
+    description="Today's counters per item; pushed live by the stream worker.",
+)
+
+user_embeddings = FeatureView(
+    name="user_embeddings",
+    entities=[user],
+    ttl=EMBEDDINGS,
+    schema=[Field(name="embedding", dtype=Array(Float32)), Field(name="model_version", dtype=String)],
+    online=True,
+    source=user_embeddings_source,
+    description="Query-tower output of the retrieval model (filled by training).",
+)
+
+item_embeddings = FeatureView(
+    name="item_embeddings",
+    entities=[item],
+    ttl=EMBEDDINGS,
+    schema=[Field(name="embedding", dtype=Array(Float32)), Field(name="model_version", dtype=String)],
+    online=True,
+    source=item_embeddings_source,
+    description="Candidate-tower output of the retrieval model (filled by training).",
+)

@@ -1,0 +1,537 @@
+"""The feature store: one set of Feast definitions (feature_repo/), two environments.
+
+- `embedded`: SQLite online store under TOWERFLOW_HOME, for a laptop without Redis.
+- `redis`: Redis online store at `settings.redis_url`.
+
+Both read the gold Delta tables through Feast's DuckDB offline store, which scans a table's
+current Delta snapshot (`delta_scan`); Feast's default file store lists Parquet files and, after an
+overwrite, serves old and new rows together (PLATFORM-NOTES.md). DuckDB's delta extension comes
+from the `duckdb-ext-delta` wheel, so nothing is downloaded at run time.
+
+Typical use (a DAG task, the CLI):
+
+    store = feature_store(settings)
+    apply(store, settings)
+    materialize(store, end=data_interval_end)
+    frame = training_set(store, examples, "ranking")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from towerflow.settings import Settings
+
+if TYPE_CHECKING:  # heavy imports stay inside functions
+    import pandas as pd
+    import pyarrow as pa
+    from feast import FeatureStore, RepoConfig
+
+ENVIRONMENTS = ("embedded", "redis")
+REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
+#: Definition modules, in dependency order.
+REPO_MODULES = ("entities", "sources", "views", "services")
+
+
+class FeatureStoreError(RuntimeError):
+    """A feature-store operation cannot go ahead; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def redis_connection_string(url: str) -> str:
+    """Feast's Redis connection string (`host:port,db=N,...`) for a `redis://` URL.
+
+    Args:
+        url: `redis://[[user]:password@]host[:port][/db][?ssl=true]` or `rediss://...`; a bare
+            `host:port[,opts]` is returned unchanged.
+
+    Returns:
+        e.g. `"127.0.0.1:6379,db=5"` for `redis://127.0.0.1:6379/5`.
+    """
+    if "://" not in url:
+        return url
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise FeatureStoreError(f"redis URL must start with redis:// or rediss://, got {url!r}")
+    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
+    query = parse_qs(parsed.query)
+    db = parsed.path.strip("/") or (query.get("db") or [""])[0]
+    if db and db != "0":
+        parts.append(f"db={int(db)}")
+    if parsed.username:
+        parts.append(f"username={unquote(parsed.username)}")
+    if parsed.password:
+        parts.append(f"password={unquote(parsed.password)}")
+    if parsed.scheme == "rediss" or (query.get("ssl") or [""])[0].lower() == "true":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def redis_reachable(url: str, timeout: float = 0.5) -> bool:
+    """True when Redis at `url` answers PING within `timeout` seconds."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def resolve_env(settings: Settings) -> str:
+    """The environment to use: `settings.feature_env`, or for `auto` Redis when it answers."""
+    if settings.feature_env != "auto":
+        if settings.feature_env == "redis" and not settings.redis_url:
+            raise FeatureStoreError("feature_env=redis needs TOWERFLOW_REDIS_URL (or REDIS_URL)")
+        return settings.feature_env
+    if settings.redis_url and redis_reachable(settings.redis_url):
+        return "redis"
+    return "embedded"
+
+
+def repo_config_dict(settings: Settings, env: str, project: str | None = None) -> dict[str, Any]:
+    """The `feature_store.yaml` content for one environment, as a dict.
+
+    Args:
+        settings: where the registry, SQLite file and Redis are.
+        env: `embedded` or `redis`.
+        project: Feast project name; defaults to `settings.feast_project`. It suffixes every
+            online key, so a unique name isolates a test run on a shared Redis.
+    """
+    if env not in ENVIRONMENTS:
+        raise FeatureStoreError(f"unknown feature environment {env!r}; choose from {ENVIRONMENTS}")
+    from jobs.feast_redis import STORE_TYPE
+
+    folder = settings.feature_registry_dir / env
+    if env == "redis":
+        if not settings.redis_url:
+            raise FeatureStoreError("the redis environment needs TOWERFLOW_REDIS_URL (or REDIS_URL)")
+        online = {"type": STORE_TYPE, "connection_string": redis_connection_string(settings.redis_url)}
+    else:
+        online = {"type": "sqlite", "path": str(folder / "online.db")}
+    return {
+        "project": project or settings.feast_project,
+        "provider": "local",
+        "registry": {"path": str(folder / "registry.db"), "cache_ttl_seconds": 60},
+        "offline_store": {"type": "duckdb"},
+        "online_store": online,
+        "entity_key_serialization_version": 3,
+    }
+
+
+def repo_config(settings: Settings, env: str | None = None, project: str | None = None) -> RepoConfig:
+    """A Feast `RepoConfig` for `env` (default: `resolve_env(settings)`)."""
+    from feast import RepoConfig
+
+    env = env or resolve_env(settings)
+    return RepoConfig(repo_path=REPO_DIR, **repo_config_dict(settings, env, project))
+
+
+def write_feature_store_yaml(settings: Settings, env: str, project: str | None = None) -> Path:
+    """Write `<feature_registry_dir>/<env>/feature_store.yaml` for the `feast` CLI and UI.
+
+    Use it as `feast -c feature_repo -f <that file> <command>`.
+    """
+    import yaml
+
+    path = settings.feature_registry_dir / env / "feature_store.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(repo_config_dict(settings, env, project), sort_keys=False))
+    return path
+
+
+def use_bundled_duckdb_extensions() -> None:
+    """Point DuckDB (Feast's offline store runs on ibis' default DuckDB backend) at the delta
+    extension shipped in the `duckdb-ext-delta` wheel, and forbid downloads."""
+    import ibis
+
+    current = ibis.options.default_backend
+    if current is not None and getattr(current, "_towerflow_ext", False):
+        return
+    import duckdb_ext
+
+    ext_dir = Path(next(iter(duckdb_ext.__path__))) / "extensions"
+    backend = ibis.duckdb.connect(
+        extension_directory=str(ext_dir),
+        autoinstall_known_extensions=False,
+        autoload_known_extensions=False,
+    )
+    # Feast compares timestamps after casting to naive; the session zone must be UTC for that.
+    backend.raw_sql("SET TimeZone = 'UTC'")
+    backend._towerflow_ext = True
+    ibis.set_backend(backend)
+
+
+def feature_store(settings: Settings, env: str | None = None, project: str | None = None) -> FeatureStore:
+    """A `FeatureStore` over feature_repo/ for `env` (default: Redis if reachable, else embedded)."""
+    from feast import FeatureStore
+
+    use_bundled_duckdb_extensions()
+    config = repo_config(settings, env, project)
+    Path(config.registry.path).parent.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=config)
+
+
+def env_of(store: FeatureStore) -> str:
+    """`embedded` or `redis`: which online store `store` uses."""
+    return "embedded" if store.config.online_store.type == "sqlite" else "redis"
+
+
+# ------------------------------------------------------------------------------------------------
+# Definitions and apply
+
+
+def definitions(settings: Settings) -> list[Any]:
+    """Every Feast object in feature_repo/, with its sources pointed at `settings`' lake.
+
+    The repository resolves paths once, at import; re-pointing here keeps the definitions the
+    same while letting one process work with several homes (tests, benchmarks).
+    """
+    import copy
+    import importlib
+
+    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
+
+    from feature_repo.paths import TABLE_TAG
+
+    kinds = (Entity, FileSource, PushSource, FeatureView, FeatureService)
+    objects: list[Any] = []
+    for name in REPO_MODULES:
+        module = importlib.import_module(f"feature_repo.{name}")
+        found = [v for k, v in vars(module).items() if not k.startswith("_") and isinstance(v, kinds)]
+        objects += [copy.deepcopy(v) for v in found]
+    unique = {(type(o).__name__, o.name): o for o in objects}
+
+    def repoint(source: Any) -> None:
+        if isinstance(source, PushSource):
+            source = source.batch_source
+        if isinstance(source, FileSource) and TABLE_TAG in source.tags:
+            layer, table = source.tags[TABLE_TAG].split("/", 1)
+            source.file_options.uri = settings.table_uri(layer, table)
+
+    for obj in unique.values():
+        if isinstance(obj, FeatureView):
+            repoint(obj.batch_source)
+            repoint(obj.stream_source)
+        elif isinstance(obj, FileSource | PushSource):
+            repoint(obj)
+    return list(unique.values())
+
+
+@dataclass
+class ApplyReport:
+    """What `apply` did: object counts by kind, which objects changed, seconds taken."""
+
+    objects: dict[str, int]
+    changed: list[str]
+    seconds: float
+    env: str
+    project: str
+
+
+def apply(store: FeatureStore, settings: Settings) -> ApplyReport:
+    """Register feature_repo/'s definitions and create online tables; a rerun changes nothing.
+
+    Objects identical to the registered ones are not re-applied, so a second run is a no-op
+    (`changed` is empty).
+    """
+    start = time.perf_counter()
+    objects = definitions(settings)
+    changed = [f"{type(o).__name__} {o.name}" for o in objects if _differs(store, o)]
+    if changed:
+        store.apply(objects)
+    counts: dict[str, int] = {}
+    for obj in objects:
+        counts[type(obj).__name__] = counts.get(type(obj).__name__, 0) + 1
+    return ApplyReport(counts, changed, time.perf_counter() - start, env_of(store), store.project)
+
+
+def _differs(store: FeatureStore, obj: Any) -> bool:
+    """True when `obj` is not registered in this form (registry bookkeeping aside)."""
+    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
+
+    getters = {
+        Entity: store.get_entity,
+        FeatureView: store.get_feature_view,
+        FeatureService: store.get_feature_service,
+        FileSource: store.get_data_source,
+        PushSource: store.get_data_source,
+    }
+    getter = next(g for kind, g in getters.items() if isinstance(obj, kind))
+    try:
+        current = getter(obj.name)
+    except Exception:  # not registered, or no registry file yet
+        return True
+    return _spec(current) != _spec(obj)
+
+
+def _spec(obj: Any) -> bytes:
+    proto = obj.to_proto()
+    spec = getattr(proto, "spec", proto)
+    _strip_meta(spec)
+    return spec.SerializeToString(deterministic=True)
+
+
+def _strip_meta(message: Any) -> None:
+    """Clear what the registry fills in itself (created/updated times, entity columns it infers
+    from the entities) at every depth, leaving what the definitions say."""
+    for descriptor, value in message.ListFields():
+        if descriptor.name in ("meta", "entity_columns"):
+            message.ClearField(descriptor.name)
+        elif descriptor.message_type is not None:
+            if descriptor.is_repeated:
+                values = value.values() if hasattr(value, "values") else value
+                for item in values:
+                    if hasattr(item, "ListFields"):
+                        _strip_meta(item)
+            else:
+                _strip_meta(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Materialization
+
+
+@dataclass
+class ViewMaterialization:
+    """One feature view's materialization: its window and how many entities it wrote."""
+
+    view: str
+    start: datetime | None
+    end: datetime
+    entities: int
+    seconds: float = 0.0
+    skipped: str | None = None
+
+
+@dataclass
+class MaterializeReport:
+    """Per-view results of `materialize`; `marker` is the new materialization version."""
+
+    end: datetime
+    views: list[ViewMaterialization] = field(default_factory=list)
+    seconds: float = 0.0
+    marker: str | None = None
+
+    @property
+    def entities(self) -> int:
+        return sum(v.entities for v in self.views)
+
+
+def materialize(
+    store: FeatureStore,
+    end: datetime,
+    start: datetime | None = None,
+    views: Sequence[str] | None = None,
+    on_view: Callable[[ViewMaterialization], None] | None = None,
+) -> MaterializeReport:
+    """Load each feature view's latest values as of `end` into the online store.
+
+    Each view reads only its TTL window `[end - ttl, end]` (or `[start, end]`): rows older than
+    that are expired at `end` and can never be served, so the window is all that can change
+    online. Reading the whole window each time (not only what came since the last run) is what
+    makes an ETL rerun of a day inside the window show up online; with the same-instant-replaces
+    rule (jobs/feast_redis.py) a rerun gives the same result. Views whose source table does not
+    exist yet (embeddings before the first training) are skipped and reported.
+
+    Args:
+        store: the feature store.
+        end: materialize values valid at this instant (UTC), e.g. the DAG's data_interval_end.
+        start: override the window start for every view.
+        views: only these feature views (default: all).
+        on_view: called after each view (progress).
+
+    Returns:
+        Per-view windows and entity counts, and the new marker (readers reload on it).
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    started = time.perf_counter()
+    end = _utc(end)
+    report = MaterializeReport(end=end)
+    for fv in sorted(store.list_feature_views(), key=lambda v: v.name):
+        if views is not None and fv.name not in views:
+            continue
+        window_start = _utc(start) if start else end - fv.ttl
+        path = fv.batch_source.path
+        view_started = time.perf_counter()
+        try:
+            table = DeltaTable(path)
+        except TableNotFoundError:
+            entry = ViewMaterialization(fv.name, None, end, 0, skipped=f"no table at {path}")
+        else:
+            entities = _count_entities(table, fv.join_keys, window_start, end)
+            store.materialize(window_start, end, feature_views=[fv.name])  # both ends inclusive
+            seconds = time.perf_counter() - view_started
+            entry = ViewMaterialization(fv.name, window_start, end, entities, seconds)
+        report.views.append(entry)
+        if on_view:
+            on_view(entry)
+    report.seconds = time.perf_counter() - started
+    if any(v.skipped is None for v in report.views):
+        report.marker = write_marker(store, report)
+    return report
+
+
+def _count_entities(table: Any, keys: list[str], start: datetime, end: datetime) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    ts = ds.field("event_timestamp")
+    rows = table.to_pyarrow_dataset().to_table(columns=keys, filter=(ts >= start) & (ts <= end))
+    if len(keys) == 1:
+        return len(pc.unique(rows.column(keys[0])))
+    return len(rows.group_by(keys).aggregate([]))
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------------------------
+# Materialization marker: readers reload their snapshots when it changes.
+
+MARKER_KEY = "towerflow:feast:{project}:materialized"
+
+
+def redis_client(store: FeatureStore):
+    """A redis-py client for the store's Redis online store (same connection string)."""
+    import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    nodes, kwargs = RedisOnlineStore._parse_connection_string(store.config.online_store.connection_string)
+    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+
+
+def _marker_file(store: FeatureStore) -> Path:
+    return Path(store.config.online_store.path).with_name(f"materialized-{store.project}.json")
+
+
+def write_marker(store: FeatureStore, report: MaterializeReport) -> str:
+    """Record that a materialization landed; returns the new marker (a unique version)."""
+    version = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+    body = json.dumps(
+        {
+            "version": version,
+            "end": report.end.isoformat(),
+            "views": {v.view: v.entities for v in report.views if v.skipped is None},
+        }
+    )
+    if env_of(store) == "redis":
+        redis_client(store).set(MARKER_KEY.format(project=store.project), body)
+    else:
+        path = _marker_file(store)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(body)
+        tmp.replace(path)  # atomic: readers never see half a file
+    return version
+
+
+def read_marker(store: FeatureStore, client: Any = None) -> dict[str, Any] | None:
+    """The last materialization's marker (`version`, `end`, `views`), or None."""
+    if env_of(store) == "redis":
+        raw = (client or redis_client(store)).get(MARKER_KEY.format(project=store.project))
+    else:
+        path = _marker_file(store)
+        raw = path.read_text() if path.exists() else None
+    return json.loads(raw) if raw else None
+
+
+def delete_online_project(store: FeatureStore) -> int:
+    """Remove this project's online values and marker (tests, benchmarks). Never flushes Redis.
+
+    Returns:
+        How many Redis keys (or 1 for the SQLite file) were deleted.
+    """
+    if env_of(store) == "embedded":
+        path = Path(store.config.online_store.path)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        _marker_file(store).unlink(missing_ok=True)
+        return int(existed)
+    client = redis_client(store)
+    suffix = store.project.encode()
+    deleted = 0
+    batch: list[bytes] = []
+    # Feast keys are <serialized entity key><project>: match only this project's.
+    for key in client.scan_iter(match=b"*" + suffix, count=1000):
+        if key.endswith(suffix):
+            batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.delete(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.delete(*batch)
+    deleted += client.delete(MARKER_KEY.format(project=store.project))
+    return deleted
+
+
+# ------------------------------------------------------------------------------------------------
+# Training sets
+
+
+def training_set(
+    store: FeatureStore,
+    examples: pd.DataFrame | pa.Table,
+    feature_service: str = "ranking",
+) -> pd.DataFrame:
+    """Point-in-time training rows: each example joined with features as of its timestamp.
+
+    A feature row joins an example when `row.event_timestamp <= example.event_timestamp` and is
+    within the view's TTL; the latest such row wins. Rows of day D are stamped D + 1 00:00, so an
+    example never sees the day it happened in, let alone later days.
+
+    Args:
+        store: the feature store.
+        examples: rows with `user_id`, `item_id`, `event_timestamp` (gold/training_examples);
+            other columns (action, quantity, ...) are carried through.
+        feature_service: `retrieval` or `ranking`.
+
+    Returns:
+        The examples, in input order, plus one column per feature named `<view>__<feature>`.
+
+    Raises:
+        FeatureStoreError: a column is missing, or a view's gold table does not exist yet.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = examples.to_pandas() if isinstance(examples, pa.Table) else examples.copy()
+    missing = {"user_id", "item_id", "event_timestamp"} - set(frame.columns)
+    if missing:
+        raise FeatureStoreError(f"examples lack column(s) {sorted(missing)}")
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame["__row"] = range(len(frame))
+    service = store.get_feature_service(feature_service)
+    _require_tables(store, service)
+    use_bundled_duckdb_extensions()
+    job = store.get_historical_features(entity_df=frame, features=service, full_feature_names=True)
+    out = job.to_df()
+    return out.sort_values("__row").drop(columns="__row").reset_index(drop=True)
+
+
+def _require_tables(store: FeatureStore, service: Any) -> None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    for projection in service.feature_view_projections:
+        path = store.get_feature_view(projection.name).batch_source.path
+        try:
+            DeltaTable(path)
+        except TableNotFoundError:
+            raise FeatureStoreError(
+                f"feature view {projection.name} reads {path}, which does not exist yet; "
+                "run the job that writes it first"
+            ) from None
