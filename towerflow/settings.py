@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         ci: true under CI; tests that need a service or shared data fail instead of skipping.
         feast_project: Feast project name; also the suffix of every online-store key.
         feature_env: `auto` (Redis when `redis_url` answers, else embedded), `redis` or `embedded`.
+        model_server_port: gRPC port of the model server (TF Serving's default, 8500).
+        model_server_poll_seconds: how often the built-in model server re-reads `models.config`
+            and rescans the version folders.
+        model_server_workers: request threads of the built-in model server.
     """
 
     model_config = SettingsConfigDict(
@@ -50,6 +54,9 @@ class Settings(BaseSettings):
     airflow_db_url: str | None = None  # e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/airflow
     airflow_parallelism: int = 2  # airflow standalone needs ~5 GB at defaults; keep it small
     ci: bool = Field(default=False, validation_alias=AliasChoices("TOWERFLOW_CI", "CI"))
+    model_server_port: int = 8500
+    model_server_poll_seconds: float = 2.0
+    model_server_workers: int = 4
     delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
     holdout_days: int = 7
     dq_max_day_ratio: float = 10.0
