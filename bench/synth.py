@@ -1,6 +1,7 @@
 """Synthetic data at scale: wall time, events/s and peak memory of `towerflow data synth`
 (100k users, 50k items, 30 days) and of importing it into bronze, each in its own process so
-peak RSS is that step's alone; plus whether a second run with the same seed is byte-identical."""
+peak RSS is that step's alone; whether a second run with the same seed is byte-identical; and a
+60-day run (~11M events) to show peak memory does not grow with the number of events."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 ARGS = ["--users", "100000", "--items", "50000", "--days", "30", "--seed", "7"]
+# Twice the days (~11M events): peak memory must stay flat, since one day is in memory at a time.
+ARGS_LONG = ["--users", "100000", "--items", "50000", "--days", "60", "--seed", "7"]
 
 
 def _child(args: list[str], home: Path) -> tuple[float, float, str]:
@@ -67,6 +70,11 @@ def run() -> dict[str, object]:
         subprocess.run([sys.executable, "-c", code, str(first)], env=env, check=True, capture_output=True)
         imp_s = time.perf_counter() - start
         imp_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+        long_dir = home / "long"
+        long_s, long_mb, _ = _child(
+            ["data", "synth", *ARGS_LONG, "--out", str(long_dir), "--no-import"], home
+        )
+        long_events = ds.dataset(long_dir / "events", format="parquet", partitioning="hive").count_rows()
     figures = {
         "synth_events": events,
         "synth_seconds": round(gen_s, 2),
@@ -76,6 +84,9 @@ def run() -> dict[str, object]:
         "import_events_per_s": round(events / imp_s),
         "import_peak_rss_mb": round(imp_mb),
         "same_seed_byte_identical": identical,
+        "synth_60d_events": long_events,
+        "synth_60d_seconds": round(long_s, 2),
+        "synth_60d_peak_rss_mb": round(long_mb),
     }
     table = Table(title="towerflow data synth " + " ".join(ARGS))
     table.add_column("figure")
