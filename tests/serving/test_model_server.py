@@ -1,0 +1,443 @@
+"""The built-in model server answers the official TF Serving stubs as TF Serving would.
+
+Tiny SavedModels (serving.toy_models) are built once per module; each test copies them into its
+own model base and starts a server on a free port with a fast poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from serving import model_config as mc  # noqa: E402
+from serving import toy_models  # noqa: E402
+from serving.model_client import AsyncModelClient, ModelClient, predict_request  # noqa: E402
+from serving.model_server import ModelManager, ModelServer  # noqa: E402
+
+POLL = 0.2
+USERS = ["u1", "u2"]
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def eventually(check, timeout: float = 15.0):
+    """Retry `check` until it returns something truthy (AssertionError, RpcError: not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, grpc.RpcError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def publish(template: Path, base: Path, version: int) -> Path:
+    """Publish a copy of a template version the way the exporter does: temp dir, then rename."""
+    tmp = base / f".tmp-{version}"
+    shutil.copytree(template, tmp)
+    os.replace(tmp, base / str(version))
+    return base / str(version)
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("toy-models")
+    return {
+        "retrieval/1": toy_models.save_retrieval(root / "retrieval", 1, seed=1),
+        "retrieval/2": toy_models.save_retrieval(root / "retrieval", 2, seed=2),
+        "retrieval/3": toy_models.save_retrieval(root / "retrieval", 3, seed=3),
+        "ranking/1": toy_models.save_ranking(root / "ranking", 1),
+    }
+
+
+@pytest.fixture
+def model_base(tmp_path: Path, templates: dict[str, Path]) -> Path:
+    """retrieval 1 (stable) and 2 (canary) under a specific policy, ranking 1 under latest."""
+    base = tmp_path / "models"
+    for key in ("retrieval/1", "retrieval/2", "ranking/1"):
+        name, version = key.split("/")
+        publish(templates[key], base / name, int(version))
+    mc.write_models_config(base / "models.config", default_entries(base))
+    return base
+
+
+def default_entries(base: Path, **labels: int) -> list[mc.ModelEntry]:
+    return [
+        mc.ModelEntry.under(
+            base,
+            "retrieval",
+            policy=mc.VersionPolicy.specific(1, 2),
+            labels=labels or {"stable": 1, "canary": 2},
+        ),
+        mc.ModelEntry.under(base, "ranking"),
+    ]
+
+
+class Running:
+    """A started server plus the official stubs on a channel to it."""
+
+    def __init__(self, model_base: Path, **manager_kwargs) -> None:
+        self.manager = ModelManager(model_base, poll_seconds=POLL, **manager_kwargs)
+        self.server = ModelServer(self.manager, port=0, host="127.0.0.1", max_workers=4)
+        self.port = self.server.start()
+        self.target = f"127.0.0.1:{self.port}"
+        self.channel = grpc.insecure_channel(self.target)
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.client = ModelClient(self.target)
+
+    def predict(self, model: str = "retrieval", inputs=None, **spec):
+        request = predict_request(model, inputs or {"user_id": USERS}, **spec)
+        return self.predictions.Predict(request, timeout=10)
+
+    def states(self, model: str = "retrieval") -> dict[int, str]:
+        return {s.version: s.state for s in self.client.status(model)}
+
+    def close(self) -> None:
+        self.client.close()
+        self.channel.close()
+        self.server.stop(grace=1)
+
+
+@pytest.fixture
+def running(model_base: Path):
+    server = Running(model_base)
+    yield server
+    server.close()
+
+
+def rpc_error(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def direct(template: Path, users: list[str]) -> dict[str, np.ndarray]:
+    fn = tf.saved_model.load(str(template)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in fn(user_id=tf.constant(users)).items()}
+
+
+def test_predict_by_default_version_and_label(running: Running, templates: dict[str, Path]) -> None:
+    latest = running.predict()
+    assert latest.model_spec.name == "retrieval"
+    assert latest.model_spec.version.value == 2  # highest AVAILABLE when no version is given
+    assert latest.model_spec.signature_name == "serving_default"
+    assert running.predict(version=1).model_spec.version.value == 1
+    assert running.predict(version_label="stable").model_spec.version.value == 1
+    assert running.predict(version_label="canary").model_spec.version.value == 2
+
+    out = running.client.predict("retrieval", {"user_id": USERS}, version=1)
+    expected = direct(templates["retrieval/1"], USERS)
+    assert out.version == 1
+    assert out["item_ids"].shape == (2, 10) and out["scores"].dtype == np.float32
+    np.testing.assert_array_equal(out["item_ids"], expected["item_ids"])
+    np.testing.assert_allclose(out["scores"], expected["scores"], rtol=1e-6)
+    assert not np.array_equal(
+        running.client.predict("retrieval", {"user_id": USERS})["scores"], out["scores"]
+    )
+
+
+def test_ranking_scores_each_candidate(running: Running) -> None:
+    candidates = [toy_models.item_ids(50)] * 2
+    out = running.client.predict("ranking", {"user_id": USERS, "candidate_ids": candidates})
+    assert out["scores"].shape == (2, 50)
+    only = running.client.predict(
+        "ranking", {"user_id": USERS, "candidate_ids": candidates}, output_filter=["scores"]
+    )
+    np.testing.assert_allclose(only["scores"], out["scores"])
+
+
+def test_unknown_model_version_or_label(running: Running) -> None:
+    err = rpc_error(lambda: running.predict("nope"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "Latest(nope)" in err.details()
+    err = rpc_error(lambda: running.predict(version=7))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "Specific(retrieval, 7)" in err.details()
+    # TF Serving answers an unknown label with INVALID_ARGUMENT, not NOT_FOUND.
+    err = rpc_error(lambda: running.predict(version_label="beta"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Unrecognized servable version label: beta" in err.details()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "spec", "code", "message"),
+    [
+        ({"user_id": [1.5]}, {}, grpc.StatusCode.INVALID_ARGUMENT, "expects string but float64"),
+        ({"user_id": [["a"]]}, {}, grpc.StatusCode.INVALID_ARGUMENT, "shape [1, 1] is not compatible"),
+        ({"user": ["a"]}, {}, grpc.StatusCode.INVALID_ARGUMENT, "alias not found in signature: user"),
+        ({"user_id": ["a"], "x": ["b"]}, {}, grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {x}"),
+        ({}, {}, grpc.StatusCode.INVALID_ARGUMENT, "Missing but required: {user_id}"),
+        (
+            {"user_id": ["a"]},
+            {"signature_name": "nope"},
+            grpc.StatusCode.FAILED_PRECONDITION,
+            '"nope" not found',
+        ),
+        (
+            {"user_id": ["a"]},
+            {"output_filter": ["nope"]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "output tensor alias",
+        ),
+    ],
+)
+def test_bad_requests_get_tf_serving_codes(running: Running, inputs, spec, code, message) -> None:
+    request = predict_request("retrieval", inputs, **spec)
+    if not inputs:
+        request.inputs.clear()
+    err = rpc_error(lambda: running.predictions.Predict(request, timeout=10))
+    assert err.code() == code
+    assert message in err.details()
+    assert running.predict().model_spec.version.value == 2  # still serving
+
+
+def test_unimplemented_apis(running: Running) -> None:
+    from tensorflow_serving.apis import classification_pb2
+
+    err = rpc_error(
+        lambda: running.predictions.Classify(classification_pb2.ClassificationRequest(), timeout=5)
+    )
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_model_status_and_metadata(running: Running) -> None:
+    status = running.models.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "retrieval"}), timeout=5
+    )
+    assert [(s.version, s.state, s.status.error_code) for s in status.model_version_status] == [
+        (2, State.AVAILABLE, 0),
+        (1, State.AVAILABLE, 0),
+    ]
+    assert [s.version for s in running.client.status("retrieval", version_label="stable")] == [1]
+    err = rpc_error(lambda: running.client.status("nope"))
+    assert (
+        err.code() == grpc.StatusCode.NOT_FOUND
+        and "Could not find any versions of model nope" in err.details()
+    )
+    err = rpc_error(lambda: running.client.status("retrieval", version=9))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec={"name": "ranking"}, metadata_field=["signature_def"]
+    )
+    response = running.predictions.GetModelMetadata(request, timeout=5)
+    assert response.model_spec.version.value == 1
+    sigs = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(sigs)
+    serving = sigs.signature_def["serving_default"]
+    assert set(serving.inputs) == {"user_id", "candidate_ids"} and set(serving.outputs) == {"scores"}
+
+
+def test_new_version_is_picked_up_and_half_written_ones_are_ignored(
+    running: Running, model_base: Path, templates: dict[str, Path]
+) -> None:
+    base = model_base / "ranking"
+    # An export in progress: a temp dir, and a numeric dir still missing saved_model.pb.
+    shutil.copytree(templates["ranking/1"], base / ".tmp-5")
+    (base / "4" / "variables").mkdir(parents=True)
+    time.sleep(POLL * 4)
+    assert running.states("ranking") == {1: "AVAILABLE"}
+
+    publish(templates["ranking/1"], base, 3)
+    eventually(lambda: running.states("ranking") == {3: "AVAILABLE", 1: "END"})  # latest-1 policy
+    assert (
+        running.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 3
+    )
+    assert rpc_error(lambda: running.predict("ranking", version=1)).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_version_dropped_from_policy_is_unloaded(running: Running, model_base: Path) -> None:
+    entries = default_entries(model_base, canary=2)
+    entries[0] = mc.ModelEntry.under(
+        model_base, "retrieval", policy=mc.VersionPolicy.specific(2), labels={"canary": 2}
+    )
+    mc.write_models_config(model_base / "models.config", entries)
+    eventually(lambda: running.states() == {2: "AVAILABLE", 1: "END"})
+    assert rpc_error(lambda: running.predict(version=1)).code() == grpc.StatusCode.NOT_FOUND
+    assert (
+        rpc_error(lambda: running.predict(version_label="stable")).code() == grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
+def test_reload_config_request_switches_a_label(running: Running, model_base: Path) -> None:
+    request = model_management_pb2.ReloadConfigRequest(
+        config=mc.to_proto(default_entries(model_base, stable=2, canary=2))
+    )
+    response = running.models.HandleReloadConfigRequest(request, timeout=10)
+    assert response.status.error_code == 0
+    assert running.predict(version_label="stable").model_spec.version.value == 2
+    time.sleep(POLL * 3)  # the unchanged models.config does not undo the pushed config
+    assert running.predict(version_label="stable").model_spec.version.value == 2
+
+
+def test_label_on_a_version_not_loaded_is_refused(
+    running: Running, model_base: Path, templates: dict[str, Path]
+) -> None:
+    publish(templates["retrieval/3"], model_base / "retrieval", 3)
+    entries = default_entries(model_base, stable=1, canary=3)
+    entries[0] = mc.ModelEntry.under(
+        model_base, "retrieval", policy=mc.VersionPolicy.specific(1, 2, 3), labels={"stable": 1, "canary": 3}
+    )
+    err = rpc_error(lambda: running.client.reload_config(entries))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not currently available for inference" in err.details()
+    # Nothing of the refused config applied: 3 is not loading and canary still means 2.
+    assert 3 not in running.states()
+    assert running.predict(version_label="canary").model_spec.version.value == 2
+
+    # The two-step publish works: add the version, wait until AVAILABLE, then move the label.
+    path = model_base / "models.config"
+    mc.add_version(path, "retrieval", 3)
+    assert running.client.wait_until_available("retrieval", 3, timeout=15) == 3
+    mc.set_label(path, "retrieval", "canary", 3)
+    eventually(lambda: running.predict(version_label="canary").model_spec.version.value == 3)
+
+
+def test_new_label_on_unloaded_version_needs_the_flag(model_base: Path) -> None:
+    strict = Running(model_base, allow_version_labels_for_unavailable_models=False)
+    try:
+        entries = default_entries(model_base, stable=1, canary=2, beta=3)
+        assert (
+            rpc_error(lambda: strict.client.reload_config(entries)).code()
+            == grpc.StatusCode.FAILED_PRECONDITION
+        )
+        strict.manager.allow_unavailable_labels = True
+        strict.client.reload_config(entries)  # a new label may name a version still to come
+        assert rpc_error(lambda: strict.predict(version_label="beta")).code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        strict.close()
+
+
+def test_broken_version_reports_its_error_and_the_rest_keeps_serving(
+    running: Running, model_base: Path
+) -> None:
+    broken = model_base / "ranking" / ".tmp-9"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    os.replace(broken, model_base / "ranking" / "9")
+    eventually(lambda: running.states("ranking").get(9) == "END")
+    status = running.client.status("ranking", version=9)[0]
+    assert status.error_code != "OK" and status.error_message
+    # Availability preserving: the failed newer version does not take the old one down.
+    assert running.states("ranking")[1] == "AVAILABLE"
+    assert (
+        running.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 1
+    )
+
+
+def test_requests_keep_succeeding_while_versions_swap(
+    running: Running, model_base: Path, templates: dict[str, Path]
+) -> None:
+    errors: list[BaseException] = []
+    versions: set[int] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                out = running.client.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a", "b"]]})
+                versions.add(out.version)
+            except grpc.RpcError as err:
+                errors.append(err)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        publish(templates["ranking/1"], model_base / "ranking", 2)
+        eventually(lambda: running.states("ranking") == {2: "AVAILABLE", 1: "END"})
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert versions == {1, 2}
+
+
+def test_async_client(running: Running) -> None:
+    async def go():
+        async with AsyncModelClient(running.target) as client:
+            out = await client.predict("retrieval", {"user_id": USERS}, version_label="stable")
+            statuses = await client.status("retrieval")
+            return out, statuses
+
+    out, statuses = asyncio.run(go())
+    assert out.version == 1 and out["item_ids"].shape == (2, 10)
+    assert [s.state for s in statuses] == ["AVAILABLE", "AVAILABLE"]
+
+
+def test_server_starts_empty_and_follows_a_config_that_appears(tmp_path: Path, templates) -> None:
+    base = tmp_path / "models"
+    server = Running(base)
+    try:
+        assert rpc_error(lambda: server.predict()).code() == grpc.StatusCode.NOT_FOUND
+        publish(templates["retrieval/1"], base / "retrieval", 1)
+        mc.write_models_config(base / "models.config", [mc.ModelEntry.under(base, "retrieval")])
+        eventually(lambda: server.predict().model_spec.version.value == 1)
+    finally:
+        server.close()
+
+
+def test_cli_model_server_serves_and_stops_on_sigterm(model_base: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(model_base.parent),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "COLUMNS": "200",
+    }
+    cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port), "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with ModelClient(f"127.0.0.1:{port}", timeout=2) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                try:
+                    out = client.predict("retrieval", {"user_id": USERS}, version_label="stable")
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        assert out.version == 1 and out["item_ids"].shape == (2, 10)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "model server stopped" in stderr
