@@ -1,0 +1,115 @@
+"""One contract for every FeatureReader: Feast's, the project's fast reader (SQLite and Redis),
+and the in-memory fake the gateway's route tests use. Expected values come from gold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from serving.feature_reader import (
+    FastFeatureReader,
+    FeastFeatureReader,
+    FeatureReader,
+    InMemoryFeatureReader,
+    service_reads,
+)
+
+pytestmark = pytest.mark.integration
+SERVICE = "ranking"
+
+
+def _fake(store: Any, gold: Any, fx: Any) -> InMemoryFeatureReader:
+    at = fx.end_of(gold)
+    reads = service_reads(store, SERVICE)
+    user_cols = fx.expected_columns(store, SERVICE, "user_id", gold.users, at)
+    item_cols = fx.expected_columns(store, SERVICE, "item_id", gold.items, at)
+    users = {u: {c: v[n] for c, v in user_cols.items()} for n, u in enumerate(gold.users)}
+    items = {i: {c: v[n] for c, v in item_cols.items()} for n, i in enumerate(gold.items)}
+    return InMemoryFeatureReader(
+        users,
+        items,
+        [c for r in reads["user_id"] for c in r.columns],
+        [c for r in reads["item_id"] for c in r.columns],
+    )
+
+
+FACTORIES: dict[str, Callable[..., FeatureReader]] = {
+    "fake": lambda store, gold, fx: _fake(store, gold, fx),
+    "feast": lambda store, gold, fx: FeastFeatureReader(store, SERVICE),
+    "fast": lambda store, gold, fx: FastFeatureReader(store, SERVICE),
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def reader(request: pytest.FixtureRequest, store: Any, gold_home: Any, fx: Any) -> FeatureReader:
+    _, gold = gold_home
+    return FACTORIES[request.param](store, gold, fx)
+
+
+def test_is_a_feature_reader(reader: FeatureReader) -> None:
+    assert isinstance(reader, FeatureReader)
+
+
+def test_user_features_match_gold(reader: FeatureReader, store: Any, gold_home: Any, fx: Any) -> None:
+    _, gold = gold_home
+    for user in gold.users[:: max(1, len(gold.users) // 8)]:
+        want = {k: v[0] for k, v in fx.expected_columns(store, SERVICE, "user_id", [user], fx.end_of(gold)).items()}
+        assert reader.user_features(user) == want
+
+
+def test_unknown_user_gives_nones_in_the_same_shape(reader: FeatureReader, store: Any, gold_home: Any) -> None:
+    _, gold = gold_home
+    known = reader.user_features(gold.users[0])
+    unknown = reader.user_features("no-such-user")
+    assert set(unknown) == set(known)
+    assert all(v is None for v in unknown.values())
+
+
+def test_item_features_are_columns_aligned_with_the_ids(
+    reader: FeatureReader, store: Any, gold_home: Any, fx: Any
+) -> None:
+    _, gold = gold_home
+    ids = [gold.items[3], "no-such-item", *gold.items[10:40], gold.items[3]]
+    got = reader.item_features(ids)
+    assert got.pop("item_id") == ids
+    assert got == fx.expected_columns(store, SERVICE, "item_id", ids, fx.end_of(gold))
+    assert all(v is None for v in (col[1] for col in got.values()))
+
+
+def test_no_items_gives_empty_columns(reader: FeatureReader, gold_home: Any) -> None:
+    _, gold = gold_home
+    empty = reader.item_features([])
+    full = reader.item_features(gold.items[:2])
+    assert set(empty) == set(full)
+    assert all(v == [] for v in empty.values())
+
+
+def test_one_item(reader: FeatureReader, gold_home: Any) -> None:
+    _, gold = gold_home
+    one = reader.item_features([gold.items[5]])
+    assert all(len(v) == 1 for v in one.values())
+
+
+def test_fast_reader_serves_feasts_values(store: Any, gold_home: Any) -> None:
+    _, gold = gold_home
+    fast, feast = FastFeatureReader(store, SERVICE), FeastFeatureReader(store, SERVICE)
+    ids = gold.items[::-1] + ["unknown"]
+    assert fast.item_features(ids) == feast.item_features(ids)
+    for user in gold.users[:10]:
+        assert fast.user_features(user) == feast.user_features(user)
+    assert fast.snapshot.size == len(gold.items)
+
+
+def test_fast_reader_reloads_when_a_materialization_lands(store: Any, gold_home: Any, fx: Any) -> None:
+    from jobs import feature_store as fs
+
+    _, gold = gold_home
+    fast = FastFeatureReader(store, SERVICE, check_interval_s=0.0)
+    first = fast.snapshot
+    fs.materialize(store, fx.end_of(gold), views=["item_features"])
+    fast.item_features(gold.items[:3])  # notices the new marker, reloads in the background
+    fast._loading.join(timeout=30)
+    assert fast.snapshot is not first
+    assert fast.snapshot.version == fs.read_marker(store)["version"]
