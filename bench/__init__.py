@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-BENCHMARKS = {"synth": "bench.synth"}
+BENCHMARKS = {"synth": "bench.synth", "model_server": "bench.model_server"}
 
 
 def machine() -> dict[str, object]:
