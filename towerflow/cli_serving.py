@@ -21,19 +21,19 @@ def register(app: typer.Typer) -> None:
 
 def model_server(
     port: Annotated[
-        int | None, typer.Option(help="gRPC port [default: 8500, or TOWERFLOW_MODEL_SERVER_PORT].")
+        int | None, typer.Option(help="gRPC port (default 8500, or TOWERFLOW_MODEL_SERVER_PORT).")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
     model_base: Annotated[
-        Path | None, typer.Option(help="Model base folder [default: $TOWERFLOW_HOME/models].")
+        Path | None, typer.Option(help="Model base folder (default $TOWERFLOW_HOME/models).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="models.config to follow [default: <model-base>/models.config].")
+        Path | None, typer.Option(help="models.config to follow (default <model-base>/models.config).")
     ] = None,
     poll_seconds: Annotated[
-        float | None, typer.Option(help="Re-read the config and rescan versions this often [default: 2].")
+        float | None, typer.Option(help="Re-read the config and rescan versions this often (default 2).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Request threads [default: 4].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Request threads (default 4).")] = None,
     allow_version_labels_for_unavailable_models: Annotated[
         bool,
         typer.Option(
