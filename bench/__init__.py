@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-BENCHMARKS = {"synth": "bench.synth", "model_server": "bench.model_server"}
+BENCHMARKS = {"synth": "bench.synth", "model_server": "bench.model_server", "features": "bench.features"}
 
 
 def machine() -> dict[str, object]:
