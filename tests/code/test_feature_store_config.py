@@ -1,0 +1,117 @@
+"""Pure parts of the feature store: config per environment, Redis URLs, definitions, the fake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs import feature_store as fs
+from serving.feature_reader import FeatureReader, InMemoryFeatureReader
+from towerflow.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", "127.0.0.1:6379"),
+        ("redis://127.0.0.1:6379/5", "127.0.0.1:6379,db=5"),
+        ("redis://:s3cret@cache:6380", "cache:6380,password=s3cret"),
+        ("rediss://user:pw@cache/2", "cache:6379,db=2,username=user,password=pw,ssl=true"),
+        ("redis://cache?db=3", "cache:6379,db=3"),
+        ("127.0.0.1:6379,db=5", "127.0.0.1:6379,db=5"),
+    ],
+)
+def test_redis_url_becomes_a_feast_connection_string(url: str, expected: str) -> None:
+    assert fs.redis_connection_string(url) == expected
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(fs.FeatureStoreError, match="redis://"):
+        fs.redis_connection_string("http://cache:6379")
+
+
+def test_two_environments_differ_only_in_the_online_store(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, redis_url="redis://cache:6379/4")
+    embedded = fs.repo_config_dict(settings, "embedded")
+    redis = fs.repo_config_dict(settings, "redis", project="p1")
+    assert embedded["online_store"] == {"type": "sqlite", "path": str(tmp_path / "feast/embedded/online.db")}
+    assert redis["online_store"] == {"type": fs_store_type(), "connection_string": "cache:6379,db=4"}
+    assert embedded["offline_store"] == redis["offline_store"] == {"type": "duckdb"}
+    assert embedded["project"] == "towerflow" and redis["project"] == "p1"
+    assert embedded["registry"]["path"].startswith(str(settings.feature_registry_dir))
+
+
+def fs_store_type() -> str:
+    from jobs.feast_redis import STORE_TYPE
+
+    return STORE_TYPE
+
+
+def test_redis_environment_needs_a_url(tmp_path: Path) -> None:
+    with pytest.raises(fs.FeatureStoreError, match="REDIS_URL"):
+        fs.repo_config_dict(Settings(home=tmp_path, redis_url=None), "redis")
+    with pytest.raises(fs.FeatureStoreError, match="unknown feature environment"):
+        fs.repo_config_dict(Settings(home=tmp_path), "cloud")
+
+
+def test_auto_falls_back_to_embedded_when_redis_does_not_answer(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, redis_url="redis://127.0.0.1:1/0", feature_env="auto")
+    assert fs.resolve_env(settings) == "embedded"
+    assert fs.resolve_env(Settings(home=tmp_path, redis_url=None)) == "embedded"
+    assert fs.resolve_env(Settings(home=tmp_path, feature_env="embedded")) == "embedded"
+
+
+def test_generated_yaml_is_a_valid_feast_config(tmp_path: Path) -> None:
+    import yaml
+    from feast import RepoConfig
+
+    settings = Settings(home=tmp_path, redis_url="redis://cache:6379/4")
+    for env in fs.ENVIRONMENTS:
+        path = fs.write_feature_store_yaml(settings, env)
+        config = RepoConfig(repo_path=fs.REPO_DIR, **yaml.safe_load(path.read_text()))
+        assert config.offline_store.type == "duckdb"
+
+
+def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> None:
+    from feast import FeatureService, FeatureView
+
+    settings = Settings(home=tmp_path / "a")
+    objects = fs.definitions(settings)
+    views = {o.name: o for o in objects if isinstance(o, FeatureView)}
+    services = {o.name for o in objects if isinstance(o, FeatureService)}
+    assert set(views) == {
+        "user_features", "user_recent", "user_embeddings", "item_features", "item_trending", "item_embeddings",
+    }
+    assert services == {"retrieval", "ranking"}
+    lake = str((tmp_path / "a").resolve() / "lake" / "gold")
+    for view in views.values():
+        assert view.batch_source.path.startswith(lake)
+        if view.stream_source is not None:
+            assert view.stream_source.batch_source.path.startswith(lake)
+    # The repository's own module objects are left as they were.
+    other = fs.definitions(Settings(home=tmp_path / "b"))
+    assert next(o for o in other if o.name == "user_features").batch_source.path != views["user_features"].batch_source.path
+
+
+def test_views_cover_the_gold_contract_columns() -> None:
+    """Every gold feature column is served by exactly one view of its entity."""
+    from feast import FeatureView
+
+    from towerflow import schemas
+
+    fields: dict[str, list[str]] = {"user_id": [], "item_id": []}
+    for view in (o for o in fs.definitions(Settings()) if isinstance(o, FeatureView)):
+        if "embeddings" not in view.name:
+            fields[f"{view.entities[0]}_id"] += [f.name for f in view.features]
+    meta = {"user_id", "item_id", "feature_date", "event_timestamp"}
+    assert sorted(fields["user_id"]) == sorted(set(schemas.GOLD_USER_FEATURES.names) - meta)
+    assert sorted(fields["item_id"]) == sorted(set(schemas.GOLD_ITEM_FEATURES.names) - meta)
+
+
+def test_in_memory_reader_is_a_feature_reader() -> None:
+    fake = InMemoryFeatureReader({"u1": {"a__x": 1}}, {"i1": {"b__y": 2.0}}, ["a__x"], ["b__y"])
+    assert isinstance(fake, FeatureReader)
+    assert fake.user_features("u1") == {"a__x": 1}
+    assert fake.user_features("zz") == {"a__x": None}
+    assert fake.item_features(["i1", "zz", "i1"]) == {"item_id": ["i1", "zz", "i1"], "b__y": [2.0, None, 2.0]}
