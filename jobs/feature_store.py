@@ -141,7 +141,10 @@ def repo_config(settings: Settings, env: str | None = None, project: str | None 
 def write_feature_store_yaml(settings: Settings, env: str, project: str | None = None) -> Path:
     """Write `<feature_registry_dir>/<env>/feature_store.yaml` for the `feast` CLI and UI.
 
-    Use it as `feast -c feature_repo -f <that file> <command>`.
+    Registry commands work with it, e.g. `feast -c feature_repo -f <that file> feature-views list`
+    or `feast ui`. Register definitions with `towerflow features apply`, not `feast apply`: the
+    `feast` CLI imports each repo file as a top-level module next to our package imports of the
+    same files and then sees every object twice.
     """
     import yaml
 
