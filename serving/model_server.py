@@ -294,6 +294,7 @@ class ModelManager:
         self._poller: threading.Thread | None = None
         self._file_text: str | None = None
         self._file_failed = False
+        self._file_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -343,10 +344,11 @@ class ModelManager:
         if models is not None:
             try:
                 self.apply(models, wait_seconds=0)
-                self._file_failed = False
+                self._file_failed, self._file_error = False, None
             except ServingError as err:
-                if not self._file_failed:
+                if err.message != self._file_error:  # log each new reason once, retry every poll
                     log.error("%s not applied (%s): %s", self.config_path, err.code.name, err.message)
+                    self._file_error = err.message
                 self._file_failed = True
         with self._lock:
             for model in self._models.values():
@@ -531,9 +533,7 @@ class ModelManager:
             return
         with self._lock:
             vs.state, vs.servable = State.AVAILABLE, servable
-            log.info(
-                "model %s version %d AVAILABLE (%.2f s)", name, version, time.perf_counter() - started
-            )
+            log.info("model %s version %d AVAILABLE (%.2f s)", name, version, time.perf_counter() - started)
             self._unload_unaspired(model)
             self._publish_routes()
             self._changed.notify_all()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -441,3 +442,21 @@ def test_cli_model_server_serves_and_stops_on_sigterm(model_base: Path) -> None:
             proc.communicate()
     assert proc.returncode == 0, stderr[-3000:]
     assert "model server stopped" in stderr
+
+
+def test_file_label_on_a_loading_version_applies_once_it_is_available(
+    running: Running, model_base: Path, templates: dict[str, Path]
+) -> None:
+    path = model_base / "models.config"
+    follow_disk = [
+        mc.ModelEntry.under(
+            model_base, "retrieval", policy=mc.VersionPolicy.all(), labels={"stable": 1, "canary": 2}
+        )
+    ]
+    mc.write_models_config(path, follow_disk)
+    time.sleep(POLL * 3)
+    # Publish 3 and move canary in one go: refused while 3 loads, retried each poll, then applied.
+    publish(templates["retrieval/3"], model_base / "retrieval", 3)
+    mc.write_models_config(path, [replace(follow_disk[0], labels={"stable": 1, "canary": 3})])
+    eventually(lambda: running.predict(version_label="canary").model_spec.version.value == 3)
+    assert running.predict(version_label="stable").model_spec.version.value == 1
