@@ -130,3 +130,166 @@ def save_ranking(
 
     module = Ranking()
     return _publish(module, {"serving_default": module.serve}, Path(base_path), version)
+
+
+# ------------------------------------------------------------------------------------------------
+# Toys that follow the gateway's model contract: inputs named after features (see serving/binding.py).
+
+CONTRACT_RETRIEVAL_INPUTS = {
+    "user_id": ("string", [None]),
+    "user_recent__last_10_items": ("string", [None, 10]),
+    "user_features__views_7d": ("float32", [None]),
+    "hour_of_day": ("int64", [None]),
+}
+CONTRACT_RANKING_INPUTS = {
+    "user_id": ("string", [None]),
+    "item_id": ("string", [None, None]),
+    "retrieval_score": ("float32", [None, None]),
+    "user_features__purchases_30d": ("int64", [None]),
+    "item_features__popularity": ("float32", [None, None]),
+    "item_features__age_days": ("float64", [None, None]),
+    "item_features__category": ("string", [None, None]),
+    "day_of_week": ("int64", [None]),
+}
+
+
+def _specs(inputs: dict) -> list:
+    import tensorflow as tf
+
+    return [tf.TensorSpec(shape, getattr(tf, dtype), name=name) for name, (dtype, shape) in inputs.items()]
+
+
+def save_contract_retrieval(
+    base_path: str | Path,
+    version: int,
+    catalog: list[str],
+    *,
+    dim: int = 16,
+    k: int = 1000,
+    num_users: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """Publish a retrieval toy with the contract's signature as `<base_path>/<version>`.
+
+    Inputs: `user_id` [B], `user_recent__last_10_items` [B, 10] (""-padded),
+    `user_features__views_7d` float32 [B], `hour_of_day` int64 [B]. Outputs: `item_ids` string
+    [B, K] and `scores` float32 [B, K], K = min(k, len(catalog)). The query is the user's
+    embedding nudged towards the items they acted on (so recent items change the answer).
+
+    Args:
+        base_path: the model's folder (`.../models/retrieval`).
+        version: numeric version folder.
+        catalog: the item ids it retrieves from.
+        dim: embedding width.
+        k: items per answer.
+        num_users: user ids are hashed into this many rows.
+        seed: makes versions answer differently.
+    """
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(seed)
+    top = min(k, len(catalog))
+    n_items = len(catalog)
+
+    class Retrieval(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.users = tf.Variable(rng.normal([num_users, dim]), trainable=False)
+            self.items = tf.Variable(rng.normal([n_items, dim]), trainable=False)
+            self.ids = tf.constant(catalog)
+            self.lookup = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(self.ids, tf.range(n_items, dtype=tf.int64)), -1
+            )
+
+        @tf.function(input_signature=_specs(CONTRACT_RETRIEVAL_INPUTS))
+        def serve(self, user_id, user_recent__last_10_items, user_features__views_7d, hour_of_day):
+            query = tf.gather(self.users, tf.strings.to_hash_bucket_fast(user_id, num_users))
+            rows = self.lookup.lookup(user_recent__last_10_items)
+            known = tf.cast(rows >= 0, tf.float32)[..., None]
+            recent = tf.reduce_sum(tf.gather(self.items, tf.maximum(rows, 0)) * known, axis=1)
+            scale = 1.0 + 0.0 * (user_features__views_7d[:, None] + tf.cast(hour_of_day, tf.float32)[:, None])
+            query = (query + 0.3 * recent) * scale
+            scores, idx = tf.math.top_k(tf.matmul(query, self.items, transpose_b=True), k=top)
+            return {"item_ids": tf.gather(self.ids, idx), "scores": scores}
+
+    module = Retrieval()
+    return _publish(module, {"serving_default": module.serve}, Path(base_path), version)
+
+
+def save_contract_ranking(
+    base_path: str | Path,
+    version: int,
+    *,
+    dim: int = 16,
+    buckets: int = 10_000,
+    num_users: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """Publish a ranking toy with the contract's signature as `<base_path>/<version>`.
+
+    Inputs: `user_id` [B], `item_id` [B, N], `retrieval_score` float32 [B, N],
+    `user_features__purchases_30d` int64 [B], `item_features__popularity` float32 [B, N],
+    `item_features__age_days` float64 [B, N], `item_features__category` string [B, N],
+    `day_of_week` int64 [B]. Output: `scores` float32 [B, N] (a user x item dot product plus
+    small feature terms).
+    """
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(seed)
+
+    class Ranking(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.users = tf.Variable(rng.normal([num_users, dim]), trainable=False)
+            self.items = tf.Variable(rng.normal([buckets, dim]), trainable=False)
+            self.categories = tf.Variable(rng.normal([64]), trainable=False)
+
+        @tf.function(input_signature=_specs(CONTRACT_RANKING_INPUTS))
+        def serve(
+            self,
+            user_id,
+            item_id,
+            retrieval_score,
+            user_features__purchases_30d,
+            item_features__popularity,
+            item_features__age_days,
+            item_features__category,
+            day_of_week,
+        ):
+            user = tf.gather(self.users, tf.strings.to_hash_bucket_fast(user_id, num_users))
+            items = tf.gather(self.items, tf.strings.to_hash_bucket_fast(item_id, buckets))
+            dot = tf.reduce_sum(user[:, None, :] * items, axis=-1)
+            category = tf.gather(self.categories, tf.strings.to_hash_bucket_fast(item_features__category, 64))
+            extra = (
+                0.1 * retrieval_score
+                + 0.001 * item_features__popularity
+                - 0.0001 * tf.cast(item_features__age_days, tf.float32)
+                + 0.1 * category
+                + 0.0 * tf.cast(user_features__purchases_30d + day_of_week, tf.float32)[:, None]
+            )
+            return {"scores": dot + extra}
+
+    module = Ranking()
+    return _publish(module, {"serving_default": module.serve}, Path(base_path), version)
+
+
+def publish_contract_pair(
+    model_base: str | Path,
+    catalog: list[str],
+    *,
+    version: int = 1,
+    dim: int = 16,
+    k: int = 1000,
+    seed: int = 0,
+) -> None:
+    """Publish `retrieval` and `ranking` toys under `model_base` with a models.config labelling
+    `version` as `stable` (the layout `towerflow model-server` and the gateway expect)."""
+    from serving import model_config as mc
+
+    base = Path(model_base)
+    save_contract_retrieval(base / "retrieval", version, catalog, dim=dim, k=k, seed=seed)
+    save_contract_ranking(base / "ranking", version, dim=dim, seed=seed)
+    entries = [
+        mc.ModelEntry.under(base, name, labels={"stable": version}) for name in ("retrieval", "ranking")
+    ]
+    mc.write_models_config(base / "models.config", entries)

@@ -148,3 +148,24 @@ GOLD_ITEM_EMBEDDINGS = pa.schema(
         pa.field("model_version", pa.string(), nullable=False),
     ]
 )
+
+# Impressions logged by the gateway: one row per item shown, so a later click or purchase can be
+# attributed to the request, position, models and experiment arm that showed it.
+BRONZE_IMPRESSIONS = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),  # 1 = first
+        pa.field("score", pa.float64()),  # null on the precomputed path
+        pa.field("served_path", pa.string(), nullable=False),  # model | cached | fallback_popular
+        pa.field("experiment_id", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("retrieval_version", pa.string()),  # null off the model path
+        pa.field("ranking_version", pa.string()),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+    ]
+)
+
+IMPRESSIONS_PARTITION = ["event_date"]

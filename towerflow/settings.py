@@ -34,6 +34,26 @@ class Settings(BaseSettings):
         model_server_poll_seconds: how often the built-in model server re-reads `models.config`
             and rescans the version folders.
         model_server_workers: request threads of the built-in model server.
+        model_server_target: `host:port` the gateway calls (default 127.0.0.1:<model_server_port>).
+        gateway_host / gateway_port: where `towerflow serve` binds the HTTP gateway.
+        redis_prefix: prefix of the gateway's own Redis keys (rate limits, precomputed recs).
+        jwt_key: HS* secret or PEM public key that verifies bearer tokens; default: the
+            development secret under `<home>/secrets/` (`towerflow token` creates it).
+        jwt_jwks_url: verify against this JWKS instead (keys picked by `kid`).
+        jwt_algorithms: accepted JWT algorithms.
+        jwt_issuer / jwt_audience: required `iss` / `aud` claims.
+        rate_limit_user / rate_limit_token: requests per `rate_limit_window_s` per user id and
+            per token; 0 turns that limit off.
+        retrieval_timeout_ms / ranking_timeout_ms / features_timeout_ms / redis_timeout_ms:
+            per-stage time budgets; past one the request degrades instead of waiting.
+        breaker_cooldown_s: after a dependency fails, skip it for this long, then probe again.
+        experiments_path: A/B config (JSON); default `<home>/experiments.json`, absent = one arm.
+        category_cap: at most this share of a response from one category (soft: filled up
+            from the overflow when too few categories remain).
+        freshness_boost / freshness_half_life_days: score += boost * 2^(-age_days / half-life).
+        popular_size: popular items held in memory for the fallback path.
+        precomputed_ttl_s: how long precomputed recommendations live in Redis.
+        impressions_batch_rows / impressions_flush_s: impression log flush triggers.
     """
 
     model_config = SettingsConfigDict(
@@ -62,6 +82,32 @@ class Settings(BaseSettings):
     dq_max_day_ratio: float = 10.0
     feast_project: str = Field(default="towerflow", pattern=r"^[A-Za-z0-9_]+$")
     feature_env: Literal["auto", "redis", "embedded"] = "auto"
+    # Gateway (serving/main.py)
+    model_server_target: str | None = None
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    redis_prefix: str = "towerflow:"
+    jwt_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_issuer: str = "towerflow"
+    jwt_audience: str = "towerflow-gateway"
+    rate_limit_user: int = 300
+    rate_limit_token: int = 20_000
+    rate_limit_window_s: int = 60
+    retrieval_timeout_ms: float = 80.0
+    ranking_timeout_ms: float = 80.0
+    features_timeout_ms: float = 50.0
+    redis_timeout_ms: float = 50.0
+    breaker_cooldown_s: float = 1.0
+    experiments_path: Path | None = None
+    category_cap: float = Field(default=0.4, gt=0, le=1)
+    freshness_boost: float = 0.05
+    freshness_half_life_days: float = 30.0
+    popular_size: int = 500
+    precomputed_ttl_s: int = 3 * 86_400
+    impressions_batch_rows: int = 5_000
+    impressions_flush_s: float = 5.0
 
     @cached_property
     def home_dir(self) -> Path:
@@ -106,6 +152,20 @@ class Settings(BaseSettings):
     def data_docs_dir(self) -> Path:
         """Great Expectations Data Docs (HTML) of the pipeline's quality gates."""
         return self.reports_dir / "data_docs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Development secrets (the JWT signing key `towerflow token` generates)."""
+        return self.home_dir / "secrets"
+
+    @property
+    def model_target(self) -> str:
+        """`host:port` of the model server the gateway calls."""
+        return self.model_server_target or f"127.0.0.1:{self.model_server_port}"
+
+    @property
+    def experiments_file(self) -> Path:
+        return self.experiments_path or self.home_dir / "experiments.json"
 
     @property
     def staging_dir(self) -> Path:

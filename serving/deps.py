@@ -1,0 +1,86 @@
+"""FastAPI dependencies and their `Annotated` aliases: routes get resources through these, and
+tests swap them with `app.dependency_overrides` (e.g. `get_reader` -> an InMemoryFeatureReader)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serving.auth import AuthError, Principal, forbidden, unauthorized
+from serving.schemas import RecommendationQuery
+
+if TYPE_CHECKING:
+    from serving.main import Resources
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="OAuth2 access token (JWT) with scopes: recommend:read, events:write, experiments:read. "
+    "`towerflow token --user U --scopes recommend:read` mints a development token.",
+)
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources
+
+
+def get_reader(request: Request) -> Any:
+    """The online feature reader (None while the feature store cannot be opened)."""
+    return request.app.state.resources.reader
+
+
+ResourcesDep = Annotated[Any, Depends(get_resources)]
+ReaderDep = Annotated[Any, Depends(get_reader)]
+RecommendationParams = Annotated[RecommendationQuery, Query()]
+
+
+def _raise(err: AuthError) -> None:
+    raise HTTPException(err.status, err.message, headers=err.headers)
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency verifying the bearer token and that it grants `scope` (401 / 403)."""
+
+    async def verify(
+        resources: ResourcesDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            _raise(unauthorized("missing bearer token: send 'Authorization: Bearer <token>'", error=None))
+        verifier = resources.verifier
+        try:
+            if verifier.uses_jwks:  # may fetch keys over HTTP: off the event loop
+                principal = await asyncio.to_thread(verifier.verify, credentials.credentials)
+            else:
+                principal = verifier.verify(credentials.credentials)
+        except AuthError as err:
+            _raise(err)
+        if scope not in principal.scopes:
+            _raise(forbidden(scope))
+        return principal
+
+    verify.__name__ = f"require_{scope.replace(':', '_')}"
+    return verify
+
+
+RecommendCaller = Annotated[Principal, Depends(require_scope("recommend:read"))]
+
+
+async def rate_limited(
+    resources: ResourcesDep, params: RecommendationParams, caller: RecommendCaller
+) -> None:
+    """429 with Retry-After once the user or the token is over its limit."""
+    decision = await resources.limiter.check(params.user_id, caller.token_id)
+    if not decision.allowed:
+        raise HTTPException(
+            429,
+            f"rate limit for this {decision.scope} reached; retry in {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
+RateLimited = Annotated[None, Depends(rate_limited)]

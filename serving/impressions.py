@@ -1,0 +1,160 @@
+"""Impression log: what each response showed, appended in batches to Delta `bronze/impressions`.
+
+Rows (towerflow.schemas.BRONZE_IMPRESSIONS) accumulate in memory and are committed by one Delta
+write (`jobs.lake.Lake.write`, in a worker thread) when `batch_rows` are waiting, every
+`flush_s` seconds, and on shutdown. Each flush carries a batch id, so a retried write never
+lands twice. If a write fails the rows stay queued for the next flush, up to `max_rows`; beyond
+that the oldest are dropped and counted (`towerflow_gateway_impressions_total{result="dropped"}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+
+class ImpressionLogger:
+    """Batches impression rows into Delta.
+
+    Args:
+        lake: a `jobs.lake.Lake`.
+        uri: the table (`settings.table_uri("bronze", "impressions")`).
+        batch_rows: flush when this many rows wait.
+        flush_s: flush at least this often.
+        max_rows: rows kept while writes fail.
+        metrics: counts written and dropped rows.
+    """
+
+    def __init__(
+        self,
+        lake: Any,
+        uri: str,
+        *,
+        batch_rows: int = 5_000,
+        flush_s: float = 5.0,
+        max_rows: int = 200_000,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        from towerflow.schemas import BRONZE_IMPRESSIONS
+
+        self.lake = lake
+        self.uri = uri
+        self.batch_rows = batch_rows
+        self.flush_s = flush_s
+        self.max_rows = max_rows
+        self.metrics = metrics
+        self._schema = BRONZE_IMPRESSIONS
+        self._rows: dict[str, list[Any]] = {name: [] for name in BRONZE_IMPRESSIONS.names}
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows["request_id"])
+
+    def log(
+        self,
+        *,
+        request_id: str,
+        user_id: str,
+        items: Sequence[tuple[str, float | None]],
+        path: str,
+        experiment_id: str,
+        arm: str,
+        model_versions: Mapping[str, str],
+        at: datetime | None = None,
+    ) -> None:
+        """Queue one response's impressions (cheap; never blocks on I/O)."""
+        if not items:
+            return
+        when = (at or datetime.now(UTC)).astimezone(UTC)
+        rows = self._rows
+        for position, (item_id, score) in enumerate(items, start=1):
+            rows["request_id"].append(request_id)
+            rows["user_id"].append(user_id)
+            rows["item_id"].append(item_id)
+            rows["position"].append(position)
+            rows["score"].append(score)
+            rows["served_path"].append(path)
+            rows["experiment_id"].append(experiment_id)
+            rows["arm"].append(arm)
+            rows["retrieval_version"].append(model_versions.get("retrieval"))
+            rows["ranking_version"].append(model_versions.get("ranking"))
+            rows["timestamp"].append(when)
+            rows["event_date"].append(when.date())
+        if self.pending >= self.batch_rows:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the background flusher (inside the running loop)."""
+        self._task = asyncio.create_task(self._run(), name="impressions-flusher")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write what is queued now; returns rows written (0 on failure: they stay queued)."""
+        async with self._lock:
+            if not self.pending:
+                return 0
+            rows, self._rows = self._rows, {name: [] for name in self._schema.names}
+            count = len(rows["request_id"])
+            try:
+                await asyncio.to_thread(self._write, rows)
+            except Exception:  # noqa: BLE001 - keep serving; retry with the next flush
+                log.exception("impression write to %s failed; %d rows kept for retry", self.uri, count)
+                self._requeue(rows)
+                return 0
+            if self.metrics:
+                self.metrics.impressions.labels("written").inc(count)
+            return count
+
+    def _write(self, rows: dict[str, list[Any]]) -> None:
+        import pyarrow as pa
+
+        from towerflow.schemas import IMPRESSIONS_PARTITION
+
+        table = pa.Table.from_pydict(rows, schema=self._schema)
+        self.lake.write(
+            self.uri,
+            table,
+            mode="append",
+            partition_by=IMPRESSIONS_PARTITION,
+            batch_id=f"impressions-{uuid.uuid4().hex}",
+        )
+
+    def _requeue(self, rows: dict[str, list[Any]]) -> None:
+        for name, values in rows.items():
+            self._rows[name][:0] = values  # older rows first
+        excess = self.pending - self.max_rows
+        if excess > 0:
+            for values in self._rows.values():
+                del values[:excess]
+            if self.metrics:
+                self.metrics.impressions.labels("dropped").inc(excess)
+
+    async def close(self) -> None:
+        """Stop the flusher and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()

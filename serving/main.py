@@ -1,0 +1,290 @@
+"""The recommendation gateway (FastAPI): `create_app(settings)`.
+
+Resources open in `lifespan`, not at import: the model-server client (gRPC, TF Serving's API
+without TensorFlow: serving/tfs_lean.py), the online feature reader (`FastFeatureReader` over the
+Feast store; tests override `deps.get_reader` with an in-memory fake), a `redis.asyncio` client
+(rate limits, precomputed recommendations), the in-memory item catalog (popular items; rebuilt
+when a new materialization lands) and the impression logger. None of them has to be reachable at
+start: the gateway starts, `/readyz` says what is missing, and requests degrade meanwhile.
+
+Run it with `towerflow serve`, or `uvicorn serving.main:create_app --factory`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.auth import TokenVerifier
+from serving.breaker import Breaker
+from serving.catalog import Catalog
+from serving.impressions import ImpressionLogger
+from serving.metrics import GatewayMetrics, HttpMetricsMiddleware
+from serving.ratelimit import RateLimiter
+from serving.recommender import ModelRunner, Recommender, Timeouts
+from serving.routes import health, recommend
+from serving.rules import RuleConfig
+from towerflow.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+CATALOG_REFRESH_S = 5.0
+FEATURE_SERVICE = "ranking"
+
+
+@dataclass
+class Resources:
+    """Everything the routes use; opened by `open_resources`, closed by `close`."""
+
+    settings: Settings
+    metrics: GatewayMetrics
+    model_client: Any
+    redis: Any
+    verifier: TokenVerifier
+    limiter: RateLimiter
+    recommender: Recommender
+    impressions: ImpressionLogger
+    executor: ThreadPoolExecutor
+    breakers: dict[str, Breaker]
+    reader: Any = None
+    store: Any = None
+    open_feature_store: bool = True
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    # -- feature store and catalog (blocking; run in a thread) ----------------------------------
+
+    def open_reader(self) -> None:
+        """Open the Feast store and the fast reader, and load the item snapshot."""
+        from jobs.feature_store import feature_store
+        from serving.feature_reader import FastFeatureReader
+
+        env = self.settings.feature_env
+        if env == "auto":  # never fall back to an empty SQLite store because Redis blinked
+            env = "redis" if self.settings.redis_url else "embedded"
+        store = feature_store(self.settings, env)
+        reader = FastFeatureReader(store, FEATURE_SERVICE)
+        self.store, self.reader = store, reader
+        reader.refresh()
+
+    def refresh_catalog(self) -> None:
+        """Rebuild the catalog when the reader's snapshot changed; update staleness gauges."""
+        if self.reader is None:
+            if not self.open_feature_store:
+                return
+            self.open_reader()
+        snapshot = getattr(self.reader, "snapshot", None)  # also triggers the reader's marker check
+        if snapshot is None:
+            return
+        catalog = self.recommender.catalog
+        if not len(catalog) or snapshot.version != catalog.version:
+            self.recommender.catalog = Catalog.from_snapshot(snapshot, top=self.settings.popular_size)
+            self.metrics.catalog_items.set(len(self.recommender.catalog))
+            log.info(
+                "catalog rebuilt: %d items (snapshot %s)", len(self.recommender.catalog), snapshot.version
+            )
+        self.metrics.snapshot_age.set(time.time() - snapshot.loaded_at)
+        if self.store is not None:
+            from jobs.feature_store import read_marker
+
+            marker = read_marker(self.store)
+            self.metrics.snapshot_stale.set(int(bool(marker) and marker["version"] != snapshot.version))
+
+    async def _catalog_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh_catalog)
+            except Exception as err:  # noqa: BLE001 - keep the last catalog; try again later
+                log.warning("feature store / catalog refresh failed: %s", err)
+            for name, breaker in self.breakers.items():
+                self.metrics.breaker_open.labels(name).set(int(breaker.is_open))
+            await asyncio.sleep(CATALOG_REFRESH_S)
+
+    async def _warm_signatures(self) -> None:
+        """Fetch each arm's model signatures now, so the first request does not pay for it."""
+        runner = self.recommender.runner
+        for arm in self.recommender.experiment.arms:
+            for model, label in arm.models.items():
+                try:
+                    await runner.specs(model, label)
+                except Exception as err:  # noqa: BLE001 - the model server may not be up yet
+                    log.info("model %s@%s not reachable at start: %s", model, label, err)
+
+    def start(self) -> None:
+        self.impressions.start()
+        self.tasks.append(asyncio.create_task(self._catalog_loop(), name="catalog-refresh"))
+        self.tasks.append(asyncio.create_task(self._warm_signatures(), name="warm-signatures"))
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.impressions.close()
+        await self.model_client.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _redis_client(settings: Settings) -> Any:
+    """`redis.asyncio` client with tight timeouts and no retries: a slow Redis degrades a
+    request instead of stalling it."""
+    if not settings.redis_url:
+        return None
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    timeout = settings.redis_timeout_ms / 1000
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=max(timeout, 0.05),
+        socket_connect_timeout=max(timeout, 0.05),
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+async def open_resources(
+    settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True
+) -> Resources:
+    """Open the gateway's clients (none needs its service to be up yet)."""
+    from jobs.lake import Lake
+    from serving.experiments import load_experiment
+    from serving.tfs_lean import AsyncModelClient
+
+    cooldown = settings.breaker_cooldown_s
+    breakers = {
+        "model_server": Breaker("model_server", threshold=3, cooldown_s=cooldown),
+        "online_store": Breaker("online_store", threshold=3, cooldown_s=cooldown),
+        "redis": Breaker("redis", threshold=3, cooldown_s=cooldown),
+    }
+    client = AsyncModelClient(settings.model_target, timeout=5.0)
+    redis = _redis_client(settings)
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="features")
+    recommender = Recommender(
+        runner=ModelRunner(client),
+        redis=redis,
+        prefix=settings.redis_prefix,
+        experiment=load_experiment(settings.experiments_file),
+        rules=RuleConfig(
+            count=10,
+            category_cap=settings.category_cap,
+            freshness_boost=settings.freshness_boost,
+            freshness_half_life_days=settings.freshness_half_life_days,
+        ),
+        timeouts=Timeouts(
+            retrieval=settings.retrieval_timeout_ms / 1000,
+            ranking=settings.ranking_timeout_ms / 1000,
+            features=settings.features_timeout_ms / 1000,
+            redis=settings.redis_timeout_ms / 1000,
+        ),
+        metrics=metrics,
+        executor=executor,
+        breakers=breakers,
+    )
+    limiter = RateLimiter(
+        redis,
+        prefix=settings.redis_prefix,
+        user_limit=settings.rate_limit_user,
+        token_limit=settings.rate_limit_token,
+        window_s=settings.rate_limit_window_s,
+        timeout_s=settings.redis_timeout_ms / 1000,
+        breaker=breakers["redis"],
+        metrics=metrics,
+    )
+    impressions = ImpressionLogger(
+        Lake(settings.lake, settings.storage_options or None),
+        settings.table_uri("bronze", "impressions"),
+        batch_rows=settings.impressions_batch_rows,
+        flush_s=settings.impressions_flush_s,
+        metrics=metrics,
+    )
+    resources = Resources(
+        settings=settings,
+        metrics=metrics,
+        model_client=client,
+        redis=redis,
+        verifier=TokenVerifier(settings),
+        limiter=limiter,
+        recommender=recommender,
+        impressions=impressions,
+        executor=executor,
+        breakers=breakers,
+        open_feature_store=open_feature_store,
+    )
+    if open_feature_store:
+        try:
+            await asyncio.to_thread(resources.refresh_catalog)
+        except Exception as err:  # noqa: BLE001 - start anyway; the refresh loop retries
+            log.warning("feature store not available at start (%s); serving degraded until it is", err)
+    return resources
+
+
+def create_app(settings: Settings | None = None, *, open_feature_store: bool = True) -> FastAPI:
+    """The gateway app.
+
+    Args:
+        settings: defaults to `get_settings()` (the environment).
+        open_feature_store: open the Feast store in `lifespan`; tests that override
+            `deps.get_reader` pass False.
+    """
+    settings = settings or get_settings()
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = await open_resources(settings, metrics, open_feature_store=open_feature_store)
+        app.state.resources = resources
+        resources.start()
+        try:
+            yield
+        finally:
+            await resources.close()
+
+    app = FastAPI(
+        title="towerflow gateway",
+        version="1",
+        summary="Two-stage product recommendations that degrade instead of failing.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.include_router(recommend.router)
+    app.include_router(health.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    return app
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc[1:]) or str(loc[0]) if loc else "request"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with one readable `message` (e.g. `count: Input should be less than or equal to 100`)."""
+    errors = exc.errors()
+    message = "; ".join(f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
+    return JSONResponse(
+        status_code=422,
+        content={"message": message or "invalid request", "detail": jsonable_encoder(errors)},
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(
+        status_code=exc.status_code,
+        content={"message": str(exc.detail), "detail": exc.detail},
+        headers=getattr(exc, "headers", None),
+    )

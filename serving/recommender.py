@@ -1,0 +1,364 @@
+"""The recommendation flow behind `GET /v1/recommendations`, degrading instead of failing.
+
+    A/B arm -> user features -> retrieval (top K) -> item features -> ranking -> rules -> top N
+
+Paths (the response's `path`):
+- `model`: the flow above.
+- `cached`: the model server failed, timed out, or its breaker is open -> the user's precomputed
+  recommendations from Redis, through the same rules.
+- `fallback_popular`: the online store is unreachable, the user is unknown (cold start), or
+  nothing precomputed exists -> popular items (within the requested category) from the
+  in-memory catalog.
+Every stage has a time budget; a dependency that fails opens its breaker, so later requests skip
+it (no per-request timeout cost) until a probe finds it back. Short lists are topped up from
+popular items, so a response has `count` items whenever the catalog allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import numpy as np
+
+from serving import binding
+from serving.breaker import Breaker
+from serving.catalog import EMPTY, Catalog
+from serving.experiments import Experiment, version_spec
+from serving.metrics import GatewayMetrics
+from serving.precomputed import read_precomputed
+from serving.rules import RuleConfig, apply_rules
+from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
+
+log = logging.getLogger(__name__)
+
+MODEL, CACHED, POPULAR = "model", "cached", "fallback_popular"
+#: gRPC codes after which a cached signature may be out of date (version gone or changed).
+_STALE_SIGNATURE = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-stage budgets in seconds."""
+
+    retrieval: float = 0.08
+    ranking: float = 0.08
+    features: float = 0.05
+    redis: float = 0.05
+
+
+@dataclass
+class Served:
+    """One response: the items, which path served them and why, and what to log."""
+
+    request_id: str
+    user_id: str
+    items: list[tuple[str, float | None]]
+    path: str
+    reason: str | None
+    experiment_id: str
+    arm: str
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+class StageError(Exception):
+    """A stage failed; `reason` says which dependency and how (for metrics and the response)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ModelRunner:
+    """Predict with inputs bound from the model's signature, cached per model version.
+
+    The signature of the version a label points to is fetched once (GetModelMetadata) and reused
+    for `ttl_s`; calls pin that exact version so inputs always match its signature. A NOT_FOUND /
+    INVALID_ARGUMENT answer drops the cached signature and retries once (a new version landed).
+    """
+
+    def __init__(self, client: AsyncModelClient, *, ttl_s: float = 5.0) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self._cache: dict[tuple[str, str], tuple[int, dict[str, InputSpec], float]] = {}
+
+    async def specs(self, model: str, label: str) -> tuple[int, dict[str, InputSpec]]:
+        """(version, input specs) for `model` at `label` (a version label or number)."""
+        entry = self._cache.get((model, label))
+        if entry is not None and time.monotonic() - entry[2] < self.ttl_s:
+            return entry[0], entry[1]
+        version, defs = await self.client.signature_defs(model, **version_spec(label))
+        specs = input_specs_of(defs)
+        self._cache[(model, label)] = (version, specs, time.monotonic())
+        return version, specs
+
+    async def predict(
+        self, model: str, label: str, build: Callable[[Mapping[str, InputSpec]], binding.Bound]
+    ) -> Prediction:
+        for attempt in (0, 1):
+            version, specs = await self.specs(model, label)
+            bound = build(specs)
+            dtypes = {name: spec.dtype for name, spec in specs.items()}
+            try:
+                return await self.client.predict(model, bound.inputs, version=version, dtypes=dtypes)
+            except grpc.RpcError as err:
+                if attempt == 0 and err.code() in _STALE_SIGNATURE:
+                    self._cache.pop((model, label), None)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+
+def _reason_of(err: BaseException) -> str:
+    if isinstance(err, StageError):
+        return err.reason
+    if isinstance(err, TimeoutError):
+        return "model_timeout"
+    if isinstance(err, grpc.RpcError):
+        code = err.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "model_timeout"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return "model_unavailable"
+    return "model_error"
+
+
+class Recommender:
+    """Runs the flow for one request (see module doc). One per gateway process.
+
+    Args:
+        runner: model calls.
+        redis: `redis.asyncio.Redis` holding precomputed recommendations.
+        prefix: their key prefix.
+        experiment: the A/B experiment.
+        rules: rule settings (`count` etc. are per request; the rest are defaults).
+        timeouts: stage budgets.
+        metrics: the gateway's metrics.
+        executor: threads for the blocking feature reader.
+        breakers: `model_server`, `online_store`, `redis`.
+    """
+
+    def __init__(
+        self,
+        *,
+        runner: ModelRunner,
+        redis: Any,
+        prefix: str,
+        experiment: Experiment,
+        rules: RuleConfig,
+        timeouts: Timeouts,
+        metrics: GatewayMetrics,
+        executor: Executor,
+        breakers: Mapping[str, Breaker],
+    ) -> None:
+        self.runner = runner
+        self.redis = redis
+        self.prefix = prefix
+        self.experiment = experiment
+        self.rules = rules
+        self.timeouts = timeouts
+        self.metrics = metrics
+        self.executor = executor
+        self.breakers = dict(breakers)
+        self.catalog: Catalog = EMPTY
+
+    async def recommend(
+        self,
+        reader: Any,
+        *,
+        user_id: str,
+        count: int,
+        exclude: Sequence[str] = (),
+        category: str | None = None,
+        exclude_purchased: bool = True,
+    ) -> Served:
+        """Recommendations for one user; never raises for a dependency failure."""
+        arm = self.experiment.assign(user_id)
+        rules = replace(
+            self.rules,
+            count=count,
+            exclude=frozenset(exclude),
+            category=category,
+            exclude_purchased=exclude_purchased,
+        )
+        served = Served(uuid.uuid4().hex, user_id, [], POPULAR, None, self.experiment.id, arm.name)
+        user = await self._user_features(reader, user_id)
+        if user is None:
+            served.reason = "online_store_unavailable"
+        elif user and all(v is None for v in user.values()):
+            served.reason = "cold_start"
+        else:
+            served.reason = await self._model_path(served, reader, user, arm.models, rules)
+            if served.reason is None:
+                return self._done(served, user, rules)
+            if await self._cached(served, user, rules):
+                return self._done(served, user, rules)
+        served.path, served.model_versions = POPULAR, {}
+        served.items = self._popular(user or {}, rules, [])
+        return self._done(served, user or {}, rules)
+
+    def _done(self, served: Served, user: Mapping[str, Any], rules: RuleConfig) -> Served:
+        if len(served.items) < rules.count:  # top up a short list from popular items
+            served.items += self._popular(user, rules, [i for i, _ in served.items])
+        self.metrics.served.labels(served.path, served.reason or "").inc()
+        return served
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, *args), self.timeouts.features)
+
+    async def _user_features(self, reader: Any, user_id: str) -> dict[str, Any] | None:
+        """The user's features; None when the online store is unreachable (or its breaker open)."""
+        breaker = self.breakers["online_store"]
+        if reader is None or not breaker.allow():
+            self.metrics.features.labels("user", "error").inc()
+            return None
+        try:
+            with self.metrics.time("user_features"):
+                user = await self._in_thread(reader.user_features, user_id)
+        except Exception:  # noqa: BLE001 - unreachable, slow or broken store: degrade
+            breaker.failure()
+            self.metrics.dependency_errors.labels("online_store").inc()
+            self.metrics.features.labels("user", "error").inc()
+            return None
+        breaker.success()
+        hit = any(v is not None for v in user.values())
+        self.metrics.features.labels("user", "hit" if hit else "miss").inc()
+        return user
+
+    async def _model_path(
+        self, served: Served, reader: Any, user: dict[str, Any], labels: Mapping[str, str], rules: RuleConfig
+    ) -> str | None:
+        """Fill `served` from the models; returns None on success, else the failure reason."""
+        breaker = self.breakers["model_server"]
+        if not breaker.allow():
+            return "model_server_unavailable"
+        try:
+            items, versions = await self._run_models(reader, served.user_id, user, labels, rules)
+        except Exception as err:  # noqa: BLE001 - every failure degrades to the next path
+            reason = _reason_of(err)
+            if reason.startswith("online_store"):
+                self.breakers["online_store"].failure()
+                self.metrics.dependency_errors.labels("online_store").inc()
+            else:
+                breaker.failure()
+                self.metrics.dependency_errors.labels("model_server").inc()
+                if reason == "model_error":
+                    log.warning("model path failed: %r", err)
+            return reason
+        breaker.success()
+        served.items, served.model_versions, served.path = items, versions, MODEL
+        return None
+
+    async def _run_models(
+        self, reader: Any, user_id: str, user: dict[str, Any], labels: Mapping[str, str], rules: RuleConfig
+    ) -> tuple[list[tuple[str, float | None]], dict[str, str]]:
+        ctx = binding.context(datetime.now(UTC))
+        with self.metrics.time("retrieval"):
+            retrieved = await asyncio.wait_for(
+                self.runner.predict(
+                    "retrieval",
+                    labels["retrieval"],
+                    lambda specs: binding.bind(specs, user_id=user_id, user_features=user, ctx=ctx),
+                ),
+                self.timeouts.retrieval,
+            )
+        ids = names(retrieved["item_ids"][0])
+        retrieval_scores = np.asarray(retrieved["scores"][0], dtype=np.float32)
+        keep = [n for n, i in enumerate(ids) if i]  # models pad short lists with ""
+        if len(keep) < len(ids):
+            ids, retrieval_scores = [ids[n] for n in keep], retrieval_scores[keep]
+        try:
+            with self.metrics.time("item_features"):
+                items = await self._in_thread(reader.item_features, ids)
+        except Exception as err:  # noqa: BLE001
+            self.metrics.features.labels("item", "error").inc(len(ids))
+            raise StageError("online_store_unavailable") from err
+        self._count_item_hits(items, len(ids))
+        with self.metrics.time("ranking"):
+            ranked = await asyncio.wait_for(
+                self.runner.predict(
+                    "ranking",
+                    labels["ranking"],
+                    lambda specs: binding.bind(
+                        specs,
+                        user_id=user_id,
+                        user_features=user,
+                        ctx=ctx,
+                        candidates=ids,
+                        retrieval_scores=retrieval_scores,
+                        item_features=items,
+                    ),
+                ),
+                self.timeouts.ranking,
+            )
+        with self.metrics.time("rules"):
+            chosen = apply_rules(ids, ranked["scores"][0], items, user, rules)
+        versions = {"retrieval": str(retrieved.version), "ranking": str(ranked.version)}
+        return list(chosen), versions
+
+    def _count_item_hits(self, items: Mapping[str, Sequence[Any]], n: int) -> None:
+        column = next((v for k, v in items.items() if k != binding.ITEM_ID), None)
+        hits = n if column is None else sum(v is not None for v in column)
+        self.metrics.features.labels("item", "hit").inc(hits)
+        if n - hits:
+            self.metrics.features.labels("item", "miss").inc(n - hits)
+
+    async def _cached(self, served: Served, user: Mapping[str, Any], rules: RuleConfig) -> bool:
+        """Serve the precomputed list when there is one; False otherwise."""
+        breaker = self.breakers["redis"]
+        if not breaker.allow():
+            self.metrics.precomputed.labels("error").inc()
+            return False
+        try:
+            with self.metrics.time("precomputed"):
+                stored = await asyncio.wait_for(
+                    read_precomputed(self.redis, served.user_id, prefix=self.prefix), self.timeouts.redis
+                )
+        except Exception:  # noqa: BLE001 - unreachable or slow Redis: popular instead
+            breaker.failure()
+            self.metrics.dependency_errors.labels("redis").inc()
+            self.metrics.precomputed.labels("error").inc()
+            return False
+        breaker.success()
+        self.metrics.precomputed.labels("hit" if stored else "miss").inc()
+        if stored is None:
+            return False
+        ids = stored.items
+        ranks = np.arange(len(ids), 0, -1, dtype=np.float64)  # keep the stored order
+        chosen = apply_rules(
+            ids, ranks, self.catalog.features(ids), user, replace(rules, freshness_boost=0.0)
+        )
+        if not chosen:
+            return False
+        served.items = [(i, None) for i, _ in chosen]
+        served.path, served.model_versions = CACHED, {"precomputed": stored.model_version}
+        return True
+
+    def _popular(
+        self, user: Mapping[str, Any], rules: RuleConfig, already: list[str]
+    ) -> list[tuple[str, float | None]]:
+        """Popular items (in the requested category), through the rules, minus `already`."""
+        with self.metrics.time("popular"):
+            ids, popularity = self.catalog.popular(rules.category)
+            wanted = replace(rules, count=rules.count - len(already), exclude=rules.exclude | set(already))
+            if wanted.count <= 0:
+                return []
+            chosen = apply_rules(
+                ids, popularity, self.catalog.features(ids), user, replace(wanted, freshness_boost=0.0)
+            )
+        return list(chosen)

@@ -1,0 +1,77 @@
+"""`/healthz` (the process answers), `/readyz` (model server and online store reachable) and
+`/metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.deps import ReaderDep, ResourcesDep
+from serving.schemas import Health
+
+router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process serves HTTP."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def readyz(resources: ResourcesDep, reader: ReaderDep) -> JSONResponse:
+    """Readiness: both models answer on the model server, and the online store and the
+    gateway's Redis answer. 503 lists what does not (requests still degrade meanwhile)."""
+    checks = dict(
+        zip(
+            ("retrieval", "ranking", "online_store", "redis"),
+            await asyncio.gather(
+                _model(resources, "retrieval"),
+                _model(resources, "ranking"),
+                _online_store(resources, reader),
+                _redis(resources),
+            ),
+            strict=True,
+        )
+    )
+    ok = all(v == "ok" for v in checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+async def _model(resources, name: str) -> str:
+    try:
+        states = await resources.model_client.status(name, timeout=CHECK_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - report, never raise
+        return f"unreachable: {type(err).__name__}"
+    return "ok" if any(state == "AVAILABLE" for _, state in states) else f"no version AVAILABLE: {states}"
+
+
+async def _online_store(resources, reader) -> str:
+    if reader is None:
+        return "not open (feature store not applied, or unreachable at start)"
+    try:
+        await asyncio.wait_for(asyncio.to_thread(reader.user_features, "__readyz__"), CHECK_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001
+        return f"unreachable: {type(err).__name__}"
+    return "ok"
+
+
+async def _redis(resources) -> str:
+    if resources.redis is None:
+        return "not configured (no TOWERFLOW_REDIS_URL): no rate limits, no precomputed recommendations"
+    try:
+        await asyncio.wait_for(resources.redis.ping(), CHECK_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001
+        return f"unreachable: {type(err).__name__}"
+    return "ok"
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

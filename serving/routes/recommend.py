@@ -1,0 +1,56 @@
+"""`GET /v1/recommendations`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from serving.deps import RateLimited, ReaderDep, RecommendationParams, RecommendCaller, ResourcesDep
+from serving.schemas import ExperimentArm, Problem, RecommendationResponse, RecommendedItem
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+ERRORS = {
+    401: {"model": Problem, "description": "Missing or invalid bearer token."},
+    403: {"model": Problem, "description": "The token lacks the `recommend:read` scope."},
+    422: {"model": Problem, "description": "Invalid parameters; `message` says which and why."},
+    429: {"model": Problem, "description": "Rate limit reached; see `Retry-After`."},
+}
+
+
+@router.get("/recommendations", response_model=RecommendationResponse, responses=ERRORS)
+async def recommendations(
+    params: RecommendationParams,
+    caller: RecommendCaller,
+    _: RateLimited,
+    reader: ReaderDep,
+    resources: ResourcesDep,
+) -> RecommendationResponse:
+    """Top `count` items for a user: A/B arm -> user features -> retrieval -> item features ->
+    ranking -> business rules. Degrades to precomputed or popular items instead of failing;
+    `path` says which served."""
+    served = await resources.recommender.recommend(
+        reader,
+        user_id=params.user_id,
+        count=params.count,
+        exclude=params.exclude,
+        category=params.category,
+        exclude_purchased=params.exclude_purchased,
+    )
+    resources.impressions.log(
+        request_id=served.request_id,
+        user_id=served.user_id,
+        items=served.items,
+        path=served.path,
+        experiment_id=served.experiment_id,
+        arm=served.arm,
+        model_versions=served.model_versions,
+    )
+    return RecommendationResponse(
+        request_id=served.request_id,
+        user_id=served.user_id,
+        items=[RecommendedItem(item_id=i, position=n, score=s) for n, (i, s) in enumerate(served.items, 1)],
+        path=served.path,
+        reason=served.reason,
+        model_versions=served.model_versions,
+        experiment=ExperimentArm(id=served.experiment_id, arm=served.arm),
+    )

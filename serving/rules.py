@@ -1,0 +1,173 @@
+"""Business rules applied after ranking (and to the precomputed and popular paths): pure functions.
+
+Order (`apply_rules`): drop ids the caller excluded, the user's purchases (unless asked not to),
+unavailable items and items outside the requested category; boost fresh items; sort; cap each
+category's share for diversity; take the top N.
+
+Item features are Feast columns (`<view>__<feature>`); the rules find the ones they need by
+feature name (`category`, `age_days`, `available`), whatever view holds them, and skip a rule
+whose feature does not exist (e.g. `available` until the catalog feature lands).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: User features whose values are item ids the user already has.
+RECENT_ITEMS = "last_10_items"
+PURCHASED_ITEMS = "purchased_items"
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """What one request asks for, plus the gateway's rule settings.
+
+    Attributes:
+        count: how many items to return.
+        exclude: ids never to return.
+        category: only items of this category (case-insensitive), or None.
+        exclude_purchased: drop what the user already bought (False for "buy it again").
+        category_cap: at most this share of `count` per category (at least 1 item).
+        freshness_boost: added to the score of a brand-new item, halving every half-life.
+        freshness_half_life_days: see `freshness_boost`.
+    """
+
+    count: int
+    exclude: frozenset[str] = field(default_factory=frozenset)
+    category: str | None = None
+    exclude_purchased: bool = True
+    category_cap: float = 0.4
+    freshness_boost: float = 0.0
+    freshness_half_life_days: float = 30.0
+
+
+def feature_column(columns: Mapping[str, Any], feature: str) -> Any | None:
+    """The column of feature `feature` in `{"<view>__<feature>": ...}` (first view that has it)."""
+    suffix = f"__{feature}"
+    for name, values in columns.items():
+        if name == feature or name.endswith(suffix):
+            return values
+    return None
+
+
+def purchased(user_features: Mapping[str, Any]) -> set[str]:
+    """Items the user already has: the last 10 items acted on plus a purchased set if one exists."""
+    out: set[str] = set()
+    for feature in (RECENT_ITEMS, PURCHASED_ITEMS):
+        values = feature_column(user_features, feature)
+        if values:
+            out.update(str(v) for v in values if v)
+    return out
+
+
+def freshness(
+    scores: np.ndarray, age_days: Sequence[Any] | None, boost: float, half_life: float
+) -> np.ndarray:
+    """`scores + boost * 2^(-age / half_life)`; unknown ages get no boost."""
+    if age_days is None or boost == 0:
+        return scores
+    ages = np.array([np.inf if a is None else a for a in age_days], dtype=np.float64)
+    return scores + boost * np.exp2(-np.maximum(ages, 0.0) / half_life)
+
+
+def keep_mask(
+    item_ids: Sequence[str],
+    *,
+    banned: set[str] | frozenset[str],
+    available: Sequence[Any] | None = None,
+    categories: Sequence[Any] | None = None,
+    category: str | None = None,
+) -> np.ndarray:
+    """True for the items that may be shown: not banned, not unavailable, in `category` if given.
+
+    An item whose availability is unknown (None) stays; with a category filter an item of
+    unknown category goes.
+    """
+    keep = np.fromiter((i not in banned for i in item_ids), dtype=bool, count=len(item_ids))
+    if available is not None:
+        keep &= np.fromiter((a is not False for a in available), dtype=bool, count=len(item_ids))
+    if category is not None:
+        wanted = category.casefold()
+        cats = categories if categories is not None else [None] * len(item_ids)
+        keep &= np.fromiter(
+            (c is not None and str(c).casefold() == wanted for c in cats), dtype=bool, count=len(item_ids)
+        )
+    return keep
+
+
+def cap_per_category(
+    order: Iterable[int], categories: Sequence[Any] | None, count: int, cap: int
+) -> list[int]:
+    """Pick `count` positions from `order` (best first) with at most `cap` per category.
+
+    The cap is soft: when too few categories remain to fill `count`, the best of the overflow
+    fills the rest (a short list is worse than a less diverse one). Unknown categories are not
+    capped.
+    """
+    picked: list[int] = []
+    overflow: list[int] = []
+    per: dict[Any, int] = {}
+    for n in order:
+        cat = categories[n] if categories is not None else None
+        if cat is not None and per.get(cat, 0) >= cap:
+            overflow.append(n)
+            continue
+        picked.append(n)
+        if cat is not None:
+            per[cat] = per.get(cat, 0) + 1
+        if len(picked) == count:
+            return picked
+    return picked + overflow[: count - len(picked)]
+
+
+def cap_for(count: int, share: float) -> int:
+    """Items allowed per category for a response of `count` items."""
+    return max(1, math.ceil(count * share))
+
+
+def apply_rules(
+    item_ids: Sequence[str],
+    scores: Sequence[float] | np.ndarray,
+    item_features: Mapping[str, Sequence[Any]],
+    user_features: Mapping[str, Any],
+    config: RuleConfig,
+) -> list[tuple[str, float]]:
+    """The final list: `(item_id, score)` best first, at most `config.count`, ids distinct.
+
+    Args:
+        item_ids: candidates.
+        scores: one score per candidate (higher is better).
+        item_features: columns aligned with `item_ids` (`<view>__<feature>`); may be empty.
+        user_features: the user's features (for purchases); may be empty.
+        config: the request and rule settings.
+    """
+    if len(item_ids) == 0:
+        return []
+    banned = set(config.exclude)
+    if config.exclude_purchased:
+        banned |= purchased(user_features)
+    categories = feature_column(item_features, "category")
+    keep = keep_mask(
+        item_ids,
+        banned=banned,
+        available=feature_column(item_features, "available"),
+        categories=categories,
+        category=config.category,
+    )
+    boosted = freshness(
+        np.asarray(scores, dtype=np.float64),
+        feature_column(item_features, "age_days"),
+        config.freshness_boost,
+        config.freshness_half_life_days,
+    )
+    candidates = np.flatnonzero(keep)
+    order = candidates[np.argsort(-boosted[candidates], kind="stable")]
+    seen: set[str] = set()
+    distinct = [n for n in order.tolist() if not (item_ids[n] in seen or seen.add(item_ids[n]))]
+    chosen = cap_per_category(distinct, categories, config.count, cap_for(config.count, config.category_cap))
+    return [(item_ids[n], float(boosted[n])) for n in chosen]

@@ -1,0 +1,76 @@
+"""Request and response models of the gateway (what `/docs` shows)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_COUNT = 100
+MAX_EXCLUDE = 1000
+
+
+class RecommendationQuery(BaseModel):
+    """Query parameters of `GET /v1/recommendations`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=128, description="The user to recommend for.")
+    count: int = Field(10, ge=1, le=MAX_COUNT, description=f"How many items (1..{MAX_COUNT}).")
+    exclude: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_EXCLUDE,
+        description="Item ids never to return; repeat the parameter or separate ids with commas.",
+    )
+    category: str | None = Field(
+        None, min_length=1, max_length=128, description="Only items of this category."
+    )
+    exclude_purchased: bool = Field(
+        True, description="Drop items the user already has; false for 'buy it again' surfaces."
+    )
+
+    @field_validator("exclude")
+    @classmethod
+    def _split_commas(cls, value: list[str]) -> list[str]:
+        out = [part.strip() for item in value for part in item.split(",") if part.strip()]
+        if len(out) > MAX_EXCLUDE:
+            raise ValueError(f"at most {MAX_EXCLUDE} excluded ids")
+        return out
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    position: int = Field(description="1 = first.")
+    score: float | None = Field(description="Model or popularity score; null when served precomputed.")
+
+
+class ExperimentArm(BaseModel):
+    id: str = Field(description="Experiment id.")
+    arm: str = Field(description="The user's arm (a stable hash of the user id).")
+
+
+class RecommendationResponse(BaseModel):
+    request_id: str = Field(description="Quote it when reporting clicks, so they can be attributed.")
+    user_id: str
+    items: list[RecommendedItem]
+    path: Literal["model", "cached", "fallback_popular"] = Field(
+        description="model: retrieval + ranking; cached: precomputed (model path down or slow); "
+        "fallback_popular: popular items (cold start, online store down, nothing precomputed)."
+    )
+    reason: str | None = Field(None, description="Why the model path did not serve, if it did not.")
+    model_versions: dict[str, str] = Field(
+        description="`retrieval`/`ranking` versions on the model path; `precomputed` on the cached path."
+    )
+    experiment: ExperimentArm
+
+
+class Problem(BaseModel):
+    """An error: `message` says what is wrong and what to do."""
+
+    message: str
+    detail: object | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,190 @@
+"""Gateway routes through TestClient: the fake feature reader, contract toy models behind a real
+(in-process) model server, the shared Redis under a unique prefix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def recs(client, gw, user: str = "u1", **params) -> dict:
+    response = client.get("/v1/recommendations", params={"user_id": user, **params}, headers=gw.auth())
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -> None:
+    body = recs(client, gw, "u1", count=10)
+    ids = [item["item_id"] for item in body["items"]]
+    assert body["path"] == "model", body
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert set(ids) <= set(gw.ITEMS)
+    purchased = set(gw.sample_users()["u1"]["user_recent__last_10_items"])
+    assert not set(ids) & purchased
+    assert not set(ids) & gw.UNAVAILABLE
+    assert [item["position"] for item in body["items"]] == list(range(1, 11))
+    assert body["model_versions"] == {"retrieval": "1", "ranking": "1"}
+    assert body["experiment"] == {"id": "default", "arm": "control"}
+    assert len(body["request_id"]) == 32
+
+
+def test_rules_reach_the_response(client, gw) -> None:
+    bought = set(gw.sample_users()["u2"]["user_recent__last_10_items"])
+    body = recs(client, gw, "u2", count=5, category="Kitchen", exclude="i1,i7", exclude_purchased="false")
+    ids = [i["item_id"] for i in body["items"]]
+    kitchen = {i for i, f in gw.sample_items().items() if f["item_features__category"] == "kitchen"}
+    assert body["path"] == "model" and ids and set(ids) <= kitchen - {"i1", "i7"}
+    again = recs(client, gw, "u2", count=60, exclude_purchased="true")
+    assert not {i["item_id"] for i in again["items"]} & bought
+    diverse = recs(client, gw, "u3", count=10)
+    per_category: dict[str, int] = {}
+    for item in diverse["items"]:
+        cat = gw.sample_items()[item["item_id"]]["item_features__category"]
+        per_category[cat] = per_category.get(cat, 0) + 1
+    assert max(per_category.values()) <= 4  # category_cap 0.4 of 10
+
+
+def test_cold_start_gets_popular_in_context(client, gw) -> None:
+    body = recs(client, gw, "nobody", count=3, category="toys")
+    assert body["path"] == "fallback_popular" and body["reason"] == "cold_start"
+    # toys are i2, i8, i14, ...; i8 is unavailable; popularity falls with the index
+    assert [i["item_id"] for i in body["items"]] == ["i2", "i14", "i20"]
+
+
+@pytest.mark.parametrize(
+    ("count", "needle"),
+    [("0", "greater than or equal to 1"), ("1000", "less than or equal to 100"), ("abc", "valid integer")],
+)
+def test_bad_count_is_422_with_a_message(client, gw, count: str, needle: str) -> None:
+    response = client.get("/v1/recommendations", params={"user_id": "u1", "count": count}, headers=gw.auth())
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("count: ") and needle in response.json()["message"]
+
+
+def test_missing_user_is_422(client, gw) -> None:
+    response = client.get("/v1/recommendations", headers=gw.auth())
+    assert response.status_code == 422 and "user_id" in response.json()["message"]
+
+
+def test_auth_errors(client, gw) -> None:
+    url = "/v1/recommendations?user_id=u1"
+    missing = client.get(url)
+    assert missing.status_code == 401 and "missing bearer token" in missing.json()["message"]
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    bad = client.get(url, headers={"Authorization": "Bearer not.a.jwt"})
+    assert bad.status_code == 401 and "invalid token" in bad.json()["message"]
+    forged = client.get(url, headers=gw.auth(key="another-secret-of-sufficient-length-xx"))
+    assert forged.status_code == 401 and "signature" in forged.json()["message"].lower()
+    expired = client.get(url, headers=gw.auth(ttl_s=-10))
+    assert expired.status_code == 401 and "expired" in expired.json()["message"]
+    audience = client.get(url, headers=gw.auth(audience="someone-else"))
+    assert audience.status_code == 401 and "audience" in audience.json()["message"]
+    scope = client.get(url, headers=gw.auth("events:write"))
+    assert scope.status_code == 403 and "recommend:read" in scope.json()["message"]
+    assert 'error="insufficient_scope"' in scope.headers["WWW-Authenticate"]
+
+
+def test_rate_limit_per_user_is_429_with_retry_after(make_client, gw) -> None:
+    client = make_client(rate_limit_user=3, rate_limit_window_s=60)
+    codes = [client.get("/v1/recommendations?user_id=u4", headers=gw.auth()).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    refused = client.get("/v1/recommendations?user_id=u4", headers=gw.auth())
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "user" in refused.json()["message"]
+    assert client.get("/v1/recommendations?user_id=u5", headers=gw.auth()).status_code == 200
+
+
+def test_rate_limit_per_token(make_client, gw) -> None:
+    client = make_client(rate_limit_token=2, rate_limit_window_s=60)
+    headers = gw.auth()
+    codes = [client.get(f"/v1/recommendations?user_id=u{n}", headers=headers).status_code for n in range(3)]
+    assert codes == [200, 200, 429]
+    assert client.get("/v1/recommendations?user_id=u0", headers=gw.auth()).status_code == 200  # new token
+
+
+def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redis_url, redis_prefix) -> None:
+    from serving.precomputed import write_precomputed
+
+    write_precomputed(
+        redis_url, {"u1": ["i30", "i8", "i31", "i6", "i32"]}, "retrieval=1,ranking=1", prefix=redis_prefix
+    )
+    client = make_client(model_server_target=f"127.0.0.1:{gw.free_port()}", retrieval_timeout_ms=200)
+    body = recs(client, gw, "u1", count=3)
+    assert body["path"] == "cached" and body["reason"] in ("model_unavailable", "model_timeout")
+    assert [i["item_id"] for i in body["items"]] == ["i30", "i31", "i32"]  # i8 unavailable, i6 bought
+    assert body["model_versions"] == {"precomputed": "retrieval=1,ranking=1"}
+    other = recs(client, gw, "u2", count=3)
+    assert other["path"] == "fallback_popular" and len(other["items"]) == 3
+
+
+def test_health_ready_metrics_docs(client, gw) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.json()
+    recs(client, gw, "u1")
+    recs(client, gw, "nobody")
+    text = client.get("/metrics").text
+    assert 'towerflow_gateway_recommendations_total{path="model",reason=""} 1.0' in text
+    assert 'towerflow_gateway_recommendations_total{path="fallback_popular",reason="cold_start"} 1.0' in text
+    for stage in ("user_features", "retrieval", "item_features", "ranking", "rules", "rate_limit"):
+        assert f'towerflow_gateway_stage_seconds_count{{stage="{stage}"}}' in text
+    assert 'towerflow_gateway_feature_lookups_total{entity="user",result="hit"} 1.0' in text
+    assert "towerflow_gateway_http_request_seconds_bucket" in text
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/v1/recommendations" in schema["paths"] and "bearer" in schema["components"]["securitySchemes"]
+
+
+def test_not_ready_when_model_server_is_down(make_client, gw) -> None:
+    client = make_client(model_server_target=f"127.0.0.1:{gw.free_port()}")
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["retrieval"].startswith("unreachable")
+
+
+def test_impressions_land_in_delta_on_shutdown(make_client, gw, gateway_settings) -> None:
+    from jobs.lake import Lake
+
+    client = make_client()
+    body = recs(client, gw, "u6", count=4)
+    client.__exit__(None, None, None)  # lifespan shutdown flushes
+    table = Lake(gateway_settings.lake).read(gateway_settings.table_uri("bronze", "impressions"))
+    rows = table.to_pylist()
+    assert [r["item_id"] for r in rows] == [i["item_id"] for i in body["items"]]
+    assert {r["request_id"] for r in rows} == {body["request_id"]}
+    assert [r["position"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["served_path"] == "model" and rows[0]["retrieval_version"] == "1"
+    assert rows[0]["arm"] == "control" and rows[0]["user_id"] == "u6"
+
+
+def test_ab_arms_are_stable_and_name_their_models(make_client, gw, gateway_settings) -> None:
+    import json
+
+    path = gateway_settings.home_dir / "experiments.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arms = [
+        {"name": "control", "weight": 1, "models": {"retrieval": "stable", "ranking": "stable"}},
+        {"name": "treatment", "weight": 1, "models": {"retrieval": "1", "ranking": "1"}},
+    ]
+    path.write_text(json.dumps({"id": "exp-1", "arms": arms}))
+    client = make_client()
+    seen = {}
+    for user in gw.USERS:
+        body = recs(client, gw, user)
+        assert body["path"] == "model"
+        seen[user] = body["experiment"]["arm"]
+        assert recs(client, gw, user)["experiment"]["arm"] == seen[user]
+    assert set(seen.values()) == {"control", "treatment"}
+
+
+def test_gateway_does_not_import_tensorflow() -> None:
+    code = "import sys, serving.main as m; m.create_app(); print('tensorflow' in sys.modules)"
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+    assert time.perf_counter() - started < 20
