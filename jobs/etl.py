@@ -1,0 +1,492 @@
+"""The daily batch path: bronze -> silver -> gold, one day at a time, behind quality gates.
+
+For each day D:
+
+1. `bronze/events` of D is checked by the `bronze_events` suite; a failure stops here.
+2. `silver/items` is rebuilt from `bronze/items` when that table has changed since the last build.
+3. `silver/interactions` of D: cleaned (jobs/clean.py), checked, then written over D's partition.
+4. `gold/user_features` and `gold/item_features` of D from silver's 30 days ending with D: both
+   checked, then both written over D's partition.
+
+Then, once per run, `gold/training_examples` (positives before the cutoff) and `gold/holdout`
+(positives from the cutoff to the run's last day) are rewritten.
+
+Every write replaces exactly its interval (a Delta predicate overwrite) and records the versions
+of the tables it was built from in the commit, so a rerun of a day leaves the same content.
+
+    python -m jobs.etl --date 2025-01-03          # same as `towerflow pipeline etl --date ...`
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from jobs import clean, gold
+from jobs.lake import Lake
+from jobs.quality import Gates, day_bounds, row_count_bounds, with_unknown_items
+from jobs.sparklake import SparkLake, commit_metadata
+from towerflow import schemas as S
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+BRONZE_EVENTS, BRONZE_ITEMS = ("bronze", "events"), ("bronze", "items")
+SILVER_INTERACTIONS, SILVER_ITEMS = ("silver", "interactions"), ("silver", "items")
+USER_FEATURES, ITEM_FEATURES = ("gold", "user_features"), ("gold", "item_features")
+EXAMPLES, HOLDOUT = ("gold", "training_examples"), ("gold", "holdout")
+FEATURES_PARTITION = ["feature_date"]
+
+
+@dataclass
+class Step:
+    """What one step did: rows written (or checked), the table version, time, details."""
+
+    name: str
+    interval: str
+    rows: int
+    version: int | None = None
+    seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def table_name(layer_table: tuple[str, str]) -> str:
+    return "/".join(layer_table)
+
+
+class DailyEtl:
+    """Runs the daily batch path on one Spark session and one GX context.
+
+    Args:
+        lake: Spark access to the lake.
+        gates: the data-quality gates.
+        rules: thresholds of the cleaning rules.
+        max_day_ratio: allowed factor between a day's row count and the previous day's.
+        on_step: called with each finished step (progress output).
+    """
+
+    def __init__(
+        self,
+        lake: SparkLake,
+        gates: Gates,
+        rules: clean.CleaningRules = clean.CleaningRules(),
+        max_day_ratio: float = 10.0,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> None:
+        self.lake, self.gates, self.rules = lake, gates, rules
+        self.max_day_ratio = max_day_ratio
+        self.on_step = on_step or (lambda step: None)
+        self._items: tuple[int | None, DataFrame, set[str]] | None = None
+
+    def uri(self, layer_table: tuple[str, str]) -> str:
+        return self.lake.lake.uri(*layer_table)
+
+    def version(self, layer_table: tuple[str, str]) -> int | None:
+        return self.lake.lake.version(self.uri(layer_table))
+
+    def _done(self, step: Step, started: float) -> Step:
+        step.seconds = round(time.perf_counter() - started, 2)
+        self.on_step(step)
+        return step
+
+    # ------------------------------------------------------------------------------------ days
+
+    def run_days(self, days: list[date]) -> list[Step]:
+        """Bronze -> silver -> gold for consecutive `days` in one Spark pass per layer.
+
+        Every day is gated on its own; a failing day stops the run before anything downstream
+        of it - for any day of `days` - is written.
+
+        Raises:
+            QualityGateError: a suite failed.
+        """
+        steps = [self.check_raw(day) for day in days]
+        steps += self.build_items()
+        steps += self.build_interactions(days)
+        steps += self.build_features(days[0], days[-1])
+        return steps
+
+    def check_raw(self, day: date) -> Step:
+        """Gate 1: the day's bronze events."""
+        started = time.perf_counter()
+        uri = self.uri(BRONZE_EVENTS)
+        events = self.lake.lake.read(uri, filter=ds.field("event_date") == pa.scalar(day, pa.date32()))
+        rows = 0 if events is None else len(events)
+        step = Step("check bronze/events", day.isoformat(), rows, self.version(BRONZE_EVENTS))
+        if rows == 0:
+            step.note = "no events this day"
+            return self._done(step, started)
+        frame = with_unknown_items(events.to_pandas(), self._bronze_item_ids())
+        params = _interval_params(day) | row_count_bounds(
+            previous_rows(self.lake.lake, uri, "event_date", day), self.max_day_ratio
+        )
+        gate = self.gates.check("bronze_events", frame, day.isoformat(), params)
+        step.detail["expectations"] = gate.evaluated
+        return self._done(step, started)
+
+    def build_items(self) -> list[Step]:
+        """silver/items: the current catalog, rebuilt only when bronze/items changed."""
+        started = time.perf_counter()
+        inputs = {table_name(BRONZE_ITEMS): self.version(BRONZE_ITEMS)}
+        built_from = commit_metadata(self.uri(SILVER_ITEMS), self.lake.lake).get("towerflow.inputs")
+        if built_from is not None and json.loads(built_from) == inputs:
+            step = Step("silver/items", "current", 0, self.version(SILVER_ITEMS), note="up to date")
+            return [self._done(step, started)]
+        bronze = self.lake.read(self.uri(BRONZE_ITEMS), S.BRONZE_ITEMS)
+        items = self.lake.collect(clean.transform_items(bronze), S.SILVER_ITEMS)
+        written = self.lake.write(
+            items,
+            self.uri(SILVER_ITEMS),
+            S.SILVER_ITEMS,
+            mode="overwrite",
+            metadata={
+                "towerflow.job": "silver/items",
+                "towerflow.inputs": inputs,
+                "towerflow.rows": len(items),
+            },
+        )
+        return [self._done(Step("silver/items", "current", written.rows, written.version), started)]
+
+    def build_interactions(self, days: list[date]) -> list[Step]:
+        """silver/interactions of `days`: clean, gate each day, write over those days."""
+        started = time.perf_counter()
+        first, last = days[0], days[-1]
+        _, items, known = self._silver_items()
+        inputs = {
+            table_name(BRONZE_EVENTS): self.version(BRONZE_EVENTS),
+            table_name(SILVER_ITEMS): self.version(SILVER_ITEMS),
+        }
+        events = self.lake.read(
+            self.uri(BRONZE_EVENTS), S.BRONZE_EVENTS, where=_between("event_date", first, last)
+        )
+        flagged = clean.flag_interactions(events, items, self.rules).persist()
+        try:
+            removed = clean.removed_counts_by_day(flagged)
+            silver = self.lake.collect(clean.kept_interactions(flagged), S.SILVER_INTERACTIONS)
+        finally:
+            flagged.unpersist()
+        uri = self.uri(SILVER_INTERACTIONS)
+        by_day = _split_by_day(silver, "event_date")
+        previous = previous_rows(self.lake.lake, uri, "event_date", first)
+        for day in days:
+            rows = by_day.get(day)
+            if rows is None:
+                continue  # no events: nothing to check, the day's partition is emptied
+            frame = with_unknown_items(rows.to_pandas(), known)
+            params = _interval_params(day) | row_count_bounds(previous, self.max_day_ratio)
+            self.gates.check("silver_interactions", frame, day.isoformat(), params)
+            previous = len(rows)
+        written = self.lake.write(
+            silver,
+            uri,
+            S.SILVER_INTERACTIONS,
+            predicate=_between("event_date", first, last),
+            partition_by=S.EVENTS_PARTITION,
+            metadata={
+                "towerflow.job": "silver/interactions",
+                "towerflow.interval": _interval(first, last),
+                "towerflow.inputs": inputs,
+                "towerflow.rows": len(silver),
+                "towerflow.removed": _sum_removed(removed.values()),
+            },
+        )
+        steps = []
+        for day in days:
+            kept = 0 if day not in by_day else len(by_day[day])
+            day_removed = removed.get(day, dict.fromkeys(clean.RULES, 0))
+            step = Step("silver/interactions", day.isoformat(), kept, written.version)
+            step.detail = {"bronze_rows": kept + sum(day_removed.values()), "removed": day_removed}
+            steps.append(self._done(step, started))
+            started = time.perf_counter()
+        return steps
+
+    def build_features(self, first: date, last: date) -> list[Step]:
+        """gold user and item features of `first`..`last`; every day of both is gated before
+        either table is written."""
+        from pyspark.sql import functions as F
+
+        started = time.perf_counter()
+        _, items, _ = self._silver_items()
+        silver_uri = self.uri(SILVER_INTERACTIONS)
+        inputs = {
+            table_name(SILVER_INTERACTIONS): self.version(SILVER_INTERACTIONS),
+            table_name(SILVER_ITEMS): self.version(SILVER_ITEMS),
+        }
+        window = self.lake.read(
+            silver_uri,
+            S.SILVER_INTERACTIONS,
+            where=_between("event_date", gold.window_start(first, gold.LOOKBACK_DAYS), last),
+        )
+        purchases = (
+            self.lake.read(
+                silver_uri,
+                S.SILVER_INTERACTIONS,
+                where=_between("event_date", gold.window_start(first, gold.PURCHASE_LOOKBACK_DAYS), last),
+            )
+            .where(F.col("action") == "purchase")
+            .select("user_id", "timestamp", "event_date")
+        )
+        exploded = gold.feature_days(window, first, last).persist()
+        try:
+            users = self.lake.collect(
+                gold.transform_user_features(exploded, items, purchases, first, last), S.GOLD_USER_FEATURES
+            )
+            item_rows = self.lake.collect(
+                gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES
+            )
+        finally:
+            exploded.unpersist()
+        outputs = (
+            ("gold_user_features", users, USER_FEATURES, S.GOLD_USER_FEATURES),
+            ("gold_item_features", item_rows, ITEM_FEATURES, S.GOLD_ITEM_FEATURES),
+        )
+        splits = {}
+        for suite, table, target, _ in outputs:
+            splits[target] = by_day = _split_by_day(table, "feature_date")
+            previous = previous_rows(self.lake.lake, self.uri(target), "feature_date", first)
+            for day in day_range(first, last):
+                if day not in by_day:
+                    continue  # nobody active in the 30 days: no rows to check
+                params = {"as_of": gold.as_of(day)} | row_count_bounds(previous, self.max_day_ratio)
+                self.gates.check(suite, by_day[day].to_pandas(), day.isoformat(), params)
+                previous = len(by_day[day])
+        steps = []
+        for _, table, target, schema in outputs:
+            written = self.lake.write(
+                table,
+                self.uri(target),
+                schema,
+                predicate=_between("feature_date", first, last),
+                partition_by=FEATURES_PARTITION,
+                metadata={
+                    "towerflow.job": table_name(target),
+                    "towerflow.interval": _interval(first, last),
+                    "towerflow.inputs": inputs,
+                    "towerflow.rows": len(table),
+                },
+            )
+            for day in day_range(first, last):
+                rows = len(splits[target].get(day, ()))
+                steps.append(
+                    self._done(Step(table_name(target), day.isoformat(), rows, written.version), started)
+                )
+                started = time.perf_counter()
+        return steps
+
+    # -------------------------------------------------------------------------------- examples
+
+    def build_examples(self, cutoff: date, end: date, start: date | None = None) -> list[Step]:
+        """gold/training_examples: positives from `start` (or the beginning) to the day before
+        `cutoff`; gold/holdout: positives from `cutoff` to `end`. Both tables are rewritten."""
+        if cutoff > end:
+            raise ValueError(f"cutoff {cutoff} is after the run's last day {end}")
+        silver = self.lake.read(self.uri(SILVER_INTERACTIONS), S.SILVER_INTERACTIONS)
+        inputs = {table_name(SILVER_INTERACTIONS): self.version(SILVER_INTERACTIONS)}
+        steps = []
+        for target, first, last in ((EXAMPLES, start, cutoff - timedelta(days=1)), (HOLDOUT, cutoff, end)):
+            started = time.perf_counter()
+            rows = gold.transform_examples(silver, first, last)
+            interval = f"{first or 'start'}..{last}"
+            written = self.lake.write(
+                rows,
+                self.uri(target),
+                S.GOLD_EXAMPLES,
+                mode="overwrite",
+                partition_by=S.EVENTS_PARTITION,
+                metadata={
+                    "towerflow.job": table_name(target),
+                    "towerflow.interval": interval,
+                    "towerflow.cutoff": cutoff.isoformat(),
+                    "towerflow.inputs": inputs,
+                },
+            )
+            steps.append(
+                self._done(Step(table_name(target), interval, written.rows, written.version), started)
+            )
+        return steps
+
+    # --------------------------------------------------------------------------------- helpers
+
+    def _bronze_item_ids(self) -> set[str]:
+        items = self.lake.lake.read(self.uri(BRONZE_ITEMS), columns=["item_id"])
+        return set() if items is None else set(items.column("item_id").to_pylist())
+
+    def _silver_items(self) -> tuple[int | None, DataFrame, set[str]]:
+        """The silver catalog as a cached DataFrame and an id set, reloaded when it changes."""
+        version = self.version(SILVER_ITEMS)
+        if self._items is None or self._items[0] != version:
+            if self._items is not None:
+                self._items[1].unpersist()
+            items = self.lake.read(self.uri(SILVER_ITEMS), S.SILVER_ITEMS).cache()
+            ids = self.lake.lake.read(self.uri(SILVER_ITEMS), columns=["item_id"])
+            self._items = (version, items, set() if ids is None else set(ids.column("item_id").to_pylist()))
+        return self._items
+
+
+@dataclass
+class EtlRun:
+    """Everything a run did, step by step."""
+
+    start: date
+    end: date
+    cutoff: date | None
+    steps: list[Step]
+    seconds: float
+
+    def removed(self) -> dict[str, int]:
+        """Rows removed per cleaning rule, summed over the run's days."""
+        totals = dict.fromkeys(clean.RULES, 0)
+        for step in self.steps:
+            for rule, n in step.detail.get("removed", {}).items():
+                totals[rule] += n
+        return totals
+
+
+def run_etl(
+    start: date,
+    end: date,
+    *,
+    lake: Lake,
+    spark_master: str = "local[*]",
+    spark_driver_memory: str = "4g",
+    spark_conf: dict[str, str] | None = None,
+    delta_engine: str = "auto",
+    staging_dir: Path | None = None,
+    docs_dir: Path | None = None,
+    data_docs: str = "failures",
+    cutoff: date | None = None,
+    holdout_days: int = 7,
+    examples: bool = True,
+    max_day_ratio: float = 10.0,
+    rules: clean.CleaningRules = clean.CleaningRules(),
+    chunk_days: int = 31,
+    on_step: Callable[[Step], None] | None = None,
+    on_day: Callable[[date], None] | None = None,
+) -> EtlRun:
+    """Run the daily batch path for `start`..`end` (inclusive), then the training sets.
+
+    Args:
+        start: first day.
+        end: last day.
+        lake: the lake (delta-rs access).
+        spark_master: Spark master URL.
+        spark_driver_memory: Spark driver heap.
+        spark_conf: extra Spark conf.
+        delta_engine: `auto`, `delta-rs` or `spark`.
+        staging_dir: scratch folder for Spark output.
+        docs_dir: where Data Docs go; None for none.
+        data_docs: `failures`, `all` or `never`.
+        cutoff: first holdout day; default: the last `holdout_days` days of the run.
+        holdout_days: see `cutoff`.
+        examples: also rewrite gold/training_examples and gold/holdout.
+        max_day_ratio: allowed day-over-day row count factor.
+        rules: cleaning thresholds.
+        chunk_days: days computed in one Spark pass (each day is still gated on its own; a
+            failing day stops its whole chunk from being written).
+        on_step: progress callback per step.
+        on_day: progress callback before each chunk, with its last day.
+
+    Raises:
+        QualityGateError: a suite failed; nothing downstream of the failing data was written.
+    """
+    from jobs.spark import get_spark
+
+    started = time.perf_counter()
+    run_days = day_range(start, end)
+    spark = get_spark(spark_master, spark_driver_memory, spark_conf)
+    spark_lake = SparkLake(spark, lake, engine=delta_engine, staging_dir=staging_dir)
+    etl = DailyEtl(spark_lake, Gates(docs_dir, data_docs), rules, max_day_ratio, on_step)
+    steps: list[Step] = []
+    for n in range(0, len(run_days), chunk_days):
+        chunk = run_days[n : n + chunk_days]
+        if on_day:
+            on_day(chunk[-1])
+        steps += etl.run_days(chunk)
+    first_holdout = None
+    if examples:
+        first_holdout = cutoff or default_cutoff(end, holdout_days)
+        steps += etl.build_examples(first_holdout, end)
+    return EtlRun(start, end, first_holdout, steps, round(time.perf_counter() - started, 2))
+
+
+def previous_rows(lake: Lake, uri: str, column: str, day: date) -> int | None:
+    """Row count of the latest partition before `day` that has rows (None: there is none)."""
+    table = lake.table(uri)
+    if table is None:
+        return None
+    earlier = sorted({p[column] for p in table.partitions() if p.get(column) and p[column] < day.isoformat()})
+    if not earlier:
+        return None
+    previous = date.fromisoformat(earlier[-1])
+    return lake.count(uri, filter=ds.field(column) == pa.scalar(previous, pa.date32()))
+
+
+def _interval_params(day: date) -> dict[str, Any]:
+    start, end = day_bounds(day)
+    return {"interval_start": start, "interval_end": end}
+
+
+def _between(column: str, first: date, last: date) -> str:
+    """SQL predicate selecting the days `first`..`last` (prunes Delta files, filters rows)."""
+    if first == last:
+        return f"{column} = '{first}'"
+    return f"{column} >= '{first}' AND {column} <= '{last}'"
+
+
+def _interval(first: date, last: date) -> str:
+    return first.isoformat() if first == last else f"{first}..{last}"
+
+
+def _split_by_day(table: pa.Table, column: str) -> dict[date, pa.Table]:
+    """An Arrow table's rows by day (only days that have rows)."""
+    if len(table) == 0:
+        return {}
+    table = table.sort_by(column)
+    values = table.column(column).to_pylist()
+    out: dict[date, pa.Table] = {}
+    start = 0
+    for n in range(1, len(values) + 1):
+        if n == len(values) or values[n] != values[start]:
+            out[values[start]] = table.slice(start, n - start)
+            start = n
+    return out
+
+
+def _sum_removed(per_day) -> dict[str, int]:
+    totals = dict.fromkeys(clean.RULES, 0)
+    for counts in per_day:
+        for rule, n in counts.items():
+            totals[rule] += n
+    return totals
+
+
+def day_range(start: date, end: date) -> list[date]:
+    """Every day from `start` to `end`, inclusive."""
+    if end < start:
+        raise ValueError(f"--end {end} is before --start {start}")
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def default_cutoff(end: date, holdout_days: int) -> date:
+    """First holdout day: the last `holdout_days` days of the run are held out."""
+    return end - timedelta(days=max(holdout_days, 1) - 1)
+
+
+if __name__ == "__main__":  # pragma: no cover - a thin alias of the CLI
+    import sys
+
+    from towerflow.cli import app
+
+    app(["pipeline", "etl", *sys.argv[1:]])

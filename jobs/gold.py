@@ -1,0 +1,225 @@
+"""Gold: per-day user and item features, and training examples, from silver.
+
+A feature row of day D summarizes everything up to the end of D and carries
+`event_timestamp` = D + 1 day 00:00 UTC (towerflow/schemas.py), so a point-in-time join never
+hands a training example features computed from its own future. Windows are 1, 7 and 30 days
+ending with D: "7d" is D-6 .. D. Cancellations are not counted as actions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from towerflow.schemas import WINDOWS
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+#: Schema column prefix -> silver action.
+COUNTED = {"views": "view", "clicks": "click", "carts": "add_to_cart", "purchases": "purchase"}
+#: Actions that are positives for training: a person chose the item.
+POSITIVE_ACTIONS = ("click", "add_to_cart", "purchase")
+LOOKBACK_DAYS = max(WINDOWS)
+#: Recency of the last purchase looks this far back (purchases only, so it stays cheap).
+PURCHASE_LOOKBACK_DAYS = 365
+POPULARITY_HALF_LIFE_DAYS = 7.0
+#: Pseudo-views of the global rate added to each item's CTR and conversion (Bayesian smoothing).
+SMOOTHING_VIEWS = 20.0
+
+
+def as_of(day: date) -> datetime:
+    """When day `day`'s features become valid: the next midnight, UTC."""
+    return datetime.combine(day + timedelta(days=1), time.min, UTC)
+
+
+def window_start(day: date, days: int) -> date:
+    """First day of the `days`-day window that ends with `day`."""
+    return day - timedelta(days=days - 1)
+
+
+def _as_of_column() -> Column:
+    """`as_of` of each row's `feature_date` (the session time zone is UTC)."""
+    from pyspark.sql import functions as F
+
+    return F.date_add("feature_date", 1).cast("timestamp")
+
+
+def _days_before(moment: Column) -> Column:
+    """Days (fractional) from `moment` to the end of the row's feature day."""
+    return (_as_of_column().cast("double") - moment.cast("double")) / 86_400.0
+
+
+def feature_days(interactions: DataFrame, first: date, last: date) -> DataFrame:
+    """Each silver row once for every feature day in `first`..`last` whose 30-day window holds
+    it, with `feature_date` and `_age` (whole days from the event's day to the feature day).
+
+    One aggregation per (key, feature_date) over this frame computes a whole range of days in one
+    pass; a single day is the range `day`..`day`.
+    """
+    from pyspark.sql import functions as F
+
+    rows = interactions.where(
+        (F.col("event_date") >= F.lit(window_start(first, LOOKBACK_DAYS)))
+        & (F.col("event_date") <= F.lit(last))
+    )
+    # event_date >= first - 29 and <= last, so the sequence bounds are always in order.
+    start = F.greatest(F.col("event_date"), F.lit(first))
+    end = F.least(F.date_add("event_date", LOOKBACK_DAYS - 1), F.lit(last))
+    return rows.withColumn("feature_date", F.explode(F.sequence(start, end))).withColumn(
+        "_age", F.datediff("feature_date", "event_date")
+    )
+
+
+def _windowed_counts() -> list[Column]:
+    from pyspark.sql import functions as F
+
+    return [
+        F.count(F.when((F.col("action") == action) & (F.col("_age") < w), True)).alias(f"{prefix}_{w}d")
+        for prefix, action in COUNTED.items()
+        for w in WINDOWS
+    ]
+
+
+def transform_user_features(
+    exploded: DataFrame, items: DataFrame, purchases: DataFrame, first: date, last: date
+) -> DataFrame:
+    """Silver -> GOLD_USER_FEATURES rows: one per user and feature day in `first`..`last`, for
+    users active in the 30 days ending with that day.
+
+    Args:
+        exploded: `feature_days(silver interactions, first, last)`.
+        items: the silver catalog (for categories).
+        purchases: silver purchases (`user_id`, `timestamp`, `event_date`) from
+            `first - PURCHASE_LOOKBACK_DAYS` on, for `days_since_last_purchase` (null: none in
+            the lookback).
+        first: first feature day.
+        last: last feature day.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = exploded.join(F.broadcast(items.select("item_id", "category")), "item_id", "left")
+    acted = F.col("action") != "cancellation"
+    category = F.when(acted, F.coalesce("category", F.lit("other")))
+    users = rows.groupBy("user_id", "feature_date").agg(
+        *_windowed_counts(),
+        F.max("timestamp").alias("_last_event"),
+        F.count_distinct(category).alias("distinct_categories_30d"),
+        F.mode(category, deterministic=True).alias("favourite_category"),  # ties: first by name
+        # Exact decimal sums: a double sum depends on row order, and reruns must agree bit for bit.
+        F.avg(F.when(acted, F.col("price").cast("decimal(18,6)"))).cast("double").alias("avg_price_30d"),
+        F.collect_list(F.when(acted, F.struct("timestamp", "item_id"))).alias("_acts"),
+    )
+    # Last 10 distinct items, most recent first (ties broken by item id, so reruns agree).
+    newest_first = F.transform(F.sort_array("_acts", asc=False), lambda act: act["item_id"])
+    users = users.withColumn("last_10_items", F.slice(F.array_distinct(newest_first), 1, 10))
+    # Last purchase within the lookback, as of each feature day: a running max over days.
+    bought = (
+        purchases.where(F.col("event_date") <= F.lit(last))
+        .groupBy("user_id", F.col("event_date").alias("feature_date"))
+        .agg(F.max("timestamp").alias("_purchase"))
+        .withColumn("_is_row", F.lit(False))
+    )
+    lookback = (
+        Window.partitionBy("user_id")
+        .orderBy(F.unix_date("feature_date"))
+        .rangeBetween(-(PURCHASE_LOOKBACK_DAYS - 1), 0)
+    )
+    users = (
+        users.withColumn("_is_row", F.lit(True))
+        .unionByName(bought, allowMissingColumns=True)
+        .withColumn("_last_purchase", F.max("_purchase").over(lookback))
+        .where("_is_row")
+    )
+    return users.select(
+        "*",
+        _as_of_column().alias("event_timestamp"),
+        _days_before(F.col("_last_event")).alias("days_since_last_event"),
+        _days_before(F.col("_last_purchase")).alias("days_since_last_purchase"),
+    )
+
+
+def transform_item_features(exploded: DataFrame, items: DataFrame, first: date, last: date) -> DataFrame:
+    """Silver -> GOLD_ITEM_FEATURES rows: one per catalog item and feature day in
+    `first`..`last`, for items that exist by the end of that day.
+
+    Items nobody touched get zero counts (cold start still has price, category and age).
+    CTR and conversion are smoothed toward the catalog-wide rate of the 30 days with
+    `SMOOTHING_VIEWS` pseudo-views; where the source records no views at all (Online Retail),
+    neither can be measured and both are null.
+
+    Args:
+        exploded: `feature_days(silver interactions, first, last)`.
+        items: the silver catalog.
+        first: first feature day.
+        last: last feature day.
+    """
+    from pyspark.sql import functions as F
+
+    decay = F.pow(F.lit(0.5), _days_before(F.col("timestamp")) / POPULARITY_HALF_LIFE_DAYS)
+    counts = exploded.groupBy("item_id", "feature_date").agg(
+        *_windowed_counts(),
+        # Rounded: a sum of doubles depends on row order, and reruns must agree bit for bit.
+        F.round(F.sum(F.when(F.col("action").isin("click", "purchase"), decay).otherwise(0.0)), 9).alias(
+            "popularity"
+        ),
+    )
+    count_columns = [c for c in counts.columns if c not in ("item_id", "feature_date")]
+    calendar = exploded.sparkSession.createDataFrame(
+        [(first + timedelta(days=n),) for n in range((last - first).days + 1)], "feature_date date"
+    )
+    catalog = (
+        items.select("item_id", "price", "category", "created_at")
+        .crossJoin(F.broadcast(calendar))
+        .where(F.col("created_at").isNull() | (F.col("created_at") < _as_of_column()))
+    )
+    totals = counts.groupBy("feature_date").agg(
+        F.sum("views_30d").alias("_views"),
+        F.sum("clicks_30d").alias("_clicks"),
+        F.sum("purchases_30d").alias("_purchases"),
+    )
+    rows = (
+        catalog.join(counts, ["item_id", "feature_date"], "left")
+        .fillna(0, subset=count_columns)
+        .join(F.broadcast(totals), "feature_date", "left")
+    )
+    prior_views = F.lit(SMOOTHING_VIEWS)
+
+    def smoothed(hits: str, total_hits: str) -> Column:
+        rate = F.col(total_hits) / F.col("_views")
+        value = (F.col(hits) + prior_views * rate) / (F.col("views_30d") + prior_views)
+        return F.when(F.col("_views") > 0, F.least(F.lit(1.0), value))
+
+    return rows.select(
+        "*",
+        smoothed("clicks_30d", "_clicks").alias("ctr"),
+        smoothed("purchases_30d", "_purchases").alias("conversion"),
+        # greatest() skips nulls, so an unknown creation time must stay null explicitly.
+        F.when(F.col("created_at").isNotNull(), F.greatest(F.lit(0.0), _days_before(F.col("created_at"))))
+        .alias("age_days"),
+        _as_of_column().alias("event_timestamp"),
+    )
+
+
+def transform_examples(interactions: DataFrame, first: date | None, last: date) -> DataFrame:
+    """Silver -> GOLD_EXAMPLES: the positives (click, add_to_cart, purchase) with their time.
+
+    Args:
+        interactions: silver interactions.
+        first: first day included (None: from the beginning).
+        last: last day included.
+    """
+    from pyspark.sql import functions as F
+
+    rows = interactions.where(F.col("action").isin(*POSITIVE_ACTIONS) & (F.col("event_date") <= F.lit(last)))
+    if first is not None:
+        rows = rows.where(F.col("event_date") >= F.lit(first))
+    return rows.select(
+        "user_id",
+        "item_id",
+        "action",
+        F.col("timestamp").alias("event_timestamp"),
+        "quantity",
+        "event_date",
+    )

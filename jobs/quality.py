@@ -1,0 +1,249 @@
+"""Data-quality gates: Great Expectations 1.x suites kept in `jobs/expectations/*.json`.
+
+Each suite runs on one interval's slice (pandas; per-day slices are small) in an ephemeral GX
+context. Values known only at run time - the interval's bounds, the catalog, the previous day's
+row count - come in as suite parameters (`{"$PARAMETER": "min_rows"}` in the JSON). A failed suite
+raises `QualityGateError` before anything downstream is written; the error names each failed
+expectation with examples, and the GX Data Docs HTML report is written for a person to open.
+
+Catalog membership ("known items") is checked through a derived column `unknown_item_id`
+(the item id where it is not in the catalog, else null) rather than a `value_set` of the whole
+catalog, which GX would render into every report page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SUITES_DIR = Path(__file__).parent / "expectations"
+SUITES = ("bronze_events", "silver_interactions", "gold_user_features", "gold_item_features")
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation: what it checks and what broke it."""
+
+    expectation: str
+    column: str | None
+    detail: str
+    examples: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = f" on {self.column}" if self.column else ""
+        shown = f"; e.g. {', '.join(self.examples)}" if self.examples else ""
+        return f"{self.expectation}{where}: {self.detail}{shown}"
+
+
+class QualityGateError(Exception):
+    """A data-quality suite failed; nothing downstream of the checked data was written.
+
+    Attributes:
+        suite: the suite's name.
+        interval: the data interval checked (e.g. `2025-01-03`).
+        failures: the failed expectations.
+        report: the Data Docs page (or index) to open, when written.
+    """
+
+    def __init__(self, suite: str, interval: str, failures: list[Failure], report: Path | None) -> None:
+        self.suite, self.interval, self.failures, self.report = suite, interval, failures, report
+        lines = [f"data-quality gate {suite!r} failed for {interval}: {len(failures)} expectation(s)"]
+        lines += [f"  - {failure.describe()}" for failure in failures]
+        if report is not None:
+            lines.append(f"report: {report}")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class GateResult:
+    suite: str
+    interval: str
+    success: bool
+    evaluated: int
+    failures: list[Failure]
+    report: Path | None
+
+
+def load_suite(name: str) -> dict[str, Any]:
+    """A suite's JSON (GX 1.x layout: name, expectations[type, kwargs, meta])."""
+    path = SUITES_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no expectation suite {name!r} ({path})")
+    return json.loads(path.read_text())
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """[start, end) of a day, UTC."""
+    start = datetime.combine(day, time.min, UTC)
+    return start, start + timedelta(days=1)
+
+
+def row_count_bounds(previous: int | None, max_ratio: float) -> dict[str, int | None]:
+    """Suite parameters for the row-count check: within `max_ratio` of the previous day's count
+    either way; at least one row when there is no previous day."""
+    if not previous:
+        return {"min_rows": 1, "max_rows": None}
+    return {"min_rows": math.floor(previous / max_ratio), "max_rows": math.ceil(previous * max_ratio)}
+
+
+def with_unknown_items(frame: pd.DataFrame, known_items: set[str] | Any) -> pd.DataFrame:
+    """`frame` plus `unknown_item_id`: the item id where it is not in `known_items`, else null."""
+    known = frame["item_id"].isin(known_items)
+    return frame.assign(unknown_item_id=frame["item_id"].where(~known))
+
+
+class Gates:
+    """Runs the repository's suites; one ephemeral GX context per process.
+
+    Args:
+        docs_dir: where Data Docs HTML goes (`$TOWERFLOW_HOME/reports/data_docs`); None: none.
+        docs: `failures` (a report for each failed gate), `all` (every validation) or `never`.
+    """
+
+    def __init__(self, docs_dir: Path | None, docs: str = "failures") -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        self.docs_dir, self.docs = docs_dir, docs if docs_dir is not None else "never"
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        if self.docs != "never":
+            assert docs_dir is not None
+            docs_dir.mkdir(parents=True, exist_ok=True)
+            self.context.add_data_docs_site(
+                site_name="towerflow",
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs_dir),
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
+        self._asset = self.context.data_sources.add_pandas("towerflow").add_dataframe_asset("slices")
+        self._suites: dict[str, Any] = {}
+        self._checkpoints: dict[tuple[str, bool], Any] = {}
+
+    def _suite(self, name: str):
+        if name not in self._suites:
+            from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+            spec = load_suite(name)
+            suite = self._gx.ExpectationSuite(name=name, meta=spec.get("meta", {}))
+            for config in spec["expectations"]:
+                suite.add_expectation_configuration(ExpectationConfiguration(**config))
+            self._suites[name] = self.context.suites.add(suite)
+        return self._suites[name]
+
+    def _checkpoint(self, name: str, with_docs: bool):
+        """A checkpoint per suite, with or without the Data Docs action, built on first use."""
+        key = (name, with_docs)
+        if key not in self._checkpoints:
+            gx = self._gx
+            label = f"{name}-{'docs' if with_docs else 'plain'}"
+            batch = self._asset.add_batch_definition_whole_dataframe(label)
+            definition = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=label, data=batch, suite=self._suite(name))
+            )
+            actions = (
+                [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["towerflow"])]
+                if with_docs
+                else []
+            )
+            self._checkpoints[key] = self.context.checkpoints.add(
+                gx.Checkpoint(
+                    name=label,
+                    validation_definitions=[definition],
+                    actions=actions,
+                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
+                )
+            )
+        return self._checkpoints[key]
+
+    def validate(
+        self, name: str, frame: pd.DataFrame, interval: str, parameters: dict[str, Any]
+    ) -> GateResult:
+        """Run suite `name` on `frame`; never raises for failed expectations (see `check`)."""
+        result = self._run(name, frame, interval, parameters, with_docs=self.docs == "all")
+        report = None
+        if not result.success and self.docs == "failures":
+            self._run(name, frame, interval, parameters, with_docs=True)
+        if self.docs_dir is not None and (not result.success or self.docs == "all"):
+            report = self._page(name, interval)
+        failures = [_failure(r) for r in result.results if not r.success]
+        return GateResult(name, interval, result.success, len(result.results), failures, report)
+
+    def check(self, name: str, frame: pd.DataFrame, interval: str, parameters: dict[str, Any]) -> GateResult:
+        """Run suite `name` on `frame`.
+
+        Raises:
+            QualityGateError: an expectation failed.
+        """
+        gate = self.validate(name, frame, interval, parameters)
+        if not gate.success:
+            raise QualityGateError(name, interval, gate.failures, gate.report)
+        log.info("gate %s %s: %d expectations passed", name, interval, gate.evaluated)
+        return gate
+
+    def _run(self, name, frame, interval, parameters, *, with_docs: bool):
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        checkpoint = self._checkpoint(name, with_docs)
+        outcome = checkpoint.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
+            run_id=RunIdentifier(run_name=f"{name}-{interval}"),
+        )
+        return next(iter(outcome.run_results.values()))
+
+    def _page(self, name: str, interval: str) -> Path | None:
+        """The newest Data Docs page of this suite and interval, else the site's index."""
+        assert self.docs_dir is not None
+        pages = sorted((self.docs_dir / "validations").glob(f"{name}/{name}-{interval}/*/*.html"))
+        if pages:
+            return pages[-1]
+        index = self.docs_dir / "index.html"
+        return index if index.exists() else None
+
+
+def _failure(result) -> Failure:
+    config = result.expectation_config
+    kwargs = config.kwargs
+    column = kwargs.get("column") or (
+        f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else None
+    )
+    outcome = result.result or {}
+    if "unexpected_count" in outcome:
+        detail = (
+            f"{outcome['unexpected_count']:,} of {outcome.get('element_count', 0):,} rows unexpected "
+            f"({outcome.get('unexpected_percent') or 0:.2f}%)"
+        )
+        values = outcome.get("partial_unexpected_list") or []
+        examples = [_show(v) for v in values[:MAX_EXAMPLES]]
+    else:
+        detail = f"observed {_show(outcome.get('observed_value'))}"
+        shown = {k: v for k, v in kwargs.items() if k not in ("column", "batch_id") and v is not None}
+        detail += f", expected {', '.join(f'{k}={_show(v)}' for k, v in shown.items())}"
+        examples = []
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        detail = f"could not be evaluated: {result.exception_info.get('exception_message')}"
+    return Failure(config.type, column, detail, examples)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
