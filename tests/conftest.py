@@ -64,3 +64,16 @@ def redis_url() -> str:
 def redis_prefix() -> str:
     """A key prefix of this test's own on the shared Redis."""
     return f"tftest:{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run: 2 cores, a small heap, few partitions
+    (the machine is shared). Tests that use it carry `@pytest.mark.spark`."""
+    from jobs.spark import get_spark
+
+    session = get_spark(
+        "local[2]", "2g", {"spark.sql.shuffle.partitions": "2"}, app_name="towerflow-tests"
+    )
+    yield session
+    session.stop()

@@ -1,0 +1,87 @@
+"""The quality suites in jobs/expectations and the gate's failure report (pandas, no Spark)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from jobs import quality
+from towerflow import schemas as S
+
+CONTRACTS = {
+    "bronze_events": [*S.BRONZE_EVENTS.names, "unknown_item_id"],
+    "silver_interactions": [*S.SILVER_INTERACTIONS.names, "unknown_item_id"],
+    "gold_user_features": S.GOLD_USER_FEATURES.names,
+    "gold_item_features": S.GOLD_ITEM_FEATURES.names,
+}
+
+
+@pytest.mark.parametrize("name", quality.SUITES)
+def test_suites_check_the_table_contract(name: str) -> None:
+    suite = quality.load_suite(name)
+    columns = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_ordered_list"]
+    assert columns and columns[0]["kwargs"]["column_list"] == CONTRACTS[name]
+    assert any(e["type"] == "expect_table_row_count_to_be_between" for e in suite["expectations"])
+
+
+def test_row_count_bounds() -> None:
+    assert quality.row_count_bounds(None, 10) == {"min_rows": 1, "max_rows": None}
+    assert quality.row_count_bounds(1000, 10) == {"min_rows": 100, "max_rows": 10000}
+
+
+def bronze_frame(n: int) -> pd.DataFrame:
+    start, _ = quality.day_bounds(date(2025, 1, 3))
+    frame = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "user_id": [f"u{i % 7}" for i in range(n)],
+            "item_id": ["i1"] * n,
+            "action": ["view"] * n,
+            "timestamp": [start + pd.Timedelta(minutes=i) for i in range(n)],
+            "quantity": [0] * n,
+            "price": [1.0] * n,
+            "invoice_no": [None] * n,
+            "country": [None] * n,
+            "source": ["t"] * n,
+            "import_batch": ["b"] * n,
+            "source_row": list(range(n)),
+            "event_date": [date(2025, 1, 3)] * n,
+        }
+    )
+    return quality.with_unknown_items(frame, {"i1"})
+
+
+def params(n: int) -> dict:
+    start, end = quality.day_bounds(date(2025, 1, 3))
+    return {"interval_start": start, "interval_end": end} | quality.row_count_bounds(n, 10)
+
+
+def test_a_clean_day_passes_and_a_broken_one_names_what_failed(tmp_path) -> None:
+    gates = quality.Gates(tmp_path / "docs", docs="failures")
+    good = bronze_frame(100)
+    assert gates.check("bronze_events", good, "2025-01-03", params(100)).success
+    bad = good.copy()
+    bad.loc[:4, "user_id"] = None
+    bad.loc[5:9, "action"] = "hover"
+    bad.loc[10, "timestamp"] = bad.loc[10, "timestamp"] + pd.Timedelta(days=1)
+    with pytest.raises(quality.QualityGateError) as caught:
+        gates.check("bronze_events", bad, "2025-01-03", params(100))
+    failed = {(f.expectation, f.column) for f in caught.value.failures}
+    assert failed == {
+        ("expect_column_values_to_not_be_null", "user_id"),
+        ("expect_column_values_to_be_in_set", "action"),
+        ("expect_column_values_to_be_between", "timestamp"),
+    }
+    message = str(caught.value)
+    assert "'hover'" in message and "5 of 100 rows" in message
+    assert caught.value.report is not None and caught.value.report.exists()
+    assert caught.value.report.suffix == ".html"
+
+
+def test_guest_lines_of_invoices_may_lack_a_user(tmp_path) -> None:
+    frame = bronze_frame(50)
+    frame.loc[:9, "user_id"] = None
+    frame.loc[:9, "invoice_no"] = "536365"
+    assert quality.Gates(None).check("bronze_events", frame, "2025-01-03", params(50)).success
