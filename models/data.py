@@ -1,0 +1,185 @@
+"""What training and evaluation read: the lake (interactions, catalog, examples, holdout) and
+Feast's point-in-time training sets, turned into the arrays the Keras models take.
+
+Model inputs are named after features (`<view>__<feature>`), the same names the gateway reads
+from the online store, so a SavedModel's signature says exactly which features it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+
+from jobs.lake import Lake
+from models.features import (
+    HISTORY_COUNTS,
+    HISTORY_ITEMS,
+    HISTORY_LAST_DAY,
+    HISTORY_LEN,
+    RECENT_ITEMS,
+    RECENT_LEN,
+    REQUEST_DAY,
+    USER_NUMERIC,
+)
+from towerflow.schemas import COUNTED_ACTIONS
+
+POSITIVE_ACTIONS = ("click", "add_to_cart", "purchase")
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass
+class Catalog:
+    """The recommendable items with their content attributes, in a fixed order."""
+
+    item_ids: np.ndarray
+    category: np.ndarray
+    description: np.ndarray
+    price: np.ndarray
+    created_at: pd.Series  # UTC timestamps (NaT when unknown)
+    available: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.item_ids)}
+
+    def age_days(self, at: datetime | pd.Series) -> np.ndarray:
+        """Days since each item was created, as of `at` (0 when unknown or in the future)."""
+        age = (pd.Timestamp(at) - self.created_at).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
+        return np.clip(np.nan_to_num(age, nan=0.0), 0.0, None)
+
+    def candidate_inputs(self, at: datetime) -> dict[str, np.ndarray]:
+        """The candidate tower's inputs for the whole catalog as of `at`."""
+        return {
+            "item_id": self.item_ids,
+            "category": self.category,
+            "description": self.description,
+            "price": self.price.astype(np.float32),
+            "age_days": self.age_days(at).astype(np.float32),
+        }
+
+
+def load_catalog(lake: Lake) -> Catalog:
+    """silver/items, sorted by item id."""
+    table = lake.read(lake.uri("silver", "items"))
+    if table is None:
+        raise FileNotFoundError("silver/items does not exist yet: run the ETL first")
+    frame = table.to_pandas().sort_values("item_id").reset_index(drop=True)
+    return Catalog(
+        item_ids=frame["item_id"].astype(str).to_numpy(),
+        category=frame["category"].fillna("").astype(str).to_numpy(),
+        description=frame["description"].fillna("").astype(str).to_numpy(),
+        price=frame["price"].astype("float64").fillna(0.0).to_numpy(),
+        created_at=pd.to_datetime(frame["created_at"], utc=True),
+        available=frame["available"].fillna(True).astype(bool).to_numpy(),
+    )
+
+
+def load_interactions(lake: Lake, before: datetime | None = None, after: datetime | None = None) -> pd.DataFrame:
+    """silver/interactions (user_id, item_id, action, timestamp, quantity) in [after, before)."""
+    data = lake.dataset(lake.uri("silver", "interactions"))
+    if data is None:
+        raise FileNotFoundError("silver/interactions does not exist yet: run the ETL first")
+    condition = None
+    for bound, op in ((before, "lt"), (after, "ge")):
+        if bound is None:
+            continue
+        expr = getattr(pads.field("timestamp"), f"__{op}__")(pd.Timestamp(bound).to_pydatetime())
+        condition = expr if condition is None else condition & expr
+    frame = data.to_table(
+        columns=["user_id", "item_id", "action", "timestamp", "quantity"], filter=condition
+    ).to_pandas()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def positives(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Positive interactions (click, add_to_cart, purchase); on purchase-only data, purchases."""
+    return interactions[interactions["action"].isin(POSITIVE_ACTIONS)]
+
+
+def dedup_pairs(examples: pd.DataFrame) -> pd.DataFrame:
+    """Keep each (user, item) pair's last positive: repeats would otherwise swamp in-batch softmax."""
+    return examples.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
+
+
+def at_utc(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def epoch_days(moment: datetime | pd.Series | np.ndarray) -> np.ndarray | float:
+    if isinstance(moment, pd.Series):
+        return moment.astype("int64").to_numpy() / 1e9 / SECONDS_PER_DAY
+    return pd.Timestamp(moment).timestamp() / SECONDS_PER_DAY
+
+
+# ------------------------------------------------------------------------------- feature columns
+
+
+def _string_lists(values: pd.Series | None, n: int, width: int) -> np.ndarray:
+    out = np.full((n, width), "", dtype=object)
+    if values is None:
+        return out
+    for row, items in enumerate(values):
+        if items is None or (isinstance(items, float) and np.isnan(items)):
+            continue
+        items = list(items)[:width]
+        out[row, : len(items)] = items
+    return out
+
+
+def _number_lists(values: pd.Series | None, n: int, width: int) -> np.ndarray:
+    out = np.zeros((n, width), dtype=np.float32)
+    if values is None:
+        return out
+    for row, numbers in enumerate(values):
+        if numbers is None or (isinstance(numbers, float) and np.isnan(numbers)):
+            continue
+        numbers = list(numbers)[:width]
+        out[row, : len(numbers)] = numbers
+    return out
+
+
+def numeric_columns(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Each named feature as float32 (missing column or value -> 0)."""
+    n = len(frame)
+    return {
+        name: pd.to_numeric(frame[name], errors="coerce").fillna(0.0).to_numpy(np.float32)
+        if name in frame
+        else np.zeros(n, np.float32)
+        for name in names
+    }
+
+
+def query_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.ndarray]:
+    """Query tower inputs from a training-set frame (one row per query)."""
+    n = len(frame)
+    moments = pd.to_datetime(pd.Series(at, index=frame.index) if not isinstance(at, pd.Series) else at, utc=True)
+    return {
+        "user_id": frame["user_id"].astype(str).to_numpy(),
+        RECENT_ITEMS: _string_lists(frame.get(RECENT_ITEMS), n, RECENT_LEN),
+        "hour_of_day": moments.dt.hour.to_numpy(np.int64),
+        "day_of_week": moments.dt.dayofweek.to_numpy(np.int64),
+        **numeric_columns(frame, USER_NUMERIC),
+    }
+
+
+def history_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.ndarray]:
+    """The user's purchase history lists and the moment the ranking is for."""
+    n = len(frame)
+    moments = pd.to_datetime(pd.Series(at, index=frame.index) if not isinstance(at, pd.Series) else at, utc=True)
+    return {
+        HISTORY_ITEMS: _string_lists(frame.get(HISTORY_ITEMS), n, HISTORY_LEN),
+        HISTORY_COUNTS: _number_lists(frame.get(HISTORY_COUNTS), n, HISTORY_LEN),
+        HISTORY_LAST_DAY: _number_lists(frame.get(HISTORY_LAST_DAY), n, HISTORY_LEN),
+        REQUEST_DAY: np.asarray(epoch_days(moments), dtype=np.float32),
+    }
+
+
+def counted(interactions: pd.DataFrame) -> pd.DataFrame:
+    return interactions[interactions["action"].isin(COUNTED_ACTIONS)]

@@ -1,0 +1,34 @@
+"""Names of model inputs. They are the feature names the online store serves (`<view>__<feature>`),
+so a SavedModel's signature tells the gateway which features to fetch, and nothing maps between."""
+
+COUNTERS = ("views", "clicks", "carts", "purchases")
+USER_NUMERIC = (
+    *(f"user_features__{c}_{w}d" for c in COUNTERS for w in (7, 30)),
+    "user_features__days_since_last_event",
+    "user_features__days_since_last_purchase",
+    "user_features__distinct_categories_30d",
+    "user_features__avg_price_30d",
+    *(f"user_recent__{c}_1d" for c in COUNTERS),
+)
+ITEM_NUMERIC = (
+    *(f"item_features__{c}_{w}d" for c in COUNTERS for w in (7, 30)),
+    "item_features__popularity",
+    "item_features__ctr",
+    "item_features__conversion",
+    "item_features__age_days",
+    "item_features__price",
+)
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+RECENT_ITEMS = "user_recent__last_10_items"
+FAVOURITE_CATEGORY = "user_features__favourite_category"
+ITEM_CATEGORY = "item_features__category"
+HISTORY_ITEMS = "user_history__items"
+HISTORY_COUNTS = "user_history__counts"
+HISTORY_LAST_DAY = "user_history__last_day"
+RETRIEVAL_SCORE = "retrieval_score"
+REQUEST_DAY = "request_day"  # days since the epoch of the moment recommendations are for
+HOUR_OF_DAY = "hour_of_day"
+DAY_OF_WEEK = "day_of_week"
+RECENT_LEN = 10
+HISTORY_LEN = 50

@@ -1,0 +1,109 @@
+"""Ranking: a deep & cross network scoring (user, candidate) pairs.
+
+The scorer (`Ranker`) is plain Keras and is what ships; `RankingModel` only adds TFRS's `Ranking`
+task for training. Besides user and item features, the scorer computes the user's own history
+with each candidate (times bought, days since the last time) from the user's purchase history
+lists, so "buy it again" is learnable: in retail a large share of next month's purchases are
+re-purchases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from models.features import (
+    FAVOURITE_CATEGORY,
+    HISTORY_COUNTS,
+    HISTORY_ITEMS,
+    HISTORY_LAST_DAY,
+    ITEM_CATEGORY,
+    ITEM_ID,
+    REQUEST_DAY,
+    RETRIEVAL_SCORE,
+)
+from models.towers import PAD, NumericBlock, id_embedding
+
+
+def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+    """[R, 3]: log1p(times bought), log1p(days since last bought), bought before (0/1).
+
+    Args:
+        inputs: `item_id` [R]; `user_history__items` [R, M] string ("" padded),
+            `user_history__counts` [R, M], `user_history__last_day` [R, M] (days since the epoch);
+            `request_day` [R] (days since the epoch of the moment the ranking is for).
+    """
+    match = tf.cast(
+        tf.logical_and(
+            tf.equal(inputs[HISTORY_ITEMS], inputs[ITEM_ID][:, None]),
+            tf.not_equal(inputs[HISTORY_ITEMS], PAD),
+        ),
+        tf.float32,
+    )
+    times = tf.reduce_sum(match * tf.cast(inputs[HISTORY_COUNTS], tf.float32), axis=-1)
+    last = tf.reduce_max(match * tf.cast(inputs[HISTORY_LAST_DAY], tf.float32) - (1 - match) * 1e6, axis=-1)
+    since = tf.where(times > 0, tf.cast(inputs[REQUEST_DAY], tf.float32) - last, tf.fill(tf.shape(times), 3650.0))
+    return tf.stack([tf.math.log1p(times), tf.math.log1p(tf.maximum(since, 0.0)), tf.cast(times > 0, tf.float32)], -1)
+
+
+class Ranker(tf.keras.Model):
+    """Scores flat rows of (user, candidate) features; one logit per row.
+
+    Inputs (dict, each [R] unless noted): `item_id`, `retrieval_score`, `item_features__category`,
+    `user_features__favourite_category`, the history lists (see `history_features`), and each
+    name in `numeric`.
+    Output: [R] logits.
+    """
+
+    def __init__(self, items: Sequence[str], numeric: Sequence[str], layers: Sequence[int] = (128, 64)) -> None:
+        super().__init__(name="ranker")
+        self.item_embedding = id_embedding(items, 16, "rank_item")
+        self.numeric = NumericBlock(numeric, name="rank_numeric")
+        self.score_norm = tf.keras.layers.Normalization(axis=None, name="score_norm")
+        self.cross = tfrs.layers.dcn.Cross(name="cross")
+        self.mlp = tf.keras.Sequential(
+            [tf.keras.layers.Dense(n, activation="relu") for n in layers] + [tf.keras.layers.Dense(1)],
+            name="rank_mlp",
+        )
+
+    def features(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        same_category = tf.cast(
+            tf.logical_and(
+                tf.equal(inputs[ITEM_CATEGORY], inputs[FAVOURITE_CATEGORY]),
+                tf.not_equal(inputs[ITEM_CATEGORY], PAD),
+            ),
+            tf.float32,
+        )[:, None]
+        score = tf.cast(inputs[RETRIEVAL_SCORE], tf.float32)
+        score = tf.where(tf.math.is_finite(score), score, tf.zeros_like(score))
+        return tf.concat(
+            [
+                self.score_norm(score)[:, None],
+                history_features(inputs),
+                same_category,
+                self.numeric(inputs),
+                self.item_embedding(inputs[ITEM_ID]),
+            ],
+            axis=-1,
+        )
+
+    def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tf.squeeze(self.mlp(self.cross(self.features(inputs))), -1)
+
+
+class RankingModel(tfrs.models.Model):
+    """Training wrapper: binary cross-entropy of the ranker's logits against `label`."""
+
+    def __init__(self, ranker: Ranker) -> None:
+        super().__init__()
+        self.ranker = ranker
+        self.task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")],
+        )
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        labels = features["label"]
+        return self.task(labels=labels, predictions=self.ranker(features))

@@ -1,0 +1,158 @@
+"""Small Keras pieces the retrieval and ranking models are built from.
+
+Every tower takes raw values (string ids, text, numbers) and does its own lookups, so a SavedModel
+built from them accepts what the gateway has: ids and feature values, no preprocessing outside.
+Import this module only with `TF_USE_LEGACY_KERAS=1` set (see `models.tf_env`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from models.features import DAY_OF_WEEK, HOUR_OF_DAY, RECENT_ITEMS, USER_ID
+
+PAD = ""  # padding of string lists (recent items, history)
+
+
+def id_embedding(vocabulary: Sequence[str], dim: int, name: str, oov_buckets: int = 1) -> tf.keras.Model:
+    """`StringLookup` -> `Embedding`; unknown ids share `oov_buckets` learned rows, "" is masked.
+
+    Args:
+        vocabulary: known ids (no duplicates, without "").
+        dim: embedding size.
+    Returns:
+        A model mapping string ids of any shape [...] to [..., dim].
+    """
+    lookup = tf.keras.layers.StringLookup(
+        vocabulary=list(vocabulary), mask_token=PAD, num_oov_indices=oov_buckets, name=f"{name}_lookup"
+    )
+    embed = tf.keras.layers.Embedding(lookup.vocabulary_size(), dim, name=f"{name}_embedding")
+    return tf.keras.Sequential([lookup, embed], name=name)
+
+
+class MaskedMean(tf.keras.layers.Layer):
+    """Mean of embeddings over the non-padding positions of a string list: [B, L, D] -> [B, D]."""
+
+    def call(self, embeddings: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        mask = tf.cast(tf.not_equal(ids, PAD), embeddings.dtype)[..., None]
+        return tf.reduce_sum(embeddings * mask, axis=-2) / (tf.reduce_sum(mask, axis=-2) + 1e-6)
+
+
+class NumericBlock(tf.keras.layers.Layer):
+    """Named numeric features -> log1p of the magnitude (sign kept) -> normalized [B, F].
+
+    Counts and prices are heavy-tailed; log1p then a mean/variance normalization learned from the
+    training data (`adapt`) keeps them on one scale. Missing values (NaN) become 0 before that.
+    """
+
+    def __init__(self, names: Sequence[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.names = list(names)
+        self.norm = tf.keras.layers.Normalization(axis=-1)
+
+    def stack(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        columns = []
+        for name in self.names:
+            value = tf.cast(features[name], tf.float32)
+            value = tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
+            columns.append(tf.sign(value) * tf.math.log1p(tf.abs(value)))
+        return tf.stack(columns, axis=-1)
+
+    def adapt(self, features: dict[str, np.ndarray]) -> None:
+        self.norm.adapt(self.stack({k: tf.constant(v) for k, v in features.items()}))
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        if not self.names:
+            return tf.zeros([tf.shape(next(iter(features.values())))[0], 0])
+        return self.norm(self.stack(features))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "names": self.names}
+
+
+class QueryTower(tf.keras.Model):
+    """The user side: user id, the last items acted on, numeric user features, time context.
+
+    The recent items make fresh events move the query without retraining; an unknown user falls
+    back to an OOV row plus whatever recent items and features it has.
+
+    Inputs (dict): `user_id` [B] string, `user_recent__last_10_items` [B, L] string ("" padded),
+    `hour_of_day` [B] int, `day_of_week` [B] int, and each name in `numeric` [B].
+    Output: [B, dim].
+    """
+
+    def __init__(self, users: Sequence[str], items: Sequence[str], numeric: Sequence[str], dim: int = 64) -> None:
+        super().__init__(name="query_tower")
+        self.user_embedding = id_embedding(users, dim, "user")
+        self.recent_embedding = id_embedding(items, dim, "recent_item")
+        self.mean = MaskedMean()
+        self.numeric = NumericBlock(numeric, name="user_numeric")
+        self.hour = tf.keras.layers.Embedding(24, 4, name="hour")
+        self.weekday = tf.keras.layers.Embedding(7, 4, name="weekday")
+        self.out = tf.keras.Sequential(
+            [tf.keras.layers.Dense(2 * dim, activation="relu"), tf.keras.layers.Dense(dim)], name="query_mlp"
+        )
+
+    def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        recent = inputs[RECENT_ITEMS]
+        parts = [
+            self.user_embedding(inputs[USER_ID]),
+            self.mean(self.recent_embedding(recent), recent),
+            self.numeric(inputs),
+            self.hour(tf.cast(inputs[HOUR_OF_DAY], tf.int32) % 24),
+            self.weekday(tf.cast(inputs[DAY_OF_WEEK], tf.int32) % 7),
+        ]
+        return self.out(tf.concat(parts, axis=-1))
+
+
+class CandidateTower(tf.keras.Model):
+    """The item side: id, category, price bucket, description text and age.
+
+    A new item's id is out of vocabulary, but its category, price and words are not, so it gets a
+    meaningful embedding and can be retrieved before anyone has touched it.
+
+    Inputs (dict): `item_id`, `category`, `description` [B] string; `price`, `age_days` [B] float.
+    Output: [B, dim].
+    """
+
+    def __init__(
+        self,
+        items: Sequence[str],
+        categories: Sequence[str],
+        descriptions: Sequence[str],
+        prices: np.ndarray,
+        dim: int = 64,
+        max_tokens: int = 5_000,
+    ) -> None:
+        super().__init__(name="candidate_tower")
+        self.item_embedding = id_embedding(items, dim, "item")
+        self.category_embedding = id_embedding(categories, 16, "category")
+        edges = np.unique(np.quantile(prices[np.isfinite(prices)], np.linspace(0, 1, 11)[1:-1])) if len(prices) else []
+        self.price_bucket = tf.keras.layers.Discretization(bin_boundaries=list(map(float, edges)))
+        self.price_embedding = tf.keras.layers.Embedding(len(edges) + 1, 8, name="price_bucket")
+        self.text = tf.keras.layers.TextVectorization(max_tokens=max_tokens, output_mode="tf_idf", name="words")
+        self.text.adapt(tf.constant(list(descriptions) or [""]))
+        self.text_dense = tf.keras.layers.Dense(32, name="text_dense")
+        self.out = tf.keras.Sequential(
+            [tf.keras.layers.Dense(2 * dim, activation="relu"), tf.keras.layers.Dense(dim)],
+            name="candidate_mlp",
+        )
+        self.id_weight = tf.keras.layers.Dense(dim, use_bias=False, name="id_projection")
+
+    def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        price = tf.cast(inputs["price"], tf.float32)
+        age = tf.cast(inputs["age_days"], tf.float32)
+        content = tf.concat(
+            [
+                self.category_embedding(inputs["category"]),
+                self.price_embedding(self.price_bucket(tf.where(tf.math.is_finite(price), price, 0.0))),
+                self.text_dense(self.text(inputs["description"])),
+                tf.math.log1p(tf.maximum(tf.where(tf.math.is_finite(age), age, 0.0), 0.0))[:, None] / 5.0,
+            ],
+            axis=-1,
+        )
+        # Content alone produces a usable vector; the id adds what only interactions can tell.
+        return self.out(content) + self.id_weight(self.item_embedding(inputs["item_id"]))

@@ -1,0 +1,359 @@
+"""Training: the two-tower retrieval model and the ranker, from Feast's point-in-time training sets.
+
+The ranker learns what the two-stage path will face: at a moment `t`, the retrieval model's top
+candidates for a user, labelled by whether the user acted on them in the following window. So a
+first retrieval model is trained on data before `t = cutoff - window`, the ranker on its candidates
+at `t` with features as of `t` (labels from [t, cutoff)), and the retrieval model that ships is
+trained again on everything before the cutoff. Nothing the ranker sees comes from after `t`.
+
+Usable as `python -m models.train --date YYYY-MM-DD` and from Airflow tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.data import (
+    Catalog,
+    dedup_pairs,
+    history_inputs,
+    numeric_columns,
+    query_inputs,
+)
+from models.features import (
+    FAVOURITE_CATEGORY,
+    ITEM_CATEGORY,
+    ITEM_ID,
+    ITEM_NUMERIC,
+    RETRIEVAL_SCORE,
+    USER_NUMERIC,
+)
+from models.tf_env import seed_everything, tensorflow
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyperparameters; recorded with every run.
+
+    Attributes:
+        retrieval_epochs: passes over the (deduplicated) positives.
+        ranking_epochs: passes over the ranker's candidate rows.
+        dim: embedding size of both towers.
+        batch_size: in-batch softmax batch size (more = more negatives per positive).
+        learning_rate: Adam rate of the retrieval model.
+        ranking_learning_rate: Adam rate of the ranker.
+        temperature: retrieval softmax temperature.
+        rank_candidates: retrieval candidates per user in the ranker's training rows.
+        ranking_window_days: label window of the ranker (default: the holdout length).
+        seed: one seed for everything.
+    """
+
+    retrieval_epochs: int = 2
+    ranking_epochs: int = 3
+    dim: int = 64
+    batch_size: int = 1024
+    learning_rate: float = 0.01
+    ranking_learning_rate: float = 0.002
+    temperature: float = 1.0
+    rank_candidates: int = 300
+    ranking_window_days: int | None = None
+    seed: int = 42
+
+
+@dataclass
+class RetrievalModel:
+    """A trained two-tower model with the catalog it indexes."""
+
+    model: Any  # models.retrieval.TwoTower
+    catalog: Catalog
+    users: list[str]
+    items: list[str]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def query_embeddings(self, inputs: dict[str, np.ndarray], batch: int = 4096) -> np.ndarray:
+        tf = tensorflow()
+        n = len(inputs["user_id"])
+        out = [
+            self.model.query({k: tf.constant(v[i : i + batch]) for k, v in inputs.items()}).numpy()
+            for i in range(0, n, batch)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.model.query.out.layers[-1].units), np.float32)
+
+    def candidate_embeddings(self, at: datetime) -> np.ndarray:
+        tf = tensorflow()
+        inputs = self.catalog.candidate_inputs(at)
+        return self.model.candidate({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+
+
+@dataclass
+class TrainedModels:
+    retrieval: RetrievalModel
+    ranker: Any  # models.ranking.Ranker
+    cutoff: datetime
+    record: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------- retrieval
+
+
+def retrieval_inputs(frame: pd.DataFrame, catalog: Catalog) -> dict[str, np.ndarray]:
+    """Query and candidate inputs for training rows (features as of each row's timestamp)."""
+    moments = pd.to_datetime(frame["event_timestamp"], utc=True)
+    index = catalog.index()
+    rows = frame["item_id"].map(index).to_numpy()
+    created = catalog.created_at.to_numpy()[rows]
+    age = (moments.to_numpy() - created) / np.timedelta64(1, "D")
+    return {
+        **query_inputs(frame, moments),
+        "item_id": frame["item_id"].astype(str).to_numpy(),
+        "category": catalog.category[rows],
+        "description": catalog.description[rows],
+        "price": catalog.price[rows].astype(np.float32),
+        "age_days": np.clip(np.nan_to_num(age.astype(np.float64), nan=0.0), 0, None).astype(np.float32),
+    }
+
+
+def fit_retrieval(
+    frame: pd.DataFrame, catalog: Catalog, params: TrainParams, progress: Progress = log.info
+) -> RetrievalModel:
+    """Train the two-tower model on positives (with their point-in-time user features).
+
+    Args:
+        frame: Feast training set rows: user_id, item_id, event_timestamp, `user_*` features.
+        catalog: items (rows naming items outside it are dropped).
+    """
+    tf = tensorflow()
+    from models.retrieval import TwoTower, probability_table
+    from models.towers import CandidateTower, QueryTower
+
+    seed_everything(params.seed)
+    frame = frame[frame["item_id"].isin(set(catalog.item_ids))]
+    frame = dedup_pairs(frame.sort_values("event_timestamp", kind="stable"))
+    if frame.empty:
+        raise ValueError("no training examples for retrieval: is gold/training_examples empty before the cutoff?")
+    users = sorted(frame["user_id"].astype(str).unique())
+    items = sorted(frame["item_id"].astype(str).unique())
+    counts = frame["item_id"].value_counts()
+    inputs = retrieval_inputs(frame, catalog)
+    query = QueryTower(users, items, USER_NUMERIC, params.dim)
+    query.numeric.adapt({k: inputs[k] for k in USER_NUMERIC})
+    candidate = CandidateTower(
+        catalog.item_ids, sorted(set(catalog.category)), catalog.description, catalog.price, params.dim
+    )
+    model = TwoTower(query, candidate, probability_table(list(counts.index), list(counts.values)), params.temperature)
+    model.compile(optimizer=tf.keras.optimizers.Adam(params.learning_rate))
+    data = (
+        tf.data.Dataset.from_tensor_slices(inputs)
+        .shuffle(len(frame), seed=params.seed, reshuffle_each_iteration=True)
+        .batch(params.batch_size)
+    )
+    history = _fit(model, data, params.retrieval_epochs, len(frame), "retrieval", progress)
+    return RetrievalModel(model, catalog, users, items, history)
+
+
+def _fit(model, data, epochs: int, n: int, name: str, progress: Progress) -> list[dict[str, float]]:
+    """Keras fit, one line of progress per epoch: loss and examples/s."""
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        result = model.fit(data, epochs=1, verbose=0).history
+        seconds = time.perf_counter() - start
+        metrics = {k: float(v[-1]) for k, v in result.items()}
+        history.append({"epoch": epoch, "seconds": seconds, "examples_per_s": n / seconds, **metrics})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "regularization" not in k)
+        progress(f"{name} epoch {epoch}/{epochs}: {shown}, {n / seconds:,.0f} examples/s")
+    return history
+
+
+def top_candidates(
+    retrieval: RetrievalModel,
+    query: dict[str, np.ndarray],
+    at: datetime,
+    k: int,
+    exclude: dict[str, set[str]] | None = None,
+    batch: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k catalog rows per query, best first: (item rows [Q, k], scores [Q, k])."""
+    tf = tensorflow()
+    items = retrieval.candidate_embeddings(at)
+    queries = retrieval.query_embeddings(query)
+    k = min(k, len(items))
+    index = retrieval.catalog.index()
+    rows, scores = [], []
+    for start in range(0, len(queries), batch):
+        block = queries[start : start + batch] @ items.T
+        if exclude:
+            for offset, user in enumerate(query["user_id"][start : start + batch]):
+                seen = [index[i] for i in exclude.get(user, ()) if i in index]
+                block[offset, seen] = -np.inf
+        top = tf.math.top_k(block, k=k)
+        rows.append(top.indices.numpy())
+        scores.append(top.values.numpy())
+    return np.concatenate(rows), np.concatenate(scores)
+
+
+# ----------------------------------------------------------------------------------- ranking
+
+
+def ranking_rows(
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    candidate_rows: np.ndarray,
+    candidate_scores: np.ndarray,
+    catalog: Catalog,
+    at: datetime | pd.Series,
+) -> dict[str, np.ndarray]:
+    """Flat (user, candidate) rows for the ranker.
+
+    Args:
+        users: one row per query user (user features as of `at`), aligned with the candidates.
+        items: one row per catalog item (item features as of `at`), aligned with `catalog`.
+        candidate_rows: [U, N] catalog rows; candidate_scores: [U, N] retrieval scores.
+    """
+    n_users, n_cand = candidate_rows.shape
+    flat = candidate_rows.ravel()
+    user_of = np.repeat(np.arange(n_users), n_cand)
+    user_cols = {
+        **numeric_columns(users, USER_NUMERIC),
+        **history_inputs(users, at),
+        FAVOURITE_CATEGORY: users.get(FAVOURITE_CATEGORY, pd.Series("", index=users.index))
+        .fillna("")
+        .astype(str)
+        .to_numpy(),
+    }
+    item_cols = numeric_columns(items, ITEM_NUMERIC)
+    item_category = items.get(ITEM_CATEGORY, pd.Series(catalog.category)).fillna("").astype(str).to_numpy()
+    out = {name: values[user_of] for name, values in user_cols.items()}
+    out.update({name: values[flat] for name, values in item_cols.items()})
+    out[ITEM_CATEGORY] = np.where(item_category[flat] == "", catalog.category[flat], item_category[flat])
+    out[ITEM_ID] = catalog.item_ids[flat]
+    out[RETRIEVAL_SCORE] = candidate_scores.ravel().astype(np.float32)
+    return out
+
+
+def fit_ranking(
+    rows: dict[str, np.ndarray],
+    labels: np.ndarray,
+    items: list[str],
+    params: TrainParams,
+    progress: Progress = log.info,
+) -> tuple[Any, list[dict[str, float]]]:
+    """Train the ranker on candidate rows with 0/1 labels."""
+    tf = tensorflow()
+    from models.ranking import Ranker, RankingModel
+
+    seed_everything(params.seed + 1)
+    ranker = Ranker(items, [*USER_NUMERIC, *ITEM_NUMERIC])
+    ranker.numeric.adapt({k: rows[k] for k in (*USER_NUMERIC, *ITEM_NUMERIC)})
+    ranker.score_norm.adapt(np.nan_to_num(rows[RETRIEVAL_SCORE], neginf=0.0))
+    model = RankingModel(ranker)
+    model.compile(optimizer=tf.keras.optimizers.Adam(params.ranking_learning_rate))
+    data = (
+        tf.data.Dataset.from_tensor_slices({**rows, "label": labels.astype(np.float32)})
+        .shuffle(len(labels), seed=params.seed, reshuffle_each_iteration=True)
+        .batch(4096)
+    )
+    history = _fit(model, data, params.ranking_epochs, len(labels), "ranking", progress)
+    return ranker, history
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+@dataclass
+class TrainingData:
+    """Everything `train` reads, so tests and the DAG can hand it in directly.
+
+    Attributes:
+        examples: positives before the cutoff (gold/training_examples): user_id, item_id,
+            action, event_timestamp.
+        catalog: silver/items.
+        features: callable (entity frame with user_id, item_id, event_timestamp; service name)
+            -> the frame with `<view>__<feature>` columns as of each row's timestamp (Feast's
+            point-in-time join in production).
+        data_versions: input table versions, for the run record.
+    """
+
+    examples: pd.DataFrame
+    catalog: Catalog
+    features: Callable[[pd.DataFrame, str], pd.DataFrame]
+    data_versions: dict[str, Any] = field(default_factory=dict)
+
+
+def features_at(
+    data: TrainingData, users: np.ndarray, items: np.ndarray, at: datetime, service: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """User features for `users` and item features for `items`, all as of `at`."""
+    stamp = pd.Timestamp(at)
+    user_rows = pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp})
+    item_rows = pd.DataFrame({"user_id": "", "item_id": items, "event_timestamp": stamp})
+    return data.features(user_rows, service), data.features(item_rows, service)
+
+
+def train(
+    data: TrainingData,
+    cutoff: datetime,
+    holdout_days: int,
+    params: TrainParams | None = None,
+    progress: Progress = log.info,
+) -> TrainedModels:
+    """Train retrieval and ranking on data before `cutoff` (see the module docstring)."""
+    params = params or TrainParams()
+    started = time.perf_counter()
+    window = timedelta(days=params.ranking_window_days or holdout_days)
+    shift = cutoff - window
+    examples = data.examples.copy()
+    examples["event_timestamp"] = pd.to_datetime(examples["event_timestamp"], utc=True)
+    examples = examples[examples["event_timestamp"] < pd.Timestamp(cutoff)]
+    early = examples[examples["event_timestamp"] < pd.Timestamp(shift)]
+    late = examples[examples["event_timestamp"] >= pd.Timestamp(shift)]
+
+    progress(f"training set: {len(examples):,} positives before {cutoff:%Y-%m-%d}; ranker window from {shift:%Y-%m-%d}")
+    early_frame = data.features(early[["user_id", "item_id", "event_timestamp"]], "retrieval")
+    progress(f"retrieval (for the ranker's candidates): {len(early_frame):,} rows before {shift:%Y-%m-%d}")
+    shifted = fit_retrieval(early_frame, data.catalog, params, progress)
+
+    label_users = np.array(sorted(set(early["user_id"]) & set(late["user_id"])))
+    if len(label_users) == 0:
+        raise ValueError(
+            "no user acts both before and inside the ranker's window: lengthen the data or shorten the window"
+        )
+    users_at, items_at = features_at(data, label_users, data.catalog.item_ids, shift, "ranking")
+    query = query_inputs(users_at, pd.Timestamp(shift))
+    rows_idx, scores = top_candidates(shifted, query, shift, params.rank_candidates)
+    rows = ranking_rows(users_at, items_at, rows_idx, scores, data.catalog, pd.Timestamp(shift))
+    bought = set(zip(late["user_id"], late["item_id"], strict=True))
+    user_of = np.repeat(label_users, rows_idx.shape[1])
+    labels = np.fromiter((pair in bought for pair in zip(user_of, rows[ITEM_ID], strict=True)), bool, len(user_of))
+    progress(f"ranker rows: {len(labels):,} ({labels.mean():.2%} positive) for {len(label_users):,} users")
+    ranker, rank_history = fit_ranking(rows, labels, shifted.items, params, progress)
+
+    full_frame = data.features(examples[["user_id", "item_id", "event_timestamp"]], "retrieval")
+    progress(f"retrieval (to ship): {len(full_frame):,} rows before {cutoff:%Y-%m-%d}")
+    final = fit_retrieval(full_frame, data.catalog, params, progress)
+    record = {
+        "params": asdict(params),
+        "cutoff": cutoff.isoformat(),
+        "ranker_window_start": shift.isoformat(),
+        "examples": int(len(examples)),
+        "retrieval_rows": int(len(full_frame)),
+        "ranking_rows": int(len(labels)),
+        "ranking_positive_rate": float(labels.mean()),
+        "users": len(final.users),
+        "items": len(data.catalog),
+        "data_versions": data.data_versions,
+        "history": {"retrieval": final.history, "ranking": rank_history},
+        "train_seconds": time.perf_counter() - started,
+    }
+    return TrainedModels(final, ranker, cutoff, record)
