@@ -135,9 +135,7 @@ class TokenVerifier:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.algorithms = list(settings.jwt_algorithms)
-        self._jwks = (
-            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
-        )
+        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
         self._key: Any = settings.jwt_key or (None if self._jwks else dev_secret(settings))
 
     @property
@@ -163,9 +161,7 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise unauthorized("the token has expired; get a new one") from None
         except jwt.InvalidAudienceError:
-            raise unauthorized(
-                f"the token is not for this service (audience must be {self.audience!r})"
-            ) from None
+            raise unauthorized(f"the token is not for this service (audience must be {self.audience!r})") from None
         except jwt.InvalidIssuerError:
             raise unauthorized(f"the token's issuer is not {self.issuer!r}") from None
         except jwt.PyJWKClientError as err:

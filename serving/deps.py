@@ -70,9 +70,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 RecommendCaller = Annotated[Principal, Depends(require_scope("recommend:read"))]
 
 
-async def rate_limited(
-    resources: ResourcesDep, params: RecommendationParams, caller: RecommendCaller
-) -> None:
+async def rate_limited(resources: ResourcesDep, params: RecommendationParams, caller: RecommendCaller) -> None:
     """429 with Retry-After once the user or the token is over its limit."""
     decision = await resources.limiter.check(params.user_id, caller.token_id)
     if not decision.allowed:

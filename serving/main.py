@@ -74,6 +74,7 @@ class Resources:
             env = "redis" if self.settings.redis_url else "embedded"
         store = feature_store(self.settings, env)
         reader = FastFeatureReader(store, FEATURE_SERVICE)
+        _fail_fast(getattr(reader, "_redis", None))
         self.store, self.reader = store, reader
         reader.refresh()
 
@@ -90,9 +91,7 @@ class Resources:
         if not len(catalog) or snapshot.version != catalog.version:
             self.recommender.catalog = Catalog.from_snapshot(snapshot, top=self.settings.popular_size)
             self.metrics.catalog_items.set(len(self.recommender.catalog))
-            log.info(
-                "catalog rebuilt: %d items (snapshot %s)", len(self.recommender.catalog), snapshot.version
-            )
+            log.info("catalog rebuilt: %d items (snapshot %s)", len(self.recommender.catalog), snapshot.version)
         self.metrics.snapshot_age.set(time.time() - snapshot.loaded_at)
         if self.store is not None:
             from jobs.feature_store import read_marker
@@ -136,6 +135,18 @@ class Resources:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _fail_fast(client: Any) -> None:
+    """No retries with backoff on the reader's Redis client (redis-py's default sleeps up to
+    ~7 s per call while Redis is down, holding a feature thread); the breaker retries instead."""
+    if client is None:
+        return
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client.set_retry(Retry(NoBackoff(), 1))
+    client.connection_pool.connection_kwargs.update(socket_timeout=1.0, socket_connect_timeout=0.5)
+
+
 def _redis_client(settings: Settings) -> Any:
     """`redis.asyncio` client with tight timeouts and no retries: a slow Redis degrades a
     request instead of stalling it."""
@@ -155,9 +166,7 @@ def _redis_client(settings: Settings) -> Any:
     )
 
 
-async def open_resources(
-    settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True
-) -> Resources:
+async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True) -> Resources:
     """Open the gateway's clients (none needs its service to be up yet)."""
     from jobs.lake import Lake
     from serving.experiments import load_experiment

@@ -78,9 +78,7 @@ class GatewayMetrics:
             "1 when a newer materialization landed than the item snapshot being served.",
             registry=r,
         )
-        self.catalog_items = Gauge(
-            "towerflow_gateway_catalog_items", "Items in the in-memory catalog.", registry=r
-        )
+        self.catalog_items = Gauge("towerflow_gateway_catalog_items", "Items in the in-memory catalog.", registry=r)
         self.rate_limited = Counter(
             "towerflow_gateway_rate_limited", "Requests refused by the rate limit.", ["scope"], registry=r
         )

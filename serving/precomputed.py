@@ -137,8 +137,7 @@ def decode(raw: Mapping[Any, Any]) -> Precomputed | None:
     if not raw:
         return None
     fields = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
     }
     try:
         items = json.loads(fields["items"])
@@ -146,14 +145,10 @@ def decode(raw: Mapping[Any, Any]) -> Precomputed | None:
         return None
     if not isinstance(items, list):
         return None
-    return Precomputed(
-        [str(i) for i in items], fields.get("model_version", ""), fields.get("generated_at", "")
-    )
+    return Precomputed([str(i) for i in items], fields.get("model_version", ""), fields.get("generated_at", ""))
 
 
-def read_precomputed_sync(
-    redis_or_store: Any, user_id: str, *, prefix: str = DEFAULT_PREFIX
-) -> Precomputed | None:
+def read_precomputed_sync(redis_or_store: Any, user_id: str, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:
     """A user's stored recommendations (blocking client), or None."""
     return decode(_sync_client(redis_or_store).hgetall(recs_key(prefix, user_id)))
 

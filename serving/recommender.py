@@ -340,9 +340,7 @@ class Recommender:
             return False
         ids = stored.items
         ranks = np.arange(len(ids), 0, -1, dtype=np.float64)  # keep the stored order
-        chosen = apply_rules(
-            ids, ranks, self.catalog.features(ids), user, replace(rules, freshness_boost=0.0)
-        )
+        chosen = apply_rules(ids, ranks, self.catalog.features(ids), user, replace(rules, freshness_boost=0.0))
         if not chosen:
             return False
         served.items = [(i, None) for i, _ in chosen]

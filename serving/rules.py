@@ -65,9 +65,7 @@ def purchased(user_features: Mapping[str, Any]) -> set[str]:
     return out
 
 
-def freshness(
-    scores: np.ndarray, age_days: Sequence[Any] | None, boost: float, half_life: float
-) -> np.ndarray:
+def freshness(scores: np.ndarray, age_days: Sequence[Any] | None, boost: float, half_life: float) -> np.ndarray:
     """`scores + boost * 2^(-age / half_life)`; unknown ages get no boost."""
     if age_days is None or boost == 0:
         return scores
@@ -100,9 +98,7 @@ def keep_mask(
     return keep
 
 
-def cap_per_category(
-    order: Iterable[int], categories: Sequence[Any] | None, count: int, cap: int
-) -> list[int]:
+def cap_per_category(order: Iterable[int], categories: Sequence[Any] | None, count: int, cap: int) -> list[int]:
     """Pick `count` positions from `order` (best first) with at most `cap` per category.
 
     The cap is soft: when too few categories remain to fill `count`, the best of the overflow

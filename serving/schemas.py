@@ -22,9 +22,7 @@ class RecommendationQuery(BaseModel):
         max_length=MAX_EXCLUDE,
         description="Item ids never to return; repeat the parameter or separate ids with commas.",
     )
-    category: str | None = Field(
-        None, min_length=1, max_length=128, description="Only items of this category."
-    )
+    category: str | None = Field(None, min_length=1, max_length=128, description="Only items of this category.")
     exclude_purchased: bool = Field(
         True, description="Drop items the user already has; false for 'buy it again' surfaces."
     )

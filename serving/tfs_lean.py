@@ -84,11 +84,7 @@ def _module_file(module: str) -> Path:
 def _serialized_file(source: str, module: str) -> bytes:
     """The bytes a generated `_pb2` module passes to `AddSerializedFile(...)`."""
     for node in ast.walk(ast.parse(source)):
-        if (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", None) == "AddSerializedFile"
-            and node.args
-        ):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "AddSerializedFile" and node.args:
             return ast.literal_eval(node.args[0])
     raise ImportError(f"{module}: no serialized descriptor found (unexpected protoc output)")
 
@@ -348,9 +344,7 @@ class AsyncModelClient:
         response = await self._status(request, timeout=timeout or self.timeout)
         return [(s.version, _STATE_NAME.get(s.state, str(s.state))) for s in response.model_version_status]
 
-    async def wait_until_available(
-        self, model: str, *, version_label: str | None = None, timeout: float = 60.0
-    ) -> int:
+    async def wait_until_available(self, model: str, *, version_label: str | None = None, timeout: float = 60.0) -> int:
         """Poll GetModelStatus until a version is AVAILABLE; returns it.
 
         Raises:
@@ -373,9 +367,7 @@ class AsyncModelClient:
         await self._channel.close()
 
 
-def input_specs_of(
-    signature_defs: Mapping[str, Any], signature_name: str = DEFAULT_SIGNATURE
-) -> dict[str, InputSpec]:
+def input_specs_of(signature_defs: Mapping[str, Any], signature_name: str = DEFAULT_SIGNATURE) -> dict[str, InputSpec]:
     """The input specs of `signature_name` in a signature-def map.
 
     Raises:

@@ -289,7 +289,5 @@ def publish_contract_pair(
     base = Path(model_base)
     save_contract_retrieval(base / "retrieval", version, catalog, dim=dim, k=k, seed=seed)
     save_contract_ranking(base / "ranking", version, dim=dim, seed=seed)
-    entries = [
-        mc.ModelEntry.under(base, name, labels={"stable": version}) for name in ("retrieval", "ranking")
-    ]
+    entries = [mc.ModelEntry.under(base, name, labels={"stable": version}) for name in ("retrieval", "ranking")]
     mc.write_models_config(base / "models.config", entries)

@@ -17,16 +17,14 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the top-level app."""
     app.command("model-server")(model_server)
+    app.command("token")(token)
+    app.command("serve")(serve)
 
 
 def model_server(
-    port: Annotated[
-        int | None, typer.Option(help="gRPC port (default 8500, or TOWERFLOW_MODEL_SERVER_PORT).")
-    ] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port (default 8500, or TOWERFLOW_MODEL_SERVER_PORT).")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
-    model_base: Annotated[
-        Path | None, typer.Option(help="Model base folder (default $TOWERFLOW_HOME/models).")
-    ] = None,
+    model_base: Annotated[Path | None, typer.Option(help="Model base folder (default $TOWERFLOW_HOME/models).")] = None,
     config: Annotated[
         Path | None, typer.Option(help="models.config to follow (default <model-base>/models.config).")
     ] = None,
@@ -86,3 +84,122 @@ def model_server(
     console.print("stopping: finishing in-flight requests")
     server.stop(grace=5.0)
     console.print("model server stopped")
+
+
+def token(
+    user: Annotated[str, typer.Option(help="The token's subject (`sub`).")],
+    scopes: Annotated[
+        str, typer.Option(help="Space-separated: recommend:read, events:write, experiments:read.")
+    ] = "recommend:read",
+    ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 86_400,
+) -> None:
+    """Print a development bearer token (JWT) for the gateway; the token is the last line.
+
+    Signed with TOWERFLOW_JWT_KEY when set (HS256), else with a secret generated under
+    $TOWERFLOW_HOME/secrets/ on first run, which the gateway also uses.
+    """
+    from serving.auth import dev_secret, mint_token
+    from towerflow.settings import get_settings
+
+    settings = get_settings()
+    if settings.jwt_jwks_url:
+        console.print("[bold red]error:[/] the gateway verifies tokens from a JWKS URL; get one from that issuer")
+        raise typer.Exit(1)
+    algorithm = settings.jwt_algorithms[0]
+    if not algorithm.startswith("HS"):
+        console.print(f"[bold red]error:[/] the gateway expects {algorithm} tokens; mint them with your private key")
+        raise typer.Exit(1)
+    key = settings.jwt_key or dev_secret(settings)
+    try:
+        jwt_token = mint_token(
+            key,
+            subject=user,
+            scopes=scopes.replace(",", " ").split(),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_s=ttl,
+            algorithm=algorithm,
+        )
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"token for {user!r}, scopes {scopes!r}, valid {ttl} s:", highlight=False)
+    print(jwt_token)  # noqa: T201 - the token is the command's output (last line of stdout)
+
+
+def serve(
+    port: Annotated[int | None, typer.Option(help="Gateway HTTP port (default 8000).")] = None,
+    model_port: Annotated[int | None, typer.Option(help="Model server gRPC port (default 8500).")] = None,
+    host: Annotated[str | None, typer.Option(help="Gateway interface (default 127.0.0.1).")] = None,
+    model_server: Annotated[
+        bool,
+        typer.Option(
+            "--model-server/--no-model-server",
+            help="Start the built-in model server (off: use TOWERFLOW_MODEL_SERVER_TARGET, e.g. TF Serving).",
+        ),
+    ] = True,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Run the model server and the gateway in the foreground; Ctrl-C or SIGTERM stops both.
+
+    Each runs as a child process in its own session, so one Ctrl-C reaches only this command,
+    which then stops the gateway first (in-flight requests finish, impressions flush) and the
+    model server second. If either child dies, the other is stopped and the exit code is 1.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from towerflow.settings import get_settings
+
+    settings = get_settings()
+    port = port if port is not None else settings.gateway_port
+    host = host or settings.gateway_host
+    model_port = model_port if model_port is not None else settings.model_server_port
+    env = dict(os.environ)
+    children: list[tuple[str, subprocess.Popen]] = []
+    if model_server:
+        env["TOWERFLOW_MODEL_SERVER_TARGET"] = f"127.0.0.1:{model_port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "towerflow.cli",
+            "model-server",
+            "--port",
+            str(model_port),
+            "--host",
+            "127.0.0.1",
+        ]
+        children.append(("model server", subprocess.Popen(cmd, env=env, start_new_session=True)))
+    gateway = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory"]
+    gateway += ["--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    gateway += ["--timeout-graceful-shutdown", "10"] + ([] if access_log else ["--no-access-log"])
+    children.append(("gateway", subprocess.Popen(gateway, env=env, start_new_session=True)))
+    target = f"127.0.0.1:{model_port}" if model_server else settings.model_target
+    console.print(
+        f"gateway on http://{host}:{port} (docs at /docs), model server on {target}; Ctrl-C to stop",
+        highlight=False,
+        soft_wrap=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    failed = None
+    while not stop.is_set():
+        failed = next((name for name, child in children if child.poll() is not None), None)
+        if failed:
+            break
+        stop.wait(0.2)
+    console.print(f"{failed} exited; stopping" if failed else "stopping")
+    for name, child in reversed(children):  # gateway first: it still needs the model server to drain
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            console.print(f"{name} did not stop in 20 s; killing it")
+            child.kill()
+            child.wait()
+    console.print("stopped")
+    if failed:
+        raise typer.Exit(1)

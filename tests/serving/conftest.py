@@ -116,9 +116,7 @@ def model_server(contract_models: Path) -> Iterator[str]:
     """An in-process model server over the contract toys; yields its `host:port`."""
     from serving.model_server import ModelManager, ModelServer
 
-    server = ModelServer(
-        ModelManager(contract_models, poll_seconds=30), port=0, host="127.0.0.1", max_workers=4
-    )
+    server = ModelServer(ModelManager(contract_models, poll_seconds=30), port=0, host="127.0.0.1", max_workers=4)
     port = server.start()
     warm_up(f"127.0.0.1:{port}")
     yield f"127.0.0.1:{port}"
