@@ -1,0 +1,255 @@
+"""Unit tests of the gateway's pure parts: business rules, A/B assignment, input binding, the
+TensorFlow-free protos, the breaker, the catalog, tokens, and the precomputed format."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import binding, rules
+from serving.breaker import Breaker
+from serving.catalog import Catalog
+from serving.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
+from serving.tfs_lean import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_proto, to_ndarray
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+def test_purchased_uses_recent_items_and_a_purchased_set() -> None:
+    user = {"user_recent__last_10_items": ["a", "b", None, ""], "user_x__purchased_items": ["c"], "v": 3}
+    assert rules.purchased(user) == {"a", "b", "c"}
+    assert rules.purchased({"user_recent__last_10_items": None}) == set()
+
+
+def test_keep_mask_bans_unavailable_and_filters_category() -> None:
+    ids = ["a", "b", "c", "d"]
+    keep = rules.keep_mask(
+        ids, banned={"a"}, available=[True, False, None, True], categories=["X", "x", "y", None], category="X"
+    )
+    assert keep.tolist() == [False, False, False, False]
+    keep = rules.keep_mask(ids, banned=set(), available=[True, False, None, True])
+    assert keep.tolist() == [True, False, True, True]
+
+
+def test_freshness_boost_halves_per_half_life() -> None:
+    out = rules.freshness(np.zeros(3), [0.0, 30.0, None], boost=1.0, half_life=30.0)
+    assert out.tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert rules.freshness(np.ones(2), None, boost=1.0, half_life=30.0).tolist() == [1.0, 1.0]
+
+
+def test_category_cap_is_soft() -> None:
+    cats = ["a", "a", "a", "b", "a"]
+    assert rules.cap_per_category(range(5), cats, count=3, cap=2) == [0, 1, 3]
+    assert rules.cap_per_category(range(5), cats, count=4, cap=1) == [0, 3, 1, 2]  # filled from overflow
+    assert rules.cap_for(10, 0.4) == 4 and rules.cap_for(1, 0.4) == 1
+
+
+def test_apply_rules_end_to_end() -> None:
+    ids = ["a", "b", "c", "d", "e", "a"]
+    scores = [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]
+    items = {
+        "item_features__category": ["x", "x", "x", "y", "y", "x"],
+        "item_features__age_days": [100.0, 100.0, 0.0, 100.0, 100.0, 100.0],
+        "item_features__available": [True, True, True, True, False, True],
+    }
+    user = {"user_recent__last_10_items": ["b"]}
+    config = rules.RuleConfig(count=3, category_cap=0.67, freshness_boost=10.0)
+    assert [i for i, _ in rules.apply_rules(ids, scores, items, user, config)] == ["c", "a", "d"]
+    again = rules.RuleConfig(count=3, exclude_purchased=False, exclude=frozenset({"c"}), category="X", category_cap=1)
+    assert [i for i, _ in rules.apply_rules(ids, scores, items, user, again)] == ["a", "b"]
+    assert rules.apply_rules([], [], {}, {}, config) == []
+
+
+# -- experiments ---------------------------------------------------------------------------------
+
+
+def test_assignment_is_deterministic_and_follows_weights(tmp_path: Path) -> None:
+    path = tmp_path / "experiments.json"
+    arms = [
+        {"name": "control", "weight": 3, "models": {"retrieval": "stable", "ranking": "stable"}},
+        {"name": "treatment", "weight": 1, "models": {"ranking": "canary"}},
+    ]
+    path.write_text(json.dumps({"id": "exp", "arms": arms}))
+    exp = load_experiment(path)
+    assigned = [exp.assign(f"user-{n}").name for n in range(4000)]
+    assert assigned == [exp.assign(f"user-{n}").name for n in range(4000)]
+    assert 0.2 < assigned.count("treatment") / 4000 < 0.3
+    assert exp.arms[1].models == {"retrieval": "stable", "ranking": "canary"}
+    assert 0 <= bucket("exp", "u") < 1 and bucket("exp", "u") != bucket("exp2", "u")
+    assert load_experiment(tmp_path / "absent.json") == DEFAULT
+
+
+def test_invalid_experiment_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"id": "x", "arms": [{"name": "a", "weight": 1, "models": {"rankr": "stable"}}]}))
+    with pytest.raises(ValueError, match="rankr"):
+        load_experiment(path)
+    with pytest.raises(ValueError):
+        Experiment.model_validate({"id": "x", "arms": []})
+    assert version_spec("3") == {"version": 3} and version_spec("canary") == {"version_label": "canary"}
+
+
+# -- binding -------------------------------------------------------------------------------------
+
+
+def spec(name: str, dtype: int, *shape: int) -> InputSpec:
+    return InputSpec(name, dtype, tuple(shape))
+
+
+def test_bind_fills_inputs_by_feature_name() -> None:
+    specs = {
+        s.name: s
+        for s in (
+            spec("user_id", DT_STRING, -1),
+            spec("user_recent__last_10_items", DT_STRING, -1, 10),
+            spec("user_features__views_7d", DT_FLOAT, -1),
+            spec("hour_of_day", DT_INT64, -1),
+            spec("item_id", DT_STRING, -1, -1),
+            spec("retrieval_score", DT_FLOAT, -1, -1),
+            spec("item_features__popularity", DT_FLOAT, -1, -1),
+            spec("item_embeddings__embedding", DT_FLOAT, -1, -1, 3),
+            spec("brand_new_feature", DT_INT64, -1, -1),
+        )
+    }
+    user = {"user_recent__last_10_items": ["a", "b"], "user_features__views_7d": None}
+    items = {"item_features__popularity": [1.5, None], "item_embeddings__embedding": [[1.0, 2.0, 3.0], None]}
+    bound = binding.bind(
+        specs,
+        user_id="u1",
+        user_features=user,
+        ctx={"hour_of_day": 13, "day_of_week": 2},
+        candidates=["a", "c"],
+        retrieval_scores=[0.5, 0.25],
+        item_features=items,
+    )
+    x = bound.inputs
+    assert x["user_id"].tolist() == [b"u1"]
+    assert x["user_recent__last_10_items"].shape == (1, 10) and x["user_recent__last_10_items"][0, :3].tolist() == [
+        b"a",
+        b"b",
+        b"",
+    ]
+    assert x["user_features__views_7d"].dtype == np.float32 and x["user_features__views_7d"].tolist() == [0.0]
+    assert x["hour_of_day"].tolist() == [13]
+    assert x["item_id"].tolist() == [[b"a", b"c"]]
+    assert x["retrieval_score"].shape == (1, 2)
+    assert x["item_features__popularity"].tolist() == [[1.5, 0.0]]
+    assert x["item_embeddings__embedding"].shape == (1, 2, 3)
+    assert x["brand_new_feature"].shape == (1, 2) and bound.unbound == ["brand_new_feature"]
+
+
+# -- protos without TensorFlow -------------------------------------------------------------------
+
+
+def test_lean_tensor_protos_match_tensorflow() -> None:
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.core.framework import tensor_pb2
+
+    cases = [
+        np.array([[b"a", b"bb"], [b"", b"c"]], dtype=object),
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array([1, 2], dtype=np.int64),
+        np.array([True, False]),
+    ]
+    for value in cases:
+        lean = tensor_proto(value)
+        official = tensor_pb2.TensorProto.FromString(lean.SerializeToString())
+        np.testing.assert_array_equal(tf.make_ndarray(official), value)
+        back = tf.make_tensor_proto(value)
+        np.testing.assert_array_equal(to_ndarray(type(lean).FromString(back.SerializeToString())), value)
+    compact = tf.make_tensor_proto(7.0, shape=[3], dtype=tf.float32)  # one value, repeated
+    assert to_ndarray(type(tensor_proto(0)).FromString(compact.SerializeToString())).tolist() == [7.0] * 3
+    assert tensor_proto([1, 2], DT_FLOAT).dtype == DT_FLOAT
+
+
+# -- breaker, catalog ----------------------------------------------------------------------------
+
+
+def test_breaker_opens_then_probes() -> None:
+    breaker = Breaker("x", threshold=2, cooldown_s=0.05)
+    breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow() and breaker.is_open
+    time.sleep(0.06)
+    assert breaker.allow() and not breaker.allow()  # one probe per cooldown
+    breaker.success()
+    assert breaker.allow() and not breaker.is_open
+
+
+def test_catalog_popular_in_context(gw) -> None:
+    catalog = Catalog.from_columns(gw.fake_reader().item_features(gw.ITEMS), top=5)
+    ids, popularity = catalog.popular()
+    assert ids == ["i0", "i1", "i2", "i3", "i4"] and popularity.tolist() == [100, 99, 98, 97, 96]
+    assert catalog.popular("TOYS")[0][:2] == ["i2", "i8"]
+    assert catalog.popular("nothing")[0] == []
+    assert catalog.features(["i8", "zz"])["catalog__available"] == [False, None]
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+
+def test_dev_secret_is_created_once_and_verifies_minted_tokens(tmp_path: Path) -> None:
+    from serving.auth import AuthError, TokenVerifier, dev_secret, mint_token
+    from towerflow.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    secret = dev_secret(settings)
+    assert dev_secret(settings) == secret and (settings.secrets_dir / "jwt-hs256.key").stat().st_mode & 0o077 == 0
+    token = mint_token(secret, subject="alice", scopes=["recommend:read", "events:write"])
+    principal = TokenVerifier(settings).verify(token)
+    assert principal.subject == "alice" and principal.scopes == {"recommend:read", "events:write"}
+    with pytest.raises(ValueError, match="unknown scope"):
+        mint_token(secret, subject="a", scopes=["admin"])
+    with pytest.raises(AuthError) as err:
+        TokenVerifier(settings.model_copy(update={"jwt_issuer": "other"})).verify(token)
+    assert err.value.status == 401 and "issuer" in err.value.message
+
+
+def test_token_cli_prints_the_token_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from serving.auth import TokenVerifier
+    from towerflow.cli import app
+    from towerflow.settings import Settings
+
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv("TOWERFLOW_JWT_KEY", raising=False)
+    result = CliRunner().invoke(app, ["token", "--user", "bob", "--scopes", "recommend:read experiments:read"])
+    assert result.exit_code == 0, result.output
+    principal = TokenVerifier(Settings(home=tmp_path)).verify(result.stdout.strip().splitlines()[-1])
+    assert principal.subject == "bob" and "experiments:read" in principal.scopes
+    bad = CliRunner().invoke(app, ["token", "--user", "bob", "--scopes", "root"])
+    assert bad.exit_code == 1
+
+
+# -- precomputed format --------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> None:
+    import redis
+
+    from serving.precomputed import read_popular_sync, read_precomputed_sync, recs_key, write_precomputed
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        written = write_precomputed(
+            client, {"u1": ["a", "b"], "u2": ["c"]}, "r=3,k=2", prefix=redis_prefix, ttl_s=120, popular=["p"]
+        )
+        assert written == 2
+        stored = read_precomputed_sync(client, "u1", prefix=redis_prefix)
+        assert stored.items == ["a", "b"] and stored.model_version == "r=3,k=2" and stored.generated_at
+        assert 0 < client.ttl(recs_key(redis_prefix, "u1")) <= 120
+        assert read_popular_sync(redis_url, prefix=redis_prefix).items == ["p"]
+        assert read_precomputed_sync(client, "nobody", prefix=redis_prefix) is None
+        write_precomputed(client, {"u1": ["z"]}, "r=4", prefix=redis_prefix)
+        assert read_precomputed_sync(client, "u1", prefix=redis_prefix).items == ["z"]
+    finally:
+        keys = list(client.scan_iter(match=f"{redis_prefix}*"))
+        if keys:
+            client.delete(*keys)
