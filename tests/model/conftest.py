@@ -1,0 +1,202 @@
+"""A small world with planted tastes (jobs.synth), its gold-like feature frames built in pandas,
+and models trained on it once per session. Feature lookups go through `models.lookup.FrameLookup`,
+whose agreement with Feast is checked in tests/features/test_lookup_contract.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.synth import SynthConfig, build_world, items_table, iter_days
+from models.data import Catalog
+from models.lookup import FrameLookup, FrameView
+
+CFG = SynthConfig(users=900, items=240, days=36, seed=11, start=date(2025, 2, 1))
+HOLDOUT_DAYS = 6
+SERVICES = {
+    "retrieval": ("user_features", "user_recent"),
+    "ranking": ("user_features", "user_recent", "user_history", "item_features"),
+}
+
+
+def day_end(day) -> pd.Timestamp:
+    return pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1)
+
+
+def recent_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """Per user and day with activity: last 10 distinct items (most recent first), as of day end."""
+    rows = []
+    for user, group in events.sort_values("timestamp").groupby("user_id", sort=True):
+        seen: list[str] = []
+        for day, day_rows in group.groupby(group["timestamp"].dt.date, sort=True):
+            for item in day_rows["item_id"]:
+                if item in seen:
+                    seen.remove(item)
+                seen.append(item)
+            rows.append({"user_id": user, "event_timestamp": day_end(day), "last_10_items": seen[-10:][::-1]})
+    return pd.DataFrame(rows)
+
+
+def history_frame(purchases: pd.DataFrame) -> pd.DataFrame:
+    """Per user and purchase day: top 50 items bought so far, their counts and last day (epoch days)."""
+    rows = []
+    for user, group in purchases.sort_values("timestamp").groupby("user_id", sort=True):
+        counts: dict[str, int] = {}
+        last: dict[str, float] = {}
+        for day, day_rows in group.groupby(group["timestamp"].dt.date, sort=True):
+            for item, ts in zip(day_rows["item_id"], day_rows["timestamp"], strict=True):
+                counts[item] = counts.get(item, 0) + 1
+                last[item] = ts.timestamp() / 86_400
+            top = sorted(counts, key=lambda i: (-counts[i], -last[i]))[:50]
+            rows.append(
+                {
+                    "user_id": user,
+                    "event_timestamp": day_end(day),
+                    "items": top,
+                    "counts": [counts[i] for i in top],
+                    "last_day": [last[i] for i in top],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def user_counts_frame(events: pd.DataFrame, categories: dict[str, str]) -> pd.DataFrame:
+    """Per user and active day: purchases over 30 days and the favourite category."""
+    rows = []
+    buys = events[events["action"] == "purchase"]
+    for user, group in events.groupby("user_id", sort=True):
+        days = sorted(group["timestamp"].dt.date.unique())
+        mine = buys[buys["user_id"] == user]
+        for day in days:
+            end = day_end(day)
+            window = mine[(mine["timestamp"] < end) & (mine["timestamp"] >= end - pd.Timedelta(days=30))]
+            acted = group[group["timestamp"] < end]
+            favourite = acted["item_id"].map(categories).mode()
+            rows.append(
+                {
+                    "user_id": user,
+                    "event_timestamp": end,
+                    "purchases_30d": len(window),
+                    "favourite_category": favourite.iloc[0] if len(favourite) else "",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def item_frame(events: pd.DataFrame, catalog: Catalog, days: list) -> pd.DataFrame:
+    buys = events[events["action"] == "purchase"]
+    rows = []
+    for day in days:
+        end = day_end(day)
+        recent = buys[(buys["timestamp"] < end) & (buys["timestamp"] >= end - pd.Timedelta(days=7))]
+        counts = recent["item_id"].value_counts()
+        for item, category in zip(catalog.item_ids, catalog.category, strict=True):
+            rows.append(
+                {
+                    "item_id": item,
+                    "event_timestamp": end,
+                    "purchases_7d": int(counts.get(item, 0)),
+                    "category": category,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class World:
+    events: pd.DataFrame
+    examples: pd.DataFrame
+    holdout: pd.DataFrame
+    catalog: Catalog
+    lookup: FrameLookup
+    users: pd.DataFrame  # ground truth: user_id, is_bot, top_category
+    cutoff: datetime
+    run_date: date
+
+
+@pytest.fixture(scope="session")
+def world() -> World:
+    synth = build_world(CFG)
+    events = pd.concat([t.to_pandas() for _, t in iter_days(CFG, synth)], ignore_index=True)
+    events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
+    truth = pd.DataFrame(
+        {
+            "user_id": synth.user_ids,
+            "is_bot": synth.is_bot,
+            "top_category": np.array(list_categories())[synth.user_taste.argmax(1)],
+        }
+    )
+    events = events[~events["user_id"].isin(set(truth.loc[truth.is_bot, "user_id"]))].reset_index(drop=True)
+    items = items_table(CFG, synth).to_pandas()
+    catalog = Catalog(
+        item_ids=items["item_id"].to_numpy(),
+        category=items["category"].to_numpy(),
+        description=items["description"].to_numpy(),
+        price=items["price"].to_numpy(),
+        created_at=pd.to_datetime(items["created_at"], utc=True),
+        available=items["available"].to_numpy(),
+    )
+    run_date = CFG.start + timedelta(days=CFG.days)
+    cutoff = datetime.combine(run_date - timedelta(days=HOLDOUT_DAYS), datetime.min.time(), timezone.utc)
+    positives = events[events["action"].isin(["click", "add_to_cart", "purchase"])].rename(
+        columns={"timestamp": "event_timestamp"}
+    )
+    examples = positives[positives["event_timestamp"] < cutoff][["user_id", "item_id", "action", "event_timestamp"]]
+    holdout = positives[positives["event_timestamp"] >= cutoff][["user_id", "item_id", "action", "event_timestamp"]]
+    categories = dict(zip(catalog.item_ids, catalog.category, strict=True))
+    days = sorted(events["timestamp"].dt.date.unique())
+    recent = recent_frame(events[events["action"] != "view"])
+    views = {
+        "user_recent": FrameView("user_recent", "user_id", recent, ("last_10_items",), timedelta(days=2)),
+        "user_history": FrameView(
+            "user_history",
+            "user_id",
+            history_frame(events[events["action"] == "purchase"]),
+            ("items", "counts", "last_day"),
+            timedelta(days=400),
+        ),
+        "user_features": FrameView(
+            "user_features",
+            "user_id",
+            user_counts_frame(events, categories),
+            ("purchases_30d", "favourite_category"),
+            timedelta(days=2),
+        ),
+        "item_features": FrameView(
+            "item_features",
+            "item_id",
+            item_frame(events, catalog, days),
+            ("purchases_7d", "category"),
+            timedelta(days=2),
+        ),
+    }
+    return World(events, examples, holdout, catalog, FrameLookup(views, SERVICES), truth, cutoff, run_date)
+
+
+def list_categories() -> list[str]:
+    from jobs.synth import CATEGORIES
+
+    return list(CATEGORIES)
+
+
+@dataclass
+class Trained:
+    models: object  # models.train.TrainedModels
+    staged: dict[str, Path]
+
+
+@pytest.fixture(scope="session")
+def trained(world: World, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    from models.export import export
+    from models.train import TrainingData, TrainParams, train
+
+    params = TrainParams(retrieval_epochs=3, ranking_epochs=2, dim=32, batch_size=256, rank_candidates=80, seed=5)
+    data = TrainingData(world.examples, world.catalog, world.lookup)
+    models = train(data, world.cutoff, HOLDOUT_DAYS, params)
+    staged = export(models, tmp_path_factory.mktemp("staged"), world.cutoff, {"fingerprint": "test"})
+    return Trained(models, staged)
