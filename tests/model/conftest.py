@@ -5,7 +5,7 @@ whose agreement with Feast is checked in tests/features/test_lookup_contract.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +142,7 @@ def world() -> World:
         available=items["available"].to_numpy(),
     )
     run_date = CFG.start + timedelta(days=CFG.days)
-    cutoff = datetime.combine(run_date - timedelta(days=HOLDOUT_DAYS), datetime.min.time(), timezone.utc)
+    cutoff = datetime.combine(run_date - timedelta(days=HOLDOUT_DAYS), datetime.min.time(), UTC)
     positives = events[events["action"].isin(["click", "add_to_cart", "purchase"])].rename(
         columns={"timestamp": "event_timestamp"}
     )

@@ -12,7 +12,6 @@ from models.features import (
     HISTORY_ITEMS,
     HISTORY_LAST_DAY,
     ITEM_ID,
-    RECENT_ITEMS,
     REQUEST_DAY,
     RETRIEVAL_SCORE,
 )
