@@ -71,7 +71,10 @@ class Settings(BaseSettings):
     storage_options: dict[str, str] = Field(default_factory=dict)
     shared_data: Path = Path("../shared/data")
     ingest_lookback_days: int = 3  # a daily run also picks up landing files of missed days
-    airflow_db_url: str | None = None  # e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/airflow
+    airflow_db_url: str | None = Field(  # e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/airflow
+        default=None,
+        validation_alias=AliasChoices("TOWERFLOW_AIRFLOW_DB_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"),
+    )
     airflow_parallelism: int = 2  # airflow standalone needs ~5 GB at defaults; keep it small
     ci: bool = Field(default=False, validation_alias=AliasChoices("TOWERFLOW_CI", "CI"))
     model_server_port: int = 8500

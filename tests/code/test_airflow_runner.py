@@ -1,0 +1,32 @@
+"""Pure parts of towerflow.airflow_runner."""
+
+import re
+
+from towerflow.airflow_runner import airflow_env, only_pattern
+from towerflow.settings import Settings
+
+
+def test_only_pattern_marks_every_other_task() -> None:
+    pattern = re.compile(only_pattern(["ingest_landing", "etl.silver"]))
+    assert not pattern.fullmatch("ingest_landing")
+    assert not pattern.fullmatch("etl.silver")
+    for other in ("train_retrieval", "ingest_landing_2", "etlXsilver", "etl"):
+        assert pattern.fullmatch(other)
+
+
+def test_airflow_env_uses_postgres_when_configured(tmp_path, monkeypatch) -> None:
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
+    monkeypatch.setenv("TOWERFLOW_AIRFLOW_DB_URL", url)
+    env = airflow_env(Settings(home=tmp_path, airflow_parallelism=3))
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
+    assert env["AIRFLOW_HOME"] == str(tmp_path.resolve() / "airflow")
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "3"
+
+
+def test_airflow_db_url_from_airflow_variable(monkeypatch) -> None:
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/x"
+    monkeypatch.delenv("TOWERFLOW_AIRFLOW_DB_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url)
+    assert Settings().airflow_db_url == url
+    monkeypatch.setenv("TOWERFLOW_AIRFLOW_DB_URL", "sqlite:////tmp/a.db")
+    assert Settings().airflow_db_url == "sqlite:////tmp/a.db"  # the project's own name wins
