@@ -11,7 +11,12 @@ import os
 import platform
 from pathlib import Path
 
-BENCHMARKS = {"synth": "bench.synth", "model_server": "bench.model_server", "features": "bench.features"}
+BENCHMARKS = {
+    "synth": "bench.synth",
+    "model_server": "bench.model_server",
+    "features": "bench.features",
+    "serve": "bench.serve",
+}
 
 
 def machine() -> dict[str, object]:

@@ -168,6 +168,7 @@ def save_contract_retrieval(
     k: int = 1000,
     num_users: int = 1000,
     seed: int = 0,
+    item_embeddings=None,
 ) -> Path:
     """Publish a retrieval toy with the contract's signature as `<base_path>/<version>`.
 
@@ -184,6 +185,8 @@ def save_contract_retrieval(
         k: items per answer.
         num_users: user ids are hashed into this many rows.
         seed: makes versions answer differently.
+        item_embeddings: float32 [len(catalog), dim] to use instead of random ones (benchmarks
+            compare against a numpy top-k over the same matrix).
     """
     import tensorflow as tf
 
@@ -195,7 +198,8 @@ def save_contract_retrieval(
         def __init__(self) -> None:
             super().__init__()
             self.users = tf.Variable(rng.normal([num_users, dim]), trainable=False)
-            self.items = tf.Variable(rng.normal([n_items, dim]), trainable=False)
+            items = rng.normal([n_items, dim]) if item_embeddings is None else tf.constant(item_embeddings)
+            self.items = tf.Variable(items, trainable=False)
             self.ids = tf.constant(catalog)
             self.lookup = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(self.ids, tf.range(n_items, dtype=tf.int64)), -1
