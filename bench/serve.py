@@ -154,6 +154,26 @@ def main() -> None:
 # The benchmark
 
 
+def _gateway_stats(url: str) -> dict[str, Any]:
+    """Mean ms per stage and responses per path/reason, from the gateway's /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    served: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+        for sample in family.samples:
+            if sample.name == "towerflow_gateway_stage_seconds_sum":
+                sums[sample.labels["stage"]] = sample.value
+            elif sample.name == "towerflow_gateway_stage_seconds_count":
+                counts[sample.labels["stage"]] = sample.value
+            elif sample.name == "towerflow_gateway_recommendations_total":
+                served[f"{sample.labels['path']}/{sample.labels['reason'] or '-'}"] = sample.value
+    means = {stage: round(sums[stage] / counts[stage] * 1e3, 3) for stage in sums if counts.get(stage)}
+    return {"stage_mean_ms": means, "served": served}
+
+
 def _wait(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -291,6 +311,7 @@ def run() -> dict[str, object]:
             with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
                 _run_load(url, token, users_file, min(10.0, seconds), rate)  # warm-up, not reported
                 full = _run_load(url, token, users_file, seconds, rate)
+                stats = _gateway_stats(url)  # cumulative since start (warm-up included)
             with console.status("floor: numpy top-1000 + one Redis read + in-process ranking"):
                 floor = _floor(settings, store, models, embeddings, gold.users)
             procs["model"].send_signal(signal.SIGTERM)
@@ -328,6 +349,10 @@ def run() -> dict[str, object]:
     table.add_row("floor (in process)", *(f"{floor[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")), "", "", "")
     console.print(table)
     console.print(f"materialized {mat.entities:,} entity rows in {mat.seconds:.1f} s")
+    console.print(f"gateway stage means (ms, warm-up + full run): {stats['stage_mean_ms']}", soft_wrap=True)
+    console.print(f"gateway responses by path/reason: {stats['served']}", soft_wrap=True)
+    load = os.getloadavg()
+    console.print(f"load average at the end (other work on this machine included): {load}")
     figures: dict[str, object] = {"seconds": seconds, "rate_rps": rate, "catalog_items": ITEMS, "candidates": K}
     for name, fig in (("full", full), ("cached", cached), ("floor", floor)):
         for key, value in fig.items():
@@ -337,6 +362,9 @@ def run() -> dict[str, object]:
     figures["full_statuses"] = full["statuses"]
     figures["cached_paths"] = cached["paths"]
     figures["cached_statuses"] = cached["statuses"]
+    figures["gateway_stage_mean_ms"] = stats["stage_mean_ms"]
+    figures["gateway_served"] = stats["served"]
+    figures["loadavg_1m"] = round(load[0], 2)
     figures["full_p99_under_25ms"] = full["p99_ms"] < 25
     figures["full_p50_within_2x_floor"] = full["p50_ms"] <= 2 * floor["p50_ms"]
     figures["cached_p99_under_3ms"] = cached["p99_ms"] < 3
