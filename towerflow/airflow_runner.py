@@ -37,6 +37,57 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def standalone_env(settings: Settings) -> dict[str, str]:
+    """Environment for `airflow standalone`: the project's DAGs, a LocalExecutor, one API worker
+    and one DAG-parsing process (a 2-core machine), and the simple auth manager's `admin` user,
+    whose password Airflow generates into `password_file`."""
+    env = airflow_env(settings)
+    host, port = settings.airflow_api_host, settings.airflow_api_port
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__API__HOST": host,
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{_local(host)}:{port}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        }
+    )
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    # standalone starts each component as `airflow <component>` from PATH: use this environment's.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, *(p for p in env.get("PATH", "").split(os.pathsep) if p != bin_dir)])
+    return env
+
+
+def _local(host: str) -> str:
+    """An address this machine can call for a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def api_url(settings: Settings) -> str:
+    return f"http://{_local(settings.airflow_api_host)}:{settings.airflow_api_port}"
+
+
+def password_file(env: dict[str, str]) -> Path:
+    """Where Airflow 3's simple auth manager keeps generated passwords (JSON: user -> password)."""
+    if configured := env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"):
+        return Path(configured)
+    return Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+
+
+def generated_password(env: dict[str, str], user: str = "admin") -> str | None:
+    """The generated password of `user`, or None before Airflow has generated one."""
+    try:
+        return json.loads(password_file(env).read_text()).get(user)
+    except (OSError, ValueError):
+        return None
+
+
 def _airflow(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "airflow", *args]
     if log is None:

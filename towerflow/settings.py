@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         model_server_workers: request threads of the built-in model server.
         model_server_target: `host:port` the gateway calls (default 127.0.0.1:<model_server_port>).
         gateway_host / gateway_port: where `towerflow serve` binds the HTTP gateway.
+        airflow_db_url: Airflow's metadata DB (also read from AIRFLOW__DATABASE__SQL_ALCHEMY_CONN);
+            None = SQLite under `<home>/airflow`.
+        airflow_parallelism: Airflow's parallelism and max active tasks per DAG.
+        airflow_api_host / airflow_api_port: where `towerflow airflow standalone` serves the UI.
         redis_prefix: prefix of the gateway's own Redis keys (rate limits, precomputed recs).
         jwt_key: HS* secret or PEM public key that verifies bearer tokens; default: the
             development secret under `<home>/secrets/` (`towerflow token` creates it).
@@ -76,6 +80,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TOWERFLOW_AIRFLOW_DB_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"),
     )
     airflow_parallelism: int = 2  # airflow standalone needs ~5 GB at defaults; keep it small
+    airflow_api_host: str = "127.0.0.1"  # `towerflow airflow standalone`: where the UI/API listens
+    airflow_api_port: int = 8080
     ci: bool = Field(default=False, validation_alias=AliasChoices("TOWERFLOW_CI", "CI"))
     model_server_port: int = 8500
     model_server_poll_seconds: float = 2.0

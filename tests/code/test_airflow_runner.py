@@ -30,3 +30,21 @@ def test_airflow_db_url_from_airflow_variable(monkeypatch) -> None:
     assert Settings().airflow_db_url == url
     monkeypatch.setenv("TOWERFLOW_AIRFLOW_DB_URL", "sqlite:////tmp/a.db")
     assert Settings().airflow_db_url == "sqlite:////tmp/a.db"  # the project's own name wins
+
+
+def test_standalone_env_is_small_and_local(tmp_path, monkeypatch) -> None:
+    import json
+
+    from towerflow.airflow_runner import generated_password, standalone_env
+
+    monkeypatch.delenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", raising=False)
+    env = standalone_env(Settings(home=tmp_path, airflow_api_port=18123))
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__API__PORT"] == "18123" and env["AIRFLOW__API__WORKERS"] == "1"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18123/execution/"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "2"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert generated_password(env) is None
+    (tmp_path / "airflow").mkdir()
+    (tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": "s3"}))
+    assert generated_password(env) == "s3"
