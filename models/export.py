@@ -33,6 +33,7 @@ from models.features import (
     RECENT_ITEMS,
     RECENT_LEN,
     REQUEST_DAY,
+    RETRIEVAL_RANK,
     RETRIEVAL_SCORE,
     USER_ID,
     USER_NUMERIC,
@@ -86,6 +87,8 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
 def ranking_module(ranker):
     """A `tf.Module` scoring [B, N] candidates for B users with the ranker."""
     tf = tensorflow()
+    from models.ranking import rank_in_row
+
     specs = {
         **_user_specs(tf),
         FAVOURITE_CATEGORY: tf.TensorSpec([None], tf.string, name=FAVOURITE_CATEGORY),
@@ -108,7 +111,7 @@ def ranking_module(ranker):
         @tf.function(input_signature=[specs])
         def serve(self, inputs):
             shape = tf.shape(inputs[ITEM_ID])
-            flat = {}
+            flat = {RETRIEVAL_RANK: tf.reshape(rank_in_row(inputs[RETRIEVAL_SCORE]), [-1])}
             for name, value in inputs.items():
                 if name in per_candidate:
                     flat[name] = tf.reshape(value, [-1])

@@ -27,6 +27,7 @@ HISTORY_ITEMS = "user_history__items"
 HISTORY_COUNTS = "user_history__counts"
 HISTORY_LAST_DAY = "user_history__last_day"
 RETRIEVAL_SCORE = "retrieval_score"
+RETRIEVAL_RANK = "retrieval_rank"  # derived inside the ranking model from retrieval_score
 REQUEST_DAY = "request_day"  # days since the epoch of the moment recommendations are for
 HOUR_OF_DAY = "hour_of_day"
 DAY_OF_WEEK = "day_of_week"

@@ -22,9 +22,15 @@ from models.features import (
     ITEM_CATEGORY,
     ITEM_ID,
     REQUEST_DAY,
-    RETRIEVAL_SCORE,
+    RETRIEVAL_RANK,
 )
 from models.towers import PAD, NumericBlock, id_embedding
+
+
+def rank_in_row(scores: tf.Tensor) -> tf.Tensor:
+    """[B, N] scores -> [B, N] 0-based positions in descending order (ties broken by index)."""
+    order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
+    return tf.cast(tf.argsort(order, axis=-1, stable=True), tf.float32)
 
 
 def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -51,7 +57,8 @@ def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
 class Ranker(tf.keras.Model):
     """Scores flat rows of (user, candidate) features; one logit per row.
 
-    Inputs (dict, each [R] unless noted): `item_id`, `retrieval_score`, `item_features__category`,
+    Inputs (dict, each [R] unless noted): `item_id`, `retrieval_rank` (0-based position in the
+    user's retrieval list), `item_features__category`,
     `user_features__favourite_category`, the history lists (see `history_features`), and each
     name in `numeric`.
     Output: [R] logits.
@@ -61,7 +68,6 @@ class Ranker(tf.keras.Model):
         super().__init__(name="ranker")
         self.item_embedding = id_embedding(items, 16, "rank_item")
         self.numeric = NumericBlock(numeric, name="rank_numeric")
-        self.score_norm = tf.keras.layers.Normalization(axis=None, name="score_norm")
         self.cross = tfrs.layers.dcn.Cross(name="cross")
         self.mlp = tf.keras.Sequential(
             [tf.keras.layers.Dense(n, activation="relu") for n in layers] + [tf.keras.layers.Dense(1)],
@@ -76,11 +82,12 @@ class Ranker(tf.keras.Model):
             ),
             tf.float32,
         )[:, None]
-        score = tf.cast(inputs[RETRIEVAL_SCORE], tf.float32)
-        score = tf.where(tf.math.is_finite(score), score, tf.zeros_like(score))
+        # The position in the retrieval list, not the raw score: the ranker is trained on one
+        # retrieval model's candidates and serves another's, whose scores have another scale.
+        rank = tf.math.log1p(tf.cast(inputs[RETRIEVAL_RANK], tf.float32))
         return tf.concat(
             [
-                self.score_norm(score)[:, None],
+                rank[:, None] / 7.0,
                 history_features(inputs),
                 same_category,
                 self.numeric(inputs),

@@ -103,16 +103,16 @@ def version_with(models_dir: Path, fingerprint: str) -> int | None:
     return None
 
 
-def _ensure_entries(models_dir: Path) -> None:
+def _load(models_dir: Path, model: str, version: int) -> None:
+    """Add `version` to the model's load policy, creating the model's entry on first publish."""
     path = config_path(models_dir)
     with locked(path):
         current = entries(models_dir)
-        missing = [m for m in MODELS if m not in current]
-        if missing:
-            models = list(current.values()) + [
-                ModelEntry.under(models_dir, m, policy=VersionPolicy.specific()) for m in missing
-            ]
-            write_models_config(path, models)
+        if model not in current:
+            entry = ModelEntry.under(models_dir, model, policy=VersionPolicy.specific(version))
+            write_models_config(path, [*current.values(), entry])
+            return
+    add_version(path, model, version)
 
 
 def _copy_atomic(source: Path, base: Path, version: int) -> Path:
@@ -147,13 +147,12 @@ def publish(
     Returns:
         The new version number.
     """
-    _ensure_entries(models_dir)
     version = next_version(models_dir)
     for model in MODELS:
         target = _copy_atomic(staged[model], models_dir / model, version)
         (target / METADATA).parent.mkdir(exist_ok=True)
         (target / METADATA).write_text(json.dumps({**meta, "model": model, "version": version}, indent=2, default=str))
-        add_version(config_path(models_dir), model, version)
+        _load(models_dir, model, version)
     for model in MODELS:
         if wait_until_loaded is not None and not wait_until_loaded(model, version):
             raise RegistryError(f"the model server did not load {model} version {version}; labels left unchanged")
@@ -193,9 +192,8 @@ def promote(models_dir: Path, model: str, version: int, label: str = "stable") -
         raise RegistryError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     if version not in list_versions(models_dir / model):
         raise RegistryError(f"{model} version {version} is not published (have {list_versions(models_dir / model)})")
-    _ensure_entries(models_dir)
     previous = labels(models_dir, model).get(label)
-    add_version(config_path(models_dir), model, version)
+    _load(models_dir, model, version)
     set_label(config_path(models_dir), model, label, version)
     if label == "stable" and previous is not None and previous != version:
         set_label(config_path(models_dir), model, "previous", previous)

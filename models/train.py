@@ -33,7 +33,7 @@ from models.features import (
     ITEM_CATEGORY,
     ITEM_ID,
     ITEM_NUMERIC,
-    RETRIEVAL_SCORE,
+    RETRIEVAL_RANK,
     USER_NUMERIC,
 )
 from models.tf_env import seed_everything, tensorflow
@@ -54,7 +54,9 @@ class TrainParams:
         learning_rate: Adam rate of the retrieval model.
         ranking_learning_rate: Adam rate of the ranker.
         temperature: retrieval softmax temperature.
-        rank_candidates: retrieval candidates per user in the ranker's training rows.
+        rank_candidates: retrieval depth for the ranker's rows (as deep as serving retrieves).
+        rank_rows: rows per user: the top `rank_rows // 3` candidates and a random sample of
+            the rest, so the ranker sees every depth of the list it will rank.
         ranking_window_days: label window of the ranker (default: the holdout length).
         seed: one seed for everything.
     """
@@ -66,7 +68,8 @@ class TrainParams:
     learning_rate: float = 0.01
     ranking_learning_rate: float = 0.002
     temperature: float = 1.0
-    rank_candidates: int = 300
+    rank_candidates: int = 1000
+    rank_rows: int = 300
     ranking_window_days: int | None = None
     seed: int = 42
 
@@ -206,11 +209,27 @@ def top_candidates(
 # ----------------------------------------------------------------------------------- ranking
 
 
+def sample_depths(rows: np.ndarray, per_user: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the head of each retrieval list and a random sample of its tail.
+
+    Returns:
+        (catalog rows [U, n], their 0-based positions in the full list [U, n]).
+    """
+    n = rows.shape[1]
+    if per_user >= n:
+        return rows, np.tile(np.arange(n), (len(rows), 1))
+    head = per_user // 3
+    rng = np.random.default_rng(seed)
+    tail = np.sort(np.stack([rng.choice(np.arange(head, n), per_user - head, replace=False) for _ in rows]), axis=1)
+    positions = np.concatenate([np.tile(np.arange(head), (len(rows), 1)), tail], axis=1)
+    return np.take_along_axis(rows, positions, axis=1), positions
+
+
 def ranking_rows(
     users: pd.DataFrame,
     items: pd.DataFrame,
     candidate_rows: np.ndarray,
-    candidate_scores: np.ndarray,
+    candidate_ranks: np.ndarray,
     catalog: Catalog,
     at: datetime | pd.Series,
 ) -> dict[str, np.ndarray]:
@@ -219,7 +238,8 @@ def ranking_rows(
     Args:
         users: one row per query user (user features as of `at`), aligned with the candidates.
         items: one row per catalog item (item features as of `at`), aligned with `catalog`.
-        candidate_rows: [U, N] catalog rows; candidate_scores: [U, N] retrieval scores.
+        candidate_rows: [U, N] catalog rows; candidate_ranks: [U, N] their 0-based positions in
+            the user's retrieval list.
     """
     n_users, n_cand = candidate_rows.shape
     flat = candidate_rows.ravel()
@@ -238,8 +258,13 @@ def ranking_rows(
     out.update({name: values[flat] for name, values in item_cols.items()})
     out[ITEM_CATEGORY] = np.where(item_category[flat] == "", catalog.category[flat], item_category[flat])
     out[ITEM_ID] = catalog.item_ids[flat]
-    out[RETRIEVAL_SCORE] = candidate_scores.ravel().astype(np.float32)
+    out[RETRIEVAL_RANK] = candidate_ranks.ravel().astype(np.float32)
     return out
+
+
+def ranking_batch_size(rows: int) -> int:
+    """About 100 steps an epoch, within [256, 4096]: small data still gets enough updates."""
+    return int(min(4096, max(256, rows // 100)))
 
 
 def fit_ranking(
@@ -256,13 +281,12 @@ def fit_ranking(
     seed_everything(params.seed + 1)
     ranker = Ranker(items, [*USER_NUMERIC, *ITEM_NUMERIC])
     ranker.numeric.adapt({k: rows[k] for k in (*USER_NUMERIC, *ITEM_NUMERIC)})
-    ranker.score_norm.adapt(np.nan_to_num(rows[RETRIEVAL_SCORE], neginf=0.0))
     model = RankingModel(ranker)
     model.compile(optimizer=tf.keras.optimizers.Adam(params.ranking_learning_rate))
     data = (
         tf.data.Dataset.from_tensor_slices({**rows, "label": labels.astype(np.float32)})
         .shuffle(len(labels), seed=params.seed, reshuffle_each_iteration=True)
-        .batch(4096)
+        .batch(ranking_batch_size(len(labels)))
     )
     history = _fit(model, data, params.ranking_epochs, len(labels), "ranking", progress)
     return ranker, history
@@ -331,8 +355,9 @@ def train(
         )
     users_at, items_at = features_at(data, label_users, data.catalog.item_ids, shift, "ranking")
     query = query_inputs(users_at, pd.Timestamp(shift))
-    rows_idx, scores = top_candidates(shifted, query, shift, params.rank_candidates)
-    rows = ranking_rows(users_at, items_at, rows_idx, scores, data.catalog, pd.Timestamp(shift))
+    rows_idx, _ = top_candidates(shifted, query, shift, params.rank_candidates)
+    rows_idx, ranks = sample_depths(rows_idx, params.rank_rows, params.seed)
+    rows = ranking_rows(users_at, items_at, rows_idx, ranks, data.catalog, pd.Timestamp(shift))
     bought = set(zip(late["user_id"], late["item_id"], strict=True))
     user_of = np.repeat(label_users, rows_idx.shape[1])
     labels = np.fromiter((pair in bought for pair in zip(user_of, rows[ITEM_ID], strict=True)), bool, len(user_of))

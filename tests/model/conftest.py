@@ -195,7 +195,9 @@ def trained(world: World, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     from models.export import export
     from models.train import TrainingData, TrainParams, train
 
-    params = TrainParams(retrieval_epochs=3, ranking_epochs=2, dim=32, batch_size=256, rank_candidates=80, seed=5)
+    params = TrainParams(
+        retrieval_epochs=3, ranking_epochs=2, dim=32, batch_size=256, rank_candidates=1000, rank_rows=120, seed=5
+    )
     data = TrainingData(world.examples, world.catalog, world.lookup)
     models = train(data, world.cutoff, HOLDOUT_DAYS, params)
     staged = export(models, tmp_path_factory.mktemp("staged"), world.cutoff, {"fingerprint": "test"})

@@ -38,7 +38,7 @@ def _call(signature, inputs):
     return {k: v.numpy() for k, v in signature(**_tensors(inputs, signature)).items()}
 
 
-def _rank_inputs(world, query: dict[str, np.ndarray], candidates: np.ndarray, history: list[list[str]] | None = None):
+def _rank_inputs(world, query, candidates: np.ndarray, history: list[list[str]] | None = None, scores=None):
     n = len(query["user_id"])
     hist = np.full((n, 50), "", dtype=object)
     counts = np.zeros((n, 50), np.float32)
@@ -59,7 +59,7 @@ def _rank_inputs(world, query: dict[str, np.ndarray], candidates: np.ndarray, hi
         HISTORY_LAST_DAY: last,
         REQUEST_DAY: np.full(n, pd.Timestamp(world.cutoff).timestamp() / 86_400, np.float32),
         ITEM_ID: candidates,
-        RETRIEVAL_SCORE: np.zeros(candidates.shape, np.float32),
+        RETRIEVAL_SCORE: scores if scores is not None else np.zeros(candidates.shape, np.float32),
         ITEM_CATEGORY: world.catalog.category[rows],
         **{name: np.zeros(candidates.shape, np.float32) for name in ITEM_NUMERIC},
     }
@@ -80,7 +80,9 @@ def test_a_one_category_buyer_gets_that_category(world, trained) -> None:
         query = _query(world, ["someone-new"], [recent])
         top = _call(retrieval, query)
         ids = top["item_ids"].astype(str)[0]
-        ranked = _call(ranking, _rank_inputs(world, query, ids[None, :100].astype(object), [recent]))["scores"][0]
+        ranked = _call(
+            ranking, _rank_inputs(world, query, ids[None, :100].astype(object), [recent], top["scores"][:, :100])
+        )["scores"][0]
         top10 = ids[:100][np.argsort(-ranked)[:10]]
         share = np.mean([world.catalog.category[world.catalog.index()[i]] == category for i in top10])
         hits.append(share)
@@ -91,9 +93,12 @@ def test_ranking_does_not_depend_on_candidate_order(world, trained) -> None:
     retrieval, ranking = _signatures(trained)
     query = _query(world, [world.examples["user_id"].iloc[0]], [list(world.catalog.item_ids[:3])])
     candidates = world.catalog.item_ids[:60].astype(object)[None, :]
-    scores = _call(ranking, _rank_inputs(world, query, candidates))["scores"][0]
+    retrieval_scores = np.linspace(1.0, 0.0, 60, dtype=np.float32)[None, :]
+    scores = _call(ranking, _rank_inputs(world, query, candidates, scores=retrieval_scores))["scores"][0]
     order = np.random.default_rng(0).permutation(60)
-    shuffled = _call(ranking, _rank_inputs(world, query, candidates[:, order]))["scores"][0]
+    shuffled = _call(ranking, _rank_inputs(world, query, candidates[:, order], scores=retrieval_scores[:, order]))[
+        "scores"
+    ][0]
     np.testing.assert_allclose(shuffled, scores[order], rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,115 @@
+"""Evaluation against baselines, and the gate: a worse candidate never replaces production."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.gate import GatePolicy
+from models.lifecycle import RunPaths, gate_run, publish_run
+from models.registry import labels, list_models
+
+pytestmark = pytest.mark.training
+
+
+@pytest.fixture(scope="module")
+def eval_data(world):
+    from models.evaluate import prepare
+
+    return prepare(
+        world.examples,
+        world.holdout,
+        world.events[world.events["timestamp"] < world.cutoff],
+        world.catalog,
+        world.cutoff,
+        world.lookup,
+    )
+
+
+def _stage(run: RunPaths, staged: dict[str, Path], fingerprint: str) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    for model, path in staged.items():
+        (run.staged / model).parent.mkdir(parents=True, exist_ok=True)
+        if not (run.staged / model).exists():
+            (run.staged / model).symlink_to(path, target_is_directory=True)
+    run.record.write_text(json.dumps({"fingerprint": fingerprint, "training": {}}))
+
+
+def _evaluate(run: RunPaths, data, production) -> dict:
+    from models.evaluate import evaluate, write_report
+
+    report = evaluate(data, {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}, production)
+    write_report(report, run.evaluation, "test")
+    return report
+
+
+def test_the_model_beats_popularity_and_reports_every_baseline(trained, eval_data, tmp_path: Path) -> None:
+    run = RunPaths(tmp_path / "run")
+    _stage(run, trained.staged, "good")
+    report = _evaluate(run, eval_data, None)
+    for variant in ("all", "new"):
+        names = set(report["metrics"][variant])
+        assert {"two_stage", "retrieval", "popular", "item_knn", "als"} <= names
+    assert "repeat_purchase" in report["metrics"]["all"] and "repeat_purchase" not in report["metrics"]["new"]
+    two_stage = report["metrics"]["all"]["two_stage"]
+    assert two_stage["recall@100"] > report["metrics"]["all"]["popular"]["recall@100"]
+    html = (run.evaluation / "evaluation.html").read_text()
+    assert "Recall@K" in html and "data:image/png;base64," in html
+
+
+def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval_data, tmp_path: Path) -> None:
+    from models.export import export
+    from models.train import TrainingData, TrainParams, train
+
+    models_dir = tmp_path / "models"
+    good = RunPaths(tmp_path / "good")
+    _stage(good, trained.staged, "good")
+    _evaluate(good, eval_data, None)
+    assert gate_run(good, GatePolicy(), quality_passed=True)["publish"] is True
+    assert publish_run(models_dir, good) == {"published": True, "version": 1}
+    assert labels(models_dir, "retrieval") == {"stable": 1, "canary": 1}
+
+    shuffled = world.examples.copy()
+    shuffled["item_id"] = np.random.default_rng(0).permutation(shuffled["item_id"].to_numpy())
+    params = TrainParams(
+        retrieval_epochs=2, ranking_epochs=1, dim=32, batch_size=256, rank_candidates=1000, rank_rows=120, seed=5
+    )
+    bad_models = train(TrainingData(shuffled, world.catalog, world.lookup), world.cutoff, 6, params)
+    bad = RunPaths(tmp_path / "bad")
+    bad.root.mkdir()
+    export(bad_models, bad.staged, world.cutoff, {"fingerprint": "bad"})
+    bad.record.write_text(json.dumps({"fingerprint": "bad", "training": {}}))
+    from models.registry import labelled_dirs
+
+    report = _evaluate(bad, eval_data, labelled_dirs(models_dir, "stable"))
+    decision = gate_run(bad, GatePolicy(), quality_passed=True)
+    assert decision["publish"] is False
+    assert decision["candidate"] < decision["production"]
+    assert report["metrics"]["all"]["production_two_stage"]["recall@100"] == decision["production"]
+    assert publish_run(models_dir, bad)["published"] is False
+    assert [i.version for i in list_models(models_dir) if i.model == "retrieval"] == [1]
+    assert labels(models_dir, "retrieval") == {"stable": 1, "canary": 1}
+
+
+def test_bad_data_blocks_publishing_even_when_forced(trained, eval_data, tmp_path: Path) -> None:
+    run = RunPaths(tmp_path / "run")
+    _stage(run, trained.staged, "good")
+    _evaluate(run, eval_data, None)
+    decision = gate_run(run, GatePolicy(), quality_passed=False, force=True)
+    assert decision["publish"] is False and "quality" in decision["reason"]
+    assert publish_run(tmp_path / "models", run)["published"] is False
+    assert not (tmp_path / "models").exists() or list_models(tmp_path / "models") == []
+
+
+def test_publishing_the_same_run_twice_adds_no_version(trained, eval_data, tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    run = RunPaths(tmp_path / "run")
+    _stage(run, trained.staged, "same")
+    _evaluate(run, eval_data, None)
+    gate_run(run, GatePolicy(), quality_passed=True)
+    assert publish_run(models_dir, run)["version"] == 1
+    again = publish_run(models_dir, run)
+    assert again["published"] is False and again["version"] == 1
