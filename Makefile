@@ -26,8 +26,17 @@ lint: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff check dags/ --select AIR3
 
+# Airflow UI with the project's DAGs ($$TOWERFLOW_HOME/airflow, SQLite unless TOWERFLOW_AIRFLOW_DB_URL
+# names PostgreSQL); prints the URL and the admin password once healthy; Ctrl-C stops it.
+airflow: $(STAMP)
+	@$(BIN)/towerflow airflow standalone
+
+# Every benchmark, into one fresh results file, then the README's table rendered from it.
+BENCH_OUT ?= var/bench/results.json
 bench: $(STAMP)
-	@$(BIN)/towerflow bench all
+	@mkdir -p $(dir $(BENCH_OUT)) && rm -f $(BENCH_OUT)
+	@$(BIN)/towerflow bench all --out $(BENCH_OUT)
+	@$(BIN)/towerflow bench-report $(BENCH_OUT)
 
 clean-var:
 	rm -rf var

@@ -260,6 +260,29 @@ def bench(
         run(bench_name, out)
 
 
+@app.command("bench-report")
+def bench_report(
+    results: Annotated[Path, typer.Argument(help="Results file written by `towerflow bench ... --out`.")],
+    out: Annotated[Path | None, typer.Option(help="Write the markdown here instead of printing it.")] = None,
+) -> None:
+    """Render the README's performance table (markdown) from a benchmark results file."""
+    from bench.report import load, render
+
+    if not results.exists():
+        console.print(f"[red]error:[/] {results} does not exist; run `make bench` first", highlight=False)
+        raise typer.Exit(1)
+    try:
+        text = render(load(results))
+    except ValueError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    if out is None:
+        print(text, end="")  # noqa: T201 - the markdown is the command's output
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}", highlight=False)
+
+
 def main() -> None:
     app()
 
