@@ -34,6 +34,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame
 
 #: Online Retail StockCodes that are not products (fees, postage, manual adjustments, vouchers).
@@ -178,11 +179,22 @@ def flag_interactions(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    # Deterministic winner among copies of one event id: the earliest import of it.
+    # Deterministic winner among copies of one event id: the earliest import of it. Ids are
+    # counted first (one narrow column), so only the few repeated ids are sorted, not every row.
+    repeated_ids = (
+        events.groupBy("event_id")
+        .count()
+        .where("count > 1")
+        .select("event_id", F.lit(True).alias("_repeated"))
+    )
     by_event = Window.partitionBy("event_id").orderBy("import_batch", "source_row")
+    marked = events.join(repeated_ids, "event_id", "left")  # adaptive execution broadcasts the few ids
+    copies = marked.where("_repeated").withColumn("_copy", F.row_number().over(by_event))
+    singles = marked.where("_repeated IS NULL").withColumn("_copy", F.lit(1))
     known = items.select("item_id", F.lit(True).alias("_known")).distinct()
     flagged = (
-        events.withColumn("_copy", F.row_number().over(by_event))
+        singles.unionByName(copies)
+        .drop("_repeated")
         .join(F.broadcast(known), "item_id", "left")
         .withColumn(
             "removed_by",
@@ -252,10 +264,18 @@ def kept_interactions(flagged: DataFrame) -> DataFrame:
     positive quantities."""
     from pyspark.sql import functions as F
 
+    return silver_columns(flagged).where(F.col("removed_by").isNull()).drop("removed_by")
+
+
+def silver_columns(flagged: DataFrame) -> DataFrame:
+    """Flagged events in silver's columns plus `removed_by`; cancellations as positive
+    quantities. Lets a job collect once and take both the rule counts and the kept rows."""
+    from pyspark.sql import functions as F
+
     quantity = F.when(F.col("action") == "cancellation", F.abs(F.col("quantity"))).otherwise(
         F.col("quantity")
     )
-    return flagged.where(F.col("removed_by").isNull()).select(
+    return flagged.select(
         "event_id",
         "user_id",
         "item_id",
@@ -266,6 +286,7 @@ def kept_interactions(flagged: DataFrame) -> DataFrame:
         "session_id",
         "source",
         "event_date",
+        "removed_by",
     )
 
 
@@ -282,10 +303,17 @@ def removed_counts(flagged: DataFrame) -> dict[str, int]:
     return {rule: int(counts.get(rule, 0)) for rule in RULES}
 
 
-def removed_counts_by_day(flagged: DataFrame) -> dict[date, dict[str, int]]:
-    """Rows removed per rule and day (days with removals only; every rule listed)."""
+def removed_counts_by_day(flagged: pa.Table) -> dict[date, dict[str, int]]:
+    """Rows removed per rule and day from a collected flagged table (days with removals only;
+    every rule listed)."""
+    import pyarrow.compute as pc
+
     per_day: dict[date, dict[str, int]] = {}
-    rows = flagged.where("removed_by IS NOT NULL").groupBy("event_date", "removed_by").count().collect()
-    for row in rows:
-        per_day.setdefault(row["event_date"], dict.fromkeys(RULES, 0))[row["removed_by"]] = int(row["count"])
+    removed = flagged.filter(pc.is_valid(flagged.column("removed_by")))
+    for row in (
+        removed.group_by(["event_date", "removed_by"]).aggregate([("removed_by", "count")]).to_pylist()
+    ):
+        per_day.setdefault(row["event_date"], dict.fromkeys(RULES, 0))[row["removed_by"]] = row[
+            "removed_by_count"
+        ]
     return per_day

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from jobs import clean, gold
 from jobs.lake import Lake
-from jobs.quality import Gates, day_bounds, row_count_bounds, with_unknown_items
+from jobs.quality import Gates, day_bounds, row_count_bounds
 from jobs.sparklake import SparkLake, commit_metadata
 from towerflow import schemas as S
 
@@ -128,11 +129,12 @@ class DailyEtl:
         if rows == 0:
             step.note = "no events this day"
             return self._done(step, started)
-        frame = with_unknown_items(events.to_pandas(), self._bronze_item_ids())
         params = _interval_params(day) | row_count_bounds(
             previous_rows(self.lake.lake, uri, "event_date", day), self.max_day_ratio
         )
-        gate = self.gates.check("bronze_events", frame, day.isoformat(), params)
+        gate = self.gates.check_table(
+            "bronze_events", events, day.isoformat(), params, self._bronze_item_ids()
+        )
         step.detail["expectations"] = gate.evaluated
         return self._done(step, started)
 
@@ -171,12 +173,17 @@ class DailyEtl:
         events = self.lake.read(
             self.uri(BRONZE_EVENTS), S.BRONZE_EVENTS, where=_between("event_date", first, last)
         )
-        flagged = clean.flag_interactions(events, items, self.rules).persist()
-        try:
-            removed = clean.removed_counts_by_day(flagged)
-            silver = self.lake.collect(clean.kept_interactions(flagged), S.SILVER_INTERACTIONS)
-        finally:
-            flagged.unpersist()
+        # One Spark pass: collect every row with its verdict, then count and keep in Arrow.
+        # Removed rows may lack a user or a session: every column nullable until the split.
+        flagged_schema = pa.schema(
+            [f.with_nullable(True) for f in S.SILVER_INTERACTIONS] + [pa.field("removed_by", pa.string())]
+        )
+        flagged = self.lake.collect(
+            clean.silver_columns(clean.flag_interactions(events, items, self.rules)), flagged_schema
+        )
+        removed = clean.removed_counts_by_day(flagged)
+        silver = flagged.filter(pc.is_null(flagged.column("removed_by"))).select(S.SILVER_INTERACTIONS.names)
+        del flagged
         uri = self.uri(SILVER_INTERACTIONS)
         by_day = _split_by_day(silver, "event_date")
         previous = previous_rows(self.lake.lake, uri, "event_date", first)
@@ -184,9 +191,8 @@ class DailyEtl:
             rows = by_day.get(day)
             if rows is None:
                 continue  # no events: nothing to check, the day's partition is emptied
-            frame = with_unknown_items(rows.to_pandas(), known)
             params = _interval_params(day) | row_count_bounds(previous, self.max_day_ratio)
-            self.gates.check("silver_interactions", frame, day.isoformat(), params)
+            self.gates.check_table("silver_interactions", rows, day.isoformat(), params, known)
             previous = len(rows)
         written = self.lake.write(
             silver,
@@ -238,16 +244,14 @@ class DailyEtl:
             .where(F.col("action") == "purchase")
             .select("user_id", "timestamp", "event_date")
         )
-        exploded = gold.feature_days(window, first, last).persist()
-        try:
-            users = self.lake.collect(
-                gold.transform_user_features(exploded, items, purchases, first, last), S.GOLD_USER_FEATURES
-            )
-            item_rows = self.lake.collect(
-                gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES
-            )
-        finally:
-            exploded.unpersist()
+        # Not cached: scanning the Parquet again is cheaper than holding millions of rows.
+        exploded = gold.feature_days(window, first, last)
+        users = self.lake.collect(
+            gold.transform_user_features(exploded, items, purchases, first, last), S.GOLD_USER_FEATURES
+        )
+        item_rows = self.lake.collect(
+            gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES
+        )
         outputs = (
             ("gold_user_features", users, USER_FEATURES, S.GOLD_USER_FEATURES),
             ("gold_item_features", item_rows, ITEM_FEATURES, S.GOLD_ITEM_FEATURES),
@@ -260,7 +264,7 @@ class DailyEtl:
                 if day not in by_day:
                     continue  # nobody active in the 30 days: no rows to check
                 params = {"as_of": gold.as_of(day)} | row_count_bounds(previous, self.max_day_ratio)
-                self.gates.check(suite, by_day[day].to_pandas(), day.isoformat(), params)
+                self.gates.check_table(suite, by_day[day], day.isoformat(), params)
                 previous = len(by_day[day])
         steps = []
         for _, table, target, schema in outputs:

@@ -85,3 +85,15 @@ def test_guest_lines_of_invoices_may_lack_a_user(tmp_path) -> None:
     frame.loc[:9, "user_id"] = None
     frame.loc[:9, "invoice_no"] = "536365"
     assert quality.Gates(None).check("bronze_events", frame, "2025-01-03", params(50)).success
+
+
+def test_large_slices_are_sampled_with_scaled_row_bounds() -> None:
+    import pyarrow as pa
+
+    table = pa.table({"x": list(range(1000))})
+    sample, fraction = quality.sample_rows(table, 100)
+    assert len(sample) == 100 and fraction == 0.1
+    assert sample.column("x").to_pylist() == sorted(sample.column("x").to_pylist())
+    assert quality.sample_rows(table, 100)[0].equals(sample)  # seeded: same rows each run
+    bounds = quality.scale_row_bounds({"min_rows": 100, "max_rows": 10_000}, 0.1)
+    assert bounds == {"min_rows": 10, "max_rows": 1000}
