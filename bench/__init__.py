@@ -13,6 +13,7 @@ from pathlib import Path
 
 BENCHMARKS = {
     "synth": "bench.synth",
+    "etl": "bench.etl",
     "model_server": "bench.model_server",
     "features": "bench.features",
     "serve": "bench.serve",
