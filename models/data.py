@@ -163,6 +163,8 @@ def query_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.
     return {
         "user_id": frame["user_id"].astype(str).to_numpy(),
         RECENT_ITEMS: _string_lists(frame.get(RECENT_ITEMS), n, RECENT_LEN),
+        HISTORY_ITEMS: _string_lists(frame.get(HISTORY_ITEMS), n, HISTORY_LEN),
+        HISTORY_COUNTS: _number_lists(frame.get(HISTORY_COUNTS), n, HISTORY_LEN),
         "hour_of_day": moments.dt.hour.to_numpy(np.int64),
         "day_of_week": moments.dt.dayofweek.to_numpy(np.int64),
         **numeric_columns(frame, USER_NUMERIC),
@@ -170,12 +172,11 @@ def query_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.
 
 
 def history_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.ndarray]:
-    """The user's purchase history lists and the moment the ranking is for."""
+    """The last time each history item was bought and the moment the ranking is for (the items
+    and counts themselves are query inputs)."""
     n = len(frame)
     moments = pd.to_datetime(pd.Series(at, index=frame.index) if not isinstance(at, pd.Series) else at, utc=True)
     return {
-        HISTORY_ITEMS: _string_lists(frame.get(HISTORY_ITEMS), n, HISTORY_LEN),
-        HISTORY_COUNTS: _number_lists(frame.get(HISTORY_COUNTS), n, HISTORY_LEN),
         HISTORY_LAST_DAY: _number_lists(frame.get(HISTORY_LAST_DAY), n, HISTORY_LEN),
         REQUEST_DAY: np.asarray(epoch_days(moments), dtype=np.float32),
     }

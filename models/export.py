@@ -64,6 +64,8 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
     specs = {
         **_user_specs(tf),
         RECENT_ITEMS: tf.TensorSpec([None, RECENT_LEN], tf.string, name=RECENT_ITEMS),
+        HISTORY_ITEMS: tf.TensorSpec([None, HISTORY_LEN], tf.string, name=HISTORY_ITEMS),
+        HISTORY_COUNTS: tf.TensorSpec([None, HISTORY_LEN], tf.float32, name=HISTORY_COUNTS),
         HOUR_OF_DAY: tf.TensorSpec([None], tf.int64, name=HOUR_OF_DAY),
         DAY_OF_WEEK: tf.TensorSpec([None], tf.int64, name=DAY_OF_WEEK),
     }

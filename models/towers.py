@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from models.features import DAY_OF_WEEK, HOUR_OF_DAY, RECENT_ITEMS, USER_ID
+from models.features import DAY_OF_WEEK, HISTORY_COUNTS, HISTORY_ITEMS, HOUR_OF_DAY, RECENT_ITEMS, USER_ID
 
 PAD = ""  # padding of string lists (recent items, history)
 
@@ -74,12 +74,15 @@ class NumericBlock(tf.keras.layers.Layer):
 
 
 class QueryTower(tf.keras.Model):
-    """The user side: user id, the last items acted on, numeric user features, time context.
+    """The user side: user id, the last items acted on, the items bought most over time, numeric
+    user features, time context.
 
-    The recent items make fresh events move the query without retraining; an unknown user falls
-    back to an OOV row plus whatever recent items and features it has.
+    The recent items make fresh events move the query without retraining; the purchase history
+    carries long-term taste for users who have been away; an unknown user falls back to an OOV
+    row plus whatever items and features it has.
 
     Inputs (dict): `user_id` [B] string, `user_recent__last_10_items` [B, L] string ("" padded),
+    `user_history__items` [B, M] string and `user_history__counts` [B, M],
     `hour_of_day` [B] int, `day_of_week` [B] int, and each name in `numeric` [B].
     Output: [B, dim].
     """
@@ -98,9 +101,12 @@ class QueryTower(tf.keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         recent = inputs[RECENT_ITEMS]
+        history = inputs[HISTORY_ITEMS]
+        weights = tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS], tf.float32), 0.0))
         parts = [
             self.user_embedding(inputs[USER_ID]),
             self.mean(self.recent_embedding(recent), recent),
+            self.mean(self.recent_embedding(history) * weights[..., None], history),
             self.numeric(inputs),
             self.hour(tf.cast(inputs[HOUR_OF_DAY], tf.int32) % 24),
             self.weekday(tf.cast(inputs[DAY_OF_WEEK], tf.int32) % 7),

@@ -30,6 +30,8 @@ from models.data import (
 )
 from models.features import (
     FAVOURITE_CATEGORY,
+    HISTORY_COUNTS,
+    HISTORY_ITEMS,
     ITEM_CATEGORY,
     ITEM_ID,
     ITEM_NUMERIC,
@@ -244,9 +246,12 @@ def ranking_rows(
     n_users, n_cand = candidate_rows.shape
     flat = candidate_rows.ravel()
     user_of = np.repeat(np.arange(n_users), n_cand)
+    query = query_inputs(users, at)
     user_cols = {
         **numeric_columns(users, USER_NUMERIC),
         **history_inputs(users, at),
+        HISTORY_ITEMS: query[HISTORY_ITEMS],
+        HISTORY_COUNTS: query[HISTORY_COUNTS],
         FAVOURITE_CATEGORY: users.get(FAVOURITE_CATEGORY, pd.Series("", index=users.index))
         .fillna("")
         .astype(str)

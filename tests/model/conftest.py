@@ -19,7 +19,7 @@ from models.lookup import FrameLookup, FrameView
 CFG = SynthConfig(users=900, items=240, days=36, seed=11, start=date(2025, 2, 1))
 HOLDOUT_DAYS = 6
 SERVICES = {
-    "retrieval": ("user_features", "user_recent"),
+    "retrieval": ("user_features", "user_recent", "user_history"),
     "ranking": ("user_features", "user_recent", "user_history", "item_features"),
 }
 
