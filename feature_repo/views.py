@@ -17,10 +17,12 @@ from feature_repo.sources import (
     item_trending_push,
     user_embeddings_source,
     user_features_source,
+    user_history_source,
     user_recent_push,
 )
 
 DAILY = timedelta(days=2)
+HISTORY = timedelta(days=400)  # rows exist only on purchase days; a year away keeps the history
 EMBEDDINGS = timedelta(days=30)
 
 
@@ -58,6 +60,20 @@ user_recent = FeatureView(
     online=True,
     source=user_recent_push,
     description="The user's last 10 items (most recent first) and today's counters; pushed live.",
+)
+
+user_history = FeatureView(
+    name="user_history",
+    entities=[user],
+    ttl=HISTORY,
+    schema=[
+        Field(name="items", dtype=Array(String)),
+        Field(name="counts", dtype=Array(Int64)),
+        Field(name="last_day", dtype=Array(Float64)),
+    ],
+    online=True,
+    source=user_history_source,
+    description="Items the user bought most in the last year, their counts and last purchase (epoch days).",
 )
 
 item_features = FeatureView(

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 BRONZE_EVENTS, BRONZE_ITEMS = ("bronze", "events"), ("bronze", "items")
 SILVER_INTERACTIONS, SILVER_ITEMS = ("silver", "interactions"), ("silver", "items")
 USER_FEATURES, ITEM_FEATURES = ("gold", "user_features"), ("gold", "item_features")
+USER_HISTORY = ("gold", "user_history")
 EXAMPLES, HOLDOUT = ("gold", "training_examples"), ("gold", "holdout")
 FEATURES_PARTITION = ["feature_date"]
 
@@ -242,7 +243,7 @@ class DailyEtl:
                 where=_between("event_date", gold.window_start(first, gold.PURCHASE_LOOKBACK_DAYS), last),
             )
             .where(F.col("action") == "purchase")
-            .select("user_id", "timestamp", "event_date")
+            .select("user_id", "item_id", "timestamp", "event_date")
         )
         # Not cached: scanning the Parquet again is cheaper than holding millions of rows.
         exploded = gold.feature_days(window, first, last)
@@ -252,12 +253,17 @@ class DailyEtl:
         item_rows = self.lake.collect(
             gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES
         )
+        history = self.lake.collect(gold.transform_user_history(purchases, first, last), S.GOLD_USER_HISTORY)
         outputs = (
             ("gold_user_features", users, USER_FEATURES, S.GOLD_USER_FEATURES),
             ("gold_item_features", item_rows, ITEM_FEATURES, S.GOLD_ITEM_FEATURES),
+            (None, history, USER_HISTORY, S.GOLD_USER_HISTORY),
         )
         splits = {}
         for suite, table, target, _ in outputs:
+            if suite is None:  # derived from already-gated silver purchases; nothing new to check
+                splits[target] = _split_by_day(table, "feature_date")
+                continue
             splits[target] = by_day = _split_by_day(table, "feature_date")
             previous = previous_rows(self.lake.lake, self.uri(target), "feature_date", first)
             for day in day_range(first, last):

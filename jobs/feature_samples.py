@@ -54,6 +54,26 @@ def user_feature_rows(users: list[str], day: date, seed: int, *, bump: int = 0) 
     return pa.Table.from_pydict(cols, schema=schemas.GOLD_USER_FEATURES)
 
 
+def user_history_rows(users: list[str], day: date, seed: int) -> pa.Table:
+    """One gold/user_history row per user for `day`: a few items with counts and last days."""
+    rng = np.random.default_rng([seed, day.toordinal(), 3])
+    n = len(users)
+    sizes = rng.integers(1, 6, n)
+    items = [[f"i{x}" for x in rng.choice(80, size, replace=False)] for size in sizes]
+    last = day_stamp(day).timestamp() / 86_400
+    return pa.Table.from_pydict(
+        {
+            "user_id": users,
+            "feature_date": [day] * n,
+            "event_timestamp": [day_stamp(day)] * n,
+            "items": items,
+            "counts": [sorted(rng.integers(1, 5, len(row)).tolist(), reverse=True) for row in items],
+            "last_day": [[last - float(rng.integers(1, 30)) for _ in row] for row in items],
+        },
+        schema=schemas.GOLD_USER_HISTORY,
+    )
+
+
 def item_feature_rows(items: list[str], day: date, seed: int, *, bump: int = 0) -> pa.Table:
     """One gold/item_features row per item for `day`; `bump` shifts every counter (reruns)."""
     rng = np.random.default_rng([seed, day.toordinal(), 2])
@@ -119,7 +139,7 @@ def write_sample_gold(
     embedding_dim: int = 8,
     seed: int = 7,
 ) -> SampleGold:
-    """Write gold/user_features, item_features, training_examples (and embeddings) to `lake`."""
+    """Write gold/user_features, user_history, item_features, training_examples (and embeddings)."""
     user_ids = [f"u{i}" for i in range(users)]
     item_ids = [f"i{i}" for i in range(items)]
     day_list = [start + timedelta(days=d) for d in range(days)]
@@ -133,6 +153,12 @@ def write_sample_gold(
         lake.write(
             lake.uri("gold", "item_features"),
             item_feature_rows(item_ids, day, seed),
+            mode="append",
+            partition_by=["feature_date"],
+        )
+        lake.write(
+            lake.uri("gold", "user_history"),
+            user_history_rows(user_ids, day, seed),
             mode="append",
             partition_by=["feature_date"],
         )

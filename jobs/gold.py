@@ -223,3 +223,52 @@ def transform_examples(interactions: DataFrame, first: date | None, last: date) 
         "quantity",
         "event_date",
     )
+
+
+HISTORY_ITEMS = 50
+
+
+def transform_user_history(purchases: DataFrame, first: date, last: date) -> DataFrame:
+    """Silver purchases -> GOLD_USER_HISTORY rows: for each user and day in `first`..`last` on
+    which the user bought something, the (up to) 50 items bought most in the 365 days ending with
+    that day, with their counts and the last time each was bought (days since the epoch).
+
+    Rows exist only on purchase days; the feature view's long TTL carries them forward, so a user
+    back after months still has a history, and reruns rewrite only their interval.
+
+    Args:
+        purchases: silver purchases (`user_id`, `item_id`, `timestamp`, `event_date`) from
+            `first - PURCHASE_LOOKBACK_DAYS` on.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    buyers = (
+        purchases.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
+        .select("user_id", F.col("event_date").alias("feature_date"))
+        .distinct()
+    )
+    window = (
+        buyers.join(purchases, "user_id")
+        .where(
+            (F.col("event_date") <= F.col("feature_date"))
+            & (F.col("event_date") > F.date_sub("feature_date", PURCHASE_LOOKBACK_DAYS))
+        )
+        .groupBy("user_id", "feature_date", "item_id")
+        .agg(F.count("*").alias("n"), F.max("timestamp").alias("_last"))
+    )
+    best = Window.partitionBy("user_id", "feature_date").orderBy(F.desc("n"), F.desc("_last"), "item_id")
+    top = window.withColumn("_rank", F.row_number().over(best)).where(F.col("_rank") <= HISTORY_ITEMS)
+    lists = top.groupBy("user_id", "feature_date").agg(
+        F.sort_array(
+            F.collect_list(F.struct("_rank", "item_id", "n", (F.col("_last").cast("double") / 86_400.0).alias("d")))
+        ).alias("_top")
+    )
+    return lists.select(
+        "user_id",
+        "feature_date",
+        _as_of_column().alias("event_timestamp"),
+        F.transform("_top", lambda t: t["item_id"]).alias("items"),
+        F.transform("_top", lambda t: t["n"].cast("long")).alias("counts"),
+        F.transform("_top", lambda t: t["d"]).alias("last_day"),
+    )

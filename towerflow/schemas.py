@@ -169,3 +169,16 @@ BRONZE_IMPRESSIONS = pa.schema(
 )
 
 IMPRESSIONS_PARTITION = ["event_date"]
+
+# A user's purchase history as of the end of a purchase day: the items bought most in the last
+# 365 days (most first), their counts and when each was last bought (days since the epoch).
+GOLD_USER_HISTORY = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("feature_date", pa.date32(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        pa.field("items", pa.list_(pa.string())),
+        pa.field("counts", pa.list_(pa.int64())),
+        pa.field("last_day", pa.list_(pa.float64())),
+    ]
+)

@@ -81,7 +81,8 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
     views = {o.name: o for o in objects if isinstance(o, FeatureView)}
     services = {o.name for o in objects if isinstance(o, FeatureService)}
     assert set(views) == {
-        "user_features", "user_recent", "user_embeddings", "item_features", "item_trending", "item_embeddings",
+        "user_features", "user_recent", "user_history", "user_embeddings", "item_features", "item_trending",
+        "item_embeddings",
     }
     assert services == {"retrieval", "ranking"}
     lake = str((tmp_path / "a").resolve() / "lake" / "gold")
@@ -95,16 +96,20 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
 
 
 def test_views_cover_the_gold_contract_columns() -> None:
-    """Every gold feature column is served by exactly one view of its entity."""
+    """Every gold feature column is served by exactly one view of its entity (the history view
+    serves gold/user_history)."""
     from feast import FeatureView
 
     from towerflow import schemas
 
     fields: dict[str, list[str]] = {"user_id": [], "item_id": []}
     for view in (o for o in fs.definitions(Settings()) if isinstance(o, FeatureView)):
-        if "embeddings" not in view.name:
+        if view.name == "user_history":
+            history = [f.name for f in view.features]
+        elif "embeddings" not in view.name:
             fields[f"{view.entities[0]}_id"] += [f.name for f in view.features]
     meta = {"user_id", "item_id", "feature_date", "event_timestamp"}
+    assert sorted(history) == sorted(set(schemas.GOLD_USER_HISTORY.names) - meta)
     assert sorted(fields["user_id"]) == sorted(set(schemas.GOLD_USER_FEATURES.names) - meta)
     assert sorted(fields["item_id"]) == sorted(set(schemas.GOLD_ITEM_FEATURES.names) - meta)
 

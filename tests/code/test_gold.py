@@ -149,3 +149,28 @@ def test_examples_are_positives_in_the_interval(spark) -> None:
     assert [(r["item_id"], r["action"]) for r in train] == [("dear", "purchase")]
     assert [(r["item_id"], r["action"]) for r in holdout] == [("cheap", "click")]
     assert holdout[0]["event_timestamp"] is not None
+
+
+def test_user_history_ranks_items_by_purchases_over_a_year(spark) -> None:
+    old = DAY - timedelta(days=400)  # outside the 365-day window
+    rows = [
+        ("u", "a", "purchase", DAY - timedelta(days=3)),
+        ("u", "a", "purchase", DAY - timedelta(days=1)),
+        ("u", "b", "purchase", DAY - timedelta(days=2)),
+        ("u", "c", "purchase", old),
+        ("u", "c", "purchase", old),
+        ("u", "c", "purchase", old),
+        ("u", "b", "purchase", DAY),
+        ("u", "b", "purchase", DAY, 15),
+        ("u", "z", "view", DAY),
+        ("v", "a", "view", DAY),
+    ]
+    purchases = silver(spark, rows).where("action = 'purchase'")
+    out = {(r["user_id"], r["feature_date"]): r for r in gold.transform_user_history(purchases, DAY, DAY).collect()}
+    assert set(out) == {("u", DAY)}  # rows only for users who bought that day
+    row = out[("u", DAY)]
+    assert row["items"] == ["b", "a"]  # 3 buys of b beat 2 of a; c is older than a year
+    assert row["counts"] == [3, 2]
+    assert row["last_day"][0] == pytest.approx(at(DAY, 15).timestamp() / 86_400)
+    stamp = row["event_timestamp"]
+    assert (stamp.date(), stamp.hour, stamp.minute) == (DAY + timedelta(days=1), 0, 0)  # valid from the next midnight

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,7 +23,7 @@ def test_apply_twice_changes_nothing(fx, store, gold_home) -> None:
     settings = fx.make_settings(home, "redis://127.0.0.1:6379/0")
     again = fs.apply(store, settings)
     assert again.changed == []
-    assert again.objects == {"Entity": 2, "FileSource": 4, "PushSource": 2, "FeatureView": 6, "FeatureService": 2}
+    assert again.objects == {"Entity": 2, "FileSource": 5, "PushSource": 2, "FeatureView": 7, "FeatureService": 2}
 
 
 @pytest.mark.parametrize("service", ["ranking", "retrieval"])
@@ -52,10 +54,11 @@ def test_materialize_reports_counts_and_a_new_marker(fx, store, gold_home) -> No
 def test_views_without_a_table_are_skipped(fx, tmp_path) -> None:
     settings = fx.make_settings(tmp_path)
     fx.make_gold(tmp_path, users=5, items=5, days=1, embeddings=False)
+    shutil.rmtree(Path(settings.table_uri("gold", "user_history")))  # a view the ranking service reads
     store = fx.open_store(settings, "embedded")
     report = fs.materialize(store, datetime(2025, 3, 2, tzinfo=UTC))
     skipped = {v.view for v in report.views if v.skipped}
-    assert skipped == {"user_embeddings", "item_embeddings"}
+    assert skipped == {"user_embeddings", "item_embeddings", "user_history"}
     with pytest.raises(fs.FeatureStoreError, match="does not exist yet"):
         fs.training_set(store, pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event_timestamp": [datetime.now(UTC)]}))
 
