@@ -1,17 +1,24 @@
 """
 ### towerflow_daily
 
-The daily batch of the recommender, for one data interval (a UTC day):
+The daily batch of the recommender. A run for date D processes the data before D: the scheduled
+run at midnight handles the day that just ended (and catches up on days silver does not have yet).
+Set `date` when triggering to run for another day.
 
-A run for date D processes the data up to, not including, D: the scheduled run at midnight
-handles the day that just ended. Set `date` when triggering to run for another day.
+1. **ingest_landing**: landing files -> `bronze/events`, `bronze/items` (a file imported before lands nothing).
+2. **validate_raw**: Great Expectations on each day's bronze events; a failure stops the run here.
+3. **build_silver**: dedup, unknown items, bots and spam out (each rule counted), sessions.
+4. **build_gold**: user and item features per day, purchase history, the time-based split.
+5. **validate_features**: Great Expectations on the gold features as written.
+6. **materialize_features**: `feast apply`, then materialize to the online store.
+7. **train**: two-tower retrieval and the ranker from Feast's point-in-time training sets.
+8. **evaluate**: candidate vs production vs baselines on the holdout (HTML report).
+9. **gate**: publish only if the candidate beats production and the data passed both gates.
+10. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
+11. **report**: what ran and what serves now.
 
-1. **ingest_landing**: landing files of the last days -> `bronze/events`, `bronze/items`
-   (idempotent by file: a file imported before lands nothing).
-
-Each task calls one function from `jobs/`, `models/` or `serving/` with the run's data interval and
-returns only small values (counts, paths, versions) through XCom. Trigger a run for a past day with
-**Trigger DAG w/ config** (`date`), or from the shell: `towerflow pipeline run --date YYYY-MM-DD`.
+Each task calls one function of `towerflow.tasks` with the run's date; XComs carry small summaries.
+Data Docs: `$TOWERFLOW_HOME/reports/data_docs`; evaluation: `$TOWERFLOW_HOME/runs/<date>/evaluation/`.
 """
 
 from __future__ import annotations
@@ -19,17 +26,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
 # The run's date: the `date` param when given, else the end of the data interval (the moment the
 # scheduled run fires). Rendered by Airflow, so tasks receive a plain YYYY-MM-DD string.
 RUN_DATE = "{{ params.date or data_interval_end.strftime('%Y-%m-%d') }}"
+HOLDOUT_DAYS = "{{ params.holdout_days }}"
+
+GOLD = [Asset(f"towerflow://lake/gold/{table}") for table in ("user_features", "item_features", "user_history")]
+SPLIT = [Asset(f"towerflow://lake/gold/{table}") for table in ("training_examples", "holdout")]
+MODELS = Asset("towerflow://models")
 
 DEFAULT_ARGS = {
     "owner": "towerflow",
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=1),
 }
 
@@ -50,6 +63,11 @@ DEFAULT_ARGS = {
             format="date",
             description="Run date YYYY-MM-DD: process data before it (default: the data interval end).",
         ),
+        "holdout_days": Param(7, type="integer", minimum=1, description="Days before the run date held out."),
+        "epochs": Param(
+            None, type=["null", "integer"], minimum=1, description="Training epochs (default: the model's)."
+        ),
+        "force_publish": Param(False, type="boolean", description="Publish even if not better (never on bad data)."),
     },
 )
 def towerflow_daily():
@@ -59,7 +77,89 @@ def towerflow_daily():
 
         return ingest_landing_days(run_date)
 
-    ingest_landing(RUN_DATE)
+    @task
+    def validate_raw(run_date: str) -> dict:
+        from towerflow.tasks import validate_raw
+
+        return validate_raw(run_date)
+
+    @task(execution_timeout=timedelta(hours=2))
+    def build_silver(run_date: str) -> dict:
+        from towerflow.tasks import build_silver
+
+        return build_silver(run_date)
+
+    @task(execution_timeout=timedelta(hours=2), outlets=[*GOLD, *SPLIT])
+    def build_gold(run_date: str, holdout_days: str) -> dict:
+        from towerflow.tasks import build_gold
+
+        return build_gold(run_date, int(holdout_days))
+
+    @task
+    def validate_features(run_date: str) -> dict:
+        from towerflow.tasks import validate_features
+
+        return validate_features(run_date)
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def materialize_features(run_date: str) -> dict:
+        from towerflow.tasks import materialize_features
+
+        return materialize_features(run_date)
+
+    @task(execution_timeout=timedelta(hours=3))
+    def train(run_date: str, holdout_days: str, params=None) -> dict:
+        from towerflow.tasks import train_models
+
+        return train_models(run_date, int(holdout_days), params.get("epochs"))
+
+    @task(execution_timeout=timedelta(hours=1))
+    def evaluate(run_date: str, holdout_days: str) -> dict:
+        from towerflow.tasks import evaluate_models
+
+        return evaluate_models(run_date, int(holdout_days))
+
+    @task.branch
+    def gate(run_date: str, params=None) -> str:
+        from towerflow.tasks import gate_models
+
+        return "publish" if gate_models(run_date, bool(params.get("force_publish")))["publish"] else "keep_production"
+
+    @task(outlets=[MODELS])
+    def publish(run_date: str) -> dict:
+        from towerflow.tasks import publish_models
+
+        return publish_models(run_date)
+
+    @task
+    def keep_production() -> str:
+        return "production unchanged"
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def report(run_date: str) -> dict:
+        from towerflow.tasks import report
+
+        return report(run_date)
+
+    checked = validate_raw(RUN_DATE)
+    ingest_landing(RUN_DATE) >> checked
+    silver = build_silver(RUN_DATE)
+    checked >> silver
+    gold = build_gold(RUN_DATE, HOLDOUT_DAYS)
+    silver >> gold
+    features_ok = validate_features(RUN_DATE)
+    gold >> features_ok
+    online = materialize_features(RUN_DATE)
+    features_ok >> online
+    trained = train(RUN_DATE, HOLDOUT_DAYS)
+    online >> trained
+    evaluated = evaluate(RUN_DATE, HOLDOUT_DAYS)
+    trained >> evaluated
+    decision = gate(RUN_DATE)
+    evaluated >> decision
+    published, kept = publish(RUN_DATE), keep_production()
+    decision >> [published, kept]
+    [published, kept] >> report(RUN_DATE)
 
 
 towerflow_daily()

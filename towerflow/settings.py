@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     model_server_workers: int = 4
     delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
     holdout_days: int = 7
+    train_seed: int = 42
+    gate_metric: str = "recall@100"  # the primary metric a candidate must improve on production
+    gate_variant: Literal["all", "new"] = "all"
+    gate_margin: float = 0.0
     dq_max_day_ratio: float = 10.0
     feast_project: str = Field(default="towerflow", pattern=r"^[A-Za-z0-9_]+$")
     feature_env: Literal["auto", "redis", "embedded"] = "auto"

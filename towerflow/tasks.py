@@ -6,7 +6,7 @@ DAG files import this module inside their tasks, so nothing heavy loads at parse
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from towerflow.settings import get_settings
 
@@ -39,4 +39,357 @@ def ingest_landing_days(run_date: str) -> dict[str, int]:
         "rejected": sum(sum(r.rejected.values()) for r in reports),
     }
     log.info("ingest %s..%s: %s", first, last, summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------------ shared
+
+
+def _lake(settings):
+    from jobs.lake import Lake
+
+    return Lake(settings.lake, settings.storage_options or None)
+
+
+def _run_paths(settings, run_date: str):
+    from models.lifecycle import RunPaths
+
+    return RunPaths(settings.home_dir / "runs" / run_date)
+
+
+def _etl(settings):
+    """The ETL driver on this process's Spark session (reused across tasks run in one process)."""
+    from jobs.etl import DailyEtl
+    from jobs.quality import Gates
+    from jobs.spark import get_spark
+    from jobs.sparklake import SparkLake
+
+    spark = get_spark(settings.spark_master, settings.spark_driver_memory, settings.spark_conf)
+    lake = SparkLake(spark, _lake(settings), engine=settings.delta_engine, staging_dir=settings.staging_dir)
+    gates = Gates(settings.data_docs_dir, "failures")
+    return DailyEtl(lake, gates, max_day_ratio=settings.dq_max_day_ratio, on_step=lambda s: log.info("%s", s))
+
+
+def etl_days(run_date: str) -> list[date]:
+    """Days a run (re)builds: from the first day silver does not have yet (or the first bronze
+    day) through the day before the run date; always at least that last day, so a rerun rewrites
+    its own interval and a run after missed days catches up."""
+    from jobs.etl import day_range
+
+    settings = get_settings()
+    lake = _lake(settings)
+    last = date.fromisoformat(run_date) - timedelta(days=1)
+
+    def days_of(layer: str, table: str, column: str) -> list[date]:
+        delta = lake.table(lake.uri(layer, table))
+        return (
+            [] if delta is None else sorted(date.fromisoformat(p[column]) for p in delta.partitions() if p.get(column))
+        )
+
+    bronze = [d for d in days_of("bronze", "events", "event_date") if d <= last]
+    silver = days_of("silver", "interactions", "event_date")
+    if not bronze:
+        return [last]
+    first = bronze[0] if not silver else min(max(silver[-1] + timedelta(days=1), bronze[0]), last)
+    return day_range(min(first, last), last)
+
+
+def _write_quality(settings, run_date: str, name: str, detail: dict) -> None:
+    import json
+
+    run = _run_paths(settings, run_date)
+    run.root.mkdir(parents=True, exist_ok=True)
+    (run.root / f"quality-{name}.json").write_text(json.dumps({"passed": True, **detail}, default=str))
+
+
+# -------------------------------------------------------------------------------------- ETL
+
+
+def bad_data_fails_fast(function):
+    """A failed data-quality gate is not transient: fail the Airflow task without retries (its
+    message names the failed expectations and the Data Docs page)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from jobs.quality import QualityGateError
+
+        try:
+            return function(*args, **kwargs)
+        except QualityGateError as err:
+            try:
+                from airflow.sdk.exceptions import AirflowFailException
+            except ImportError:  # pragma: no cover - outside Airflow the error itself is clear
+                raise err from None
+            raise AirflowFailException(str(err)) from err
+
+    return wrapper
+
+
+
+@bad_data_fails_fast
+def validate_raw(run_date: str) -> dict[str, int]:
+    """Gate 1: every day's bronze events pass the raw suite (raises QualityGateError)."""
+    settings = get_settings()
+    etl = _etl(settings)
+    days = etl_days(run_date)
+    steps = [etl.check_raw(day) for day in days]
+    summary = {"days": len(days), "rows": sum(s.rows for s in steps)}
+    _write_quality(settings, run_date, "raw", summary)
+    log.info("bronze/events passed the raw suite for %s..%s: %s", days[0], days[-1], summary)
+    return summary
+
+
+@bad_data_fails_fast
+def build_silver(run_date: str) -> dict[str, int]:
+    """silver/items and silver/interactions for the run's days (gated inside)."""
+    settings = get_settings()
+    etl = _etl(settings)
+    days = etl_days(run_date)
+    steps = etl.build_items() + etl.build_interactions(days)
+    summary = {"days": len(days), "silver_rows": sum(s.rows for s in steps if s.name == "silver/interactions")}
+    for step in steps:
+        for rule, n in step.detail.get("removed", {}).items():
+            summary[f"removed_{rule}"] = summary.get(f"removed_{rule}", 0) + n
+    log.info("silver %s..%s: %s", days[0], days[-1], summary)
+    return summary
+
+
+@bad_data_fails_fast
+def build_gold(run_date: str, holdout_days: int) -> dict[str, int | str]:
+    """gold features (each day gated before writing), user history, and the training split:
+    examples before `run_date - holdout_days`, holdout from then to the day before the run."""
+    settings = get_settings()
+    etl = _etl(settings)
+    days = etl_days(run_date)
+    steps = []
+    for start in range(0, len(days), 31):  # one Spark pass per month of days
+        chunk = days[start : start + 31]
+        steps += etl.build_features(chunk[0], chunk[-1])
+    end = date.fromisoformat(run_date) - timedelta(days=1)
+    cutoff = date.fromisoformat(run_date) - timedelta(days=holdout_days)
+    steps += etl.build_examples(cutoff, end)
+    summary: dict[str, int | str] = {"days": len(days), "cutoff": cutoff.isoformat()}
+    for step in steps:
+        summary[step.name] = int(summary.get(step.name, 0)) + step.rows
+    log.info("gold %s..%s: %s", days[0], days[-1], summary)
+    return summary
+
+
+@bad_data_fails_fast
+def validate_features(run_date: str) -> dict[str, int]:
+    """Gate 2: the gold feature tables as written, day by day (Data Docs under reports/)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from jobs import gold
+    from jobs.etl import ITEM_FEATURES, USER_FEATURES, previous_rows
+    from jobs.quality import Gates, row_count_bounds
+
+    settings = get_settings()
+    lake = _lake(settings)
+    gates = Gates(settings.data_docs_dir, "failures")
+    checked = 0
+    for day in etl_days(run_date):
+        for suite, (layer, table) in (("gold_user_features", USER_FEATURES), ("gold_item_features", ITEM_FEATURES)):
+            uri = lake.uri(layer, table)
+            rows = lake.read(uri, filter=ds.field("feature_date") == pa.scalar(day, pa.date32()))
+            if rows is None or len(rows) == 0:
+                continue
+            bounds = row_count_bounds(previous_rows(lake, uri, "feature_date", day), settings.dq_max_day_ratio)
+            gates.check_table(suite, rows, day.isoformat(), {"as_of": gold.as_of(day)} | bounds)
+            checked += len(rows)
+    _write_quality(settings, run_date, "features", {"rows": checked})
+    return {"rows_checked": checked}
+
+
+# --------------------------------------------------------------------------------- features
+
+
+def materialize_features(run_date: str) -> dict[str, object]:
+    """`feast apply` (unchanged objects are skipped) and materialize up to the run date."""
+    from jobs import feature_store as fs
+
+    settings = get_settings()
+    store = fs.feature_store(settings)
+    applied = fs.apply(store, settings)
+    end = datetime.combine(date.fromisoformat(run_date), datetime.min.time(), UTC)
+    report = fs.materialize(store, end)
+    summary = {
+        "env": fs.env_of(store),
+        "changed": len(applied.changed),
+        "views": {v.view: v.entities for v in report.views if not v.skipped},
+        "skipped": [v.view for v in report.views if v.skipped],
+    }
+    log.info("features: %s", summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+def _lookup(settings):
+    from jobs import feature_store as fs
+    from models.lookup import FeastLookup
+
+    return FeastLookup(fs.feature_store(settings))
+
+
+def train_models(run_date: str, holdout_days: int, epochs: int | None = None) -> dict[str, object]:
+    """Train retrieval and ranking on Feast's point-in-time training sets; export to the run folder."""
+    from dataclasses import replace
+
+    from models.lifecycle import train_and_export
+    from models.train import TrainParams
+
+    settings = get_settings()
+    params = TrainParams(seed=settings.train_seed)
+    if epochs:
+        params = replace(params, retrieval_epochs=epochs, ranking_epochs=epochs)
+    return train_and_export(
+        _lake(settings),
+        _lookup(settings),
+        _run_paths(settings, run_date),
+        date.fromisoformat(run_date),
+        holdout_days,
+        params,
+        progress=log.info,
+    )
+
+
+def evaluate_models(run_date: str, holdout_days: int) -> dict[str, object]:
+    """Candidate vs production vs baselines on the holdout; JSON + HTML report in the run folder."""
+    from models.lifecycle import evaluate_run
+    from models.registry import labelled_dirs
+
+    settings = get_settings()
+    production = labelled_dirs(settings.models_dir, "stable")
+    return evaluate_run(
+        _lake(settings),
+        _lookup(settings),
+        _run_paths(settings, run_date),
+        date.fromisoformat(run_date),
+        holdout_days,
+        production,
+        progress=log.info,
+    )
+
+
+def gate_models(run_date: str, force_publish: bool = False) -> dict[str, object]:
+    """Publish or keep production: the candidate must beat production on the primary metric and
+    the run's data must have passed both quality gates."""
+    from models.gate import GatePolicy
+    from models.lifecycle import gate_run
+
+    settings = get_settings()
+    run = _run_paths(settings, run_date)
+    passed = all((run.root / f"quality-{name}.json").exists() for name in ("raw", "features"))
+    policy = GatePolicy(metric=settings.gate_metric, variant=settings.gate_variant, margin=settings.gate_margin)
+    decision = gate_run(run, policy, quality_passed=passed, force=force_publish)
+    log.info("gate: %s", decision)
+    return decision
+
+
+def publish_models(run_date: str) -> dict[str, object]:
+    """Publish the staged pair (atomic), label it, and write precomputed recommendations."""
+    from models.lifecycle import publish_run
+
+    settings = get_settings()
+    run = _run_paths(settings, run_date)
+    result = publish_run(settings.models_dir, run, wait_until_loaded=_model_server_wait(settings))
+    if result.get("published"):
+        result["precomputed_users"] = precompute(run_date, result["version"])
+    log.info("publish: %s", result)
+    return result
+
+
+def _model_server_wait(settings):
+    """Wait for a running model server to load a version before a label moves to it; None when
+    no server answers (labels can then be written directly: a server starting later loads them)."""
+    target = settings.model_server_target or f"127.0.0.1:{settings.model_server_port}"
+    try:
+        import grpc
+
+        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=1.0)
+    except Exception:  # noqa: BLE001 - any failure means: no server to wait for
+        return None
+    from serving.model_client import ModelClient
+
+    client = ModelClient(target)
+    return lambda model, version: client.wait_until_available(model, version, timeout=120.0)
+
+
+def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
+    """Recommendations for the users active in the last 30 days, from the published version,
+    into the online store (used by the gateway when the model path is down). Needs Redis."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from models.data import load_catalog
+    from models.evaluate import EvalData, load_signature, two_stage
+    from serving.precomputed import write_precomputed
+
+    settings = get_settings()
+    if not settings.redis_url:
+        log.info("no Redis configured: precomputed recommendations are skipped (embedded mode)")
+        return 0
+    lake = _lake(settings)
+    at = datetime.combine(date.fromisoformat(run_date), datetime.min.time(), UTC)
+    last_day = date.fromisoformat(run_date) - timedelta(days=1)
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    active = lake.read(
+        lake.uri("gold", "user_features"),
+        columns=["user_id"],
+        filter=ds.field("feature_date") == pa.scalar(last_day, pa.date32()),
+    )
+    users = np.array(sorted(set(active.column("user_id").to_pylist())))[:max_users] if active is not None else []
+    if len(users) == 0:
+        return 0
+    catalog = load_catalog(lake)
+    lookup = _lookup(settings)
+    stamp = pd.Timestamp(at)
+    user_frame = lookup(pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp}), "ranking")
+    item_frame = lookup(pd.DataFrame({"user_id": "", "item_id": catalog.item_ids, "event_timestamp": stamp}), "ranking")
+    empty = sp.csr_matrix((len(users), len(catalog)))
+    data = EvalData(at, catalog, users, empty, empty, None, None, user_frame, item_frame)
+    models = settings.models_dir
+    recs = two_stage(
+        load_signature(models / "retrieval" / str(version)), load_signature(models / "ranking" / str(version)), data
+    )
+    rows = recs["all"]["two_stage"]
+    by_user = {u: [str(catalog.item_ids[i]) for i in row if i >= 0] for u, row in zip(users, rows, strict=True)}
+    popular = (
+        item_frame.sort_values("item_features__popularity", ascending=False)["item_id"].head(200).tolist()
+        if "item_features__popularity" in item_frame
+        else None
+    )
+    return write_precomputed(
+        settings.redis_url,
+        by_user,
+        f"retrieval={version},ranking={version}",
+        prefix=settings.redis_prefix,
+        ttl_s=settings.precomputed_ttl_s,
+        generated_at=at,
+        popular=popular,
+    )
+
+
+def report(run_date: str) -> dict[str, object]:
+    """The run in one place: the evaluation report (HTML), the gate's decision, what is serving."""
+    import json
+
+    from models.registry import labels
+
+    settings = get_settings()
+    run = _run_paths(settings, run_date)
+    summary: dict[str, object] = {
+        "evaluation": str(run.evaluation / "evaluation.html"),
+        "labels": {m: labels(settings.models_dir, m) for m in ("retrieval", "ranking")},
+    }
+    if run.decision.exists():
+        summary["gate"] = json.loads(run.decision.read_text())
+    log.info("run %s: %s", run_date, summary)
     return summary

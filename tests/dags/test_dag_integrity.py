@@ -66,8 +66,13 @@ def test_every_dag_has_tags_owner_docs_and_retries(parsed: dict) -> None:
         assert dag["doc"], dag_id
 
 
-def test_daily_dag_runs_one_day_at_a_time(parsed: dict) -> None:
+def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> None:
     daily = parsed["dags"]["towerflow_daily"]
     assert daily["max_active_runs"] == 1
     assert daily["catchup"] is False
-    assert daily["tasks"][0] == "ingest_landing"
+    order = daily["tasks"]
+    pipeline = ["ingest_landing", "validate_raw", "build_silver", "build_gold", "validate_features",
+                "materialize_features", "train", "evaluate", "gate"]
+    assert [t for t in order if t in pipeline] == pipeline
+    assert order.index("gate") < order.index("publish") < order.index("report")
+    assert order.index("gate") < order.index("keep_production") < order.index("report")
