@@ -143,8 +143,11 @@ def evaluate_run(
     holdout_days: int,
     production: dict[str, Path] | None,
     progress=log.info,
+    candidate: dict[str, Path] | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the staged candidate, the production model and the baselines on the holdout."""
+    """Evaluate the staged candidate (or `candidate`), the production model and the baselines on
+    the holdout; reports go to the run's evaluation folder (or `out_dir`)."""
     from models.evaluate import best_baseline, evaluate, prepare, write_report
 
     cutoff = cutoff_of(run_date, holdout_days)
@@ -156,10 +159,10 @@ def evaluate_run(
         cutoff,
         features,
     )
-    candidate = {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
+    candidate = candidate or {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
     report = evaluate(data, candidate, production, progress=progress)
     report["run_date"] = run_date.isoformat()
-    json_path, html_path = write_report(report, run.evaluation, f"towerflow evaluation, run {run_date}")
+    json_path, html_path = write_report(report, out_dir or run.evaluation, f"towerflow evaluation, run {run_date}")
     summary = {"report": str(html_path), "json": str(json_path)}
     for variant in ("all", "new"):
         m = report["metrics"][variant]["two_stage"]

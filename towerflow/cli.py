@@ -23,9 +23,9 @@ console = Console()
 
 
 def _register_parts() -> None:
-    from towerflow import cli_airflow, cli_features, cli_pipeline, cli_serving
+    from towerflow import cli_airflow, cli_features, cli_models, cli_pipeline, cli_serving
 
-    for part in (cli_pipeline, cli_features, cli_serving, cli_airflow):
+    for part in (cli_pipeline, cli_features, cli_serving, cli_airflow, cli_models):
         part.register(app)
 
 

@@ -126,7 +126,6 @@ def bad_data_fails_fast(function):
     return wrapper
 
 
-
 @bad_data_fails_fast
 def validate_raw(run_date: str) -> dict[str, int]:
     """Gate 1: every day's bronze events pass the raw suite (raises QualityGateError)."""
@@ -272,6 +271,30 @@ def evaluate_models(run_date: str, holdout_days: int) -> dict[str, object]:
         holdout_days,
         production,
         progress=log.info,
+    )
+
+
+def evaluate_version(run_date: str, holdout_days: int, version: int) -> dict[str, object]:
+    """A published version (as the candidate) vs stable vs baselines on the run date's holdout."""
+    from models.lifecycle import evaluate_run
+    from models.registry import MODELS, labelled_dirs
+
+    settings = get_settings()
+    run = _run_paths(settings, run_date)
+    candidate = {m: settings.models_dir / m / str(version) for m in MODELS}
+    missing = [str(p) for p in candidate.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"version {version} is not published: {', '.join(missing)}")
+    return evaluate_run(
+        _lake(settings),
+        _lookup(settings),
+        run,
+        date.fromisoformat(run_date),
+        holdout_days,
+        labelled_dirs(settings.models_dir, "stable"),
+        progress=log.info,
+        candidate=candidate,
+        out_dir=run.root / f"evaluation-v{version}",
     )
 
 

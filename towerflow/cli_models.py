@@ -1,0 +1,194 @@
+"""`towerflow train`, `evaluate`, `models list|promote|rollback` and `pipeline run`.
+Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+models_app = typer.Typer(help="Published model versions: list, promote, roll back.", no_args_is_help=True)
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    from towerflow.cli_pipeline import pipeline_app
+
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.add_typer(models_app, name="models")
+    pipeline_app.command("run")(run)
+
+
+def _date(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        console.print(f"[bold red]error:[/] {text!r} is not a date (YYYY-MM-DD)")
+        raise typer.Exit(2) from None
+
+
+def _holdout(value: int | None) -> int:
+    from towerflow.settings import get_settings
+
+    return value or get_settings().holdout_days
+
+
+def _progress_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+
+
+DateOption = Annotated[str, typer.Option("--date", help="Run date YYYY-MM-DD: train on data before it.")]
+HoldoutOption = Annotated[int | None, typer.Option(min=1, help="Days before the date held out (default: settings).")]
+
+
+def train(
+    run_date: DateOption,
+    holdout_days: HoldoutOption = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs for both models (default: the model's).")] = None,
+) -> None:
+    """Train retrieval and ranking from Feast's training sets; export to $TOWERFLOW_HOME/runs/<date>/staged."""
+    from towerflow.tasks import train_models
+
+    _progress_logging()
+    result = train_models(_date(run_date), _holdout(holdout_days), epochs)
+    console.print(result)
+
+
+def evaluate(
+    run_date: DateOption,
+    holdout_days: HoldoutOption = None,
+    version: Annotated[
+        int | None, typer.Option(help="Evaluate this published version instead of the run's staged models.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Evaluate on the holdout against production and the baselines; writes JSON and HTML reports."""
+    from models.evaluate import table
+    from towerflow.settings import get_settings
+    from towerflow.tasks import evaluate_models, evaluate_version
+
+    if not as_json:
+        _progress_logging()
+    day = _date(run_date)
+    settings = get_settings()
+    summary = (
+        evaluate_version(day, _holdout(holdout_days), version)
+        if version
+        else evaluate_models(day, _holdout(holdout_days))
+    )
+    report = json.loads(open(summary["json"]).read())  # noqa: SIM115 - a one-shot read
+    if as_json:
+        typer.echo(json.dumps(report["metrics"], indent=2))
+        return
+    grid = Table(title=f"holdout from {report['cutoff'][:10]}: {report['users']:,} users ({settings.home_dir})")
+    columns = ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "coverage@10")
+    for name in ("variant", "recommender", *columns):
+        grid.add_column(name, justify="right" if name in columns else "left")
+    for row in table(report):
+        grid.add_row(row["variant"], row["recommender"], *(f"{row[c]:.4f}" for c in columns))
+    console.print(grid)
+    console.print(f"report: {summary['report']}")
+
+
+@models_app.command("list")
+def list_versions() -> None:
+    """Every published version with its labels, metrics and data versions."""
+    from models.registry import list_models
+    from towerflow.settings import get_settings
+
+    grid = Table(title="models")
+    for name in ("model", "version", "labels", "run date", "all recall@100", "new recall@100", "gate"):
+        grid.add_column(name)
+    for info in list_models(get_settings().models_dir):
+        metrics = info.metadata.get("metrics") or {}
+
+        def recall(variant: str, metrics: dict = metrics) -> str:
+            value = (metrics.get(variant) or {}).get("recall@100")
+            return "" if value is None else f"{value:.4f}"
+
+        grid.add_row(
+            info.model,
+            str(info.version),
+            ", ".join(info.labels),
+            str(info.metadata.get("run_date", "")),
+            recall("all"),
+            recall("new"),
+            str((info.metadata.get("gate") or {}).get("reason", "")),
+        )
+    console.print(grid)
+
+
+@models_app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="retrieval or ranking")],
+    version: Annotated[int, typer.Argument(help="A published version.")],
+    label: Annotated[str, typer.Option(help="Label to move.")] = "stable",
+) -> None:
+    """Point a label (default `stable`) at a published version; the server picks it up."""
+    from models.registry import RegistryError
+    from models.registry import promote as do_promote
+    from towerflow.settings import get_settings
+
+    try:
+        labels = do_promote(get_settings().models_dir, model, version, label)
+    except (RegistryError, ValueError, FileNotFoundError, KeyError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"{model}: {labels}")
+
+
+@models_app.command("rollback")
+def rollback(
+    model: Annotated[str, typer.Argument(help="retrieval or ranking")],
+    version: Annotated[int | None, typer.Argument(help="Version to go back to (default: the previous stable).")] = None,
+) -> None:
+    """Point `stable` back at an earlier version."""
+    from models.registry import RegistryError
+    from models.registry import rollback as do_rollback
+    from towerflow.settings import get_settings
+
+    try:
+        labels = do_rollback(get_settings().models_dir, model, version)
+    except (RegistryError, ValueError, FileNotFoundError, KeyError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"{model}: {labels}")
+
+
+def run(
+    run_date: Annotated[str, typer.Option("--date", help="Run date YYYY-MM-DD: process and train on data before it.")],
+    holdout_days: HoldoutOption = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the model's).")] = None,
+    force_publish: Annotated[bool, typer.Option(help="Publish even if not better (never on bad data).")] = False,
+) -> None:
+    """Run `towerflow_daily` for one date through Airflow (in process, `airflow dags test`)."""
+    from towerflow.airflow_runner import run_dag
+    from towerflow.settings import get_settings
+    from towerflow.tasks import report
+
+    settings = get_settings()
+    day = _date(run_date)
+    conf = {"date": day, "holdout_days": _holdout(holdout_days), "force_publish": force_publish}
+    if epochs:
+        conf["epochs"] = epochs
+    with console.status(f"towerflow_daily for {day} through Airflow (log: {settings.airflow_home}/runs/)"):
+        ok, log = run_dag(settings, "towerflow_daily", day, conf)
+    for line in log.read_text(errors="replace").splitlines():
+        if "[DAG TEST] end task" in line:
+            console.print("  done: " + line.split("task_id=", 1)[1].split()[0])
+    if not ok:
+        failed = [line for line in log.read_text(errors="replace").splitlines() if "Error" in line or "failed" in line]
+        console.print("[bold red]the run failed[/]; last errors:\n" + "\n".join(failed[-8:]))
+        console.print(f"full log: {log}")
+        raise typer.Exit(1)
+    console.print(report(day))
