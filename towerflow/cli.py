@@ -99,9 +99,7 @@ def import_online_retail(
 
 @import_app.command("events")
 def import_events(
-    path: Annotated[
-        Path, typer.Argument(help="CSV or Parquet: user_id,item_id,action,timestamp[,quantity,price]")
-    ],
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet: user_id,item_id,action,timestamp[,quantity,price]")],
     items: Annotated[
         Path | None,
         typer.Option("--items", help="Items file: item_id[,description,category,price,created_at,available]"),
@@ -129,9 +127,7 @@ def import_events(
 
 @import_app.command("items")
 def import_items(
-    path: Annotated[
-        Path, typer.Argument(help="Items file: item_id[,description,category,price,created_at,available]")
-    ],
+    path: Annotated[Path, typer.Argument(help="Items file: item_id[,description,category,price,created_at,available]")],
     source: Annotated[str, typer.Option(help="Source name recorded with each row.")] = "items",
 ) -> None:
     """Import a catalog file alone (new items, price or availability changes)."""
@@ -150,12 +146,8 @@ def synth(
     days: Annotated[int, typer.Option(min=1, help="Days of events.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 42,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC).")] = "2025-01-01",
-    out: Annotated[
-        Path | None, typer.Option(help="Landing folder (default $TOWERFLOW_HOME/landing/synth).")
-    ] = None,
-    land: Annotated[
-        bool, typer.Option("--import/--no-import", help="Import into bronze after writing.")
-    ] = True,
+    out: Annotated[Path | None, typer.Option(help="Landing folder (default $TOWERFLOW_HOME/landing/synth).")] = None,
+    land: Annotated[bool, typer.Option("--import/--no-import", help="Import into bronze after writing.")] = True,
 ) -> None:
     """Generate seeded synthetic retail behaviour as daily landing files, then import them."""
     from jobs.synth import SynthConfig
@@ -225,24 +217,15 @@ def demo(
     users: Annotated[int, typer.Option(help="Synthetic users.")] = 5_000,
     items: Annotated[int, typer.Option(help="Synthetic items.")] = 2_000,
     days: Annotated[int, typer.Option(help="Synthetic days.")] = 30,
+    holdout_days: Annotated[int, typer.Option(help="Days held out for evaluation.")] = 7,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the gateway at the end.")] = True,
 ) -> None:
-    """The main job on the embedded default: synthetic data -> the lake, then what landed."""
-    from jobs.synth import SynthConfig
+    """The whole job on the embedded default: synthetic data -> lake -> towerflow_daily through
+    Airflow -> model server + gateway answering a sample request."""
+    from towerflow.demo import run
 
-    settings = get_settings()
     console.rule("[bold]towerflow demo")
-    console.print(f"TOWERFLOW_HOME = {settings.home_dir}")
-    console.rule("1/2 synthetic data")
-    cfg = SynthConfig(users=users, items=items, days=days)
-    target = settings.landing_dir / "synth"
-    result = run_synth(cfg, target)
-    console.print(
-        f"wrote {result.events:,} events: "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_action.items()))
-    )
-    console.rule("2/2 import into the lake")
-    import_synth_landing(settings, target)
-    print_lake(settings)
+    raise typer.Exit(run(get_settings(), console, users, items, days, holdout_days, serve))
 
 
 @app.command()
