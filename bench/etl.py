@@ -1,7 +1,7 @@
 """ETL of one heavy synthetic day: wall time, events/s and peak memory of
 `towerflow pipeline etl --date` on 1M and 10M events (target: 10M in under 5 minutes).
 
-The day is made by the seeded generator with many users (`sessions_per_user_day=1`, about 11
+The day is made by the seeded generator with many users (`sessions_per_user_day=1`, about 13
 events per user, plus the generator's bots) and committed straight into bronze as Arrow (the
 file importer is measured by `bench synth`). The ETL runs in a fresh process - Spark start,
 raw gate, silver, gold, training/holdout split - and its peak memory is the sum of the resident
@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 SIZES = (1_000_000, 10_000_000)
-EVENTS_PER_USER = 10.8  # measured mean of the generator at sessions_per_user_day=1
+EVENTS_PER_USER = 13.4  # measured mean of the generator at sessions_per_user_day=1 (bots included)
 DAY = date(2025, 3, 1)
 
 
@@ -71,21 +71,24 @@ def _child(day_text: str) -> None:  # pragma: no cover - runs in the benchmark's
     }
     print("ETL_DONE", json.dumps(done), flush=True)  # noqa: T201 - read by the parent
     spark = get_spark(settings.spark_master, settings.spark_driver_memory, settings.spark_conf)
-    timings = {}
+    timings: dict[str, object] = {}
     for via in ("arrow", "staging"):
         spark_lake = SparkLake(
             spark, lake, engine="delta-rs", staging_dir=settings.staging_dir, write_via=via
         )
         frame = spark_lake.read(lake.uri("silver", "interactions"), S.SILVER_INTERACTIONS)
         start = time.perf_counter()
-        spark_lake.write(
-            frame,
-            lake.uri("gold", f"_bench_{via}"),
-            S.SILVER_INTERACTIONS,
-            partition_by=["event_date"],
-            mode="overwrite",
-        )
-        timings[via] = round(time.perf_counter() - start, 2)
+        try:
+            spark_lake.write(
+                frame,
+                lake.uri("gold", f"_bench_{via}"),
+                S.SILVER_INTERACTIONS,
+                partition_by=["event_date"],
+                mode="overwrite",
+            )
+            timings[via] = round(time.perf_counter() - start, 2)
+        except Exception as err:  # noqa: BLE001 - toArrow past spark.driver.maxResultSize is a finding
+            timings[via] = f"failed: {str(err).splitlines()[0][:120]}"
     print("WRITE_DONE", json.dumps(timings), flush=True)  # noqa: T201 - read by the parent
 
 

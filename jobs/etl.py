@@ -461,17 +461,11 @@ def _interval(first: date, last: date) -> str:
 
 def _split_by_day(table: pa.Table, column: str) -> dict[date, pa.Table]:
     """An Arrow table's rows by day (only days that have rows)."""
-    if len(table) == 0:
-        return {}
-    table = table.sort_by(column)
-    values = table.column(column).to_pylist()
-    out: dict[date, pa.Table] = {}
-    start = 0
-    for n in range(1, len(values) + 1):
-        if n == len(values) or values[n] != values[start]:
-            out[values[start]] = table.slice(start, n - start)
-            start = n
-    return out
+    values = table.column(column)
+    return {
+        day: table.filter(pc.equal(values, pa.scalar(day, values.type)))
+        for day in pc.unique(values).to_pylist()
+    }
 
 
 def _sum_removed(per_day) -> dict[str, int]:

@@ -1,11 +1,12 @@
 """Spark <-> Delta: Spark computes, delta-rs commits (ARCHITECTURE.md, "Lake").
 
 Reads: a table's current snapshot (or a version) is read by Spark from the file list in its
-Delta log, pruned by a SQL predicate on partition columns. Writes: a Spark result is collected
-as Arrow (or written by Spark as Parquet to a staging folder and streamed) and committed by
-delta-rs in one atomic commit through `Lake.write`, typically a predicate overwrite of one day
-so a rerun replaces that day. When the delta-spark jars are on Spark's classpath (a cluster),
-`engine="auto"` uses Spark's native `format("delta")` for both instead; the tables are the same.
+Delta log, pruned by a SQL predicate on partition columns. Writes: Spark writes a result as
+Parquet to a staging folder, pyarrow reads it (to check it) and delta-rs commits it in one
+atomic commit through `Lake.write`, typically a predicate overwrite of the interval's days so a
+rerun replaces them. (Collecting through Spark's `toArrow` is an option for small results.)
+When the delta-spark jars are on Spark's classpath (a cluster), `engine="auto"` uses Spark's
+native `format("delta")` for both instead; the tables are the same.
 """
 
 from __future__ import annotations
@@ -89,16 +90,17 @@ class SparkLake:
         spark: the session.
         lake: delta-rs access to the same lake (commits, versions, history).
         engine: `delta-rs`, `spark` (native Delta, needs the jars), or `auto`.
-        staging_dir: local scratch folder for `write_via="staging"`.
-        write_via: how a Spark result reaches delta-rs: `arrow` (collected to the driver as
-            Arrow) or `staging` (Spark writes Parquet, delta-rs streams it in); see bench/etl.py.
+        staging_dir: local scratch folder for `write_via="staging"` (default: the temp folder).
+        write_via: how a Spark result reaches Python and delta-rs: `staging` (Spark writes
+            Parquet, pyarrow reads or streams it; scales) or `arrow` (`toArrow` through the
+            driver; capped by spark.driver.maxResultSize); see bench/etl.py.
     """
 
     spark: SparkSession
     lake: Lake
     engine: str = "auto"
     staging_dir: Path | None = None
-    write_via: str = "arrow"
+    write_via: str = "staging"
 
     @property
     def native(self) -> bool:
@@ -158,8 +160,29 @@ class SparkLake:
     # ----------------------------------------------------------------------------------- write
 
     def collect(self, df: DataFrame, schema: pa.Schema) -> pa.Table:
-        """Compute `df` into an Arrow table with exactly the lake schema (Spark 4 `toArrow`)."""
-        return conform(df, schema).toArrow().cast(schema)
+        """Compute `df` into an Arrow table with exactly the lake schema.
+
+        With `write_via="staging"` (default) Spark writes Parquet to a scratch folder and pyarrow
+        reads it back: the result never passes through the driver JVM, whose result size is
+        capped (`spark.driver.maxResultSize`, 1 GiB: about 9M silver rows). `arrow` uses Spark
+        4's `toArrow`, fine for small results.
+        """
+        import pyarrow.dataset as ds
+
+        if self.write_via != "staging":
+            return conform(df, schema).toArrow().cast(schema)
+        folder = self._scratch()
+        try:
+            conform(df, schema).write.mode("overwrite").parquet(str(folder))
+            return ds.dataset(str(folder), format="parquet").to_table().cast(schema)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _scratch(self) -> Path:
+        import tempfile
+
+        root = self.staging_dir or Path(tempfile.gettempdir()) / "towerflow-staging"
+        return root / uuid.uuid4().hex
 
     def write(
         self,
@@ -213,8 +236,7 @@ class SparkLake:
         """Spark writes Parquet to a local staging folder; delta-rs streams it into the table."""
         import pyarrow.dataset as ds
 
-        root = self.staging_dir or Path("/tmp/towerflow-staging")
-        folder = root / uuid.uuid4().hex
+        folder = self._scratch()
         try:
             conform(df, schema).write.mode("overwrite").parquet(str(folder))
             dataset = ds.dataset(str(folder), format="parquet")

@@ -94,7 +94,7 @@ def etl(
         task = progress.add_task("starting Spark", total=n_days)
 
         def on_day(current: date) -> None:
-            progress.update(task, description=f"processing {current}")
+            progress.update(task, description=f"processing days up to {current}")
 
         def on_step(step) -> None:
             detail = step.note or _detail(step.detail)
