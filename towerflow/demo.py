@@ -94,7 +94,7 @@ def run(
         return 0
 
     started = _stage(console, 4, total, "model server + gateway")
-    env = {**os.environ, "TOWERFLOW_HOME": str(settings.home_dir)}
+    env = {**os.environ, "TOWERFLOW_HOME": str(settings.home_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
     process = subprocess.Popen([sys.executable, "-m", "towerflow.cli", "serve"], env=env)
     try:
@@ -123,7 +123,11 @@ def run(
         )
         user = _a_user(settings)
         url = f"{gateway}/v1/recommendations?user_id={user}&count=10"
-        answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+        for _ in range(5):  # the first calls warm the model server up and may take the fallback path
+            answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+            if answer.status_code != 200 or answer.json().get("path") == "model":
+                break
+            time.sleep(1.0)
         _done(console, started, f"GET {url} -> {answer.status_code}")
         console.print_json(answer.text)
         console.print(
