@@ -54,6 +54,24 @@ def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
     return tf.stack([tf.math.log1p(times), tf.math.log1p(tf.maximum(since, 0.0)), tf.cast(times > 0, tf.float32)], -1)
 
 
+def history_similarity(candidate: tf.Tensor, history: tf.Tensor, items: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
+    """[R, 2]: count-weighted mean and max cosine similarity of the candidate's embedding with the
+    embeddings of the user's other history items (an item-to-item signal for items never bought).
+
+    Args:
+        candidate: [R, D] candidate embeddings; history: [R, M, D] history item embeddings;
+        items: [R, M] history ids ("" padded); counts: [R, M] times bought.
+    """
+    dots = tf.einsum("rd,rmd->rm", candidate, history)
+    cosines = tf.einsum("rd,rmd->rm", tf.math.l2_normalize(candidate, -1), tf.math.l2_normalize(history, -1))
+    valid = tf.cast(tf.not_equal(items, PAD), tf.float32)
+    weights = valid * tf.math.log1p(tf.maximum(tf.cast(counts, tf.float32), 0.0))
+    mean = tf.reduce_sum(dots * weights, -1) / (tf.reduce_sum(weights, -1) + 1e-6)
+    best = tf.reduce_max(cosines * valid - (1.0 - valid) * 2.0, -1)
+    best = tf.where(tf.reduce_sum(valid, -1) > 0, best, tf.zeros_like(best))
+    return tf.stack([mean, best], -1)
+
+
 class Ranker(tf.keras.Model):
     """Scores flat rows of (user, candidate) features; one logit per row.
 
@@ -64,8 +82,11 @@ class Ranker(tf.keras.Model):
     Output: [R] logits.
     """
 
-    def __init__(self, items: Sequence[str], numeric: Sequence[str], layers: Sequence[int] = (128, 64)) -> None:
+    def __init__(
+        self, items: Sequence[str], numeric: Sequence[str], layers: Sequence[int] = (128, 64), id_features: bool = True
+    ) -> None:
         super().__init__(name="ranker")
+        self.id_features = id_features
         self.item_embedding = id_embedding(items, 16, "rank_item")
         self.numeric = NumericBlock(numeric, name="rank_numeric")
         self.cross = tfrs.layers.dcn.Cross(name="cross")
@@ -85,14 +106,21 @@ class Ranker(tf.keras.Model):
         # The position in the retrieval list, not the raw score: the ranker is trained on one
         # retrieval model's candidates and serves another's, whose scores have another scale.
         rank = tf.math.log1p(tf.cast(inputs[RETRIEVAL_RANK], tf.float32))
+        item = self.item_embedding(inputs[ITEM_ID])
+        history = inputs[HISTORY_ITEMS]
+        # Similarity to the rest of the history: the candidate itself, when bought before, is
+        # masked out (the history features already say so).
+        others = tf.where(tf.equal(history, inputs[ITEM_ID][:, None]), tf.fill(tf.shape(history), PAD), history)
+        similarity = history_similarity(item, self.item_embedding(others), others, inputs[HISTORY_COUNTS])
         return tf.concat(
             [
                 rank[:, None] / 7.0,
                 history_features(inputs),
+                similarity,
                 same_category,
                 self.numeric(inputs),
-                self.item_embedding(inputs[ITEM_ID]),
-            ],
+            ]
+            + ([item] if self.id_features else []),
             axis=-1,
         )
 
