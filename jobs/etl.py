@@ -410,11 +410,14 @@ def run_etl(
 
     Raises:
         QualityGateError: a suite failed; nothing downstream of the failing data was written.
+        ValueError: no bronze/events table, or `end` before `start`.
     """
     from jobs.spark import get_spark
 
     started = time.perf_counter()
     run_days = day_range(start, end)
+    if lake.table(lake.uri(*BRONZE_EVENTS)) is None:  # a wrong TOWERFLOW_HOME, or nothing imported
+        raise ValueError(f"no bronze/events table at {lake.uri(*BRONZE_EVENTS)}; import data first")
     spark = get_spark(spark_master, spark_driver_memory, spark_conf)
     spark_lake = SparkLake(spark, lake, engine=delta_engine, staging_dir=staging_dir)
     etl = DailyEtl(spark_lake, Gates(docs_dir, data_docs), rules, max_day_ratio, on_step)
