@@ -55,8 +55,9 @@ def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def history_similarity(candidate: tf.Tensor, history: tf.Tensor, items: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
-    """[R, 2]: count-weighted mean and max cosine similarity of the candidate's embedding with the
-    embeddings of the user's other history items (an item-to-item signal for items never bought).
+    """[R, 2]: count-weighted mean dot product and max cosine similarity of the candidate's
+    embedding with the embeddings of the user's other history items (an item-to-item signal for
+    items never bought; the cosine keeps the max from following embedding norms alone).
 
     Args:
         candidate: [R, D] candidate embeddings; history: [R, M, D] history item embeddings;
@@ -79,6 +80,8 @@ class Ranker(tf.keras.Model):
     user's retrieval list), `item_features__category`,
     `user_features__favourite_category`, the history lists (see `history_features`), and each
     name in `numeric`.
+    `id_features`: whether the item id embedding goes to the MLP as well (it always feeds the
+    candidate-to-history similarity).
     Output: [R] logits.
     """
 
