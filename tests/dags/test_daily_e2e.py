@@ -9,9 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 
 import httpx
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -123,6 +123,10 @@ def test_the_gateway_serves_the_published_models(world) -> None:
         "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
         "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        # This checks that the published models serve, not latency: generous budgets on a busy CI machine.
+        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "5000",
+        "TOWERFLOW_RANKING_TIMEOUT_MS": "5000",
+        "TOWERFLOW_FEATURES_TIMEOUT_MS": "5000",
     }
     env.pop("REDIS_URL", None)
     env.pop("TOWERFLOW_REDIS_URL", None)
@@ -155,22 +159,26 @@ def test_the_gateway_serves_the_published_models(world) -> None:
             .stdout.strip()
             .splitlines()[-1]
         )
-        users = lake.read(lake.uri("gold", "user_features"), columns=["user_id"]).column("user_id").to_pylist()
+        features = lake.read(lake.uri("gold", "user_features"), columns=["user_id", "feature_date"]).to_pandas()
+        active = sorted(features.loc[features["feature_date"] == features["feature_date"].max(), "user_id"])[:5]
         known = set(lake.read(lake.uri("silver", "items"), columns=["item_id"]).column("item_id").to_pylist())
         paths = []
-        for user in sorted(set(users))[:5]:
-            answer = httpx.get(
-                f"{base}/v1/recommendations",
-                params={"user_id": user, "count": 10},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-            )
-            assert answer.status_code == 200, answer.text
-            body = answer.json()
-            items = [entry["item_id"] if isinstance(entry, dict) else entry for entry in body["items"]]
+        for user in active:
+            for _ in range(3):  # the first calls warm the model server up and may take a fallback
+                answer = httpx.get(
+                    f"{base}/v1/recommendations",
+                    params={"user_id": user, "count": 10},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=10,
+                )
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                if body["path"] == "model":
+                    break
+            items = [entry["item_id"] for entry in body["items"]]
             assert len(items) == 10 and len(set(items)) == 10 and set(items) <= known
-            paths.append(body["path"])
-        assert "model" in paths, paths  # the published models answer, not only the fallbacks
+            paths.append((body["path"], body.get("reason")))
+        assert ("model", None) in paths, paths  # the published models answer, not only the fallbacks
     finally:
         serve.terminate()
         serve.wait(timeout=60)
@@ -179,14 +187,11 @@ def test_the_gateway_serves_the_published_models(world) -> None:
 def test_bad_data_fails_the_run_at_its_gate_and_production_stays(world) -> None:
     settings, lake = world
     events = lake.read(lake.uri("bronze", "events"))
-    last = events.filter(
-        pa.compute.equal(events.column("event_date"), pa.scalar(np.datetime64("2025-01-21"), pa.date32()))
-    )
+    last = events.filter(pa.compute.equal(events.column("event_date"), pa.scalar(date(2025, 1, 21), pa.date32())))
     bad = last.to_pandas()
-    bad["event_date"] = (
-        bad["event_date"] + np.timedelta64(1, "D") if False else bad["event_date"].map(lambda d: d.replace(day=22))
-    )
-    bad["timestamp"] = bad["timestamp"] + np.timedelta64(1, "D")
+    # The next day, copied from the last one, with 5% of actions that do not exist.
+    bad["event_date"] = bad["event_date"].map(lambda d: d + timedelta(days=1))
+    bad["timestamp"] = bad["timestamp"] + timedelta(days=1)
     bad["event_id"] = bad["event_id"] + "-next"
     broken = bad.sample(frac=0.05, random_state=1).index
     bad.loc[broken, "action"] = "teleport"
