@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import date
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -86,7 +87,7 @@ def evaluate(
         if version
         else evaluate_models(day, _holdout(holdout_days))
     )
-    report = json.loads(open(summary["json"]).read())  # noqa: SIM115 - a one-shot read
+    report = json.loads(Path(summary["json"]).read_text())
     if as_json:
         typer.echo(json.dumps(report["metrics"], indent=2))
         return

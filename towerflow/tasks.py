@@ -347,6 +347,8 @@ def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
     into the online store (used by the gateway when the model path is down). Needs Redis."""
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as ds
     import scipy.sparse as sp
 
     from models.data import load_catalog
@@ -360,9 +362,6 @@ def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
     lake = _lake(settings)
     at = datetime.combine(date.fromisoformat(run_date), datetime.min.time(), UTC)
     last_day = date.fromisoformat(run_date) - timedelta(days=1)
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
     active = lake.read(
         lake.uri("gold", "user_features"),
         columns=["user_id"],
