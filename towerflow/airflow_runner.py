@@ -140,5 +140,7 @@ def run_dag(
         args += ["--mark-success-pattern", only_pattern(only)]
     proc = _airflow(args, airflow_env(settings), log)
     text = log.read_text(errors="replace")
-    ok = proc.returncode == 0 and "state=success" in text.rsplit("DagRun Finished", 1)[-1]
+    # A run whose tasks never ran (e.g. a date before the DAG's start_date) still ends "success".
+    ran = "[DAG TEST] end task" in text
+    ok = proc.returncode == 0 and ran and "state=success" in text.rsplit("DagRun Finished", 1)[-1]
     return ok, log
