@@ -70,10 +70,13 @@ def _etl(settings):
     return DailyEtl(lake, gates, max_day_ratio=settings.dq_max_day_ratio, on_step=lambda s: log.info("%s", s))
 
 
-def etl_days(run_date: str) -> list[date]:
-    """Days a run (re)builds: from the first day silver does not have yet (or the first bronze
-    day) through the day before the run date; always at least that last day, so a rerun rewrites
-    its own interval and a run after missed days catches up."""
+def plan_etl_days(run_date: str) -> list[date]:
+    """Days a run (re)builds, decided once by its first ETL task and kept in the run folder so
+    every later task works on the same days: from the first day gold does not have yet (or the
+    first bronze day) through the day before the run date; always at least that last day, so a
+    rerun rewrites its own interval and a run after missed days catches up."""
+    import json
+
     from jobs.etl import day_range
 
     settings = get_settings()
@@ -87,11 +90,26 @@ def etl_days(run_date: str) -> list[date]:
         )
 
     bronze = [d for d in days_of("bronze", "events", "event_date") if d <= last]
-    silver = days_of("silver", "interactions", "event_date")
+    done = days_of("gold", "user_features", "feature_date")
     if not bronze:
-        return [last]
-    first = bronze[0] if not silver else min(max(silver[-1] + timedelta(days=1), bronze[0]), last)
-    return day_range(min(first, last), last)
+        days = [last]
+    else:
+        first = bronze[0] if not done else min(max(done[-1] + timedelta(days=1), bronze[0]), last)
+        days = day_range(min(first, last), last)
+    run = _run_paths(settings, run_date)
+    run.root.mkdir(parents=True, exist_ok=True)
+    (run.root / "etl_days.json").write_text(json.dumps([d.isoformat() for d in days]))
+    return days
+
+
+def etl_days(run_date: str) -> list[date]:
+    """The days this run's first ETL task planned (see `plan_etl_days`)."""
+    import json
+
+    path = _run_paths(get_settings(), run_date).root / "etl_days.json"
+    if not path.exists():
+        return plan_etl_days(run_date)
+    return [date.fromisoformat(d) for d in json.loads(path.read_text())]
 
 
 def _write_quality(settings, run_date: str, name: str, detail: dict) -> None:
@@ -131,7 +149,7 @@ def validate_raw(run_date: str) -> dict[str, int]:
     """Gate 1: every day's bronze events pass the raw suite (raises QualityGateError)."""
     settings = get_settings()
     etl = _etl(settings)
-    days = etl_days(run_date)
+    days = plan_etl_days(run_date)
     steps = [etl.check_raw(day) for day in days]
     summary = {"days": len(days), "rows": sum(s.rows for s in steps)}
     _write_quality(settings, run_date, "raw", summary)

@@ -88,6 +88,10 @@ def test_the_run_builds_tables_features_and_publishes_models(world) -> None:
     settings, lake = world
     for layer, table in TABLES:
         assert lake.count(lake.uri(layer, table)) > 0, f"{layer}/{table} is empty"
+    feature_days = set(
+        lake.read(lake.uri("gold", "user_features"), columns=["feature_date"]).column("feature_date").to_pylist()
+    )
+    assert len(feature_days) == CFG.days  # every day of the data, not only the last one
     assert labels(settings.models_dir, "retrieval") == {"stable": 1, "canary": 1}
     assert labels(settings.models_dir, "ranking") == {"stable": 1, "canary": 1}
     report = settings.home_dir / "runs" / RUN_DATE / "evaluation" / "evaluation.html"
