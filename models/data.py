@@ -25,9 +25,7 @@ from models.features import (
     REQUEST_DAY,
     USER_NUMERIC,
 )
-from towerflow.schemas import COUNTED_ACTIONS
 
-POSITIVE_ACTIONS = ("click", "add_to_cart", "purchase")
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -96,11 +94,6 @@ def load_interactions(lake: Lake, before: datetime | None = None, after: datetim
     ).to_pandas()
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
-
-
-def positives(interactions: pd.DataFrame) -> pd.DataFrame:
-    """Positive interactions (click, add_to_cart, purchase); on purchase-only data, purchases."""
-    return interactions[interactions["action"].isin(POSITIVE_ACTIONS)]
 
 
 def dedup_pairs(examples: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +173,3 @@ def history_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, n
         HISTORY_LAST_DAY: _number_lists(frame.get(HISTORY_LAST_DAY), n, HISTORY_LEN),
         REQUEST_DAY: np.asarray(epoch_days(moments), dtype=np.float32),
     }
-
-
-def counted(interactions: pd.DataFrame) -> pd.DataFrame:
-    return interactions[interactions["action"].isin(COUNTED_ACTIONS)]
