@@ -32,6 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,117 +227,130 @@ def _floor(settings: Any, store: Any, models: Path, embeddings: Any, users: list
     return _percentiles(times)
 
 
-def run() -> dict[str, object]:
+@dataclass
+class Stack:
+    """The running benchmark stack: where to send requests and what the floor needs."""
+
+    url: str
+    token: str
+    users_file: Path
+    settings: Any
+    store: Any
+    models: Path
+    embeddings: Any
+    users: list[str]
+    materialized: Any
+    procs: dict[str, subprocess.Popen]
+
+    def get(self, path: str) -> Any:
+        import httpx
+
+        return httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=5)
+
+
+@contextmanager
+def stack(root: Path, console: Any) -> Iterator[Stack]:
+    """redis-server, gold + Feast materialize, toy models, model server and gateway, all under `root`."""
     import numpy as np
-    from rich.console import Console
-    from rich.table import Table
 
     from jobs import feature_store as fs
     from jobs.feature_samples import day_stamp, write_sample_gold
     from jobs.lake import Lake
+    from serving import model_config as mc
     from serving.auth import dev_secret, mint_token
     from serving.precomputed import write_precomputed
     from serving.toy_models import save_contract_ranking, save_contract_retrieval
     from towerflow.settings import Settings
 
+    procs: dict[str, subprocess.Popen] = {}
+    redis_port, model_port, port = _free_port(), _free_port(), _free_port()
+    redis_cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+    redis_cmd += ["--appendonly", "no", "--daemonize", "no", "--dir", str(root)]
+    procs["redis"] = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        settings = Settings(home=root / "home", redis_url=redis_url, feature_env="redis", redis_prefix=PREFIX)
+        _wait(lambda: fs.redis_reachable(redis_url), 10, "redis-server")
+        with console.status(f"gold tables ({ITEMS:,} items, {USERS:,} users), feast apply + materialize"):
+            gold = write_sample_gold(Lake(settings.lake), users=USERS, items=ITEMS, days=1, embeddings=False)
+            store = fs.feature_store(settings, "redis")
+            fs.apply(store, settings)
+            mat = fs.materialize(store, day_stamp(gold.days[-1]))
+        with console.status("toy models (retrieval 100k x 64, top 1000; ranking) and precomputed recs"):
+            embeddings = np.random.default_rng(1).standard_normal((ITEMS, DIM)).astype(np.float32)
+            models = settings.models_dir
+            save_contract_retrieval(
+                models / "retrieval", 1, gold.items, dim=DIM, k=K, num_users=USERS, item_embeddings=embeddings
+            )
+            save_contract_ranking(models / "ranking", 1, dim=DIM, buckets=ITEMS, num_users=USERS)
+            mc.write_models_config(
+                models / "models.config",
+                [mc.ModelEntry.under(models, n, labels={"stable": 1}) for n in ("retrieval", "ranking")],
+            )
+            rng = random.Random(5)
+            recs = {u: rng.sample(gold.items, 50) for u in gold.users}
+            write_precomputed(redis_url, recs, "toy-1", prefix=PREFIX, popular=gold.items[:100])
+        env = {
+            **os.environ,
+            "TOWERFLOW_HOME": str(settings.home),
+            "TOWERFLOW_REDIS_URL": redis_url,
+            "TOWERFLOW_FEATURE_ENV": "redis",
+            "TOWERFLOW_REDIS_PREFIX": PREFIX,
+            "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
+            "TOWERFLOW_RATE_LIMIT_USER": "100000",
+            "TOWERFLOW_RATE_LIMIT_TOKEN": "10000000",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
+        env.pop("TOWERFLOW_JWT_KEY", None)
+        log = (root / "processes.log").open("ab")
+        model_cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(model_port)]
+        model_cmd += ["--host", "127.0.0.1", "--poll-seconds", "30"]
+        procs["model"] = subprocess.Popen(model_cmd, env=env, stdout=log, stderr=log, start_new_session=True)
+        gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory"]
+        gateway_cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        gateway_cmd += ["--loop", "uvloop", "--http", "httptools"]
+        procs["gateway"] = subprocess.Popen(gateway_cmd, env=env, stdout=log, stderr=log, start_new_session=True)
+        token = mint_token(dev_secret(settings), subject="bench", scopes=["recommend:read"])
+        users_file = root / "users.txt"
+        users_file.write_text("\n".join(gold.users))
+        running = Stack(
+            f"http://127.0.0.1:{port}", token, users_file, settings, store, models, embeddings, gold.users, mat, procs
+        )
+        with console.status("starting the model server and the gateway (item snapshot of 100k items)"):
+            _wait(lambda: running.get("/readyz").status_code == 200, 300, "gateway ready")
+            _wait(lambda: running.get("/v1/recommendations?user_id=u1").json()["path"] == "model", 120, "model path")
+        yield running
+    finally:
+        for name in ("gateway", "model", "redis"):
+            proc = procs.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def run() -> dict[str, object]:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     seconds, rate = _seconds(), _rate()
-    procs: dict[str, subprocess.Popen] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        redis_port, model_port, port = _free_port(), _free_port(), _free_port()
-        redis_cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
-        redis_cmd += ["--appendonly", "no", "--daemonize", "no", "--dir", tmp]
-        procs["redis"] = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            settings = Settings(home=root / "home", redis_url=redis_url, feature_env="redis", redis_prefix=PREFIX)
-            _wait(lambda: fs.redis_reachable(redis_url), 10, "redis-server")
-            with console.status(f"gold tables ({ITEMS:,} items, {USERS:,} users), feast apply + materialize"):
-                gold = write_sample_gold(Lake(settings.lake), users=USERS, items=ITEMS, days=1, embeddings=False)
-                store = fs.feature_store(settings, "redis")
-                fs.apply(store, settings)
-                mat = fs.materialize(store, day_stamp(gold.days[-1]))
-            with console.status("toy models (retrieval 100k x 64, top 1000; ranking) and precomputed recs"):
-                embeddings = np.random.default_rng(1).standard_normal((ITEMS, DIM)).astype(np.float32)
-                models = settings.models_dir
-                save_contract_retrieval(
-                    models / "retrieval", 1, gold.items, dim=DIM, k=K, num_users=USERS, item_embeddings=embeddings
-                )
-                save_contract_ranking(models / "ranking", 1, dim=DIM, buckets=ITEMS, num_users=USERS)
-                from serving import model_config as mc
-
-                mc.write_models_config(
-                    models / "models.config",
-                    [mc.ModelEntry.under(models, n, labels={"stable": 1}) for n in ("retrieval", "ranking")],
-                )
-                rng = random.Random(5)
-                recs = {u: rng.sample(gold.items, 50) for u in gold.users}
-                write_precomputed(redis_url, recs, "toy-1", prefix=PREFIX, popular=gold.items[:100])
-            env = {
-                **os.environ,
-                "TOWERFLOW_HOME": str(settings.home),
-                "TOWERFLOW_REDIS_URL": redis_url,
-                "TOWERFLOW_FEATURE_ENV": "redis",
-                "TOWERFLOW_REDIS_PREFIX": PREFIX,
-                "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
-                "TOWERFLOW_RATE_LIMIT_USER": "100000",
-                "TOWERFLOW_RATE_LIMIT_TOKEN": "10000000",
-                "TF_CPP_MIN_LOG_LEVEL": "3",
-            }
-            env.pop("TOWERFLOW_JWT_KEY", None)
-            log = (root / "processes.log").open("ab")
-            model_cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(model_port)]
-            model_cmd += ["--host", "127.0.0.1", "--poll-seconds", "30"]
-            procs["model"] = subprocess.Popen(model_cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-            gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory"]
-            gateway_cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-            gateway_cmd += ["--loop", "uvloop", "--http", "httptools"]
-            procs["gateway"] = subprocess.Popen(gateway_cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-            token = mint_token(dev_secret(settings), subject="bench", scopes=["recommend:read"])
-            url = f"http://127.0.0.1:{port}"
-            import httpx
-
-            headers = {"Authorization": f"Bearer {token}"}
-            with console.status("starting the model server and the gateway (item snapshot of 100k items)"):
-                _wait(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 300, "gateway ready")
-                _wait(
-                    lambda: (
-                        httpx.get(f"{url}/v1/recommendations?user_id=u1", headers=headers, timeout=5).json()["path"]
-                        == "model"
-                    ),
-                    120,
-                    "model path",
-                )
-            users_file = root / "users.txt"
-            users_file.write_text("\n".join(gold.users))
-            with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
-                _run_load(url, token, users_file, min(10.0, seconds), rate)  # warm-up, not reported
-                full = _run_load(url, token, users_file, seconds, rate)
-                stats = _gateway_stats(url)  # cumulative since start (warm-up included)
-            with console.status("floor: numpy top-1000 + one Redis read + in-process ranking"):
-                floor = _floor(settings, store, models, embeddings, gold.users)
-            procs["model"].send_signal(signal.SIGTERM)
-            procs["model"].wait(30)
-            _wait(
-                lambda: (
-                    httpx.get(f"{url}/v1/recommendations?user_id=u1", headers=headers, timeout=5).json()["path"]
-                    == "cached"
-                ),
-                30,
-                "cached path",
-            )
-            with console.status(f"cached path (model server stopped): {rate:g} req/s for {seconds:g} s"):
-                cached = _run_load(url, token, users_file, seconds, rate)
-        finally:
-            for name in ("gateway", "model", "redis"):
-                proc = procs.get(name)
-                if proc is not None and proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), console) as running:
+        url, token, users_file = running.url, running.token, running.users_file
+        with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
+            _run_load(url, token, users_file, min(10.0, seconds), rate)  # warm-up, not reported
+            full = _run_load(url, token, users_file, seconds, rate)
+            stats = _gateway_stats(url)  # cumulative since start (warm-up included)
+        with console.status("floor: numpy top-1000 + one Redis read + in-process ranking"):
+            floor = _floor(running.settings, running.store, running.models, running.embeddings, running.users)
+        mat = running.materialized
+        running.procs["model"].send_signal(signal.SIGTERM)
+        running.procs["model"].wait(30)
+        _wait(lambda: running.get("/v1/recommendations?user_id=u1").json()["path"] == "cached", 30, "cached path")
+        with console.status(f"cached path (model server stopped): {rate:g} req/s for {seconds:g} s"):
+            cached = _run_load(url, token, users_file, seconds, rate)
     table = Table(title=f"GET /v1/recommendations, {rate:g} req/s for {seconds:g} s ({ITEMS:,} items, top {K})")
     for column in ("case", "p50 ms", "p95 ms", "p99 ms", "req/s", "statuses", "paths"):
         table.add_column(column, justify="left" if column in ("case", "statuses", "paths") else "right")

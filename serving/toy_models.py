@@ -208,12 +208,15 @@ def save_contract_retrieval(
         @tf.function(input_signature=_specs(CONTRACT_RETRIEVAL_INPUTS))
         def serve(self, user_id, user_recent__last_10_items, user_features__views_7d, hour_of_day):
             query = tf.gather(self.users, tf.strings.to_hash_bucket_fast(user_id, num_users))
+            # One dense read for both uses: a gather straight from the variable would switch it to
+            # copy-on-read, and every call would then copy the whole item matrix for the matmul.
+            items = tf.convert_to_tensor(self.items)
             rows = self.lookup.lookup(user_recent__last_10_items)
             known = tf.cast(rows >= 0, tf.float32)[..., None]
-            recent = tf.reduce_sum(tf.gather(self.items, tf.maximum(rows, 0)) * known, axis=1)
+            recent = tf.reduce_sum(tf.gather(items, tf.maximum(rows, 0)) * known, axis=1)
             scale = 1.0 + 0.0 * (user_features__views_7d[:, None] + tf.cast(hour_of_day, tf.float32)[:, None])
             query = (query + 0.3 * recent) * scale
-            scores, idx = tf.math.top_k(tf.matmul(query, self.items, transpose_b=True), k=top)
+            scores, idx = tf.math.top_k(tf.matmul(query, items, transpose_b=True), k=top)
             return {"item_ids": tf.gather(self.ids, idx), "scores": scores}
 
     module = Retrieval()
