@@ -88,8 +88,11 @@ def item_column(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
     if len(spec.shape) >= 3 or any(isinstance(v, list | tuple | np.ndarray) for v in values[:1]):
         width = _width(spec, 2, max((len(v) for v in values if v is not None), default=1))
         return np.array([[_padded(v, width, spec) for v in values]], dtype=np_type)
-    if spec.dtype == DT_STRING:
-        return np.array([[_scalar(v, spec) for v in values]], dtype=object)
+    if spec.dtype == DT_STRING:  # few distinct values (categories): encode each once
+        encoded: dict[Any, Any] = {}
+        return np.array(
+            [[encoded[v] if v in encoded else encoded.setdefault(v, _scalar(v, spec)) for v in values]], dtype=object
+        )
     if None in values:
         values = [0 if v is None else v for v in values]
     return np.array([values], dtype=np_type)
@@ -114,6 +117,7 @@ def bind(
     candidates: Sequence[str] | None = None,
     retrieval_scores: Sequence[float] | np.ndarray | None = None,
     item_features: Mapping[str, Sequence[Any]] | None = None,
+    candidate_bytes: Sequence[bytes] | None = None,
 ) -> Bound:
     """Fill every signature input (see module doc).
 
@@ -125,6 +129,7 @@ def bind(
         candidates: candidate ids (ranking).
         retrieval_scores: one per candidate (ranking).
         item_features: columns aligned with `candidates` (ranking).
+        candidate_bytes: `candidates` UTF-8 encoded, when the caller has them (retrieval's output).
     """
     out: dict[str, np.ndarray] = {}
     unbound: list[str] = []
@@ -133,7 +138,8 @@ def bind(
         if name == USER_ID:
             out[name] = np.array([user_id.encode()], dtype=object)
         elif name == ITEM_ID and candidates is not None:
-            out[name] = np.array([[c.encode() for c in candidates]], dtype=object)
+            raw = candidate_bytes if candidate_bytes is not None else [c.encode() for c in candidates]
+            out[name] = np.array([raw], dtype=object)
         elif name == RETRIEVAL_SCORE and retrieval_scores is not None:
             out[name] = np.asarray(retrieval_scores, dtype=_np_type(spec)).reshape(1, -1)
         elif name in ctx:

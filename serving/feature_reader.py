@@ -253,12 +253,34 @@ class FastFeatureReader:
 
     # -- items: the snapshot ---------------------------------------------------------------------
 
+    def item_features_in_memory(self, item_ids: Sequence[str]) -> dict[str, list[Any]] | None:
+        """`item_features` when the snapshot answers every id and no view is live, else None
+        (the caller then reads with `item_features` off its event loop, since that does I/O)."""
+        if self._live_reads or self._snapshot is None or time.monotonic() >= self._next_check:
+            return None
+        ids = list(item_ids)
+        out, misses = self._from_snapshot(self._snapshot, ids)
+        if misses and self._snap_reads:
+            return None
+        return {ITEM_KEY: ids, **{c: out[c] for c in self._item_columns}}
+
     def item_features(self, item_ids: Sequence[str]) -> dict[str, list[Any]]:
         snapshot = self._current_snapshot()
         ids = list(item_ids)
-        out: dict[str, list[Any]] = {ITEM_KEY: ids}
         if not ids:
             return {ITEM_KEY: [], **{c: [] for c in self._item_columns}}
+        out, misses = self._from_snapshot(snapshot, ids)
+        if misses and self._snap_reads:  # items newer than the snapshot: read them as Feast does
+            self._fill(out, self._snap_reads, [ids[n] for n in misses], misses)
+        if self._live_reads:  # pushed values change between materializations: always read live
+            self._fill(out, self._live_reads, ids, range(len(ids)))
+        return {ITEM_KEY: ids, **{c: out[c] for c in self._item_columns}}
+
+    def _from_snapshot(self, snapshot: ItemSnapshot, ids: list[str]) -> tuple[dict[str, list[Any]], list[int]]:
+        """The snapshot's columns for `ids` (None where it lacks an id) and those ids' positions."""
+        out: dict[str, list[Any]] = {ITEM_KEY: ids}
+        if not ids:
+            return {ITEM_KEY: [], **{c: [] for c in self._item_columns}}, []
         missing_at = len(snapshot.index)
         get = snapshot.index.get
         positions = [get(i, missing_at) for i in ids]
@@ -266,12 +288,10 @@ class FastFeatureReader:
         for column, values in snapshot.columns.items():
             picked = pick(values)
             out[column] = list(picked) if len(ids) > 1 else [picked]
-        misses = [n for n, p in enumerate(positions) if p == missing_at]
-        if misses and self._snap_reads:  # items newer than the snapshot: read them as Feast does
-            self._fill(out, self._snap_reads, [ids[n] for n in misses], misses)
-        if self._live_reads:  # pushed values change between materializations: always read live
-            self._fill(out, self._live_reads, ids, range(len(ids)))
-        return {ITEM_KEY: ids, **{c: out[c] for c in self._item_columns}}
+        for column in self._item_columns:
+            out.setdefault(column, [None] * len(ids))
+        misses = [n for n, p in enumerate(positions) if p == missing_at] if missing_at in positions else []
+        return out, misses
 
     def _fill(
         self, out: dict[str, list[Any]], reads: list[ViewRead], ids: list[str], at: Sequence[int]

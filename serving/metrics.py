@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 #: Seconds; most stages take 0.1-5 ms, a timed-out one up to the stage budget.
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -30,6 +30,10 @@ class GatewayMetrics:
     """The gateway's metrics; `registry` is what `/metrics` exposes."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Importing Feast sets PROMETHEUS_MULTIPROC_DIR for the whole process (for Gunicorn
+        # workers), which keeps every value in an mmap'ed file and checks the pid on each update.
+        # The gateway has one process and a registry of its own: plain in-memory values.
+        values.ValueClass = values.MutexValue
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.http = Histogram(

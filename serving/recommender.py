@@ -277,14 +277,20 @@ class Recommender:
                 ),
                 self.timeouts.retrieval,
             )
-        ids = names(retrieved["item_ids"][0])
+        raw_ids = retrieved["item_ids"][0].tolist()  # bytes: passed on to ranking as they are
+        ids = names(raw_ids)
         retrieval_scores = np.asarray(retrieved["scores"][0], dtype=np.float32)
         keep = [n for n, i in enumerate(ids) if i]  # models pad short lists with ""
         if len(keep) < len(ids):
             ids, retrieval_scores = [ids[n] for n in keep], retrieval_scores[keep]
+            raw_ids = [raw_ids[n] for n in keep]
         try:
             with self.metrics.time("item_features"):
-                items = await self._in_thread(reader.item_features, ids)
+                # From memory when the reader can (no thread hop); else off the loop (I/O).
+                in_memory = getattr(reader, "item_features_in_memory", None)
+                items = in_memory(ids) if in_memory is not None else None
+                if items is None:
+                    items = await self._in_thread(reader.item_features, ids)
         except Exception as err:  # noqa: BLE001
             self.metrics.features.labels("item", "error").inc(len(ids))
             raise StageError("online_store_unavailable") from err
@@ -302,6 +308,7 @@ class Recommender:
                         candidates=ids,
                         retrieval_scores=retrieval_scores,
                         item_features=items,
+                        candidate_bytes=raw_ids,
                     ),
                 ),
                 self.timeouts.ranking,
@@ -313,7 +320,7 @@ class Recommender:
 
     def _count_item_hits(self, items: Mapping[str, Sequence[Any]], n: int) -> None:
         column = next((v for k, v in items.items() if k != binding.ITEM_ID), None)
-        hits = n if column is None else sum(v is not None for v in column)
+        hits = n if column is None else n - list(column).count(None)
         self.metrics.features.labels("item", "hit").inc(hits)
         if n - hits:
             self.metrics.features.labels("item", "miss").inc(n - hits)

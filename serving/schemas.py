@@ -17,8 +17,9 @@ class RecommendationQuery(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=128, description="The user to recommend for.")
     count: int = Field(10, ge=1, le=MAX_COUNT, description=f"How many items (1..{MAX_COUNT}).")
+    # A plain default, not default_factory: FastAPI inspects a factory's signature on every request.
     exclude: list[str] = Field(
-        default_factory=list,
+        default=[],
         max_length=MAX_EXCLUDE,
         description="Item ids never to return; repeat the parameter or separate ids with commas.",
     )

@@ -135,7 +135,11 @@ def tensor_proto(value: Any, dtype: int | None = None) -> Any:
         proto.tensor_shape.dim.add().size = n
     if dtype == DT_STRING or (dtype is None and array.dtype.kind in "USO"):
         proto.dtype = DT_STRING
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+        values = array.ravel().tolist()
+        try:
+            proto.string_val.extend(values)  # all bytes already: one C call
+        except TypeError:
+            proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in values)
         return proto
     if dtype is not None:
         array = array.astype(NUMPY_OF_DT[dtype], copy=False)

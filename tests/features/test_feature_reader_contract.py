@@ -100,6 +100,9 @@ def test_fast_reader_serves_feasts_values(store: Any, gold_home: Any) -> None:
     for user in gold.users[:10]:
         assert fast.user_features(user) == feast.user_features(user)
     assert fast.snapshot.size == len(gold.items)
+    known = gold.items[::-1]
+    assert fast.item_features_in_memory(known) == feast.item_features(known)
+    assert fast.item_features_in_memory(ids) is None  # "unknown" needs an online read: not from memory
 
 
 def test_fast_reader_reloads_when_a_materialization_lands(store: Any, gold_home: Any, fx: Any) -> None:

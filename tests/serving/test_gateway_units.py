@@ -210,6 +210,24 @@ def test_dev_secret_is_created_once_and_verifies_minted_tokens(tmp_path: Path) -
     assert err.value.status == 401 and "issuer" in err.value.message
 
 
+def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
+    import serving.auth as auth
+    from towerflow.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    verifier = auth.TokenVerifier(settings)
+    token = auth.mint_token(auth.dev_secret(settings), subject="carol", scopes=["recommend:read"], ttl_s=1)
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # remembered, not decoded again
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(auth.AuthError):  # another string is verified on its own
+        verifier.verify(forged)
+    time.sleep(1.1)
+    with pytest.raises(auth.AuthError) as err:
+        verifier.verify(token)
+    assert "expired" in err.value.message
+
+
 def test_token_cli_prints_the_token_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
