@@ -51,6 +51,19 @@ class Catalog:
         age = (pd.Timestamp(at) - self.created_at).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
         return np.clip(np.nan_to_num(age, nan=0.0), 0.0, None)
 
+    def frame(self) -> pd.DataFrame:
+        """The catalog as rows (silver/items columns), e.g. to keep it with a training set."""
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids,
+                "category": self.category,
+                "description": self.description,
+                "price": self.price,
+                "created_at": self.created_at.array,
+                "available": self.available,
+            }
+        )
+
     def candidate_inputs(self, at: datetime) -> dict[str, np.ndarray]:
         """The candidate tower's inputs for the whole catalog as of `at`."""
         return {
@@ -67,7 +80,12 @@ def load_catalog(lake: Lake) -> Catalog:
     table = lake.read(lake.uri("silver", "items"))
     if table is None:
         raise FileNotFoundError("silver/items does not exist yet: run the ETL first")
-    frame = table.to_pandas().sort_values("item_id").reset_index(drop=True)
+    return catalog_from_frame(table.to_pandas().sort_values("item_id"))
+
+
+def catalog_from_frame(frame: pd.DataFrame) -> Catalog:
+    """A catalog from silver/items-shaped rows, in their order (see `Catalog.frame`)."""
+    frame = frame.reset_index(drop=True)
     return Catalog(
         item_ids=frame["item_id"].astype(str).to_numpy(),
         category=frame["category"].fillna("").astype(str).to_numpy(),

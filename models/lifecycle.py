@@ -1,8 +1,21 @@
-"""The model half of the daily run, one function per DAG task: train, evaluate, gate, publish.
+"""The model half of the daily run, one function per DAG task: the training set, retrieval
+training, ranking training, evaluation, the gate, publishing.
 
-Each takes the run's date and plain arguments, reads what earlier tasks left under the run's
-folder (`<home>/runs/<run date>/`), writes its own output there, and returns a small summary
-(paths, versions, metrics) for XCom. Reruns of a task give the same files.
+Each takes the run's date (or its folder) and plain arguments, reads what earlier tasks left under
+the run's folder (`<home>/runs/<run date>/`), writes its own output there, and returns a small
+summary (paths, counts, versions, metrics) for XCom. Reruns of a task give the same files.
+
+Training is three steps, so each can run in its own process and a failed one retries alone:
+
+- `build_training_set`: the point-in-time frames from Feast -> `training_set/` (Parquet, the
+  catalog, `manifest.json` with row counts, data versions, cutoff, shift and the fingerprint);
+- `train_retrieval`: the shifted model, the ranker's labelled candidates -> `ranker_candidates/`,
+  and the retrieval model that ships -> `staged/retrieval`;
+- `train_ranking`: the ranker -> `staged/ranking`, and the run record `train.json`.
+
+The fingerprint (data versions, parameters, cutoff, code version) names what a step's outputs
+were made from: a step whose outputs carry the current fingerprint does nothing.
+`train_and_export` runs the three back to back.
 """
 
 from __future__ import annotations
@@ -10,17 +23,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from jobs.lake import Lake
-from models.data import at_utc, load_catalog, load_interactions
+from models.data import at_utc, catalog_from_frame, load_catalog, load_interactions
 from models.gate import GatePolicy, decide
-from models.train import TrainingData, TrainParams
+from models.train import RankerCandidates, TrainingData, TrainingSet, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +56,14 @@ class RunPaths:
     @property
     def record(self) -> Path:
         return self.root / "train.json"
+
+    @property
+    def training_set(self) -> Path:
+        return self.root / "training_set"
+
+    @property
+    def candidates(self) -> Path:
+        return self.root / "ranker_candidates"
 
     @property
     def evaluation(self) -> Path:
@@ -91,6 +117,290 @@ def code_version() -> str:
     return version("towerflow")
 
 
+# ---------------------------------------------------------------------------------- training
+
+MANIFEST = "manifest.json"
+STAGED_METADATA = Path("assets.extra") / "towerflow.json"  # written by models.export.save
+FRAMES = {  # TrainingSet attribute -> file in training_set/
+    "early": "retrieval_before_shift.parquet",
+    "full": "retrieval_before_cutoff.parquet",
+    "users": "ranker_users.parquet",
+    "items": "ranker_items.parquet",
+    "window": "ranker_window.parquet",
+}
+META_KEYS = ("run_date", "cutoff", "holdout_days", "params", "data_versions", "code_version", "fingerprint")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _staged_fingerprint(model_dir: Path) -> str | None:
+    meta = _read_json(model_dir / STAGED_METADATA)
+    return None if meta is None else meta.get("fingerprint")
+
+
+@contextmanager
+def _replacing(folder: Path) -> Iterator[Path]:
+    """A temporary sibling to write `folder`'s files into, swapped in when the block ends without
+    error: a reader finds the old folder or the new one (whose manifest is written last), never
+    half of one."""
+    tmp = folder.parent / f".tmp-{folder.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by a crashed attempt
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _training_manifest(run: RunPaths, params: TrainParams) -> dict[str, Any]:
+    """The run's training-set manifest, checked against `params` and this code.
+
+    Raises:
+        FileNotFoundError: the training set was not built yet.
+        ValueError: it was built with other parameters or another code version.
+    """
+    manifest = _read_json(run.training_set / MANIFEST)
+    if manifest is None:
+        raise FileNotFoundError(f"no training set in {run.training_set}: run the training_set step first")
+    cutoff = datetime.fromisoformat(manifest["cutoff"])
+    expected = fingerprint(manifest["data_versions"], params, cutoff, code_version())
+    if expected != manifest["fingerprint"]:
+        raise ValueError(
+            f"the training set in {run.training_set} was built with other parameters or code (fingerprint "
+            f"{manifest['fingerprint']}, these parameters give {expected}): run the training_set step again with them"
+        )
+    return manifest
+
+
+def _meta(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the staged models and the run record say about their training."""
+    return {**{k: manifest[k] for k in META_KEYS}, "trained_at": manifest["run_date"]}
+
+
+def save_training_set(ts: TrainingSet, folder: Path, manifest: dict[str, Any]) -> None:
+    """The training set's frames and catalog as Parquet, then its manifest."""
+    with _replacing(folder) as tmp:
+        for attr, name in FRAMES.items():
+            getattr(ts, attr).to_parquet(tmp / name, index=False)
+        ts.catalog.frame().to_parquet(tmp / "catalog.parquet", index=False)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def load_training_set(folder: Path) -> TrainingSet:
+    """What `save_training_set` wrote, as it was."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return TrainingSet(
+        **{attr: pd.read_parquet(folder / name) for attr, name in FRAMES.items()},
+        catalog=catalog_from_frame(pd.read_parquet(folder / "catalog.parquet")),
+        cutoff=datetime.fromisoformat(manifest["cutoff"]),
+        shift=datetime.fromisoformat(manifest["shift"]),
+        examples=manifest["rows"]["examples"],
+        data_versions=manifest["data_versions"],
+    )
+
+
+def save_candidates(candidates: RankerCandidates, ts: TrainingSet, folder: Path, manifest: dict[str, Any]) -> None:
+    """The ranker's candidates as rows (user, item, position, label; each user's N rows in a
+    row), the shifted model's item vocabulary, then the manifest."""
+    per_user = candidates.rows.shape[1]
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(ts.users["user_id"].astype(str).to_numpy(), per_user),
+            "item_id": ts.catalog.item_ids[candidates.rows.ravel()],
+            "retrieval_rank": candidates.ranks.ravel().astype(np.int32),
+            "label": candidates.labels.ravel(),
+        }
+    )
+    with _replacing(folder) as tmp:
+        frame.to_parquet(tmp / "candidates.parquet", index=False)
+        (tmp / "vocabulary.json").write_text(json.dumps(list(candidates.items)))
+        (tmp / MANIFEST).write_text(json.dumps({**manifest, "per_user": per_user}, indent=2, default=str))
+
+
+def load_candidates(folder: Path, ts: TrainingSet) -> RankerCandidates:
+    """What `save_candidates` wrote, as arrays aligned with `ts` (its users and catalog).
+
+    Raises:
+        ValueError: the candidates were made for another training set.
+    """
+    per_user = json.loads((folder / MANIFEST).read_text())["per_user"]
+    frame = pd.read_parquet(folder / "candidates.parquet")
+    users = frame["user_id"].to_numpy()[::per_user]
+    if len(frame) != len(ts.users) * per_user or not np.array_equal(users, ts.users["user_id"].astype(str)):
+        raise ValueError(f"the candidates in {folder} are not for this training set: run train_retrieval again")
+    shape = (len(ts.users), per_user)
+    return RankerCandidates(
+        rows=frame["item_id"].map(ts.catalog.index()).to_numpy().reshape(shape),
+        ranks=frame["retrieval_rank"].to_numpy().reshape(shape),
+        labels=frame["label"].to_numpy(bool).reshape(shape),
+        items=json.loads((folder / "vocabulary.json").read_text()),
+    )
+
+
+def build_training_set(
+    lake: Lake,
+    features,
+    run: RunPaths,
+    run_date: date,
+    holdout_days: int,
+    params: TrainParams,
+    progress=log.info,
+) -> dict[str, Any]:
+    """Training step 1: the point-in-time frames of all three fits -> `run.training_set`.
+
+    Args:
+        features: point-in-time lookup (entity frame, service name) -> frame (Feast).
+
+    Returns:
+        The folder, fingerprint, cutoff, shift, row counts, and whether it was already there.
+    """
+    from models.train import training_set
+
+    cutoff = cutoff_of(run_date, holdout_days)
+    versions = data_versions(lake)
+    print_ = fingerprint(versions, params, cutoff, code_version())
+    manifest = _read_json(run.training_set / MANIFEST)
+    skipped = manifest is not None and manifest.get("fingerprint") == print_
+    if skipped:
+        progress(f"the training set for these inputs is already in {run.training_set} ({print_})")
+    else:
+        started = time.perf_counter()
+        data = TrainingData(read_examples(lake, "training_examples"), load_catalog(lake), features, versions)
+        ts = training_set(data, cutoff, holdout_days, params, progress)
+        manifest = {
+            "run_date": run_date.isoformat(),
+            "cutoff": cutoff.isoformat(),
+            "holdout_days": holdout_days,
+            "params": asdict(params),
+            "data_versions": versions,
+            "code_version": code_version(),
+            "fingerprint": print_,
+            "shift": ts.shift.isoformat(),
+            "rows": {
+                "examples": ts.examples,
+                **{name.removesuffix(".parquet"): len(getattr(ts, attr)) for attr, name in FRAMES.items()},
+                "catalog": len(ts.catalog),
+            },
+            "seconds": time.perf_counter() - started,
+        }
+        save_training_set(ts, run.training_set, manifest)
+        progress(f"training set written to {run.training_set}: {manifest['rows']}")
+    return {
+        "training_set": str(run.training_set),
+        "fingerprint": print_,
+        "cutoff": manifest["cutoff"],
+        "shift": manifest["shift"],
+        **manifest["rows"],
+        "skipped": skipped,
+    }
+
+
+def train_retrieval(run: RunPaths, params: TrainParams, progress=log.info) -> dict[str, Any]:
+    """Training step 2: the shifted retrieval model and the ranker's labelled candidates ->
+    `run.candidates`; the retrieval model that ships -> `run.staged / "retrieval"`.
+
+    Raises:
+        FileNotFoundError, ValueError: no training set for these parameters (see step 1).
+    """
+    from models.export import retrieval_module, save
+    from models.train import retrieval_stage
+
+    manifest = _training_manifest(run, params)
+    print_ = manifest["fingerprint"]
+    done = _read_json(run.candidates / MANIFEST)
+    skipped = (
+        done is not None
+        and done.get("fingerprint") == print_
+        and _staged_fingerprint(run.staged / "retrieval") == print_
+    )
+    if skipped:
+        progress(f"the retrieval model and ranker candidates for these inputs are already in {run.root} ({print_})")
+    else:
+        started = time.perf_counter()
+        ts = load_training_set(run.training_set)
+        stage = retrieval_stage(ts, params, progress)
+        save(retrieval_module(stage.model, ts.cutoff), run.staged / "retrieval", _meta(manifest))
+        labels = stage.candidates.labels
+        done = {
+            "fingerprint": print_,
+            "users": int(labels.shape[0]),
+            "rows": int(labels.size),
+            "positive_rate": float(labels.mean()),
+            "retrieval": {
+                "users": len(stage.model.users),
+                "items": len(stage.model.items),
+                "history": stage.model.history,
+            },
+            "shifted_retrieval": {"items": len(stage.candidates.items), "history": stage.shifted_history},
+            "seconds": time.perf_counter() - started,
+        }
+        save_candidates(stage.candidates, ts, run.candidates, done)
+        progress(f"exported retrieval to {run.staged / 'retrieval'}; ranker candidates in {run.candidates}")
+    return {
+        "staged": str(run.staged / "retrieval"),
+        "candidates": str(run.candidates),
+        "fingerprint": print_,
+        "ranker_users": done["users"],
+        "ranker_rows": done["rows"],
+        "positive_rate": round(done["positive_rate"], 4),
+        "retrieval_users": done["retrieval"]["users"],
+        "skipped": skipped,
+    }
+
+
+def train_ranking(run: RunPaths, params: TrainParams, progress=log.info) -> dict[str, Any]:
+    """Training step 3: the ranker on step 2's candidates -> `run.staged / "ranking"`, and the
+    run record (`run.record`) that evaluation, the gate and publishing read.
+
+    Raises:
+        FileNotFoundError, ValueError: no training set or candidates for these parameters.
+    """
+    from models.export import ranking_module, save
+    from models.train import ranking_stage, training_record
+
+    manifest = _training_manifest(run, params)
+    print_ = manifest["fingerprint"]
+    retrieval = _read_json(run.candidates / MANIFEST)
+    if retrieval is None or retrieval.get("fingerprint") != print_:
+        raise FileNotFoundError(f"no ranker candidates for this training set in {run.candidates}: run train_retrieval")
+    record = _read_json(run.record)
+    skipped = (
+        record is not None
+        and record.get("fingerprint") == print_
+        and _staged_fingerprint(run.staged / "ranking") == print_
+    )
+    if skipped:
+        progress(f"models for these inputs are already staged in {run.staged} ({print_})")
+    else:
+        started = time.perf_counter()
+        ts = load_training_set(run.training_set)
+        candidates = load_candidates(run.candidates, ts)
+        ranker, history = ranking_stage(ts, candidates, params, progress)
+        meta = _meta(manifest)
+        save(ranking_module(ranker), run.staged / "ranking", meta)
+        seconds = manifest["seconds"] + retrieval["seconds"] + time.perf_counter() - started
+        record = {
+            **meta,
+            "training": training_record(ts, params, retrieval["retrieval"], candidates.labels, history, seconds),
+        }
+        run.record.write_text(json.dumps(record, indent=2, default=str))
+        progress(f"exported ranking to {run.staged / 'ranking'}; run record {run.record}")
+    return {
+        "staged": str(run.staged),
+        "fingerprint": print_,
+        "examples": record["training"]["examples"],
+        "ranking_rows": record["training"]["ranking_rows"],
+        "skipped": skipped,
+    }
+
+
 def train_and_export(
     lake: Lake,
     features,
@@ -100,39 +410,15 @@ def train_and_export(
     params: TrainParams,
     progress=log.info,
 ) -> dict[str, Any]:
-    """Train both models on data before the cutoff and export them to `run.staged`.
+    """The three training steps back to back: both models staged in `run.staged`, the run
+    record written; the same files (and the same skips) as the DAG's three tasks.
 
     Args:
         features: point-in-time lookup (entity frame, service name) -> frame (Feast).
     """
-    from models.export import export
-    from models.train import train
-
-    cutoff = cutoff_of(run_date, holdout_days)
-    versions = data_versions(lake)
-    print_ = fingerprint(versions, params, cutoff, code_version())
-    if run.record.exists() and (run.staged / "ranking").exists():
-        done = json.loads(run.record.read_text())
-        if done.get("fingerprint") == print_:  # same inputs, same models: a rerun trains nothing
-            progress(f"models for these inputs are already staged in {run.staged}")
-            return {"staged": str(run.staged), "fingerprint": print_, "examples": done["training"]["examples"]}
-    data = TrainingData(read_examples(lake, "training_examples"), load_catalog(lake), features, versions)
-    trained = train(data, cutoff, holdout_days, params, progress)
-    meta = {
-        "run_date": run_date.isoformat(),
-        "cutoff": cutoff.isoformat(),
-        "holdout_days": holdout_days,
-        "params": asdict(params),
-        "data_versions": versions,
-        "code_version": code_version(),
-        "fingerprint": print_,
-        "trained_at": run_date.isoformat(),
-    }
-    export(trained, run.staged, cutoff, meta)
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.record.write_text(json.dumps({**meta, "training": trained.record}, indent=2, default=str))
-    progress(f"exported retrieval and ranking to {run.staged}")
-    return {"staged": str(run.staged), "fingerprint": meta["fingerprint"], "examples": trained.record["examples"]}
+    build_training_set(lake, features, run, run_date, holdout_days, params, progress)
+    train_retrieval(run, params, progress)
+    return train_ranking(run, params, progress)
 
 
 def evaluate_run(

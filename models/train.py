@@ -6,7 +6,11 @@ first retrieval model is trained on data before `t = cutoff - window`, the ranke
 at `t` with features as of `t` (labels from [t, cutoff)), and the retrieval model that ships is
 trained again on everything before the cutoff. Nothing the ranker sees comes from after `t`.
 
-Usable as `python -m models.train --date YYYY-MM-DD` and from Airflow tasks.
+Three steps, one Airflow task each (`models.lifecycle` keeps what the next step needs in the run's
+folder): `training_set` looks up the point-in-time frames (Feast, no TensorFlow); `retrieval_stage`
+fits the shifted model, labels its candidates for the ranker and fits the model that ships;
+`ranking_stage` fits the ranker. `train` runs them back to back in memory. Every fit seeds itself,
+so a seed gives the same models whether the steps share a process or not.
 """
 
 from __future__ import annotations
@@ -307,7 +311,7 @@ def fit_ranking(
 
 @dataclass
 class TrainingData:
-    """Everything `train` reads, so tests and the DAG can hand it in directly.
+    """Everything `training_set` reads, so tests and the DAG can hand it in directly.
 
     Attributes:
         examples: positives before the cutoff (gold/training_examples): user_id, item_id,
@@ -325,6 +329,62 @@ class TrainingData:
     data_versions: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TrainingSet:
+    """What the three fits read: the point-in-time frames, looked up once (step 1 of 3).
+
+    Attributes:
+        early: retrieval rows (positives with `retrieval` features as of each row) before `shift`:
+            the shifted model's training data.
+        full: retrieval rows before `cutoff`: the shipped model's training data.
+        users: the ranker's label users (sorted; they act both before `shift` and in the window)
+            with `ranking` user features as of `shift`, one row each.
+        items: the catalog's items (catalog order) with `ranking` item features as of `shift`.
+        window: the label users' positives in [shift, cutoff) (user_id, item_id): the labels.
+        catalog: the items the retrieval models index.
+        cutoff: training data ends here; shift: `cutoff - window`, the ranker's moment.
+        examples: positives before the cutoff.
+        data_versions: input table versions, for the run record.
+    """
+
+    early: pd.DataFrame
+    full: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    window: pd.DataFrame
+    catalog: Catalog
+    cutoff: datetime
+    shift: datetime
+    examples: int
+    data_versions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RankerCandidates:
+    """The shifted model's candidates for the label users, labelled: what the ranker trains on.
+
+    Attributes:
+        rows: [U, N] catalog rows, users in `TrainingSet.users` order.
+        ranks: [U, N] their 0-based positions in the user's full retrieval list.
+        labels: [U, N] whether the user bought the item in the window.
+        items: the shifted model's item vocabulary (the ranker's item id lookup).
+    """
+
+    rows: np.ndarray
+    ranks: np.ndarray
+    labels: np.ndarray
+    items: list[str]
+
+
+@dataclass
+class RetrievalStage:
+    """Step 2 of 3: the retrieval model that ships and the ranker's candidates."""
+
+    model: RetrievalModel
+    candidates: RankerCandidates
+    shifted_history: list[dict[str, float]] = field(default_factory=list)
+
+
 def features_at(
     data: TrainingData, users: np.ndarray, items: np.ndarray, at: datetime, service: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -335,6 +395,110 @@ def features_at(
     return data.features(user_rows, service), data.features(item_rows, service)
 
 
+def training_set(
+    data: TrainingData,
+    cutoff: datetime,
+    holdout_days: int,
+    params: TrainParams,
+    progress: Progress = log.info,
+) -> TrainingSet:
+    """Step 1: the point-in-time frames of all three fits (no TensorFlow).
+
+    Raises:
+        ValueError: no user acts both before and inside the ranker's window.
+    """
+    shift = cutoff - timedelta(days=params.ranking_window_days or holdout_days)
+    examples = data.examples.copy()
+    examples["event_timestamp"] = pd.to_datetime(examples["event_timestamp"], utc=True)
+    examples = examples[examples["event_timestamp"] < pd.Timestamp(cutoff)]
+    early = examples[examples["event_timestamp"] < pd.Timestamp(shift)]
+    late = examples[examples["event_timestamp"] >= pd.Timestamp(shift)]
+    progress(f"training set: {len(examples):,} positives before {cutoff:%Y-%m-%d}; ranker window from {shift:%Y-%m-%d}")
+    label_users = np.array(sorted(set(early["user_id"]) & set(late["user_id"])))
+    if len(label_users) == 0:
+        raise ValueError(
+            "no user acts both before and inside the ranker's window: lengthen the data or shorten the window"
+        )
+    columns = ["user_id", "item_id", "event_timestamp"]
+    early_frame = data.features(early[columns], "retrieval")
+    full_frame = data.features(examples[columns], "retrieval")
+    users_at, items_at = features_at(data, label_users, data.catalog.item_ids, shift, "ranking")
+    window = late.loc[late["user_id"].isin(set(label_users)), ["user_id", "item_id"]].reset_index(drop=True)
+    progress(
+        f"training set: {len(early_frame):,} retrieval rows before {shift:%Y-%m-%d}, {len(full_frame):,} before "
+        f"{cutoff:%Y-%m-%d}; {len(label_users):,} ranker users, {len(window):,} window positives"
+    )
+    return TrainingSet(
+        early_frame,
+        full_frame,
+        users_at,
+        items_at,
+        window,
+        data.catalog,
+        cutoff,
+        shift,
+        len(examples),
+        data.data_versions,
+    )
+
+
+def retrieval_stage(ts: TrainingSet, params: TrainParams, progress: Progress = log.info) -> RetrievalStage:
+    """Step 2: the shifted retrieval model, its labelled candidates for the ranker, then the
+    retrieval model that ships (trained on everything before the cutoff)."""
+    progress(f"retrieval (for the ranker's candidates): {len(ts.early):,} rows before {ts.shift:%Y-%m-%d}")
+    shifted = fit_retrieval(ts.early, ts.catalog, params, progress)
+    query = query_inputs(ts.users, pd.Timestamp(ts.shift))
+    rows, _ = top_candidates(shifted, query, ts.shift, params.rank_candidates)
+    rows, ranks = sample_depths(rows, params.rank_rows, params.seed)
+    bought = set(zip(ts.window["user_id"], ts.window["item_id"], strict=True))
+    user_of = np.repeat(ts.users["user_id"].astype(str).to_numpy(), rows.shape[1])
+    items = ts.catalog.item_ids[rows.ravel()]
+    labels = np.fromiter((pair in bought for pair in zip(user_of, items, strict=True)), bool, len(user_of))
+    candidates = RankerCandidates(rows, ranks, labels.reshape(rows.shape), shifted.items)
+    progress(f"ranker rows: {labels.size:,} ({labels.mean():.2%} positive) for {len(rows):,} users")
+    progress(f"retrieval (to ship): {len(ts.full):,} rows before {ts.cutoff:%Y-%m-%d}")
+    final = fit_retrieval(ts.full, ts.catalog, params, progress)
+    return RetrievalStage(final, candidates, shifted.history)
+
+
+def ranking_stage(
+    ts: TrainingSet, candidates: RankerCandidates, params: TrainParams, progress: Progress = log.info
+) -> tuple[Any, list[dict[str, float]]]:
+    """Step 3: the ranker, on the candidates' rows with features as of the shift."""
+    rows = ranking_rows(ts.users, ts.items, candidates.rows, candidates.ranks, ts.catalog, pd.Timestamp(ts.shift))
+    return fit_ranking(rows, candidates.labels.ravel(), candidates.items, params, progress)
+
+
+def training_record(
+    ts: TrainingSet,
+    params: TrainParams,
+    retrieval: dict[str, Any],
+    labels: np.ndarray,
+    ranking_history: list[dict[str, float]],
+    seconds: float,
+) -> dict[str, Any]:
+    """The run record's `training` part.
+
+    Args:
+        retrieval: the shipped retrieval model's `users` (count) and `history`.
+        labels: the ranker's labels [U, N].
+    """
+    return {
+        "params": asdict(params),
+        "cutoff": ts.cutoff.isoformat(),
+        "ranker_window_start": ts.shift.isoformat(),
+        "examples": int(ts.examples),
+        "retrieval_rows": int(len(ts.full)),
+        "ranking_rows": int(labels.size),
+        "ranking_positive_rate": float(labels.mean()),
+        "users": int(retrieval["users"]),
+        "items": len(ts.catalog),
+        "data_versions": ts.data_versions,
+        "history": {"retrieval": retrieval["history"], "ranking": ranking_history},
+        "train_seconds": seconds,
+    }
+
+
 def train(
     data: TrainingData,
     cutoff: datetime,
@@ -342,53 +506,15 @@ def train(
     params: TrainParams | None = None,
     progress: Progress = log.info,
 ) -> TrainedModels:
-    """Train retrieval and ranking on data before `cutoff` (see the module docstring)."""
+    """Train retrieval and ranking on data before `cutoff` in memory: the three steps back to
+    back (see the module docstring; `models.lifecycle` runs them one process each)."""
     params = params or TrainParams()
     started = time.perf_counter()
-    window = timedelta(days=params.ranking_window_days or holdout_days)
-    shift = cutoff - window
-    examples = data.examples.copy()
-    examples["event_timestamp"] = pd.to_datetime(examples["event_timestamp"], utc=True)
-    examples = examples[examples["event_timestamp"] < pd.Timestamp(cutoff)]
-    early = examples[examples["event_timestamp"] < pd.Timestamp(shift)]
-    late = examples[examples["event_timestamp"] >= pd.Timestamp(shift)]
-
-    progress(f"training set: {len(examples):,} positives before {cutoff:%Y-%m-%d}; ranker window from {shift:%Y-%m-%d}")
-    early_frame = data.features(early[["user_id", "item_id", "event_timestamp"]], "retrieval")
-    progress(f"retrieval (for the ranker's candidates): {len(early_frame):,} rows before {shift:%Y-%m-%d}")
-    shifted = fit_retrieval(early_frame, data.catalog, params, progress)
-
-    label_users = np.array(sorted(set(early["user_id"]) & set(late["user_id"])))
-    if len(label_users) == 0:
-        raise ValueError(
-            "no user acts both before and inside the ranker's window: lengthen the data or shorten the window"
-        )
-    users_at, items_at = features_at(data, label_users, data.catalog.item_ids, shift, "ranking")
-    query = query_inputs(users_at, pd.Timestamp(shift))
-    rows_idx, _ = top_candidates(shifted, query, shift, params.rank_candidates)
-    rows_idx, ranks = sample_depths(rows_idx, params.rank_rows, params.seed)
-    rows = ranking_rows(users_at, items_at, rows_idx, ranks, data.catalog, pd.Timestamp(shift))
-    bought = set(zip(late["user_id"], late["item_id"], strict=True))
-    user_of = np.repeat(label_users, rows_idx.shape[1])
-    labels = np.fromiter((pair in bought for pair in zip(user_of, rows[ITEM_ID], strict=True)), bool, len(user_of))
-    progress(f"ranker rows: {len(labels):,} ({labels.mean():.2%} positive) for {len(label_users):,} users")
-    ranker, rank_history = fit_ranking(rows, labels, shifted.items, params, progress)
-
-    full_frame = data.features(examples[["user_id", "item_id", "event_timestamp"]], "retrieval")
-    progress(f"retrieval (to ship): {len(full_frame):,} rows before {cutoff:%Y-%m-%d}")
-    final = fit_retrieval(full_frame, data.catalog, params, progress)
-    record = {
-        "params": asdict(params),
-        "cutoff": cutoff.isoformat(),
-        "ranker_window_start": shift.isoformat(),
-        "examples": int(len(examples)),
-        "retrieval_rows": int(len(full_frame)),
-        "ranking_rows": int(len(labels)),
-        "ranking_positive_rate": float(labels.mean()),
-        "users": len(final.users),
-        "items": len(data.catalog),
-        "data_versions": data.data_versions,
-        "history": {"retrieval": final.history, "ranking": rank_history},
-        "train_seconds": time.perf_counter() - started,
-    }
-    return TrainedModels(final, ranker, cutoff, record)
+    ts = training_set(data, cutoff, holdout_days, params, progress)
+    stage = retrieval_stage(ts, params, progress)
+    ranker, rank_history = ranking_stage(ts, stage.candidates, params, progress)
+    retrieval = {"users": len(stage.model.users), "history": stage.model.history}
+    record = training_record(
+        ts, params, retrieval, stage.candidates.labels, rank_history, time.perf_counter() - started
+    )
+    return TrainedModels(stage.model, ranker, cutoff, record)

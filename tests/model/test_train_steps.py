@@ -1,0 +1,152 @@
+"""Training in three steps (training set, retrieval, ranking), each in its own process as Airflow
+runs them, stages the same models as the three back to back (`train_and_export`); a rerun of a
+step with the same inputs does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from jobs.lake import Lake
+from models.lifecycle import (
+    RunPaths,
+    build_training_set,
+    load_training_set,
+    train_and_export,
+    train_ranking,
+    train_retrieval,
+)
+from models.train import TrainingData, TrainParams, training_set
+
+pytestmark = pytest.mark.training
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = TrainParams(
+    retrieval_epochs=1, ranking_epochs=1, dim=16, batch_size=256, rank_candidates=1000, rank_rows=60, seed=3
+)
+STEP = """
+import json, sys
+from pathlib import Path
+from models.lifecycle import RunPaths, train_ranking, train_retrieval
+from models.train import TrainParams
+step = {"train_retrieval": train_retrieval, "train_ranking": train_ranking}[sys.argv[1]]
+print(json.dumps(step(RunPaths(Path(sys.argv[2])), TrainParams(**json.loads(sys.argv[3])))))
+"""
+
+
+@dataclass
+class Runs:
+    together: RunPaths
+    apart: RunPaths
+    lake: Lake
+
+
+@pytest.fixture(scope="module")
+def runs(world, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    lake = Lake(str(tmp_path_factory.mktemp("lake")))
+    examples = world.examples.astype({"event_timestamp": "datetime64[us, UTC]"})
+    lake.write(lake.uri("gold", "training_examples"), pa.Table.from_pandas(examples, preserve_index=False))
+    lake.write(lake.uri("silver", "items"), pa.Table.from_pandas(world.catalog.frame(), preserve_index=False))
+    root = tmp_path_factory.mktemp("runs")
+
+    together = RunPaths(root / "together")
+    summary = train_and_export(lake, world.lookup, together, world.run_date, _holdout(world), PARAMS)
+    assert summary["skipped"] is False
+
+    apart = RunPaths(root / "apart")
+    assert build_training_set(lake, world.lookup, apart, world.run_date, _holdout(world), PARAMS)["skipped"] is False
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for step in ("train_retrieval", "train_ranking"):
+        proc = subprocess.run(
+            [sys.executable, "-c", STEP, step, str(apart.root), json.dumps(asdict(PARAMS))],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["skipped"] is False
+    return Runs(together, apart, lake)
+
+
+def _holdout(world) -> int:
+    return (world.run_date - world.cutoff.date()).days
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    """A SavedModel's variables by object path (independent of Keras' generated layer names)."""
+    from models.tf_env import tensorflow
+
+    reader = tensorflow().train.load_checkpoint(str(path / "variables" / "variables"))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map() if "VARIABLE_VALUE" in key}
+
+
+def _files(run: RunPaths) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(run.root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in run.root.rglob("*")}
+
+
+def _untimed(record: dict) -> dict:
+    training = dict(record["training"], train_seconds=None)
+    training["history"] = {
+        model: [{k: v for k, v in epoch.items() if k not in ("seconds", "examples_per_s")} for epoch in history]
+        for model, history in training["history"].items()
+    }
+    return {**record, "training": training}
+
+
+def test_steps_in_their_own_processes_stage_the_same_models_as_back_to_back(world, runs: Runs) -> None:
+    from models.data import query_inputs
+    from models.evaluate import load_signature
+
+    for model in ("retrieval", "ranking"):
+        together, apart = _weights(runs.together.staged / model), _weights(runs.apart.staged / model)
+        assert sorted(together) == sorted(apart) and together
+        for key, value in together.items():
+            np.testing.assert_array_equal(value, apart[key], err_msg=f"{model}: {key}")
+
+    users = pd.DataFrame({"user_id": world.examples["user_id"].unique()[:5]})
+    query = query_inputs(users, pd.Timestamp(world.cutoff))
+    answers = []
+    for run in (runs.together, runs.apart):
+        signature = load_signature(run.staged / "retrieval")
+        specs = signature.structured_input_signature[1]
+        answers.append(signature(**{k: np.asarray(query[k], dtype=specs[k].dtype.as_numpy_dtype) for k in specs}))
+    assert answers[0]["item_ids"].numpy().tolist() == answers[1]["item_ids"].numpy().tolist()
+    np.testing.assert_array_equal(answers[0]["scores"].numpy(), answers[1]["scores"].numpy())
+
+    together, apart = (json.loads(run.record.read_text()) for run in (runs.together, runs.apart))
+    assert _untimed(together) == _untimed(apart)
+    assert together["training"]["ranking_rows"] == len(pd.read_parquet(runs.apart.candidates / "candidates.parquet"))
+
+
+def test_a_rerun_of_each_step_with_the_same_inputs_does_nothing(world, runs: Runs) -> None:
+    run = runs.apart
+    before = _files(run)
+    assert build_training_set(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)["skipped"] is True
+    assert train_retrieval(run, PARAMS)["skipped"] is True
+    assert train_ranking(run, PARAMS)["skipped"] is True
+    assert _files(run) == before
+
+    with pytest.raises(ValueError, match="other parameters"):
+        train_retrieval(run, replace(PARAMS, seed=4))
+
+
+def test_the_training_set_reads_back_as_it_was_built(world, runs: Runs) -> None:
+    data = TrainingData(world.examples, world.catalog, world.lookup)
+    built = training_set(data, world.cutoff, _holdout(world), PARAMS)
+    read = load_training_set(runs.apart.training_set)
+    for name in ("early", "full", "users", "items", "window"):
+        pd.testing.assert_frame_equal(getattr(read, name), getattr(built, name).reset_index(drop=True), obj=name)
+    assert (read.cutoff, read.shift, read.examples) == (built.cutoff, built.shift, built.examples)
+    assert read.catalog.item_ids.tolist() == built.catalog.item_ids.tolist()
+    assert read.catalog.created_at.tolist() == built.catalog.created_at.tolist()
