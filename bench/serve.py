@@ -177,6 +177,17 @@ def _gateway_stats(url: str) -> dict[str, Any]:
     return {"stage_mean_ms": means, "served": served}
 
 
+def _cpu_seconds(procs: dict[str, subprocess.Popen]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far."""
+    import psutil
+
+    out = {}
+    for name, proc in procs.items():
+        times = psutil.Process(proc.pid).cpu_times()
+        out[name] = times.user + times.system
+    return out
+
+
 def _wait(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -341,7 +352,12 @@ def run() -> dict[str, object]:
         url, token, users_file = running.url, running.token, running.users_file
         with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
             _run_load(url, token, users_file, min(10.0, seconds), rate)  # warm-up, not reported
+            before = _cpu_seconds(running.procs)
             full = _run_load(url, token, users_file, seconds, rate)
+            cpu_ms = {
+                name: round((spent - before[name]) / max(1, full["requests"]) * 1e3, 2)
+                for name, spent in _cpu_seconds(running.procs).items()
+            }
             stats = _gateway_stats(url)  # cumulative since start (warm-up included)
         with console.status("floor: numpy top-1000 + one Redis read + in-process ranking"):
             floor = _floor(running.settings, running.store, running.models, running.embeddings, running.users)
@@ -367,6 +383,7 @@ def run() -> dict[str, object]:
     console.print(f"materialized {mat.entities:,} entity rows in {mat.seconds:.1f} s")
     console.print(f"gateway stage means (ms, warm-up + full run): {stats['stage_mean_ms']}", soft_wrap=True)
     console.print(f"gateway responses by path/reason: {stats['served']}", soft_wrap=True)
+    console.print(f"CPU ms per request on the full path, by process: {cpu_ms}", soft_wrap=True)
     load = os.getloadavg()
     console.print(f"load average at the end (other work on this machine included): {load}")
     figures: dict[str, object] = {"seconds": seconds, "rate_rps": rate, "catalog_items": ITEMS, "candidates": K}
@@ -380,6 +397,7 @@ def run() -> dict[str, object]:
     figures["cached_statuses"] = cached["statuses"]
     figures["gateway_stage_mean_ms"] = stats["stage_mean_ms"]
     figures["gateway_served"] = stats["served"]
+    figures["full_cpu_ms_per_request"] = cpu_ms
     figures["loadavg_1m"] = round(load[0], 2)
     figures["full_p99_under_25ms"] = full["p99_ms"] < 25
     figures["full_p50_within_2x_floor"] = full["p50_ms"] <= 2 * floor["p50_ms"]
