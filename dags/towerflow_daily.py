@@ -11,13 +11,17 @@ Set `date` when triggering to run for another day.
 4. **build_gold**: user and item features per day, purchase history, the time-based split.
 5. **validate_features**: Great Expectations on the gold features as written.
 6. **materialize_features**: `feast apply`, then materialize to the online store.
-7. **train**: two-tower retrieval and the ranker from Feast's point-in-time training sets.
-8. **evaluate**: candidate vs production vs baselines on the holdout (HTML report).
-9. **gate**: publish only if the candidate beats production and the data passed both gates.
-10. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
-11. **report**: what ran and what serves now.
+7. **training_set**: Feast's point-in-time training sets, kept in the run folder (Parquet + manifest).
+8. **train_retrieval**: a retrieval model trained before the ranker's window proposes the ranker's
+   labelled candidates; the two-tower model that ships is trained on everything before the cutoff.
+9. **train_ranking**: the deep & cross ranker on those candidates; both models staged.
+10. **evaluate**: candidate vs production vs baselines on the holdout (HTML report).
+11. **gate**: publish only if the candidate beats production and the data passed both gates.
+12. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
+13. **report**: what ran and what serves now.
 
 Each task calls one function of `towerflow.tasks` with the run's date; XComs carry small summaries.
+The training tasks skip when their outputs for the same inputs (data versions, params, code) exist.
 Data Docs: `$TOWERFLOW_HOME/reports/data_docs`; evaluation: `$TOWERFLOW_HOME/runs/<date>/evaluation/`.
 """
 
@@ -110,11 +114,23 @@ def towerflow_daily():
 
         return materialize_features(run_date)
 
-    @task(execution_timeout=timedelta(hours=3))
-    def train(run_date: str, holdout_days: str, params=None) -> dict:
-        from towerflow.tasks import train_models
+    @task(execution_timeout=timedelta(hours=1))
+    def training_set(run_date: str, holdout_days: str, params=None) -> dict:
+        from towerflow.tasks import build_training_set
 
-        return train_models(run_date, int(holdout_days), params.get("epochs"))
+        return build_training_set(run_date, int(holdout_days), params.get("epochs"))
+
+    @task(execution_timeout=timedelta(hours=2))
+    def train_retrieval(run_date: str, params=None) -> dict:
+        from towerflow.tasks import train_retrieval
+
+        return train_retrieval(run_date, params.get("epochs"))
+
+    @task(execution_timeout=timedelta(hours=1))
+    def train_ranking(run_date: str, params=None) -> dict:
+        from towerflow.tasks import train_ranking
+
+        return train_ranking(run_date, params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=1))
     def evaluate(run_date: str, holdout_days: str) -> dict:
@@ -154,10 +170,14 @@ def towerflow_daily():
     gold >> features_ok
     online = materialize_features(RUN_DATE)
     features_ok >> online
-    trained = train(RUN_DATE, HOLDOUT_DAYS)
-    online >> trained
+    train_set = training_set(RUN_DATE, HOLDOUT_DAYS)
+    online >> train_set
+    retrieval = train_retrieval(RUN_DATE)
+    train_set >> retrieval
+    ranking = train_ranking(RUN_DATE)
+    retrieval >> ranking
     evaluated = evaluate(RUN_DATE, HOLDOUT_DAYS)
-    trained >> evaluated
+    ranking >> evaluated
     decision = gate(RUN_DATE)
     evaluated >> decision
     published, kept = publish(RUN_DATE), keep_production()

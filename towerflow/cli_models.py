@@ -57,12 +57,16 @@ def train(
     holdout_days: HoldoutOption = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs for both models (default: the model's).")] = None,
 ) -> None:
-    """Train retrieval and ranking from Feast's training sets; export to $TOWERFLOW_HOME/runs/<date>/staged."""
-    from towerflow.tasks import train_models
+    """Train retrieval and ranking from Feast's training sets; export to $TOWERFLOW_HOME/runs/<date>/staged.
+
+    The DAG's three training tasks in order; each skips when its outputs for these inputs exist."""
+    from towerflow.tasks import build_training_set, train_ranking, train_retrieval
 
     _progress_logging()
-    result = train_models(_date(run_date), _holdout(holdout_days), epochs)
-    console.print(result)
+    day = _date(run_date)
+    build_training_set(day, _holdout(holdout_days), epochs)
+    train_retrieval(day, epochs)
+    console.print(train_ranking(day, epochs))
 
 
 def evaluate(

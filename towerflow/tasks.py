@@ -252,26 +252,52 @@ def _lookup(settings):
     return FeastLookup(fs.feature_store(settings))
 
 
-def train_models(run_date: str, holdout_days: int, epochs: int | None = None) -> dict[str, object]:
-    """Train retrieval and ranking on Feast's point-in-time training sets; export to the run folder."""
+def _train_params(settings, epochs: int | None):
     from dataclasses import replace
 
-    from models.lifecycle import train_and_export
     from models.train import TrainParams
 
-    settings = get_settings()
     params = TrainParams(seed=settings.train_seed)
-    if epochs:
-        params = replace(params, retrieval_epochs=epochs, ranking_epochs=epochs)
-    return train_and_export(
+    return replace(params, retrieval_epochs=epochs, ranking_epochs=epochs) if epochs else params
+
+
+def build_training_set(run_date: str, holdout_days: int, epochs: int | None = None) -> dict[str, object]:
+    """Training step 1: Feast's point-in-time training sets -> the run's `training_set/` folder."""
+    from models.lifecycle import build_training_set as build
+
+    settings = get_settings()
+    summary = build(
         _lake(settings),
         _lookup(settings),
         _run_paths(settings, run_date),
         date.fromisoformat(run_date),
         holdout_days,
-        params,
+        _train_params(settings, epochs),
         progress=log.info,
     )
+    log.info("training set for %s: %s", run_date, summary)
+    return summary
+
+
+def train_retrieval(run_date: str, epochs: int | None = None) -> dict[str, object]:
+    """Training step 2: the ranker's candidates from a shifted retrieval model, and the retrieval
+    model that ships, staged in the run folder."""
+    from models.lifecycle import train_retrieval as train
+
+    settings = get_settings()
+    summary = train(_run_paths(settings, run_date), _train_params(settings, epochs), progress=log.info)
+    log.info("retrieval for %s: %s", run_date, summary)
+    return summary
+
+
+def train_ranking(run_date: str, epochs: int | None = None) -> dict[str, object]:
+    """Training step 3: the ranker, staged in the run folder with the run record."""
+    from models.lifecycle import train_ranking as train
+
+    settings = get_settings()
+    summary = train(_run_paths(settings, run_date), _train_params(settings, epochs), progress=log.info)
+    log.info("ranking for %s: %s", run_date, summary)
+    return summary
 
 
 def evaluate_models(run_date: str, holdout_days: int) -> dict[str, object]:

@@ -71,8 +71,19 @@ def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> Non
     assert daily["max_active_runs"] == 1
     assert daily["catchup"] is False
     order = daily["tasks"]
-    pipeline = ["ingest_landing", "validate_raw", "build_silver", "build_gold", "validate_features",
-                "materialize_features", "train", "evaluate", "gate"]
+    pipeline = [
+        "ingest_landing",
+        "validate_raw",
+        "build_silver",
+        "build_gold",
+        "validate_features",
+        "materialize_features",
+        "training_set",
+        "train_retrieval",
+        "train_ranking",
+        "evaluate",
+        "gate",
+    ]
     assert [t for t in order if t in pipeline] == pipeline
     assert order.index("gate") < order.index("publish") < order.index("report")
     assert order.index("gate") < order.index("keep_production") < order.index("report")
