@@ -70,16 +70,29 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
         DAY_OF_WEEK: tf.TensorSpec([None], tf.int64, name=DAY_OF_WEEK),
     }
 
+    ids = retrieval.catalog.item_ids.astype(str)
+    boost = retrieval.history_candidates
+
     class Retrieval(tf.Module):
         def __init__(self) -> None:
             super().__init__()
             self.query = retrieval.model.query
             self.item_embeddings = tf.Variable(embeddings, trainable=False, name="item_embeddings")
-            self.item_ids = tf.Variable(retrieval.catalog.item_ids.astype(str), trainable=False, name="item_ids")
+            self.item_ids = tf.Variable(ids, trainable=False, name="item_ids")
+            self.rows = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), -1
+            )
 
         @tf.function(input_signature=[specs])
         def serve(self, inputs):
             scores = tf.matmul(self.query(inputs), self.item_embeddings, transpose_b=True)
+            if boost:  # history items first, as models.train.boost_history
+                history = self.rows.lookup(inputs[HISTORY_ITEMS])
+                where = tf.where(history >= 0)
+                at = tf.stack([where[:, 0], tf.gather_nd(history, where)], axis=1)
+                hit = tf.scatter_nd(at, tf.ones([tf.shape(at)[0]]), tf.shape(scores, out_type=tf.int64)) > 0
+                span = tf.reduce_max(scores, axis=1, keepdims=True) - tf.reduce_min(scores, axis=1, keepdims=True)
+                scores = scores + tf.where(hit, span + 1.0, 0.0)
             top = tf.math.top_k(scores, k=k)
             return {"item_ids": tf.gather(self.item_ids, top.indices), "scores": top.values}
 

@@ -64,6 +64,10 @@ class TrainParams:
         rank_rows: rows per user: the top `rank_rows // 3` candidates and a random sample of
             the rest, so the ranker sees every depth of the list it will rank.
         ranking_window_days: label window of the ranker (default: the holdout length).
+        history_candidates: the user's history items (the query's `HISTORY_ITEMS`) always
+            enter the retrieval list, above the two-tower's picks (see `boost_history`): in
+            retail many purchases are re-purchases, and a two-tower query does not reliably
+            retrieve the exact items a user already buys. The ranker then decides their order.
         ranking_item_ids: feed the ranker's item id embedding to its MLP directly. Off: the ranker
             is trained on one window and serves the next, and on Online Retail a direct id
             embedding memorized the window's items (more epochs, worse holdout); the embedding
@@ -81,6 +85,7 @@ class TrainParams:
     rank_candidates: int = 1000
     rank_rows: int = 300
     ranking_window_days: int | None = None
+    history_candidates: bool = True
     ranking_item_ids: bool = False
     seed: int = 42
 
@@ -94,6 +99,7 @@ class RetrievalModel:
     users: list[str]
     items: list[str]
     history: list[dict[str, float]] = field(default_factory=list)
+    history_candidates: bool = True  # TrainParams.history_candidates, applied by top-k and export
 
     def query_embeddings(self, inputs: dict[str, np.ndarray], batch: int = 4096) -> np.ndarray:
         tf = tensorflow()
@@ -173,7 +179,7 @@ def fit_retrieval(
         .batch(params.batch_size)
     )
     history = _fit(model, data, params.retrieval_epochs, len(frame), "retrieval", progress)
-    return RetrievalModel(model, catalog, users, items, history)
+    return RetrievalModel(model, catalog, users, items, history, params.history_candidates)
 
 
 def _fit(model, data, epochs: int, n: int, name: str, progress: Progress) -> list[dict[str, float]]:
@@ -198,7 +204,11 @@ def top_candidates(
     exclude: dict[str, set[str]] | None = None,
     batch: int = 512,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k catalog rows per query, best first: (item rows [Q, k], scores [Q, k])."""
+    """Brute-force top-k catalog rows per query, best first: (item rows [Q, k], scores [Q, k]).
+
+    As the exported retrieval signature answers: with `history_candidates`, the query's history
+    items first (`boost_history`).
+    """
     tf = tensorflow()
     items = retrieval.candidate_embeddings(at)
     queries = retrieval.query_embeddings(query)
@@ -207,6 +217,9 @@ def top_candidates(
     rows, scores = [], []
     for start in range(0, len(queries), batch):
         block = queries[start : start + batch] @ items.T
+        if retrieval.history_candidates and HISTORY_ITEMS in query:
+            history = [[index[i] for i in row if i in index] for row in query[HISTORY_ITEMS][start : start + batch]]
+            boost_history(block, history)
         if exclude:
             for offset, user in enumerate(query["user_id"][start : start + batch]):
                 seen = [index[i] for i in exclude.get(user, ()) if i in index]
@@ -215,6 +228,15 @@ def top_candidates(
         rows.append(top.indices.numpy())
         scores.append(top.values.numpy())
     return np.concatenate(rows), np.concatenate(scores)
+
+
+def boost_history(scores: np.ndarray, history_rows: list[list[int]]) -> None:
+    """Lift each query's history items above all its other items, in place, keeping their order:
+    add the row's score span + 1 to them (the exported signature does the same in TensorFlow)."""
+    span = scores.max(axis=1) - scores.min(axis=1) + 1.0
+    for offset, rows in enumerate(history_rows):
+        if rows:
+            scores[offset, rows] += span[offset]
 
 
 # ----------------------------------------------------------------------------------- ranking

@@ -31,12 +31,20 @@ def test_retrieval_savedmodel_matches_the_in_memory_model_without_tfrs(world, tr
     from models.train import top_candidates
 
     users = list(world.examples["user_id"].unique()[:4])
+    # The last user's history items (buy-it-again candidates) come first in both answers.
+    history = [[], [], [], list(world.catalog.item_ids[-3:])]
     frame = pd.DataFrame(
-        {"user_id": users, "user_recent__last_10_items": [list(world.catalog.item_ids[i : i + 3]) for i in range(4)]}
+        {
+            "user_id": users,
+            "user_recent__last_10_items": [list(world.catalog.item_ids[i : i + 3]) for i in range(4)],
+            "user_history__items": history,
+            "user_history__counts": [[1.0] * len(h) for h in history],
+        }
     )
     query = query_inputs(frame, pd.Timestamp(world.cutoff))
     rows, _ = top_candidates(trained.models.retrieval, query, world.cutoff, k=50)
     expected = world.catalog.item_ids[rows].tolist()
+    assert trained.models.retrieval.history_candidates and set(expected[3][:3]) == set(history[3])
 
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     payload = json.dumps({k: v.tolist() for k, v in query.items()})
