@@ -131,6 +131,23 @@ class Servable:
             )
         self.signature_defs = _read_signature_defs(path)
 
+    def warm_up(self, rounds: int = 3) -> None:
+        """Call every signature a few times on a one-row batch of zeros / empty strings (unknown
+        dimensions as 1 row or 2 candidates) before the version is AVAILABLE: the first calls of a
+        loaded SavedModel trace and allocate, and took longer than the gateway's stage budget. A
+        signature that rejects such inputs is left cold (logged), never fails the load."""
+        for sig in self.signatures.values():
+            kwargs = {}
+            for alias, spec in sig.inputs.items():
+                sizes = spec.shape.as_list() if spec.shape.rank is not None else []
+                shape = [(1 if axis == 0 else 2) if size is None else size for axis, size in enumerate(sizes)]
+                kwargs[alias] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
+            try:
+                for _ in range(rounds):
+                    sig.fn(**kwargs)
+            except Exception as err:  # noqa: BLE001 - warm-up is best effort
+                log.info("model %s version %d signature %s not warmed up: %s", self.name, self.version, sig.name, err)
+
     def predict(self, request, model_name: str):
         """Run one PredictRequest; returns a PredictResponse.
 
@@ -525,6 +542,7 @@ class ModelManager:
         started = time.perf_counter()
         try:
             servable = Servable(name, version, path)
+            servable.warm_up()
         except Exception as err:  # noqa: BLE001 - a broken export must not take the server down
             log.error("model %s version %d failed to load: %s", name, version, err)
             with self._lock:

@@ -460,3 +460,29 @@ def test_file_label_on_a_loading_version_applies_once_it_is_available(
     mc.write_models_config(path, [replace(follow_disk[0], labels={"stable": 1, "canary": 3})])
     eventually(lambda: running.predict(version_label="canary").model_spec.version.value == 3)
     assert running.predict(version_label="stable").model_spec.version.value == 1
+
+
+def test_every_signature_of_the_contract_models_is_warmed_up_before_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from serving.model_server import Servable
+
+    toy_models.publish_contract_pair(tmp_path, [f"i{n}" for n in range(50)], k=20)
+    with caplog.at_level("INFO", logger="towerflow.model_server"):
+        for name in ("retrieval", "ranking"):
+            Servable(name, 1, tmp_path / name / "1").warm_up()
+    assert "not warmed up" not in caplog.text
+
+    class Broken:  # a signature that rejects any input: logged, never raised
+        name = "serving_default"
+        inputs = {"x": tf.TensorSpec([None], tf.float32)}
+
+        @staticmethod
+        def fn(**_):
+            raise ValueError("no")
+
+    servable = Servable("retrieval", 1, tmp_path / "retrieval" / "1")
+    servable.signatures = {"serving_default": Broken}
+    with caplog.at_level("INFO", logger="towerflow.model_server"):
+        servable.warm_up()
+    assert "signature serving_default not warmed up: no" in caplog.text
