@@ -225,12 +225,12 @@ def transform_examples(interactions: DataFrame, first: date | None, last: date) 
     )
 
 
-HISTORY_ITEMS = 50
+HISTORY_ITEMS = 100
 
 
 def transform_user_history(purchases: DataFrame, first: date, last: date) -> DataFrame:
     """Silver purchases -> GOLD_USER_HISTORY rows: for each user and day in `first`..`last` on
-    which the user bought something, the (up to) 50 items bought most in the 365 days ending with
+    which the user bought something, the (up to) 100 items bought most in the 365 days ending with
     that day, with their counts and the last time each was bought (days since the epoch).
 
     Rows exist only on purchase days; the feature view's long TTL carries them forward, so a user

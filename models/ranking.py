@@ -21,6 +21,7 @@ from models.features import (
     HISTORY_LAST_DAY,
     ITEM_CATEGORY,
     ITEM_ID,
+    QUERY_HISTORY_LEN,
     REQUEST_DAY,
     RETRIEVAL_RANK,
 )
@@ -110,11 +111,12 @@ class Ranker(tf.keras.Model):
         # retrieval model's candidates and serves another's, whose scores have another scale.
         rank = tf.math.log1p(tf.cast(inputs[RETRIEVAL_RANK], tf.float32))
         item = self.item_embedding(inputs[ITEM_ID])
-        history = inputs[HISTORY_ITEMS]
+        history = inputs[HISTORY_ITEMS][:, :QUERY_HISTORY_LEN]
         # Similarity to the rest of the history: the candidate itself, when bought before, is
         # masked out (the history features already say so).
         others = tf.where(tf.equal(history, inputs[ITEM_ID][:, None]), tf.fill(tf.shape(history), PAD), history)
-        similarity = history_similarity(item, self.item_embedding(others), others, inputs[HISTORY_COUNTS])
+        counts = inputs[HISTORY_COUNTS][:, :QUERY_HISTORY_LEN]
+        similarity = history_similarity(item, self.item_embedding(others), others, counts)
         return tf.concat(
             [
                 rank[:, None] / 7.0,

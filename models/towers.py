@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from models.features import DAY_OF_WEEK, HISTORY_COUNTS, HISTORY_ITEMS, HOUR_OF_DAY, RECENT_ITEMS, USER_ID
+from models.features import (
+    DAY_OF_WEEK,
+    HISTORY_COUNTS,
+    HISTORY_ITEMS,
+    HOUR_OF_DAY,
+    QUERY_HISTORY_LEN,
+    RECENT_ITEMS,
+    USER_ID,
+)
 
 PAD = ""  # padding of string lists (recent items, history)
 
@@ -101,8 +109,8 @@ class QueryTower(tf.keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         recent = inputs[RECENT_ITEMS]
-        history = inputs[HISTORY_ITEMS]
-        weights = tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS], tf.float32), 0.0))
+        history = inputs[HISTORY_ITEMS][:, :QUERY_HISTORY_LEN]
+        weights = tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS][:, :QUERY_HISTORY_LEN], tf.float32), 0.0))
         parts = [
             self.user_embedding(inputs[USER_ID]),
             self.mean(self.recent_embedding(recent), recent),
