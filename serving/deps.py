@@ -24,11 +24,13 @@ bearer = HTTPBearer(
 )
 
 
-def get_resources(request: Request) -> Resources:
+# Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on
+# every request for what is an attribute read.
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-def get_reader(request: Request) -> Any:
+async def get_reader(request: Request) -> Any:
     """The online feature reader (None while the feature store cannot be opened)."""
     return request.app.state.resources.reader
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic_core import to_json
 
 from serving.deps import RateLimited, ReaderDep, RecommendationParams, RecommendCaller, ResourcesDep
-from serving.schemas import ExperimentArm, Problem, RecommendationResponse, RecommendedItem
+from serving.schemas import Problem, RecommendationResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -24,7 +25,7 @@ async def recommendations(
     _: RateLimited,
     reader: ReaderDep,
     resources: ResourcesDep,
-) -> RecommendationResponse:
+) -> Response:
     """Top `count` items for a user: A/B arm -> user features -> retrieval -> item features ->
     ranking -> business rules. Degrades to precomputed or popular items instead of failing;
     `path` says which served."""
@@ -45,12 +46,18 @@ async def recommendations(
         arm=served.arm,
         model_versions=served.model_versions,
     )
-    return RecommendationResponse(
-        request_id=served.request_id,
-        user_id=served.user_id,
-        items=[RecommendedItem(item_id=i, position=n, score=s) for n, (i, s) in enumerate(served.items, 1)],
-        path=served.path,
-        reason=served.reason,
-        model_versions=served.model_versions,
-        experiment=ExperimentArm(id=served.experiment_id, arm=served.arm),
-    )
+    # Serialized here rather than returned as a model: FastAPI would validate the model again
+    # against `response_model` on every request. Same fields; tests validate them against it.
+    body = {
+        "request_id": served.request_id,
+        "user_id": served.user_id,
+        "items": [
+            {"item_id": i, "position": n, "score": None if s is None else float(s)}
+            for n, (i, s) in enumerate(served.items, 1)
+        ],
+        "path": served.path,
+        "reason": served.reason,
+        "model_versions": served.model_versions,
+        "experiment": {"id": served.experiment_id, "arm": served.arm},
+    }
+    return Response(to_json(body), media_type="application/json")

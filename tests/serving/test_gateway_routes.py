@@ -9,12 +9,16 @@ import time
 
 import pytest
 
+from serving.schemas import RecommendationResponse
+
 pytestmark = pytest.mark.integration
 
 
 def recs(client, gw, user: str = "u1", **params) -> dict:
     response = client.get("/v1/recommendations", params={"user_id": user, **params}, headers=gw.auth())
     assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    RecommendationResponse.model_validate_json(response.content)  # the route serializes by hand
     return response.json()
 
 
