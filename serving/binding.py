@@ -85,6 +85,9 @@ def user_value(value: Any, spec: InputSpec) -> np.ndarray:
 def item_column(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
     """A candidate column as [1, N] (or [1, N, D] for list-valued features)."""
     np_type = _np_type(spec)
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f" and spec.dtype != DT_STRING:
+        # The snapshot's numeric columns (NaN = missing -> 0, as for None below).
+        return np.nan_to_num(values, nan=0.0).astype(np_type, copy=False).reshape(1, -1)
     if len(spec.shape) >= 3 or any(isinstance(v, list | tuple | np.ndarray) for v in values[:1]):
         width = _width(spec, 2, max((len(v) for v in values if v is not None), default=1))
         return np.array([[_padded(v, width, spec) for v in values]], dtype=np_type)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import numpy as np
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -162,10 +164,39 @@ class ItemSnapshot:
     columns: dict[str, list[Any]]
     loaded_at: float
     seconds: float
+    #: The same columns as numpy arrays for gathers (`as_array`); built on first use if not given.
+    arrays: dict[str, np.ndarray] | None = None
+
+    def column_arrays(self) -> dict[str, np.ndarray]:
+        if self.arrays is None:
+            self.arrays = {name: as_array(values) for name, values in self.columns.items()}
+        return self.arrays
 
     @property
     def size(self) -> int:
         return len(self.index)
+
+
+def as_array(values: Sequence[Any]) -> np.ndarray:
+    """A feature column as numpy: float64 with NaN for missing values when every value is a
+    number (bools excluded), else an object array with None for missing values."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def as_lists(columns: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Columns of `as_array` back to lists (NaN -> None), e.g. to compare with `item_features`."""
+    out = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            out[name] = [None if v != v else v for v in values.tolist()]
+        else:
+            out[name] = list(values)
+    return out
 
 
 class FastFeatureReader:
@@ -253,16 +284,26 @@ class FastFeatureReader:
 
     # -- items: the snapshot ---------------------------------------------------------------------
 
-    def item_features_in_memory(self, item_ids: Sequence[str]) -> dict[str, list[Any]] | None:
-        """`item_features` when the snapshot answers every id and no view is live, else None
-        (the caller then reads with `item_features` off its event loop, since that does I/O)."""
-        if self._live_reads or self._snapshot is None or time.monotonic() >= self._next_check:
+    def item_features_in_memory(self, item_ids: Sequence[str]) -> dict[str, Any] | None:
+        """`item_features` as numpy columns (`as_array`: numbers float64 with NaN where missing)
+        when the snapshot answers every id and no view is live, else None (the caller then reads
+        with `item_features` off its event loop, since that does I/O). Gathering arrays rather
+        than lists: the 1,000 candidates' columns cost a tenth as much to pick and to bind."""
+        snapshot = self._snapshot
+        if self._live_reads or snapshot is None or time.monotonic() >= self._next_check:
             return None
         ids = list(item_ids)
-        out, misses = self._from_snapshot(self._snapshot, ids)
-        if misses and self._snap_reads:
+        missing_at = len(snapshot.index)
+        get = snapshot.index.get
+        positions = np.fromiter((get(i, missing_at) for i in ids), dtype=np.int64, count=len(ids))
+        if self._snap_reads and len(ids) and int(positions.max()) == missing_at:
             return None
-        return {ITEM_KEY: ids, **{c: out[c] for c in self._item_columns}}
+        arrays = snapshot.column_arrays()
+        out: dict[str, Any] = {ITEM_KEY: ids}
+        for column in self._item_columns:
+            values = arrays.get(column)
+            out[column] = values[positions] if values is not None else as_array([None] * len(ids))
+        return out
 
     def item_features(self, item_ids: Sequence[str]) -> dict[str, list[Any]]:
         snapshot = self._current_snapshot()
@@ -351,6 +392,7 @@ class FastFeatureReader:
                 columns=columns,
                 loaded_at=time.time(),
                 seconds=time.perf_counter() - started,
+                arrays={name: as_array(values) for name, values in columns.items()},  # off the event loop
             )
             self._next_check = time.monotonic() + self._check_interval
             return self._snapshot

@@ -77,6 +77,20 @@ GRPC_OPTIONS = [
 ]
 
 
+def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """Size TensorFlow's thread pools (0 = its default, one thread per core), as TF Serving's
+    `--tensorflow_intra_op_parallelism` / `--tensorflow_inter_op_parallelism` do. Call before the
+    first model loads: TensorFlow fixes its pools when its runtime starts.
+
+    Raises:
+        RuntimeError: TensorFlow's runtime already started.
+    """
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
 class ServingError(Exception):
     """A request or config the server refuses; carries the gRPC status code to answer with."""
 

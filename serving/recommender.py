@@ -320,7 +320,12 @@ class Recommender:
 
     def _count_item_hits(self, items: Mapping[str, Sequence[Any]], n: int) -> None:
         column = next((v for k, v in items.items() if k != binding.ITEM_ID), None)
-        hits = n if column is None else n - list(column).count(None)
+        if column is None:
+            hits = n
+        elif isinstance(column, np.ndarray) and column.dtype.kind == "f":
+            hits = n - int(np.isnan(column).sum())
+        else:
+            hits = n - list(column).count(None)
         self.metrics.features.labels("item", "hit").inc(hits)
         if n - hits:
             self.metrics.features.labels("item", "miss").inc(n - hits)

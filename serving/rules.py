@@ -66,10 +66,13 @@ def purchased(user_features: Mapping[str, Any]) -> set[str]:
 
 
 def freshness(scores: np.ndarray, age_days: Sequence[Any] | None, boost: float, half_life: float) -> np.ndarray:
-    """`scores + boost * 2^(-age / half_life)`; unknown ages get no boost."""
+    """`scores + boost * 2^(-age / half_life)`; unknown ages (None, NaN) get no boost."""
     if age_days is None or boost == 0:
         return scores
-    ages = np.array([np.inf if a is None else a for a in age_days], dtype=np.float64)
+    if isinstance(age_days, np.ndarray) and age_days.dtype.kind == "f":
+        ages = np.where(np.isnan(age_days), np.inf, age_days)
+    else:
+        ages = np.array([np.inf if a is None else a for a in age_days], dtype=np.float64)
     return scores + boost * np.exp2(-np.maximum(ages, 0.0) / half_life)
 
 

@@ -32,6 +32,12 @@ def model_server(
         float | None, typer.Option(help="Re-read the config and rescan versions this often (default 2).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Request threads (default 4).")] = None,
+    tensorflow_intra_op_parallelism: Annotated[
+        int | None, typer.Option(help="Threads one op may use (TF Serving's flag; default: one per core).")
+    ] = None,
+    tensorflow_inter_op_parallelism: Annotated[
+        int | None, typer.Option(help="Ops run side by side (TF Serving's flag; default: one per core).")
+    ] = None,
     allow_version_labels_for_unavailable_models: Annotated[
         bool,
         typer.Option(
@@ -51,8 +57,12 @@ def model_server(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = model_base or settings.models_dir
     with console.status("starting the model server (importing TensorFlow, loading models)"):
-        from serving.model_server import ModelManager, ModelServer, ServingError
+        from serving.model_server import ModelManager, ModelServer, ServingError, configure_threads
 
+        configure_threads(
+            tensorflow_intra_op_parallelism or settings.model_server_intra_op_threads,
+            tensorflow_inter_op_parallelism or settings.model_server_inter_op_threads,
+        )
         manager = ModelManager(
             base,
             config,

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         model_server_poll_seconds: how often the built-in model server re-reads `models.config`
             and rescans the version folders.
         model_server_workers: request threads of the built-in model server.
+        model_server_intra_op_threads / model_server_inter_op_threads: TensorFlow's thread pools in
+            the built-in model server (TF Serving's `--tensorflow_intra_op_parallelism` /
+            `--tensorflow_inter_op_parallelism`); 0 = TensorFlow's default (one per core).
         model_server_target: `host:port` the gateway calls (default 127.0.0.1:<model_server_port>).
         gateway_host / gateway_port: where `towerflow serve` binds the HTTP gateway.
         airflow_db_url: Airflow's metadata DB (also read from AIRFLOW__DATABASE__SQL_ALCHEMY_CONN);
@@ -86,6 +89,8 @@ class Settings(BaseSettings):
     model_server_port: int = 8500
     model_server_poll_seconds: float = 2.0
     model_server_workers: int = 4
+    model_server_intra_op_threads: int = Field(default=0, ge=0)
+    model_server_inter_op_threads: int = Field(default=0, ge=0)
     delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
     holdout_days: int = 7
     train_seed: int = 42

@@ -41,6 +41,29 @@ def test_freshness_boost_halves_per_half_life() -> None:
     assert rules.freshness(np.ones(2), None, boost=1.0, half_life=30.0).tolist() == [1.0, 1.0]
 
 
+def test_rules_and_binding_take_the_snapshots_arrays_as_they_take_lists() -> None:
+    from serving.feature_reader import as_array, as_lists
+
+    columns = {
+        "item_features__category": ["x", None, "y", "x"],
+        "item_features__age_days": [0.0, None, 30.0, 7],
+        "item_features__available": [True, False, None, True],
+    }
+    arrays = {name: as_array(values) for name, values in columns.items()}
+    assert arrays["item_features__age_days"].dtype == np.float64 and arrays["item_features__category"].dtype == object
+    assert arrays["item_features__available"].dtype == object  # bools are not numbers here
+    assert as_lists(arrays) == columns
+    ids, scores = ["a", "b", "c", "d"], [1.0, 4.0, 3.0, 2.0]
+    config = rules.RuleConfig(count=4, freshness_boost=5.0, category_cap=1.0)
+    assert rules.apply_rules(ids, scores, arrays, {}, config) == rules.apply_rules(ids, scores, columns, {}, config)
+    ages = rules.freshness(np.zeros(4), arrays["item_features__age_days"], boost=1.0, half_life=30.0)
+    assert ages[1] == 0.0  # missing age: no boost, as with None
+    age_spec = spec("item_features__age_days", DT_FLOAT, -1, -1)
+    as_list = binding.item_column(columns["item_features__age_days"], age_spec)
+    as_arr = binding.item_column(arrays["item_features__age_days"], age_spec)
+    assert as_arr.dtype == as_list.dtype == np.float32 and as_arr.tolist() == as_list.tolist() == [[0.0, 0.0, 30.0, 7.0]]
+
+
 def test_category_cap_is_soft() -> None:
     cats = ["a", "a", "a", "b", "a"]
     assert rules.cap_per_category(range(5), cats, count=3, cap=2) == [0, 1, 3]

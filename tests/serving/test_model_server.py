@@ -486,3 +486,19 @@ def test_every_signature_of_the_contract_models_is_warmed_up_before_serving(
     with caplog.at_level("INFO", logger="towerflow.model_server"):
         servable.warm_up()
     assert "signature serving_default not warmed up: no" in caplog.text
+
+
+def test_tensorflow_thread_pools_follow_tf_serving_flags() -> None:
+    """`--tensorflow_intra_op_parallelism` / `--tensorflow_inter_op_parallelism` reach TensorFlow
+    (in a fresh process: pool sizes are fixed once its runtime starts)."""
+    code = (
+        "import tensorflow as tf\n"
+        "from serving.model_server import configure_threads\n"
+        "configure_threads(1, 2)\n"
+        "tf.constant(1.0) + 1.0\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(),"
+        " tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["1", "2"]
