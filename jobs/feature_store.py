@@ -409,13 +409,16 @@ def _utc(when: datetime) -> datetime:
 MARKER_KEY = "towerflow:feast:{project}:materialized"
 
 
-def redis_client(store: FeatureStore):
-    """A redis-py client for the store's Redis online store (same connection string)."""
+def redis_client(store: FeatureStore, *, asynchronous: bool = False):
+    """A redis-py client (`redis.asyncio` when `asynchronous`) for the store's Redis online store
+    (same connection string)."""
     import redis
+    import redis.asyncio as aioredis
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     nodes, kwargs = RedisOnlineStore._parse_connection_string(store.config.online_store.connection_string)
-    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+    cls = aioredis.Redis if asynchronous else redis.Redis
+    return cls(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
 
 
 def _marker_file(store: FeatureStore) -> Path:

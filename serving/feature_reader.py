@@ -237,6 +237,7 @@ class FastFeatureReader:
         self._loading: threading.Thread | None = None
         self._snapshot: ItemSnapshot | None = None
         self._redis = None
+        self._aredis = None
         if isinstance(store.config.online_store, RedisOnlineStoreConfig):
             from jobs.feature_store import redis_client
 
@@ -263,14 +264,51 @@ class FastFeatureReader:
                 values = _online_read(self._store, read, USER_KEY, [user_id])[0]
                 out.update(zip(read.columns, values, strict=True))
             return out
+        return self._decode_user(self._redis.hgetall(self._user_key(user_id)))
+
+    @property
+    def reads_users_async(self) -> bool:
+        """Whether `user_features_async` reads without a thread (a Redis online store)."""
+        return self._redis is not None
+
+    async def user_features_async(self, user_id: str) -> dict[str, Any]:
+        """`user_features` on the event loop: one HGETALL over `redis.asyncio` (Redis stores only;
+        see `reads_users_async`), so a request needs no thread hop for its user."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._aredis is None or self._aredis[0] is not loop:  # connections belong to one loop
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            from jobs.feature_store import redis_client
+
+            client = redis_client(self._store, asynchronous=True)
+            # As the sync client: no retries with backoff and the same socket timeouts (the
+            # caller's time budget and breaker handle a Redis that is down).
+            client.set_retry(Retry(NoBackoff(), 1))
+            timeouts = ("socket_timeout", "socket_connect_timeout")
+            sync = self._redis.connection_pool.connection_kwargs
+            client.connection_pool.connection_kwargs.update({k: sync[k] for k in timeouts if sync.get(k)})
+            self._aredis = (loop, client)
+        return self._decode_user(await self._aredis[1].hgetall(self._user_key(user_id)))
+
+    async def aclose(self) -> None:
+        """Close the event-loop client of `user_features_async`, if one was opened."""
+        if self._aredis is not None:
+            await self._aredis[1].aclose()
+            self._aredis = None
+
+    def _user_key(self, user_id: str) -> bytes:
         from feast.infra.online_stores.helpers import _redis_key
+
+        config = self._store.config
+        return _redis_key(config.project, _entity_key(USER_KEY, user_id), config.entity_key_serialization_version)
+
+    def _decode_user(self, raw: Mapping[bytes, bytes]) -> dict[str, Any]:
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
 
-        config = self._store.config
-        entity = _entity_key(USER_KEY, user_id)
-        key = _redis_key(config.project, entity, config.entity_key_serialization_version)
-        raw = self._redis.hgetall(key)
         out = {}
         for field, column, vtype in self._user_fields:
             data = raw.get(field)

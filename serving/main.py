@@ -132,6 +132,8 @@ class Resources:
         await self.model_client.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if hasattr(self.reader, "aclose"):
+            await self.reader.aclose()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -229,7 +229,10 @@ class Recommender:
             return None
         try:
             with self.metrics.time("user_features"):
-                user = await self._in_thread(reader.user_features, user_id)
+                if getattr(reader, "reads_users_async", False):  # Redis: on the loop, no thread hop
+                    user = await asyncio.wait_for(reader.user_features_async(user_id), self.timeouts.features)
+                else:
+                    user = await self._in_thread(reader.user_features, user_id)
         except Exception:  # noqa: BLE001 - unreachable, slow or broken store: degrade
             breaker.failure()
             self.metrics.dependency_errors.labels("online_store").inc()

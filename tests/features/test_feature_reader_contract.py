@@ -3,6 +3,7 @@ and the in-memory fake the gateway's route tests use. Expected values come from 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,9 @@ def test_fast_reader_serves_feasts_values(store: Any, gold_home: Any) -> None:
     assert fast.item_features(ids) == feast.item_features(ids)
     for user in gold.users[:10]:
         assert fast.user_features(user) == feast.user_features(user)
+    if fast.reads_users_async:  # the gateway's read on its event loop: same values
+        for user in [*gold.users[:3], "nobody"]:
+            assert asyncio.run(fast.user_features_async(user)) == feast.user_features(user)
     assert fast.snapshot.size == len(gold.items)
     known = gold.items[::-1]
     in_memory = fast.item_features_in_memory(known)
