@@ -64,6 +64,9 @@ class TrainParams:
         rank_rows: rows per user: the top `rank_rows // 3` candidates and a random sample of
             the rest, so the ranker sees every depth of the list it will rank.
         ranking_window_days: label window of the ranker (default: the holdout length).
+        ranking_max_users: the ranker learns from at most this many users (a seeded sample of
+            those who act both before and inside its window): `rank_rows` rows each, so its
+            training time and memory stay bounded as the user base grows.
         history_candidates: the user's history items (the query's `HISTORY_ITEMS`) always
             enter the retrieval list, above the two-tower's picks (see `boost_history`): in
             retail many purchases are re-purchases, and a two-tower query does not reliably
@@ -85,6 +88,7 @@ class TrainParams:
     rank_candidates: int = 1000
     rank_rows: int = 300
     ranking_window_days: int | None = None
+    ranking_max_users: int = 10_000
     history_candidates: bool = True
     ranking_item_ids: bool = False
     seed: int = 42
@@ -501,6 +505,9 @@ def training_set(
         raise ValueError(
             "no user acts both before and inside the ranker's window: lengthen the data or shorten the window"
         )
+    if len(label_users) > params.ranking_max_users:
+        rng = np.random.default_rng(params.seed)
+        label_users = np.sort(rng.choice(label_users, params.ranking_max_users, replace=False))
     columns = ["user_id", "item_id", "event_timestamp"]
     early_frame = data.features(early[columns], "retrieval")
     full_frame = data.features(examples[columns], "retrieval")
