@@ -38,6 +38,7 @@ class Catalog:
     top: int = 500
 
     def __post_init__(self) -> None:
+        self._popular_cache: dict[str | None, tuple[list[str], np.ndarray, dict[str, list[Any]]]] = {}
         self.index = {item: n for n, item in enumerate(self.ids)}
         order = np.argsort(-self.popularity, kind="stable")
         self._popular = order[: self.top].tolist()
@@ -85,6 +86,18 @@ class Catalog:
         """Popular ids (best first) and their popularity, overall or within `category`."""
         rows = self._popular if category is None else self._by_category.get(category.casefold(), [])
         return [self.ids[n] for n in rows], self.popularity[rows]
+
+    def popular_with_features(self, category: str | None = None) -> tuple[list[str], np.ndarray, dict[str, list[Any]]]:
+        """`popular(category)` with its `features`, computed once per category: the fallback path
+        must stay the cheapest one, since it serves when everything else is slow."""
+        key = None if category is None else category.casefold()
+        cached = self._popular_cache.get(key)
+        if cached is None:
+            ids, popularity = self.popular(category)
+            cached = (ids, popularity, self.features(ids))
+            if len(self._popular_cache) < 1000:  # bounded: a request may name any category
+                self._popular_cache[key] = cached
+        return cached
 
     def features(self, item_ids: Sequence[str]) -> dict[str, list[Any]]:
         """Rule attributes for `item_ids` (None for ids the catalog lacks)."""

@@ -367,11 +367,9 @@ class Recommender:
     ) -> list[tuple[str, float | None]]:
         """Popular items (in the requested category), through the rules, minus `already`."""
         with self.metrics.time("popular"):
-            ids, popularity = self.catalog.popular(rules.category)
             wanted = replace(rules, count=rules.count - len(already), exclude=rules.exclude | set(already))
             if wanted.count <= 0:
                 return []
-            chosen = apply_rules(
-                ids, popularity, self.catalog.features(ids), user, replace(wanted, freshness_boost=0.0)
-            )
+            ids, popularity, features = self.catalog.popular_with_features(rules.category)
+            chosen = apply_rules(ids, popularity, features, user, replace(wanted, freshness_boost=0.0))
         return list(chosen)

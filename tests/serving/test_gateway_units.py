@@ -211,6 +211,9 @@ def test_catalog_popular_in_context(gw) -> None:
     assert catalog.popular("TOYS")[0][:2] == ["i2", "i8"]
     assert catalog.popular("nothing")[0] == []
     assert catalog.features(["i8", "zz"])["catalog__available"] == [False, None]
+    ids, _, features = catalog.popular_with_features("Toys")
+    assert ids == catalog.popular("toys")[0] and features == catalog.features(ids)
+    assert catalog.popular_with_features("TOYS")[2] is features  # computed once per category
 
 
 # -- tokens --------------------------------------------------------------------------------------
