@@ -332,10 +332,14 @@ class FastFeatureReader:
             return None
         ids = list(item_ids)
         missing_at = len(snapshot.index)
-        get = snapshot.index.get
-        positions = np.fromiter((get(i, missing_at) for i in ids), dtype=np.int64, count=len(ids))
-        if self._snap_reads and len(ids) and int(positions.max()) == missing_at:
-            return None
+        try:  # every id known (the usual case): one C-level lookup of all of them
+            found = itemgetter(*ids)(snapshot.index) if ids else ()
+            positions = np.array([found] if len(ids) == 1 else found, dtype=np.int64)
+        except KeyError:
+            if self._snap_reads:
+                return None
+            get = snapshot.index.get
+            positions = np.fromiter((get(i, missing_at) for i in ids), dtype=np.int64, count=len(ids))
         arrays = snapshot.column_arrays()
         out: dict[str, Any] = {ITEM_KEY: ids}
         for column in self._item_columns:

@@ -111,6 +111,7 @@ def test_fast_reader_serves_feasts_values(store: Any, gold_home: Any) -> None:
     numeric = [c for c, v in in_memory.items() if getattr(v, "dtype", None) is not None and v.dtype.kind == "f"]
     assert "item_features__popularity" in numeric  # numbers come as float arrays, ready to bind
     assert fast.item_features_in_memory(ids) is None  # "unknown" needs an online read: not from memory
+    assert as_lists(fast.item_features_in_memory(known[:1])) == feast.item_features(known[:1])
 
 
 def test_fast_reader_reloads_when_a_materialization_lands(store: Any, gold_home: Any, fx: Any) -> None:
