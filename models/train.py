@@ -61,12 +61,14 @@ class TrainParams:
         ranking_learning_rate: Adam rate of the ranker.
         temperature: retrieval softmax temperature.
         rank_candidates: retrieval depth for the ranker's rows (as deep as serving retrieves).
-        rank_rows: rows per user: the top `rank_rows // 3` candidates and a random sample of
-            the rest, so the ranker sees every depth of the list it will rank.
+        rank_rows: rows per user: all of the retrieval list by default, so the ranker learns to
+            order every depth it will rank (on Online Retail, the 300-row sample of the top third
+            plus a random tail was level with ALS on `new` recall@10; all 1,000 beat it). Below
+            `rank_candidates`: the top `rank_rows // 3` and a random sample of the rest.
         ranking_window_days: label window of the ranker (default: the holdout length).
-        ranking_max_users: the ranker learns from at most this many users (a seeded sample of
-            those who act both before and inside its window): `rank_rows` rows each, so its
-            training time and memory stay bounded as the user base grows.
+        ranking_max_rows: the ranker learns from at most this many rows: a seeded sample of the
+            users who act both before and inside its window, as many as fit at `rank_rows` rows
+            each (1,500 users at 1,000), so its time and memory stay bounded as users grow.
         history_candidates: the user's history items (the query's `HISTORY_ITEMS`) always
             enter the retrieval list, above the two-tower's picks (see `boost_history`): in
             retail many purchases are re-purchases, and a two-tower query does not reliably
@@ -86,9 +88,9 @@ class TrainParams:
     ranking_learning_rate: float = 0.002
     temperature: float = 1.0
     rank_candidates: int = 1000
-    rank_rows: int = 300
+    rank_rows: int = 1000
     ranking_window_days: int | None = None
-    ranking_max_users: int = 10_000
+    ranking_max_rows: int = 1_500_000
     history_candidates: bool = True
     ranking_item_ids: bool = False
     seed: int = 42
@@ -505,9 +507,10 @@ def training_set(
         raise ValueError(
             "no user acts both before and inside the ranker's window: lengthen the data or shorten the window"
         )
-    if len(label_users) > params.ranking_max_users:
+    max_users = max(1, params.ranking_max_rows // min(params.rank_rows, params.rank_candidates, len(data.catalog)))
+    if len(label_users) > max_users:
         rng = np.random.default_rng(params.seed)
-        label_users = np.sort(rng.choice(label_users, params.ranking_max_users, replace=False))
+        label_users = np.sort(rng.choice(label_users, max_users, replace=False))
     columns = ["user_id", "item_id", "event_timestamp"]
     early_frame = data.features(early[columns], "retrieval")
     full_frame = data.features(examples[columns], "retrieval")

@@ -155,11 +155,12 @@ def test_the_training_set_reads_back_as_it_was_built(world, runs: Runs) -> None:
 def test_the_ranker_learns_from_a_bounded_seeded_sample_of_users(world) -> None:
     data = TrainingData(world.examples, world.catalog, world.lookup)
     full = training_set(data, world.cutoff, _holdout(world), PARAMS)
-    capped = replace(PARAMS, ranking_max_users=max(1, len(full.users) // 3))
+    max_users = max(1, len(full.users) // 3)
+    capped = replace(PARAMS, ranking_max_rows=max_users * PARAMS.rank_rows)
     one = training_set(data, world.cutoff, _holdout(world), capped)
     two = training_set(data, world.cutoff, _holdout(world), capped)
     users = one.users["user_id"].tolist()
-    assert len(users) == capped.ranking_max_users < len(full.users)
+    assert len(users) == max_users < len(full.users)
     assert users == two.users["user_id"].tolist() and users == sorted(users)  # same seed, same users
     assert set(users) <= set(full.users["user_id"])
     assert set(one.window["user_id"]) <= set(users) and len(one.window) < len(full.window)
