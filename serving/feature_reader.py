@@ -17,6 +17,7 @@ Feature names are Feast's full names, `<view>__<feature>`, the same as the train
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ import numpy as np
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+log = logging.getLogger(__name__)
 USER_KEY = "user_id"
 ITEM_KEY = "item_id"
 
@@ -328,8 +330,11 @@ class FastFeatureReader:
         with `item_features` off its event loop, since that does I/O). Gathering arrays rather
         than lists: the 1,000 candidates' columns cost a tenth as much to pick and to bind."""
         snapshot = self._snapshot
-        if self._live_reads or snapshot is None or time.monotonic() >= self._next_check:
+        if self._live_reads or snapshot is None:
             return None
+        if time.monotonic() >= self._next_check:  # a marker check is due: run it off this thread
+            self._next_check = time.monotonic() + self._check_interval
+            threading.Thread(target=self._check_in_background, name="item-snapshot-check", daemon=True).start()
         ids = list(item_ids)
         missing_at = len(snapshot.index)
         try:  # every id known (the usual case): one C-level lookup of all of them
@@ -400,14 +405,21 @@ class FastFeatureReader:
         assert self._snapshot is not None
         return self._snapshot
 
-    def _marker_version(self) -> str | None:
+    def marker_version(self) -> str | None:
+        """The version of the last materialization (None before the first), read now."""
         from jobs.feature_store import read_marker
 
         marker = read_marker(self._store, self._redis)
         return marker["version"] if marker else None
 
+    def _check_in_background(self) -> None:
+        try:
+            self._maybe_reload()
+        except Exception as err:  # noqa: BLE001 - keep serving the snapshot we have; check again later
+            log.warning("item snapshot marker check failed: %s", err)
+
     def _maybe_reload(self) -> None:
-        version = self._marker_version()
+        version = self.marker_version()
         if version == self._snapshot.version or (self._loading and self._loading.is_alive()):
             return
         self._loading = threading.Thread(target=self.refresh, name="item-snapshot", daemon=True)
@@ -417,7 +429,7 @@ class FastFeatureReader:
         """Load the item snapshot now (blocking) and swap it in; returns it."""
         with self._lock:
             started = time.perf_counter()
-            version = self._marker_version()
+            version = self.marker_version()
             ids = self._fixed_ids if self._fixed_ids is not None else self._catalog_ids()
             columns: dict[str, list[Any]] = {c: [] for r in self._snap_reads for c in r.columns}
             for start in range(0, len(ids), self._chunk):

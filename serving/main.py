@@ -93,11 +93,10 @@ class Resources:
             self.metrics.catalog_items.set(len(self.recommender.catalog))
             log.info("catalog rebuilt: %d items (snapshot %s)", len(self.recommender.catalog), snapshot.version)
         self.metrics.snapshot_age.set(time.time() - snapshot.loaded_at)
-        if self.store is not None:
-            from jobs.feature_store import read_marker
-
-            marker = read_marker(self.store)
-            self.metrics.snapshot_stale.set(int(bool(marker) and marker["version"] != snapshot.version))
+        marker_version = getattr(self.reader, "marker_version", None)
+        if marker_version is not None:  # the reader's own client: no new connection every few seconds
+            latest = marker_version()
+            self.metrics.snapshot_stale.set(int(latest is not None and latest != snapshot.version))
 
     async def _catalog_loop(self) -> None:
         while True:
