@@ -39,6 +39,7 @@ from models.features import (
     USER_NUMERIC,
 )
 from models.tf_env import tensorflow
+from models.topk import top_k
 
 RETRIEVAL_K = 1000
 
@@ -93,8 +94,8 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
                 hit = tf.scatter_nd(at, tf.ones([tf.shape(at)[0]]), tf.shape(scores, out_type=tf.int64)) > 0
                 span = tf.reduce_max(scores, axis=1, keepdims=True) - tf.reduce_min(scores, axis=1, keepdims=True)
                 scores = scores + tf.where(hit, span + 1.0, 0.0)
-            top = tf.math.top_k(scores, k=k)
-            return {"item_ids": tf.gather(self.item_ids, top.indices), "scores": top.values}
+            values, indices = top_k(tf, scores, k)
+            return {"item_ids": tf.gather(self.item_ids, indices), "scores": values}
 
     return Retrieval()
 

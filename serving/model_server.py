@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
@@ -219,7 +220,11 @@ def _to_tensor(alias: str, proto, spec: tf.TensorSpec) -> tf.Tensor:
             f"input {alias}: expects {spec.dtype.name} but {got} is provided",
         )
     try:
-        array = tf.make_ndarray(proto)
+        if proto.tensor_content and spec.dtype != tf.string:  # numbers as raw bytes: no copy, no list
+            shape = [d.size for d in proto.tensor_shape.dim]
+            array = np.frombuffer(proto.tensor_content, dtype=spec.dtype.as_numpy_dtype).reshape(shape)
+        else:
+            array = tf.make_ndarray(proto)
     except Exception:  # noqa: BLE001 - any malformed TensorProto is the client's error
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}") from None
     if not spec.shape.is_compatible_with(array.shape):
