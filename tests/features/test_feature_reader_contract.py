@@ -4,6 +4,7 @@ and the in-memory fake the gateway's route tests use. Expected values come from 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -125,3 +126,20 @@ def test_fast_reader_reloads_when_a_materialization_lands(store: Any, gold_home:
     fast._loading.join(timeout=30)
     assert fast.snapshot is not first
     assert fast.snapshot.version == fs.read_marker(store)["version"]
+
+
+def test_in_memory_reads_stay_in_memory_while_a_snapshot_check_runs(store: Any, gold_home: Any, fx: Any) -> None:
+    """A due marker check runs in a thread; the gateway's request keeps its in-memory read (it
+    used to return None, sending one request in every check interval down the I/O path)."""
+    from jobs import feature_store as fs
+
+    _, gold = gold_home
+    fast = FastFeatureReader(store, SERVICE, check_interval_s=0.0)  # a check is due on every read
+    first = fast.snapshot
+    fs.materialize(store, fx.end_of(gold), views=["item_features"])
+    got = fast.item_features_in_memory(gold.items[:3])
+    assert got is not None and list(got["item_id"]) == gold.items[:3]
+    deadline = time.monotonic() + 30
+    while fast.snapshot is first and time.monotonic() < deadline:  # the background check reloads
+        time.sleep(0.05)
+    assert fast.snapshot.version == fs.read_marker(store)["version"] != first.version
