@@ -179,13 +179,32 @@ def fit_retrieval(
     )
     model = TwoTower(query, candidate, probability_table(list(counts.index), list(counts.values)), params.temperature)
     model.compile(optimizer=tf.keras.optimizers.Adam(params.learning_rate))
-    data = (
-        tf.data.Dataset.from_tensor_slices(inputs)
-        .shuffle(len(frame), seed=params.seed, reshuffle_each_iteration=True)
-        .batch(params.batch_size)
-    )
+    data = retrieval_dataset(inputs, len(frame), params.batch_size, params.seed)
     history = _fit(model, data, params.retrieval_epochs, len(frame), "retrieval", progress)
     return RetrievalModel(model, catalog, users, items, history, params.history_candidates)
+
+
+def retrieval_dataset(inputs: dict[str, np.ndarray], rows: int, batch_size: int, seed: int) -> Any:
+    """Shuffled batches of the rows; each batch gathers its columns.
+
+    Shuffling row numbers instead of the rows themselves keeps one copy of the columns: a
+    shuffle buffer of whole rows held a second one, element by element (each row's 50-item
+    history a tensor of its own). The order is the same for a seed either way (shuffle's
+    draws do not depend on what the elements are), so are the batches.
+    """
+    tf = tensorflow()
+    columns = {name: tf.constant(values) for name, values in inputs.items()}
+
+    def gather(at: Any) -> dict[str, Any]:
+        return {name: tf.gather(values, at) for name, values in columns.items()}
+
+    return (
+        tf.data.Dataset.range(rows)
+        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(gather)
+        .prefetch(2)
+    )
 
 
 def _fit(model, data, epochs: int, n: int, name: str, progress: Progress) -> list[dict[str, float]]:
