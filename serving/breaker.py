@@ -28,6 +28,11 @@ class Breaker:
     def is_open(self) -> bool:
         return self._open_until is not None
 
+    @property
+    def skipping(self) -> bool:
+        """Open and not yet due for a probe: `allow()` would say False (this does not count as one)."""
+        return self._open_until is not None and time.monotonic() < self._open_until
+
     def allow(self) -> bool:
         """True when a call may go ahead (closed, or open and due for a probe)."""
         if self._open_until is None:

@@ -194,17 +194,28 @@ class Recommender:
             exclude_purchased=exclude_purchased,
         )
         served = Served(uuid.uuid4().hex, user_id, [], POPULAR, None, self.experiment.id, arm.name)
-        user = await self._user_features(reader, user_id)
-        if user is None:
-            served.reason = "online_store_unavailable"
-        elif user and all(v is None for v in user.values()):
-            served.reason = "cold_start"
-        else:
-            served.reason = await self._model_path(served, reader, user, arm.models, rules)
-            if served.reason is None:
-                return self._done(served, user, rules)
-            if await self._cached(served, user, rules):
-                return self._done(served, user, rules)
+        # The model server's breaker is open: the precomputed list will be wanted, so it is read
+        # while the user's features are (one Redis round trip of waiting instead of two).
+        stored = None
+        if self.breakers["model_server"].skipping and self.breakers["redis"].allow():
+            stored = asyncio.ensure_future(self._read_stored(user_id))
+        try:
+            user = await self._user_features(reader, user_id)
+            if user is None:
+                served.reason = "online_store_unavailable"
+            elif user and all(v is None for v in user.values()):
+                served.reason = "cold_start"
+            else:
+                served.reason = await self._model_path(served, reader, user, arm.models, rules)
+                if served.reason is None:
+                    return self._done(served, user, rules)
+                if await self._cached(served, user, rules, stored):
+                    return self._done(served, user, rules)
+        finally:
+            if stored is not None and not stored.done():
+                stored.cancel()
+            elif stored is not None and not stored.cancelled():
+                stored.exception()  # retrieved, even when unused: no "never retrieved" warning
         served.path, served.model_versions = POPULAR, {}
         served.items = self._popular(user or {}, rules, [])
         return self._done(served, user or {}, rules)
@@ -333,17 +344,23 @@ class Recommender:
         if n - hits:
             self.metrics.features.labels("item", "miss").inc(n - hits)
 
-    async def _cached(self, served: Served, user: Mapping[str, Any], rules: RuleConfig) -> bool:
-        """Serve the precomputed list when there is one; False otherwise."""
+    async def _read_stored(self, user_id: str) -> Any:
+        """The user's precomputed list within the Redis budget, timed as the `precomputed` stage."""
+        with self.metrics.time("precomputed"):
+            read = read_precomputed(self.redis, user_id, prefix=self.prefix)
+            return await asyncio.wait_for(read, self.timeouts.redis)
+
+    async def _cached(
+        self, served: Served, user: Mapping[str, Any], rules: RuleConfig, pending: asyncio.Future | None = None
+    ) -> bool:
+        """Serve the precomputed list when there is one (`pending`: its read, already started);
+        False otherwise."""
         breaker = self.breakers["redis"]
-        if not breaker.allow():
+        if pending is None and not breaker.allow():
             self.metrics.precomputed.labels("error").inc()
             return False
         try:
-            with self.metrics.time("precomputed"):
-                stored = await asyncio.wait_for(
-                    read_precomputed(self.redis, served.user_id, prefix=self.prefix), self.timeouts.redis
-                )
+            stored = await (pending if pending is not None else self._read_stored(served.user_id))
         except Exception:  # noqa: BLE001 - unreachable or slow Redis: popular instead
             breaker.failure()
             self.metrics.dependency_errors.labels("redis").inc()

@@ -124,6 +124,13 @@ def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redi
     assert body["model_versions"] == {"precomputed": "retrieval=1,ranking=1"}
     other = recs(client, gw, "u2", count=3)
     assert other["path"] == "fallback_popular" and len(other["items"]) == 3
+    # Once the model server's breaker is open, the precomputed list is read alongside the user's
+    # features (not after them): same answer, and still popular items for a user without one.
+    skipped = [recs(client, gw, "u1", count=3) for _ in range(4)][-1]
+    assert (skipped["path"], skipped["reason"]) == ("cached", "model_server_unavailable")
+    assert [i["item_id"] for i in skipped["items"]] == ["i30", "i31", "i32"]
+    other = recs(client, gw, "u2", count=3)
+    assert (other["path"], other["reason"]) == ("fallback_popular", "model_server_unavailable")
 
 
 def test_health_ready_metrics_docs(client, gw) -> None:
