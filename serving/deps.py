@@ -72,15 +72,26 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 RecommendCaller = Annotated[Principal, Depends(require_scope("recommend:read"))]
 
 
-async def rate_limited(resources: ResourcesDep, params: RecommendationParams, caller: RecommendCaller) -> None:
-    """429 with Retry-After once the user or the token is over its limit."""
-    decision = await resources.limiter.check(params.user_id, caller.token_id)
+async def rate_limited(
+    resources: ResourcesDep, params: RecommendationParams, caller: RecommendCaller, reader: ReaderDep
+) -> asyncio.Future:
+    """429 with Retry-After once the user or the token is over its limit. Returns the read of the
+    user's features, started before the limit check so the two Redis round trips overlap (a
+    refused request cancels it)."""
+    user_read = asyncio.ensure_future(resources.recommender.read_user(reader, params.user_id))
+    try:
+        decision = await resources.limiter.check(params.user_id, caller.token_id)
+    except BaseException:
+        user_read.cancel()
+        raise
     if not decision.allowed:
+        user_read.cancel()
         raise HTTPException(
             429,
             f"rate limit for this {decision.scope} reached; retry in {decision.retry_after} s",
             headers={"Retry-After": str(decision.retry_after)},
         )
+    return user_read
 
 
-RateLimited = Annotated[None, Depends(rate_limited)]
+RateLimited = Annotated[asyncio.Future, Depends(rate_limited)]

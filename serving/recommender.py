@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -183,8 +183,11 @@ class Recommender:
         exclude: Sequence[str] = (),
         category: str | None = None,
         exclude_purchased: bool = True,
+        user_read: Awaitable[dict[str, Any] | None] | None = None,
     ) -> Served:
-        """Recommendations for one user; never raises for a dependency failure."""
+        """Recommendations for one user; never raises for a dependency failure.
+
+        `user_read`: the user's features being read already (`read_user`), else read here."""
         arm = self.experiment.assign(user_id)
         rules = replace(
             self.rules,
@@ -200,7 +203,7 @@ class Recommender:
         if self.breakers["model_server"].skipping and self.breakers["redis"].allow():
             stored = asyncio.ensure_future(self._read_stored(user_id))
         try:
-            user = await self._user_features(reader, user_id)
+            user = await (user_read if user_read is not None else self.read_user(reader, user_id))
             if user is None:
                 served.reason = "online_store_unavailable"
             elif user and all(v is None for v in user.values()):
@@ -232,7 +235,7 @@ class Recommender:
         loop = asyncio.get_running_loop()
         return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, *args), self.timeouts.features)
 
-    async def _user_features(self, reader: Any, user_id: str) -> dict[str, Any] | None:
+    async def read_user(self, reader: Any, user_id: str) -> dict[str, Any] | None:
         """The user's features; None when the online store is unreachable (or its breaker open)."""
         breaker = self.breakers["online_store"]
         if reader is None or not breaker.allow():

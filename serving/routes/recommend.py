@@ -22,7 +22,7 @@ ERRORS = {
 async def recommendations(
     params: RecommendationParams,
     caller: RecommendCaller,
-    _: RateLimited,
+    user_read: RateLimited,
     reader: ReaderDep,
     resources: ResourcesDep,
 ) -> Response:
@@ -36,6 +36,7 @@ async def recommendations(
         exclude=params.exclude,
         category=params.category,
         exclude_purchased=params.exclude_purchased,
+        user_read=user_read,
     )
     resources.impressions.log(
         request_id=served.request_id,
