@@ -30,8 +30,7 @@ def top_k(tf: Any, scores: Any, k: int) -> tuple[Any, Any]:
     """
     n = scores.shape[-1]
     if n is None or n < _MIN_RATIO * k:
-        top = tf.math.top_k(scores, k=k)
-        return top.values, top.indices
+        return _plain(tf, scores, k)
     stride = max(1, n // (_SAMPLE * k))
     sample = scores[:, ::stride]
     rank = min(int(_OVERSHOOT * k * sample.shape[-1] / n) + 1, sample.shape[-1])
@@ -45,8 +44,9 @@ def top_k(tf: Any, scores: Any, k: int) -> tuple[Any, Any]:
         top = tf.math.top_k(tf.gather(scores[0], at), k=k)
         return top.values[None, :], tf.gather(at, top.indices)[None, :]
 
-    def everything():
-        top = tf.math.top_k(scores, k=k)
-        return top.values, top.indices
+    return tf.cond(tf.logical_and(single, enough), from_passed, lambda: _plain(tf, scores, k))
 
-    return tf.cond(tf.logical_and(single, enough), from_passed, everything)
+
+def _plain(tf: Any, scores: Any, k: int) -> tuple[Any, Any]:
+    top = tf.math.top_k(scores, k=k)
+    return top.values, top.indices
