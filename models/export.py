@@ -78,7 +78,9 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
         def __init__(self) -> None:
             super().__init__()
             self.query = retrieval.model.query
-            self.item_embeddings = tf.Variable(embeddings, trainable=False, name="item_embeddings")
+            # Stored [dim, items]: q @ E^T then reads E in memory order (Eigen's GEMV over a
+            # transposed operand was ~20% slower at 100k x 64 on a 2-core VM).
+            self.item_embeddings_t = tf.Variable(embeddings.T.copy(), trainable=False, name="item_embeddings_t")
             self.item_ids = tf.Variable(ids, trainable=False, name="item_ids")
             self.rows = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), -1
@@ -86,7 +88,7 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
 
         @tf.function(input_signature=[specs])
         def serve(self, inputs):
-            scores = tf.matmul(self.query(inputs), self.item_embeddings, transpose_b=True)
+            scores = tf.matmul(self.query(inputs), self.item_embeddings_t)
             if boost:  # history items first, as models.train.boost_history
                 history = self.rows.lookup(inputs[HISTORY_ITEMS])
                 where = tf.where(history >= 0)

@@ -112,13 +112,48 @@ def _status_code(err: BaseException) -> grpc.StatusCode:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """One signature input, with what decoding a TensorProto for it needs worked out once
+    (TensorShape / DType methods cost microseconds each, eight inputs a request)."""
+
+    spec: tf.TensorSpec
+    enum: int
+    numpy_dtype: np.dtype | None  # None: a string input
+    dims: tuple[int | None, ...] | None  # None: unknown rank
+
+    @classmethod
+    def of(cls, spec: tf.TensorSpec) -> InputSpec:
+        numpy_dtype = None if spec.dtype == tf.string else np.dtype(spec.dtype.as_numpy_dtype)
+        dims = tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
+        return cls(spec, spec.dtype.as_datatype_enum, numpy_dtype, dims)
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        if self.dims is None:
+            return True
+        return len(shape) == len(self.dims) and all(d is None or d == n for d, n in zip(self.dims, shape, strict=True))
+
+
+@dataclass(frozen=True)
 class Signature:
     """A callable signature of a loaded version, with what Predict needs precomputed."""
 
     name: str
     fn: Callable
-    inputs: dict[str, tf.TensorSpec]
+    inputs: dict[str, InputSpec]
     outputs: tuple[str, ...]
+    flat_order: tuple[str, ...] = ()  # input aliases in tf.nest order (sorted)
+
+    def __call__(self, kwargs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Run on inputs already checked against `inputs` (dtypes and shapes).
+
+        Calls the function's flat form, inputs in `tf.nest` order: the keyword call re-binds and
+        re-validates the structure on every request (~0.3 ms of a 0.8 ms ranking call here).
+        `_call_flat` is what that keyword call ends in; should a TensorFlow release drop it, the
+        keyword call is used instead."""
+        call_flat = getattr(self.fn, "_call_flat", None)
+        if call_flat is None:
+            return self.fn(**kwargs)
+        return call_flat([kwargs[alias] for alias in self.flat_order], self.fn.captured_inputs)
 
 
 class Servable:
@@ -142,7 +177,11 @@ class Servable:
         for sig_name, fn in self._loaded.signatures.items():
             _, kwargs = fn.structured_input_signature
             self.signatures[sig_name] = Signature(
-                name=sig_name, fn=fn, inputs=dict(kwargs), outputs=tuple(sorted(fn.structured_outputs))
+                name=sig_name,
+                fn=fn,
+                inputs={alias: InputSpec.of(spec) for alias, spec in kwargs.items()},
+                outputs=tuple(sorted(fn.structured_outputs)),
+                flat_order=tuple(tf.nest.flatten({alias: alias for alias in kwargs})),
             )
         self.signature_defs = _read_signature_defs(path)
 
@@ -153,7 +192,8 @@ class Servable:
         signature that rejects such inputs is left cold (logged), never fails the load."""
         for sig in self.signatures.values():
             kwargs = {}
-            for alias, spec in sig.inputs.items():
+            for alias, input_spec in sig.inputs.items():
+                spec = input_spec.spec
                 sizes = spec.shape.as_list() if spec.shape.rank is not None else []
                 shape = [(1 if axis == 0 else 2) if size is None else size for axis, size in enumerate(sizes)]
                 kwargs[alias] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
@@ -199,7 +239,7 @@ class Servable:
             kwargs[alias] = _to_tensor(alias, proto, spec)
         aliases = _output_aliases(request.output_filter, sig)
         try:
-            outputs = sig.fn(**kwargs)
+            outputs = sig(kwargs)
         except (TypeError, ValueError) as err:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
         response = predict_pb2.PredictResponse()
@@ -207,33 +247,50 @@ class Servable:
         response.model_spec.version.value = self.version
         response.model_spec.signature_name = sig_name
         for alias in aliases:
-            # serialize_tensor builds the TensorProto in C++: 4x faster than make_tensor_proto for strings.
-            response.outputs[alias].ParseFromString(tf.io.serialize_tensor(outputs[alias]).numpy())
+            _fill_tensor_proto(response.outputs[alias], outputs[alias])
         return response
 
 
-def _to_tensor(alias: str, proto, spec: tf.TensorSpec) -> tf.Tensor:
-    if proto.dtype != spec.dtype.as_datatype_enum:
+def _to_tensor(alias: str, proto, spec: InputSpec) -> tf.Tensor:
+    if proto.dtype != spec.enum:
         got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "invalid"
         raise ServingError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"input {alias}: expects {spec.dtype.name} but {got} is provided",
+            f"input {alias}: expects {spec.spec.dtype.name} but {got} is provided",
         )
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
     try:
-        if proto.tensor_content and spec.dtype != tf.string:  # numbers as raw bytes: no copy, no list
-            shape = [d.size for d in proto.tensor_shape.dim]
-            array = np.frombuffer(proto.tensor_content, dtype=spec.dtype.as_numpy_dtype).reshape(shape)
-        else:
+        if spec.numpy_dtype is not None and proto.tensor_content:  # numbers as raw bytes: no list
+            array = np.frombuffer(proto.tensor_content, dtype=spec.numpy_dtype).reshape(shape)
+        elif spec.numpy_dtype is None and len(proto.string_val) == int(np.prod(shape)):
+            array = np.empty(len(proto.string_val), dtype=object)
+            array[:] = proto.string_val
+            array = array.reshape(shape)
+        else:  # values in the typed fields, or TF's compact "repeat the last value" form
             array = tf.make_ndarray(proto)
     except Exception:  # noqa: BLE001 - any malformed TensorProto is the client's error
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}") from None
-    if not spec.shape.is_compatible_with(array.shape):
+    if not spec.accepts(array.shape):
         raise ServingError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"input {alias}: shape {list(array.shape)} is not compatible with the signature's "
-            f"{spec.shape.as_list() if spec.shape.rank is not None else 'shape'}",
+            f"{list(spec.dims) if spec.dims is not None else 'shape'}",
         )
-    return tf.convert_to_tensor(array, dtype=spec.dtype)
+    # tf.constant: a third of convert_to_tensor(dtype=)'s cost for the same tensor.
+    return tf.constant(array, dtype=spec.spec.dtype)
+
+
+def _fill_tensor_proto(proto, tensor: tf.Tensor) -> None:
+    """Write an output tensor into a response TensorProto: numbers as raw bytes (as TF Serving
+    sends them), strings through serialize_tensor (built in C++, 4x make_tensor_proto's speed)."""
+    if tensor.dtype == tf.string:
+        proto.ParseFromString(tf.io.serialize_tensor(tensor).numpy())
+        return
+    array = tensor.numpy()
+    proto.dtype = tensor.dtype.as_datatype_enum
+    for n in array.shape:
+        proto.tensor_shape.dim.add().size = n
+    proto.tensor_content = array.tobytes()
 
 
 def _output_aliases(output_filter: Iterable[str], sig: Signature) -> tuple[str, ...]:

@@ -201,7 +201,7 @@ def save_contract_retrieval(
             super().__init__()
             self.users = tf.Variable(rng.normal([num_users, dim]), trainable=False)
             items = rng.normal([n_items, dim]) if item_embeddings is None else tf.constant(item_embeddings)
-            self.items = tf.Variable(items, trainable=False)
+            self.items_t = tf.Variable(tf.transpose(items), trainable=False)  # [dim, items], as the exporter
             self.ids = tf.constant(catalog)
             self.lookup = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(self.ids, tf.range(n_items, dtype=tf.int64)), -1
@@ -212,14 +212,15 @@ def save_contract_retrieval(
             query = tf.gather(self.users, tf.strings.to_hash_bucket_fast(user_id, num_users))
             # One dense read for both uses: a gather straight from the variable would switch it to
             # copy-on-read, and every call would then copy the whole item matrix for the matmul.
-            items = tf.convert_to_tensor(self.items)
+            items_t = tf.convert_to_tensor(self.items_t)
             rows = self.lookup.lookup(user_recent__last_10_items)
             known = tf.cast(rows >= 0, tf.float32)[..., None]
-            recent = tf.reduce_sum(tf.gather(items, tf.maximum(rows, 0)) * known, axis=1)
+            acted = tf.transpose(tf.gather(items_t, tf.maximum(rows, 0), axis=1), [1, 2, 0])  # [B, 10, dim]
+            recent = tf.reduce_sum(acted * known, axis=1)
             scale = 1.0 + 0.0 * (user_features__views_7d[:, None] + tf.cast(hour_of_day, tf.float32)[:, None])
             query = (query + 0.3 * recent) * scale
             # The exporter's exact top-k (models/topk.py), so benchmarks time what ships.
-            scores, idx = top_k(tf, tf.matmul(query, items, transpose_b=True), top)
+            scores, idx = top_k(tf, tf.matmul(query, items_t), top)
             return {"item_ids": tf.gather(self.ids, idx), "scores": scores}
 
     module = Retrieval()

@@ -465,7 +465,7 @@ def test_file_label_on_a_loading_version_applies_once_it_is_available(
 def test_every_signature_of_the_contract_models_is_warmed_up_before_serving(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from serving.model_server import Servable
+    from serving.model_server import InputSpec, Servable, Signature
 
     toy_models.publish_contract_pair(tmp_path, [f"i{n}" for n in range(50)], k=20)
     with caplog.at_level("INFO", logger="towerflow.model_server"):
@@ -473,19 +473,40 @@ def test_every_signature_of_the_contract_models_is_warmed_up_before_serving(
             Servable(name, 1, tmp_path / name / "1").warm_up()
     assert "not warmed up" not in caplog.text
 
-    class Broken:  # a signature that rejects any input: logged, never raised
-        name = "serving_default"
-        inputs = {"x": tf.TensorSpec([None], tf.float32)}
+    def reject(**_):
+        raise ValueError("no")
 
-        @staticmethod
-        def fn(**_):
-            raise ValueError("no")
-
+    # A signature that rejects any input: logged, never raised.
+    broken = Signature("serving_default", reject, {"x": InputSpec.of(tf.TensorSpec([None], tf.float32))}, ("y",))
     servable = Servable("retrieval", 1, tmp_path / "retrieval" / "1")
-    servable.signatures = {"serving_default": Broken}
+    servable.signatures = {"serving_default": broken}
     with caplog.at_level("INFO", logger="towerflow.model_server"):
         servable.warm_up()
     assert "signature serving_default not warmed up: no" in caplog.text
+
+
+def test_the_flat_signature_call_answers_as_the_keyword_call(tmp_path: Path) -> None:
+    """Predict calls a signature's flat form (inputs in tf.nest order); it must answer exactly as
+    `fn(**inputs)` for both contract models, whose inputs are not declared in sorted order."""
+    from serving.model_server import Servable
+
+    catalog = [f"i{n}" for n in range(50)]
+    toy_models.publish_contract_pair(tmp_path, catalog, k=20)
+    rng = np.random.default_rng(0)
+    for name in ("retrieval", "ranking"):
+        sig = Servable(name, 1, tmp_path / name / "1").signatures["serving_default"]
+        assert list(sig.flat_order) == sorted(sig.inputs)
+        kwargs = {}
+        for alias, spec in sig.inputs.items():
+            shape = [1 if axis == 0 else (size or 7) for axis, size in enumerate(spec.dims)]
+            if spec.numpy_dtype is None:
+                kwargs[alias] = tf.constant(rng.choice(catalog, size=shape).astype(object).astype(bytes))
+            else:
+                kwargs[alias] = tf.constant(rng.integers(0, 5, size=shape).astype(spec.numpy_dtype))
+        flat, keyword = sig(kwargs), sig.fn(**kwargs)
+        assert set(flat) == set(keyword) == set(sig.outputs)
+        for alias in sig.outputs:
+            np.testing.assert_array_equal(flat[alias].numpy(), keyword[alias].numpy())
 
 
 def test_tensorflow_thread_pools_follow_tf_serving_flags() -> None:
