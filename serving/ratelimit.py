@@ -77,7 +77,8 @@ class RateLimiter:
         window = int(now // self.window_s)
         try:
             with self.metrics.time("rate_limit"):
-                counts = await asyncio.wait_for(self._count(window, limits), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                    counts = await self._count(window, limits)
         except Exception:  # noqa: BLE001 - any Redis trouble: fail open, counted
             self.breaker.failure()
             self.metrics.dependency_errors.labels("redis").inc()

@@ -233,7 +233,8 @@ class Recommender:
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, *args), self.timeouts.features)
+        async with asyncio.timeout(self.timeouts.features):
+            return await loop.run_in_executor(self.executor, fn, *args)
 
     async def read_user(self, reader: Any, user_id: str) -> dict[str, Any] | None:
         """The user's features; None when the online store is unreachable (or its breaker open)."""
@@ -244,7 +245,8 @@ class Recommender:
         try:
             with self.metrics.time("user_features"):
                 if getattr(reader, "reads_users_async", False):  # Redis: on the loop, no thread hop
-                    user = await asyncio.wait_for(reader.user_features_async(user_id), self.timeouts.features)
+                    async with asyncio.timeout(self.timeouts.features):
+                        user = await reader.user_features_async(user_id)
                 else:
                     user = await self._in_thread(reader.user_features, user_id)
         except Exception:  # noqa: BLE001 - unreachable, slow or broken store: degrade
@@ -286,14 +288,12 @@ class Recommender:
     ) -> tuple[list[tuple[str, float | None]], dict[str, str]]:
         ctx = binding.context(datetime.now(UTC))
         with self.metrics.time("retrieval"):
-            retrieved = await asyncio.wait_for(
-                self.runner.predict(
+            async with asyncio.timeout(self.timeouts.retrieval):
+                retrieved = await self.runner.predict(
                     "retrieval",
                     labels["retrieval"],
                     lambda specs: binding.bind(specs, user_id=user_id, user_features=user, ctx=ctx),
-                ),
-                self.timeouts.retrieval,
-            )
+                )
         raw_ids = retrieved["item_ids"][0].tolist()  # bytes: passed on to ranking as they are
         ids = names(raw_ids)
         retrieval_scores = np.asarray(retrieved["scores"][0], dtype=np.float32)
@@ -313,8 +313,8 @@ class Recommender:
             raise StageError("online_store_unavailable") from err
         self._count_item_hits(items, len(ids))
         with self.metrics.time("ranking"):
-            ranked = await asyncio.wait_for(
-                self.runner.predict(
+            async with asyncio.timeout(self.timeouts.ranking):
+                ranked = await self.runner.predict(
                     "ranking",
                     labels["ranking"],
                     lambda specs: binding.bind(
@@ -327,9 +327,7 @@ class Recommender:
                         item_features=items,
                         candidate_bytes=raw_ids,
                     ),
-                ),
-                self.timeouts.ranking,
-            )
+                )
         with self.metrics.time("rules"):
             chosen = apply_rules(ids, ranked["scores"][0], items, user, rules)
         versions = {"retrieval": str(retrieved.version), "ranking": str(ranked.version)}
@@ -351,7 +349,8 @@ class Recommender:
         """The user's precomputed list within the Redis budget, timed as the `precomputed` stage."""
         with self.metrics.time("precomputed"):
             read = read_precomputed(self.redis, user_id, prefix=self.prefix)
-            return await asyncio.wait_for(read, self.timeouts.redis)
+            async with asyncio.timeout(self.timeouts.redis):
+                return await read
 
     async def _cached(
         self, served: Served, user: Mapping[str, Any], rules: RuleConfig, pending: asyncio.Future | None = None
