@@ -2,7 +2,9 @@
 
 - `retrieval`: the query tower plus the candidate tower's embeddings of the whole catalog (the
   brute-force index) inside the SavedModel; signature `serving_default`:
-  user inputs -> `item_ids` [B, K], `scores` [B, K].
+  user inputs -> `item_ids` [B, K], `scores` [B, K], `item_rows` int32 [B, K] (the items'
+  positions in this version's catalog: the gateway remembers where each row's features are, so
+  it need not look 1,000 ids up per request).
 - `ranking`: the ranker; signature `serving_default`: user inputs [B] (and history lists
   [B, M]) + candidates `item_id` [B, N], `retrieval_score` [B, N] and item features [B, N] ->
   `scores` [B, N].
@@ -97,7 +99,7 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
                 span = tf.reduce_max(scores, axis=1, keepdims=True) - tf.reduce_min(scores, axis=1, keepdims=True)
                 scores = scores + tf.where(hit, span + 1.0, 0.0)
             values, indices = top_k(tf, scores, k)
-            return {"item_ids": tf.gather(self.item_ids, indices), "scores": values}
+            return {"item_ids": tf.gather(self.item_ids, indices), "scores": values, "item_rows": indices}
 
     return Retrieval()
 

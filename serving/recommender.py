@@ -35,7 +35,7 @@ from serving.catalog import EMPTY, Catalog
 from serving.experiments import Experiment, version_spec
 from serving.metrics import GatewayMetrics
 from serving.precomputed import read_precomputed
-from serving.rules import RuleConfig, apply_rules
+from serving.rules import RuleConfig, apply_rules, rule_columns
 from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ class Recommender:
         self.executor = executor
         self.breakers = dict(breakers)
         self.catalog: Catalog = EMPTY
+        self._wanted: tuple[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] | None = None
 
     async def recommend(
         self,
@@ -297,15 +298,26 @@ class Recommender:
         raw_ids = retrieved["item_ids"][0].tolist()  # bytes: passed on to ranking as they are
         ids = names(raw_ids)
         retrieval_scores = np.asarray(retrieved["scores"][0], dtype=np.float32)
+        rows = retrieved.get("item_rows")  # the candidates' positions in this version's catalog
+        rows = rows[0] if rows is not None and rows.shape == retrieved["item_ids"].shape else None
         keep = [n for n, i in enumerate(ids) if i]  # models pad short lists with ""
         if len(keep) < len(ids):
             ids, retrieval_scores = [ids[n] for n in keep], retrieval_scores[keep]
             raw_ids = [raw_ids[n] for n in keep]
+            rows = rows[keep] if rows is not None else None
+        catalog_rows = ((retrieved.model, retrieved.version), rows) if rows is not None else None
+        # Gathered from memory: only the columns ranking's signature and the rules read. The
+        # signature is the one predict will use (cached per version; a miss is a model-server call,
+        # so it is fetched outside the feature stage and fails as the model path would).
+        in_memory = getattr(reader, "item_features_in_memory", None)
+        wanted = None
+        if in_memory is not None and hasattr(reader, "item_columns"):
+            _, rank_specs = await self.runner.specs("ranking", labels["ranking"])
+            wanted = self._wanted_columns(rank_specs, reader.item_columns)
         try:
             with self.metrics.time("item_features"):
                 # From memory when the reader can (no thread hop); else off the loop (I/O).
-                in_memory = getattr(reader, "item_features_in_memory", None)
-                items = in_memory(ids) if in_memory is not None else None
+                items = in_memory(ids, wanted, catalog_rows) if in_memory is not None else None
                 if items is None:
                     items = await self._in_thread(reader.item_features, ids)
         except Exception as err:  # noqa: BLE001
@@ -332,6 +344,12 @@ class Recommender:
             chosen = apply_rules(ids, ranked["scores"][0], items, user, rules)
         versions = {"retrieval": str(retrieved.version), "ranking": str(ranked.version)}
         return list(chosen), versions
+
+    def _wanted_columns(self, specs: Mapping[str, InputSpec], columns: list[str]) -> frozenset[str]:
+        key = (frozenset(specs), tuple(columns))
+        if self._wanted is None or self._wanted[0] != key:
+            self._wanted = (key, frozenset(c for c in columns if c in specs) | frozenset(rule_columns(columns)))
+        return self._wanted[1]
 
     def _count_item_hits(self, items: Mapping[str, Sequence[Any]], n: int) -> None:
         column = next((v for k, v in items.items() if k != binding.ITEM_ID), None)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 #: User features whose values are item ids the user already has.
+#: Item features the rules read (any view: `<view>__<feature>`).
+RULE_ITEM_FEATURES = ("category", "available", "age_days")
 RECENT_ITEMS = "last_10_items"
 PURCHASED_ITEMS = "purchased_items"
 
@@ -53,6 +55,11 @@ def feature_column(columns: Mapping[str, Any], feature: str) -> Any | None:
         if name == feature or name.endswith(suffix):
             return values
     return None
+
+
+def rule_columns(columns: Iterable[str]) -> set[str]:
+    """The columns among `columns` that `apply_rules` reads."""
+    return {c for c in columns if c in RULE_ITEM_FEATURES or c.rpartition("__")[2] in RULE_ITEM_FEATURES}
 
 
 def purchased(user_features: Mapping[str, Any]) -> set[str]:

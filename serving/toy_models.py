@@ -174,7 +174,8 @@ def save_contract_retrieval(
 
     Inputs: `user_id` [B], `user_recent__last_10_items` [B, 10] (""-padded),
     `user_features__views_7d` float32 [B], `hour_of_day` int64 [B]. Outputs: `item_ids` string
-    [B, K] and `scores` float32 [B, K], K = min(k, len(catalog)). The query is the user's
+    [B, K], `scores` float32 [B, K] and `item_rows` int32 [B, K] (positions in `catalog`),
+    K = min(k, len(catalog)). The query is the user's
     embedding nudged towards the items they acted on (so recent items change the answer).
 
     Args:
@@ -221,7 +222,7 @@ def save_contract_retrieval(
             query = (query + 0.3 * recent) * scale
             # The exporter's exact top-k (models/topk.py), so benchmarks time what ships.
             scores, idx = top_k(tf, tf.matmul(query, items_t), top)
-            return {"item_ids": tf.gather(self.ids, idx), "scores": scores}
+            return {"item_ids": tf.gather(self.ids, idx), "scores": scores, "item_rows": idx}
 
     module = Retrieval()
     return _publish(module, {"serving_default": module.serve}, Path(base_path), version)

@@ -113,6 +113,28 @@ def test_fast_reader_serves_feasts_values(store: Any, gold_home: Any) -> None:
     assert "item_features__popularity" in numeric  # numbers come as float arrays, ready to bind
     assert fast.item_features_in_memory(ids) is None  # "unknown" needs an online read: not from memory
     assert as_lists(fast.item_features_in_memory(known[:1])) == feast.item_features(known[:1])
+    # Only the columns asked for (the gateway asks for what ranking and the rules read), same values.
+    wanted = {"item_features__popularity", "item_features__category", "not_a_column"}
+    some = fast.item_features_in_memory(known, wanted)
+    assert set(some) == {"item_id", "item_features__popularity", "item_features__category"}
+    assert as_lists(some) == {k: v for k, v in as_lists(in_memory).items() if k in some}
+    assert set(fast.item_columns) == set(in_memory) - {"item_id"}
+    # Catalog rows (a retrieval version's `item_rows`): same values, first by lookup, then remembered.
+    catalog = gold.items[::-1]
+    picks = [5, 0, 7, 3, 5]
+    chosen = [catalog[n] for n in picks]
+    expected = as_lists(fast.item_features_in_memory(chosen))
+    for _ in range(2):
+        assert as_lists(fast.item_features_in_memory(chosen, rows=(("retrieval", 1), picks))) == expected
+    # A row's item is fixed per catalog key: the remembered position answers, not a new lookup.
+    other = [catalog[1]] * len(picks)
+    remembered = fast.item_features_in_memory(other, rows=(("retrieval", 1), picks))
+    assert {k: v for k, v in as_lists(remembered).items() if k != "item_id"} == {
+        k: v for k, v in expected.items() if k != "item_id"
+    }
+    # Rows that do not fit, and an id the snapshot lacks, go the lookup way.
+    assert as_lists(fast.item_features_in_memory(chosen, rows=(("retrieval", 2), picks[:2]))) == expected
+    assert fast.item_features_in_memory([*chosen[:2], "unknown"], rows=(("retrieval", 3), [1, 2, 9])) is None
 
 
 def test_fast_reader_reloads_when_a_materialization_lands(store: Any, gold_home: Any, fx: Any) -> None:

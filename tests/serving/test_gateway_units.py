@@ -297,3 +297,8 @@ def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> N
         keys = list(client.scan_iter(match=f"{redis_prefix}*"))
         if keys:
             client.delete(*keys)
+
+
+def test_rule_columns_are_the_item_features_the_rules_read() -> None:
+    columns = ["item_features__category", "item_features__popularity", "item_flags__available", "age_days", "x__ctr"]
+    assert rules.rule_columns(columns) == {"item_features__category", "item_flags__available", "age_days"}
