@@ -205,6 +205,7 @@ class Recommender:
             stored = asyncio.ensure_future(self._read_stored(user_id))
         try:
             user = await (user_read if user_read is not None else self.read_user(reader, user_id))
+            self._count_user(user)
             if user is None:
                 served.reason = "online_store_unavailable"
             elif user and all(v is None for v in user.values()):
@@ -238,10 +239,11 @@ class Recommender:
             return await loop.run_in_executor(self.executor, fn, *args)
 
     async def read_user(self, reader: Any, user_id: str) -> dict[str, Any] | None:
-        """The user's features; None when the online store is unreachable (or its breaker open)."""
+        """The user's features; None when the online store is unreachable (or its breaker open).
+        Failures count against the store's breaker here; the lookup's metric is counted by the
+        request that uses it."""
         breaker = self.breakers["online_store"]
         if reader is None or not breaker.allow():
-            self.metrics.features.labels("user", "error").inc()
             return None
         try:
             with self.metrics.time("user_features"):
@@ -253,12 +255,18 @@ class Recommender:
         except Exception:  # noqa: BLE001 - unreachable, slow or broken store: degrade
             breaker.failure()
             self.metrics.dependency_errors.labels("online_store").inc()
-            self.metrics.features.labels("user", "error").inc()
             return None
         breaker.success()
-        hit = any(v is not None for v in user.values())
-        self.metrics.features.labels("user", "hit" if hit else "miss").inc()
         return user
+
+    def _count_user(self, user: Mapping[str, Any] | None) -> None:
+        """Count the user lookup a request used (here, not in `read_user`: a request refused by
+        the rate limit may have read the user already, and served nothing)."""
+        if user is None:
+            result = "error"
+        else:
+            result = "hit" if any(v is not None for v in user.values()) else "miss"
+        self.metrics.features.labels("user", result).inc()
 
     async def _model_path(
         self, served: Served, reader: Any, user: dict[str, Any], labels: Mapping[str, str], rules: RuleConfig

@@ -101,6 +101,9 @@ def test_rate_limit_per_user_is_429_with_retry_after(make_client, gw) -> None:
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert "user" in refused.json()["message"]
     assert client.get("/v1/recommendations?user_id=u5", headers=gw.auth()).status_code == 200
+    # Only served requests count a user lookup, though refused ones may have read the user already.
+    lookups = client.get("/metrics").text
+    assert 'towerflow_gateway_feature_lookups_total{entity="user",result="hit"} 4.0' in lookups
 
 
 def test_rate_limit_per_token(make_client, gw) -> None:
