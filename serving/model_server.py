@@ -41,6 +41,7 @@ Differences, on purpose:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -262,7 +263,7 @@ def _to_tensor(alias: str, proto, spec: InputSpec) -> tf.Tensor:
     try:
         if spec.numpy_dtype is not None and proto.tensor_content:  # numbers as raw bytes: no list
             array = np.frombuffer(proto.tensor_content, dtype=spec.numpy_dtype).reshape(shape)
-        elif spec.numpy_dtype is None and len(proto.string_val) == int(np.prod(shape)):
+        elif spec.numpy_dtype is None and len(proto.string_val) == math.prod(shape):
             array = np.empty(len(proto.string_val), dtype=object)
             array[:] = proto.string_val
             array = array.reshape(shape)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-#: User features whose values are item ids the user already has.
 #: Item features the rules read (any view: `<view>__<feature>`).
 RULE_ITEM_FEATURES = ("category", "available", "age_days")
+#: User features whose values are item ids the user already has.
 RECENT_ITEMS = "last_10_items"
 PURCHASED_ITEMS = "purchased_items"
 
@@ -48,18 +48,22 @@ class RuleConfig:
     freshness_half_life_days: float = 30.0
 
 
+def _feature_of(name: str) -> str:
+    """`<view>__<feature>` (or a bare `<feature>`) -> `<feature>`."""
+    return name.rpartition("__")[2]
+
+
 def feature_column(columns: Mapping[str, Any], feature: str) -> Any | None:
     """The column of feature `feature` in `{"<view>__<feature>": ...}` (first view that has it)."""
-    suffix = f"__{feature}"
     for name, values in columns.items():
-        if name == feature or name.endswith(suffix):
+        if _feature_of(name) == feature:
             return values
     return None
 
 
 def rule_columns(columns: Iterable[str]) -> set[str]:
     """The columns among `columns` that `apply_rules` reads."""
-    return {c for c in columns if c in RULE_ITEM_FEATURES or c.rpartition("__")[2] in RULE_ITEM_FEATURES}
+    return {c for c in columns if _feature_of(c) in RULE_ITEM_FEATURES}
 
 
 def purchased(user_features: Mapping[str, Any]) -> set[str]:
