@@ -5,7 +5,7 @@ UV_VERSION ?= 0.13.9
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench airflow clean-var
+.PHONY: demo test lint bench airflow clean-var native
 
 # The environment is rebuilt only when the lock or the package metadata change.
 $(STAMP): requirements.lock setup.cfg pyproject.toml
@@ -20,7 +20,16 @@ demo: $(STAMP)
 	@$(BIN)/towerflow demo
 
 test: $(STAMP)
+	@if command -v grpc_cpp_plugin >/dev/null; then serving/native/build.sh $(BIN)/python >/dev/null; \
+	else echo "note: the model server's C++ front is not built (no gRPC C++ toolchain; see make native)"; fi
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The model server's C++ front (serving/native/build/towerflow-predict), which `towerflow
+# model-server` puts in front of itself when built. Needs g++, pkg-config and gRPC's C++ files
+# (Debian/Ubuntu: apt-get install libgrpc++-dev protobuf-compiler-grpc); about 3 minutes the
+# first time, seconds after.
+native: $(STAMP)
+	@serving/native/build.sh $(BIN)/python
 
 lint: $(STAMP)
 	@$(BIN)/ruff check .

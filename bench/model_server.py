@@ -7,7 +7,8 @@ Models (serving.toy_models, built in a temp folder):
 - ranking: one user x 1000 candidate ids.
 Columns: `in_process` calls the concrete signature function with ready tensors; `grpc_stub` sends
 a prebuilt PredictRequest through the official stub; `grpc_client` is `ModelClient.predict`
-(numpy in, numpy out: what the gateway pays).
+(numpy in, numpy out: what the gateway pays). `native_*`: the same calls against a second server
+running its C++ front (towerflow-predict), when `make native` built it.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(base: Path, port: int) -> subprocess.Popen:
+def _start_server(base: Path, port: int, native: str) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port), "--host", "127.0.0.1"]
-    cmd += ["--model-base", str(base), "--poll-seconds", "30"]
+    cmd += ["--model-base", str(base), "--poll-seconds", "30", "--native", native]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -59,51 +60,58 @@ def run() -> dict[str, object]:
     from serving import model_config as mc
     from serving import toy_models
     from serving.model_client import ModelClient, predict_request
+    from serving.model_server import NATIVE_BUILD
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "models"
         toy_models.save_retrieval(base / "retrieval", 1, num_items=ITEMS, dim=DIM, k=100, num_users=10_000)
-        toy_models.save_retrieval(
-            base / "retrieval_k1000", 1, num_items=ITEMS, dim=DIM, k=1000, num_users=10_000
-        )
+        toy_models.save_retrieval(base / "retrieval_k1000", 1, num_items=ITEMS, dim=DIM, k=1000, num_users=10_000)
         toy_models.save_ranking(base / "ranking", 1, dim=DIM, buckets=ITEMS, num_users=10_000)
         names = ["retrieval", "retrieval_k1000", "ranking"]
         mc.write_models_config(base / "models.config", [mc.ModelEntry.under(base, n) for n in names])
-        port = _free_port()
-        server = _start_server(base, port)
+        port, native_port = _free_port(), _free_port()
+        servers = [_start_server(base, port, "off")]
+        if NATIVE_BUILD.is_file():
+            servers.append(_start_server(base, native_port, str(NATIVE_BUILD)))
         try:
             cases = {
                 "retrieval": {"user_id": np.array([b"user-42"], dtype=object)},
                 "retrieval_k1000": {"user_id": np.array([b"user-42"], dtype=object)},
                 "ranking": {
                     "user_id": np.array([b"user-42"], dtype=object),
-                    "candidate_ids": np.array(
-                        [[s.encode() for s in toy_models.item_ids(CANDIDATES)]], dtype=object
-                    ),
+                    "candidate_ids": np.array([[s.encode() for s in toy_models.item_ids(CANDIDATES)]], dtype=object),
                 },
             }
             figures: dict[str, object] = {}
-            client = ModelClient(f"127.0.0.1:{port}", timeout=10)
-            for name in names:
-                client.wait_until_available(name, timeout=180)
+            clients = {"": ModelClient(f"127.0.0.1:{port}", timeout=10)}
+            if len(servers) > 1:
+                clients["native_"] = ModelClient(f"127.0.0.1:{native_port}", timeout=10)
+            for client in clients.values():
+                for name in names:
+                    client.wait_until_available(name, timeout=180)
             for name, inputs in cases.items():
                 fn = tf.saved_model.load(str(base / name / "1")).signatures["serving_default"]
                 tensors = {k: tf.constant(v) for k, v in inputs.items()}
                 figures[f"{name}_in_process"] = _percentiles(lambda fn=fn, t=tensors: fn(**t))
                 request = predict_request(name, inputs)
-                stub = client._predict  # the official PredictionServiceStub
-                figures[f"{name}_grpc_stub"] = _percentiles(
-                    lambda r=request, s=stub: s.Predict(r, timeout=10)
-                )
-                figures[f"{name}_grpc_client"] = _percentiles(lambda n=name, i=inputs: client.predict(n, i))
-            client.close()
+                for prefix, client in clients.items():
+                    stub = client._predict  # the official PredictionServiceStub
+                    figures[f"{name}_{prefix}grpc_stub"] = _percentiles(
+                        lambda r=request, s=stub: s.Predict(r, timeout=10)
+                    )
+                    figures[f"{name}_{prefix}grpc_client"] = _percentiles(
+                        lambda n=name, i=inputs, c=client: c.predict(n, i)
+                    )
+            for client in clients.values():
+                client.close()
         finally:
-            server.terminate()
-            try:
-                server.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.communicate()
+            for server in servers:
+                server.terminate()
+                try:
+                    server.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.communicate()
     table = Table(
         title=f"Predict latency, {REQUESTS} sequential calls "
         f"(retrieval {ITEMS:,} x {DIM}; ranking {CANDIDATES} candidates)"

@@ -199,6 +199,14 @@ def _cpu_seconds(procs: dict[str, subprocess.Popen]) -> dict[str, float]:
     return out
 
 
+def _model_server_front(pid: int) -> str:
+    """ "native" when the model server runs its C++ front (towerflow-predict), else "python"."""
+    import psutil
+
+    names = [child.name() for child in psutil.Process(pid).children(recursive=True)]
+    return "native" if any(name.startswith("towerflow-predi") for name in names) else "python"
+
+
 def _wait(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -379,6 +387,7 @@ def run() -> dict[str, object]:
     seconds, rate = _seconds(), _rate()
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), console) as running:
         url, token, users_file = running.url, running.token, running.users_file
+        front = _model_server_front(running.procs["model"].pid)
         with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
             _run_load(url, token, users_file, min(10.0, seconds), rate)  # warm-up, not reported
             before = _cpu_seconds(running.procs)
@@ -416,7 +425,7 @@ def run() -> dict[str, object]:
     console.print(f"materialized {mat.entities:,} entity rows in {mat.seconds:.1f} s")
     console.print(f"gateway stage means (ms, warm-up + full run): {stats['stage_mean_ms']}", soft_wrap=True)
     console.print(f"gateway responses by path/reason: {stats['served']}", soft_wrap=True)
-    console.print(f"CPU ms per request on the full path, by process: {cpu_ms}", soft_wrap=True)
+    console.print(f"CPU ms per request on the full path, by process: {cpu_ms} (model server: {front})", soft_wrap=True)
     load = os.getloadavg()
     console.print(f"load average at the end (other work on this machine included): {load}")
     figures: dict[str, object] = {"seconds": seconds, "rate_rps": rate, "catalog_items": ITEMS, "candidates": K}
@@ -431,6 +440,7 @@ def run() -> dict[str, object]:
     figures["gateway_stage_mean_ms"] = stats["stage_mean_ms"]
     figures["gateway_served"] = stats["served"]
     figures["full_cpu_ms_per_request"] = cpu_ms
+    figures["model_server_front"] = front
     figures["loadavg_1m"] = round(load[0], 2)
     figures["full_p99_under_25ms"] = full["p99_ms"] < 25
     figures["full_p50_within_2x_floor"] = full["p50_ms"] <= 2 * floor["p50_ms"]

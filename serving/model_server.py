@@ -42,6 +42,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import select
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -215,9 +220,7 @@ class Servable:
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         sig = self.signatures.get(sig_name)
         if sig is None:
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.'
-            )
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
         inputs = request.inputs
         if len(inputs) != len(sig.inputs):
             sent, want = set(inputs), set(sig.inputs)
@@ -324,6 +327,42 @@ def _read_signature_defs(path: Path) -> dict:
     return dict(saved.meta_graphs[0].signature_def)
 
 
+def routes_text(routes: dict[str, _Route]) -> str:
+    """The routes file towerflow-predict follows (serving/native/predict_server.cc), one record a
+    line, tab-separated: `version <model> <version> <path>`, `label <model> <label> <version>`,
+    `sig <model> <version> <signature>`, then `in|out <alias> <tensor> <dtype enum> <rank|-1>
+    <dims...>` (-1: any size) for that signature. Inputs carry the shapes this server accepts."""
+    lines = []
+    for name, route in sorted(routes.items()):
+        for version, servable in sorted(route.available.items()):
+            if any(c in f"{name}{servable.path}" for c in "\t\n"):
+                continue  # not expressible in the file: the Python server answers for it
+            lines.append(f"version\t{name}\t{version}\t{servable.path}")
+            for sig_name, sig in sorted(servable.signatures.items()):
+                sig_def = servable.signature_defs.get(sig_name)
+                same = sig_def is not None and set(sig_def.inputs) == set(sig.inputs)
+                if not same or set(sig_def.outputs) != set(sig.outputs):
+                    continue
+                lines.append(f"sig\t{name}\t{version}\t{sig_name}")
+                for alias in sorted(sig.inputs):
+                    spec = sig.inputs[alias]
+                    sizes = [] if spec.dims is None else [str(-1 if d is None else d) for d in spec.dims]
+                    dims = ["-1"] if spec.dims is None else [str(len(sizes)), *sizes]
+                    lines.append("\t".join(["in", alias, sig_def.inputs[alias].name, str(spec.enum), *dims]))
+                for alias in sig.outputs:
+                    info = sig_def.outputs[alias]
+                    lines.append("\t".join(["out", alias, info.name, str(info.dtype), "-1"]))
+        lines += [f"label\t{name}\t{label}\t{version}" for label, version in sorted(route.labels.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_routes_file(path: Path, text: str) -> None:
+    """Replace `path` atomically (the reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 @dataclass
 class VersionState:
     """Where one version is in its life, as GetModelStatus reports it."""
@@ -389,6 +428,10 @@ class ModelManager:
         self._file_text: str | None = None
         self._file_failed = False
         self._file_error: str | None = None
+        #: Where the loaded versions, labels and signatures are written for the native front
+        #: (`towerflow-predict`) each time they change; None: not written.
+        self.routes_file: Path | None = None
+        self._routes_written: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -473,9 +516,7 @@ class ModelManager:
 
     # ---- configuration ---------------------------------------------------------------------
 
-    def apply(
-        self, models: list[mc.ModelEntry], *, check_labels: bool = True, wait_seconds: float = 30.0
-    ) -> None:
+    def apply(self, models: list[mc.ModelEntry], *, check_labels: bool = True, wait_seconds: float = 30.0) -> None:
         """Make `models` the served set, as TF Serving's ReloadConfig does.
 
         Versions load in the background; this waits (up to `wait_seconds`) only for models new
@@ -587,9 +628,7 @@ class ModelManager:
         serving_old = sorted(
             v for v, vs in model.versions.items() if vs.state == State.AVAILABLE and v not in model.aspired
         )
-        aspired_up = any(
-            model.versions[v].state == State.AVAILABLE for v in model.aspired if v in model.versions
-        )
+        aspired_up = any(model.versions[v].state == State.AVAILABLE for v in model.aspired if v in model.versions)
         if model.aspired and not aspired_up:
             serving_old = serving_old[:-1]
         for version in serving_old:
@@ -647,6 +686,11 @@ class ModelManager:
             latest = available[max(available)] if available else None
             routes[name] = _Route(available, latest, dict(self._labels.get(name, {})))
         self._routes = routes
+        if self.routes_file is not None:
+            text = routes_text(routes)
+            if text != self._routes_written:  # every poll republishes; the front reloads on change
+                write_routes_file(self.routes_file, text)
+                self._routes_written = text
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` (checked after each state change) or `timeout` seconds."""
@@ -678,9 +722,7 @@ class ModelManager:
             version = spec.version.value
         else:
             if route is None or route.latest is None:
-                raise ServingError(
-                    grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
-                )
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
             return route.latest
         servable = route.available.get(version) if route else None
         if servable is None:
@@ -713,9 +755,7 @@ class ModelManager:
             else:
                 version = spec.version.value
             if version not in versions:
-                raise ServingError(
-                    grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}"
-                )
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
             return [(version, versions[version])]
         if not versions:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
@@ -810,24 +850,64 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+NATIVE_BUILD = Path(__file__).parent / "native" / "build" / "towerflow-predict"
+
+
+def native_binary(choice: str) -> Path | None:
+    """The towerflow-predict binary `choice` names: "auto" (the one `make native` built, if it
+    did), "off", or a path.
+
+    Raises:
+        FileNotFoundError: a path was given and is not an executable file.
+    """
+    if choice == "off":
+        return None
+    if choice == "auto":
+        return NATIVE_BUILD if NATIVE_BUILD.is_file() else None
+    path = Path(choice).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no towerflow-predict binary at {path} (build it with `make native`)")
+    return path
+
+
 class ModelServer:
     """The gRPC server: both services on one port, a small thread pool.
+
+    With `native` (the towerflow-predict binary), that C++ process listens on `host:port` instead
+    and answers Predict for the versions this server has loaded, through TensorFlow's C API;
+    anything it cannot answer exactly as this server would (other methods, versions it has not
+    loaded yet, bad requests) it forwards here, to a port on loopback. It follows the loaded
+    versions through a routes file this server rewrites on every change.
 
     Args:
         manager: the started or unstarted ModelManager to serve.
         port: TCP port; 0 picks a free one (see `port` after `start`).
         host: interface to bind; TF Serving binds all (`0.0.0.0`).
         max_workers: request threads. TF releases the GIL while a graph runs, so a few suffice.
+        native: the towerflow-predict binary, or None to serve from Python alone.
+        native_threads: (intra-op, inter-op) TensorFlow threads for the native front (0: default).
     """
 
     def __init__(
-        self, manager: ModelManager, *, port: int = 8500, host: str = "0.0.0.0", max_workers: int = 4
+        self,
+        manager: ModelManager,
+        *,
+        port: int = 8500,
+        host: str = "0.0.0.0",
+        max_workers: int = 4,
+        native: Path | None = None,
+        native_threads: tuple[int, int] = (0, 0),
     ) -> None:
         self.manager = manager
         self.host = host
         self.port = port
         self.max_workers = max_workers
+        self.native = native
+        self.native_threads = native_threads
         self._server: grpc.Server | None = None
+        self._native_proc: subprocess.Popen | None = None
+        self._routes_dir: tempfile.TemporaryDirectory | None = None
+        self.python_port: int | None = None
 
     def start(self) -> int:
         """Load the models (manager.start, if not started), then listen. Returns the bound port.
@@ -841,26 +921,71 @@ class ModelServer:
             futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="model-rpc"),
             options=GRPC_OPTIONS,
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager), server
-        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.manager), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
+        # Behind the native front this server only answers what the front forwards: loopback.
+        address = "127.0.0.1:0" if self.native else f"{self.host}:{self.port}"
         try:
-            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+            bound = server.add_insecure_port(address)
         except RuntimeError as err:
-            raise RuntimeError(f"cannot listen on {self.host}:{self.port}: {err}") from None
+            raise RuntimeError(f"cannot listen on {address}: {err}") from None
         if not bound:
-            raise RuntimeError(f"cannot listen on {self.host}:{self.port} (in use?)")
+            raise RuntimeError(f"cannot listen on {address} (in use?)")
         server.start()
-        self._server, self.port = server, bound
-        log.info("model server listening on %s:%d", self.host, bound)
-        return bound
+        requested, self._server, self.port = self.port, server, bound
+        self.python_port = bound  # the Python server's own port (behind the native front: loopback)
+        if self.native:
+            try:
+                self.port = self._start_native(requested, upstream=bound)
+            except Exception:
+                self.stop(grace=0)
+                raise
+        log.info("model server listening on %s:%d%s", self.host, self.port, " (native front)" if self.native else "")
+        return self.port
+
+    def _start_native(self, port: int, upstream: int) -> int:
+        self._routes_dir = tempfile.TemporaryDirectory(prefix="towerflow-routes-")
+        routes = Path(self._routes_dir.name) / "routes"
+        with self.manager._lock:
+            self.manager.routes_file, self.manager._routes_written = routes, None
+            self.manager._publish_routes()
+        intra, inter = self.native_threads
+        cmd = [str(self.native), "--listen", f"{self.host}:{port}", "--upstream", f"127.0.0.1:{upstream}"]
+        library = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
+        cmd += ["--routes", str(routes), "--tensorflow-library", str(library)]
+        cmd += ["--intra-op", str(intra), "--inter-op", str(inter)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        self._native_proc = proc
+        # It prints "towerflow-predict listening on port N ..." once its versions are loaded.
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        line = proc.stdout.readline() if ready else ""
+        match = re.search(r"listening on port (\d+)", line)
+        if match is None:
+            raise RuntimeError(
+                f"towerflow-predict did not start on {self.host}:{port} "
+                f"(exit code {proc.poll()}); see its log above"
+            )
+        return int(match.group(1))
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop taking requests, let in-flight ones finish (up to `grace` s), then unload."""
+        if self._native_proc is not None:
+            self._native_proc.terminate()
+            try:
+                self._native_proc.wait(grace + 5)
+            except subprocess.TimeoutExpired:
+                self._native_proc.kill()
+                self._native_proc.wait()
+            self._native_proc.stdout.close()
+            self._native_proc = None
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+        self.manager.routes_file = None
+        if self._routes_dir is not None:
+            self._routes_dir.cleanup()
+            self._routes_dir = None
         self.manager.stop()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -35,7 +35,8 @@ from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip
 from serving import model_config as mc  # noqa: E402
 from serving import toy_models  # noqa: E402
 from serving.model_client import AsyncModelClient, ModelClient, predict_request  # noqa: E402
-from serving.model_server import ModelManager, ModelServer  # noqa: E402
+from serving.model_server import NATIVE_BUILD, ModelManager, ModelServer  # noqa: E402
+from towerflow.settings import Settings  # noqa: E402
 
 POLL = 0.2
 USERS = ["u1", "u2"]
@@ -106,22 +107,38 @@ def default_entries(base: Path, **labels: int) -> list[mc.ModelEntry]:
     ]
 
 
-class Running:
-    """A started server plus the official stubs on a channel to it."""
+def native_front() -> Path:
+    """The towerflow-predict binary; skips (fails under CI) when `make native` has not built it."""
+    if not NATIVE_BUILD.is_file():
+        if Settings().ci:
+            pytest.fail(f"CI must build the C++ front (make native): no {NATIVE_BUILD}")
+        pytest.skip(f"no {NATIVE_BUILD}: build it with `make native`")
+    return NATIVE_BUILD
 
-    def __init__(self, model_base: Path, **manager_kwargs) -> None:
+
+class Running:
+    """A started server plus the official stubs on a channel to it (`native`: behind the C++
+    front, which answers Predict itself where it can and forwards the rest)."""
+
+    def __init__(self, model_base: Path, native: Path | None = None, **manager_kwargs) -> None:
         self.manager = ModelManager(model_base, poll_seconds=POLL, **manager_kwargs)
-        self.server = ModelServer(self.manager, port=0, host="127.0.0.1", max_workers=4)
+        self.server = ModelServer(self.manager, port=0, host="127.0.0.1", max_workers=4, native=native)
         self.port = self.server.start()
         self.target = f"127.0.0.1:{self.port}"
         self.channel = grpc.insecure_channel(self.target)
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.client = ModelClient(self.target)
+        self._extra: list[grpc.Channel] = []
 
     def predict(self, model: str = "retrieval", inputs=None, **spec):
         request = predict_request(model, inputs or {"user_id": USERS}, **spec)
         return self.predictions.Predict(request, timeout=10)
+
+    def channel_to(self, port: int) -> grpc.Channel:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._extra.append(channel)
+        return channel
 
     def states(self, model: str = "retrieval") -> dict[int, str]:
         return {s.version: s.state for s in self.client.status(model)}
@@ -129,12 +146,15 @@ class Running:
     def close(self) -> None:
         self.client.close()
         self.channel.close()
+        for channel in self._extra:
+            channel.close()
         self.server.stop(grace=1)
 
 
-@pytest.fixture
-def running(model_base: Path):
-    server = Running(model_base)
+@pytest.fixture(params=["python", "native"])
+def running(request: pytest.FixtureRequest, model_base: Path):
+    """The server alone, and behind its C++ front: every test using it holds for both."""
+    server = Running(model_base, native=native_front() if request.param == "native" else None)
     yield server
     server.close()
 
@@ -165,19 +185,77 @@ def test_predict_by_default_version_and_label(running: Running, templates: dict[
     assert out["item_ids"].shape == (2, 10) and out["scores"].dtype == np.float32
     np.testing.assert_array_equal(out["item_ids"], expected["item_ids"])
     np.testing.assert_allclose(out["scores"], expected["scores"], rtol=1e-6)
-    assert not np.array_equal(
-        running.client.predict("retrieval", {"user_id": USERS})["scores"], out["scores"]
-    )
+    assert not np.array_equal(running.client.predict("retrieval", {"user_id": USERS})["scores"], out["scores"])
 
 
 def test_ranking_scores_each_candidate(running: Running) -> None:
     candidates = [toy_models.item_ids(50)] * 2
     out = running.client.predict("ranking", {"user_id": USERS, "candidate_ids": candidates})
     assert out["scores"].shape == (2, 50)
-    only = running.client.predict(
-        "ranking", {"user_id": USERS, "candidate_ids": candidates}, output_filter=["scores"]
-    )
+    only = running.client.predict("ranking", {"user_id": USERS, "candidate_ids": candidates}, output_filter=["scores"])
     np.testing.assert_allclose(only["scores"], out["scores"])
+
+
+def test_native_front_answers_predict_itself_as_the_python_server_does(model_base: Path) -> None:
+    """Behind the C++ front, Predict for a loaded version is answered by the front (it says so in
+    its metadata), with the same outputs the Python server gives for the same request."""
+    server = Running(model_base, native=native_front())
+    python = prediction_service_pb2_grpc.PredictionServiceStub(server.channel_to(server.server.python_port))
+    candidates = [toy_models.item_ids(50)] * 2
+    requests = [
+        predict_request("retrieval", {"user_id": USERS}),
+        predict_request("retrieval", {"user_id": USERS}, version=1),
+        predict_request("retrieval", {"user_id": USERS}, version_label="canary", output_filter=["scores"]),
+        predict_request("ranking", {"user_id": USERS, "candidate_ids": candidates}),
+    ]
+    try:
+        for request in requests:
+            answer, call = server.predictions.Predict.with_call(request, timeout=10)
+            assert ("x-towerflow-predict", "native") in call.initial_metadata()
+            expected = python.Predict(request, timeout=10)
+            assert answer.model_spec == expected.model_spec
+            assert set(answer.outputs) == set(expected.outputs) and answer.outputs
+            for alias, tensor in expected.outputs.items():
+                got, want = tf.make_ndarray(answer.outputs[alias]), tf.make_ndarray(tensor)
+                assert got.dtype == want.dtype and got.shape == want.shape
+                if want.dtype == object:
+                    assert got.tolist() == want.tolist()
+                else:
+                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # What it cannot answer exactly (here: an input it does not know) goes to the Python server.
+        bad = predict_request("retrieval", {"user_id": USERS, "x": ["b"]})
+        err = rpc_error(lambda: server.predictions.Predict(bad, timeout=10))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Sent extra: {x}" in err.details()
+    finally:
+        server.close()
+
+
+def test_native_front_stops_answering_for_a_version_the_moment_it_is_unloaded(model_base: Path) -> None:
+    """The front serves only routes matching the routes file as it is now: once the Python
+    server has unloaded a version, that version is NOT_FOUND at once, not after the front's poll."""
+    server = Running(model_base, native=native_front())
+    try:
+        _, call = server.predictions.Predict.with_call(predict_request("retrieval", {"user_id": USERS}, version=1))
+        assert ("x-towerflow-predict", "native") in call.initial_metadata()
+        mc.write_models_config(
+            model_base / "models.config",
+            [
+                mc.ModelEntry.under(model_base, "retrieval", policy=mc.VersionPolicy.specific(2)),
+                mc.ModelEntry.under(model_base, "ranking"),
+            ],
+        )
+        eventually(lambda: server.states() == {2: "AVAILABLE", 1: "END"})
+        assert rpc_error(lambda: server.predict(version=1)).code() == grpc.StatusCode.NOT_FOUND
+        eventually(
+            lambda: (
+                ("x-towerflow-predict", "native")
+                in server.predictions.Predict.with_call(predict_request("retrieval", {"user_id": USERS}))[
+                    1
+                ].initial_metadata()
+            )
+        )
+    finally:
+        server.close()
 
 
 def test_unknown_model_version_or_label(running: Running) -> None:
@@ -226,9 +304,7 @@ def test_bad_requests_get_tf_serving_codes(running: Running, inputs, spec, code,
 def test_unimplemented_apis(running: Running) -> None:
     from tensorflow_serving.apis import classification_pb2
 
-    err = rpc_error(
-        lambda: running.predictions.Classify(classification_pb2.ClassificationRequest(), timeout=5)
-    )
+    err = rpc_error(lambda: running.predictions.Classify(classification_pb2.ClassificationRequest(), timeout=5))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -242,10 +318,7 @@ def test_model_status_and_metadata(running: Running) -> None:
     ]
     assert [s.version for s in running.client.status("retrieval", version_label="stable")] == [1]
     err = rpc_error(lambda: running.client.status("nope"))
-    assert (
-        err.code() == grpc.StatusCode.NOT_FOUND
-        and "Could not find any versions of model nope" in err.details()
-    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "Could not find any versions of model nope" in err.details()
     err = rpc_error(lambda: running.client.status("retrieval", version=9))
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
@@ -272,23 +345,17 @@ def test_new_version_is_picked_up_and_half_written_ones_are_ignored(
 
     publish(templates["ranking/1"], base, 3)
     eventually(lambda: running.states("ranking") == {3: "AVAILABLE", 1: "END"})  # latest-1 policy
-    assert (
-        running.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 3
-    )
+    assert running.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 3
     assert rpc_error(lambda: running.predict("ranking", version=1)).code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_version_dropped_from_policy_is_unloaded(running: Running, model_base: Path) -> None:
     entries = default_entries(model_base, canary=2)
-    entries[0] = mc.ModelEntry.under(
-        model_base, "retrieval", policy=mc.VersionPolicy.specific(2), labels={"canary": 2}
-    )
+    entries[0] = mc.ModelEntry.under(model_base, "retrieval", policy=mc.VersionPolicy.specific(2), labels={"canary": 2})
     mc.write_models_config(model_base / "models.config", entries)
     eventually(lambda: running.states() == {2: "AVAILABLE", 1: "END"})
     assert rpc_error(lambda: running.predict(version=1)).code() == grpc.StatusCode.NOT_FOUND
-    assert (
-        rpc_error(lambda: running.predict(version_label="stable")).code() == grpc.StatusCode.INVALID_ARGUMENT
-    )
+    assert rpc_error(lambda: running.predict(version_label="stable")).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_reload_config_request_switches_a_label(running: Running, model_base: Path) -> None:
@@ -329,10 +396,7 @@ def test_new_label_on_unloaded_version_needs_the_flag(model_base: Path) -> None:
     strict = Running(model_base, allow_version_labels_for_unavailable_models=False)
     try:
         entries = default_entries(model_base, stable=1, canary=2, beta=3)
-        assert (
-            rpc_error(lambda: strict.client.reload_config(entries)).code()
-            == grpc.StatusCode.FAILED_PRECONDITION
-        )
+        assert rpc_error(lambda: strict.client.reload_config(entries)).code() == grpc.StatusCode.FAILED_PRECONDITION
         strict.manager.allow_unavailable_labels = True
         strict.client.reload_config(entries)  # a new label may name a version still to come
         assert rpc_error(lambda: strict.predict(version_label="beta")).code() == grpc.StatusCode.NOT_FOUND
@@ -340,9 +404,7 @@ def test_new_label_on_unloaded_version_needs_the_flag(model_base: Path) -> None:
         strict.close()
 
 
-def test_broken_version_reports_its_error_and_the_rest_keeps_serving(
-    running: Running, model_base: Path
-) -> None:
+def test_broken_version_reports_its_error_and_the_rest_keeps_serving(running: Running, model_base: Path) -> None:
     broken = model_base / "ranking" / ".tmp-9"
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"not a protobuf")
@@ -352,9 +414,7 @@ def test_broken_version_reports_its_error_and_the_rest_keeps_serving(
     assert status.error_code != "OK" and status.error_message
     # Availability preserving: the failed newer version does not take the old one down.
     assert running.states("ranking")[1] == "AVAILABLE"
-    assert (
-        running.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 1
-    )
+    assert running.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 1
 
 
 def test_requests_keep_succeeding_while_versions_swap(
@@ -449,9 +509,7 @@ def test_file_label_on_a_loading_version_applies_once_it_is_available(
 ) -> None:
     path = model_base / "models.config"
     follow_disk = [
-        mc.ModelEntry.under(
-            model_base, "retrieval", policy=mc.VersionPolicy.all(), labels={"stable": 1, "canary": 2}
-        )
+        mc.ModelEntry.under(model_base, "retrieval", policy=mc.VersionPolicy.all(), labels={"stable": 1, "canary": 2})
     ]
     mc.write_models_config(path, follow_disk)
     time.sleep(POLL * 3)
