@@ -13,6 +13,8 @@
 // RTLD_DEEPBIND so its bundled protobuf never meets the system one gRPC is built against.
 
 #include <dlfcn.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -624,6 +626,13 @@ int main(int argc, char** argv) {
   std::string upstream = Flag(argc, argv, "upstream", "");
   std::string routes = Flag(argc, argv, "routes", "");
   std::string library = Flag(argc, argv, "tensorflow-library", "");
+  // Never outlive the model server that started it (killed with SIGKILL, it cannot stop us): a
+  // front left behind would hold the port and answer for versions nobody manages.
+  long parent = std::stol(Flag(argc, argv, "parent-pid", "0"));
+  if (parent > 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) return 1;  // it died before the line above
+  }
   int intra = std::stoi(Flag(argc, argv, "intra-op", "0"));
   int inter = std::stoi(Flag(argc, argv, "inter-op", "0"));
   if (listen.empty() || upstream.empty() || routes.empty() || library.empty()) {
