@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -351,6 +352,9 @@ class RouteTable {
     auto next = std::make_shared<Routes>();
     next->stamp = stamp;
     for (auto& entry : versions) {
+      // "Latest" is the Python server's latest, loaded here or not (then it answers for it).
+      auto& routed = next->models[entry.model];
+      routed.latest = std::max(routed.latest, entry.version);
       std::shared_ptr<const Loaded> loaded;
       auto model = current->models.find(entry.model);
       if (model != current->models.end()) {
@@ -361,10 +365,7 @@ class RouteTable {
       if (loaded == nullptr) continue;  // the Python server answers for it
       next->models[entry.model].versions[entry.version] = loaded;
     }
-    for (auto& [name, model] : next->models) {
-      model.latest = model.versions.empty() ? -1 : model.versions.rbegin()->first;
-      model.labels = labels[name];
-    }
+    for (auto& [name, model] : next->models) model.labels = labels[name];
     std::atomic_store(&routes_, std::shared_ptr<const Routes>(next));
   }
 
