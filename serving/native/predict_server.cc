@@ -456,8 +456,7 @@ void FillProto(TF_Tensor* t, tensorflow::TensorProto* proto) {
 }
 
 // True when answered here; false: the Python server should answer (it knows every error).
-bool FastPredict(const RouteTable& table, const tfs::PredictRequest& request, tfs::PredictResponse* response,
-                 std::atomic<uint64_t>* served) {
+bool FastPredict(const RouteTable& table, const tfs::PredictRequest& request, tfs::PredictResponse* response) {
   const auto& spec = request.model_spec();
   auto routes = table.Get();
   if (routes->stamp != table.Current()) return false;  // catching up with the Python server
@@ -519,11 +518,18 @@ bool FastPredict(const RouteTable& table, const tfs::PredictRequest& request, tf
   response->mutable_model_spec()->set_signature_name(sig_name);
   auto* out = response->mutable_outputs();
   for (size_t i = 0; i < wanted.size(); ++i) FillProto(outputs.items[i], &(*out)[wanted[i]->alias]);
-  served->fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
-void CopyDeadline(const ServerContext* from, ClientContext* to) { to->set_deadline(from->deadline()); }
+// One call passed on to the Python server unchanged, under the caller's deadline.
+template <typename Stub, typename Request, typename Response>
+Status Forward(const ServerContext* ctx, Stub* stub,
+               Status (Stub::*method)(ClientContext*, const Request&, Response*), const Request& request,
+               Response* response) {
+  ClientContext forward;
+  forward.set_deadline(ctx->deadline());
+  return (stub->*method)(&forward, request, response);
+}
 
 class PredictionImpl final : public tfs::PredictionService::Service {
  public:
@@ -531,43 +537,32 @@ class PredictionImpl final : public tfs::PredictionService::Service {
       : table_(table), upstream_(tfs::PredictionService::NewStub(upstream)) {}
 
   Status Predict(ServerContext* ctx, const tfs::PredictRequest* request, tfs::PredictResponse* response) override {
-    if (FastPredict(table_, *request, response, &served_)) {
+    if (FastPredict(table_, *request, response)) {
       ctx->AddInitialMetadata("x-towerflow-predict", "native");  // tests tell the two paths apart
       return Status::OK;
     }
     response->Clear();
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->Predict(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::PredictionService::Stub::Predict, *request, response);
   }
   Status GetModelMetadata(ServerContext* ctx, const tfs::GetModelMetadataRequest* request,
                           tfs::GetModelMetadataResponse* response) override {
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->GetModelMetadata(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::PredictionService::Stub::GetModelMetadata, *request, response);
   }
   Status Classify(ServerContext* ctx, const tfs::ClassificationRequest* request,
                   tfs::ClassificationResponse* response) override {
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->Classify(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::PredictionService::Stub::Classify, *request, response);
   }
   Status Regress(ServerContext* ctx, const tfs::RegressionRequest* request, tfs::RegressionResponse* response) override {
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->Regress(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::PredictionService::Stub::Regress, *request, response);
   }
   Status MultiInference(ServerContext* ctx, const tfs::MultiInferenceRequest* request,
                         tfs::MultiInferenceResponse* response) override {
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->MultiInference(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::PredictionService::Stub::MultiInference, *request, response);
   }
 
  private:
   const RouteTable& table_;
   std::unique_ptr<tfs::PredictionService::Stub> upstream_;
-  std::atomic<uint64_t> served_{0};
 };
 
 class ModelImpl final : public tfs::ModelService::Service {
@@ -576,15 +571,11 @@ class ModelImpl final : public tfs::ModelService::Service {
 
   Status GetModelStatus(ServerContext* ctx, const tfs::GetModelStatusRequest* request,
                         tfs::GetModelStatusResponse* response) override {
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->GetModelStatus(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::ModelService::Stub::GetModelStatus, *request, response);
   }
   Status HandleReloadConfigRequest(ServerContext* ctx, const tfs::ReloadConfigRequest* request,
                                    tfs::ReloadConfigResponse* response) override {
-    ClientContext forward;
-    CopyDeadline(ctx, &forward);
-    return upstream_->HandleReloadConfigRequest(&forward, *request, response);
+    return Forward(ctx, upstream_.get(), &tfs::ModelService::Stub::HandleReloadConfigRequest, *request, response);
   }
 
  private:
