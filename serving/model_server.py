@@ -428,9 +428,9 @@ class ModelManager:
         self._file_text: str | None = None
         self._file_failed = False
         self._file_error: str | None = None
-        #: Where the loaded versions, labels and signatures are written for the native front
-        #: (`towerflow-predict`) each time they change; None: not written.
-        self.routes_file: Path | None = None
+        # Where the loaded versions, labels and signatures are written for the native front
+        # (`towerflow-predict`) each time they change (`write_routes_to`); None: not written.
+        self._routes_file: Path | None = None
         self._routes_written: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -686,11 +686,19 @@ class ModelManager:
             latest = available[max(available)] if available else None
             routes[name] = _Route(available, latest, dict(self._labels.get(name, {})))
         self._routes = routes
-        if self.routes_file is not None:
+        if self._routes_file is not None:
             text = routes_text(routes)
             if text != self._routes_written:  # every poll republishes; the front reloads on change
-                write_routes_file(self.routes_file, text)
+                write_routes_file(self._routes_file, text)
                 self._routes_written = text
+
+    def write_routes_to(self, path: Path | None) -> None:
+        """Keep `path` (see `routes_text`) in step with the loaded versions from now on, starting
+        with a write now; None stops writing."""
+        with self._lock:
+            self._routes_file, self._routes_written = path, None
+            if path is not None:
+                self._publish_routes()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` (checked after each state change) or `timeout` seconds."""
@@ -946,9 +954,7 @@ class ModelServer:
     def _start_native(self, port: int, upstream: int) -> int:
         self._routes_dir = tempfile.TemporaryDirectory(prefix="towerflow-routes-")
         routes = Path(self._routes_dir.name) / "routes"
-        with self.manager._lock:
-            self.manager.routes_file, self.manager._routes_written = routes, None
-            self.manager._publish_routes()
+        self.manager.write_routes_to(routes)
         intra, inter = self.native_threads
         cmd = [str(self.native), "--listen", f"{self.host}:{port}", "--upstream", f"127.0.0.1:{upstream}"]
         library = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
@@ -984,7 +990,7 @@ class ModelServer:
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
-        self.manager.routes_file = None
+        self.manager.write_routes_to(None)
         if self._routes_dir is not None:
             self._routes_dir.cleanup()
             self._routes_dir = None
