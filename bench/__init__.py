@@ -18,6 +18,7 @@ BENCHMARKS = {
     "features": "bench.features",
     "serve": "bench.serve",
     "train": "bench.train",
+    "cpu_stalls": "bench.cpu_stalls",
 }
 
 
