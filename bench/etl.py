@@ -73,9 +73,7 @@ def _child(day_text: str) -> None:  # pragma: no cover - runs in the benchmark's
     spark = get_spark(settings.spark_master, settings.spark_driver_memory, settings.spark_conf)
     timings: dict[str, object] = {}
     for via in ("arrow", "staging"):
-        spark_lake = SparkLake(
-            spark, lake, engine="delta-rs", staging_dir=settings.staging_dir, write_via=via
-        )
+        spark_lake = SparkLake(spark, lake, engine="delta-rs", staging_dir=settings.staging_dir, write_via=via)
         frame = spark_lake.read(lake.uri("silver", "interactions"), S.SILVER_INTERACTIONS)
         start = time.perf_counter()
         try:

@@ -92,9 +92,9 @@ def run() -> dict[str, object]:
             rng = random.Random(7)
             candidate_sets = [rng.sample(gold.items, CANDIDATES) for _ in range(ROUNDS)]
             users = [rng.choice(gold.users) for _ in range(ROUNDS * 5)]
-            identical = all(
-                fast.item_features(c) == feast.item_features(c) for c in candidate_sets[:5]
-            ) and all(fast.user_features(u) == feast.user_features(u) for u in users[:50])
+            identical = all(fast.item_features(c) == feast.item_features(c) for c in candidate_sets[:5]) and all(
+                fast.user_features(u) == feast.user_features(u) for u in users[:50]
+            )
 
             gc.collect()
             gc.freeze()  # measure the reads, not collections of the setup's garbage

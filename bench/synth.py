@@ -71,9 +71,7 @@ def run() -> dict[str, object]:
         imp_s = time.perf_counter() - start
         imp_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
         long_dir = home / "long"
-        long_s, long_mb, _ = _child(
-            ["data", "synth", *ARGS_LONG, "--out", str(long_dir), "--no-import"], home
-        )
+        long_s, long_mb, _ = _child(["data", "synth", *ARGS_LONG, "--out", str(long_dir), "--no-import"], home)
         long_events = ds.dataset(long_dir / "events", format="parquet", partitioning="hive").count_rows()
     figures = {
         "synth_events": events,
@@ -92,8 +90,6 @@ def run() -> dict[str, object]:
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
-        table.add_row(
-            key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-        )
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
     Console().print(table)
     return figures

@@ -38,9 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 #: Online Retail StockCodes that are not products (fees, postage, manual adjustments, vouchers).
-NON_PRODUCT_PATTERN = (
-    r"(?i)^(POST|DOT|M|C2|D|S|B|CRUK|PADS|AMAZONFEE|BANK CHARGES|ADJUST\w*|TEST\w*)$|^gift_\d"
-)
+NON_PRODUCT_PATTERN = r"(?i)^(POST|DOT|M|C2|D|S|B|CRUK|PADS|AMAZONFEE|BANK CHARGES|ADJUST\w*|TEST\w*)$|^gift_\d"
 
 #: Category from description keywords where the source has none (Online Retail): each entry is
 #: a category and the word starts that signal it, `|`-separated. First match wins, so themes
@@ -57,8 +55,7 @@ CATEGORY_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("garden", "garden|plant|flower pot|watering|bird|trowel|seed|feeder"),
     (
         "toys",
-        "toy|game|doll|puzzle|jigsaw|dominoes|spinning top|kite|yo-yo|skipping rope|train|soldier"
-        "|playhouse|marbles",
+        "toy|game|doll|puzzle|jigsaw|dominoes|spinning top|kite|yo-yo|skipping rope|train|soldier|playhouse|marbles",
     ),
     (
         "stationery",
@@ -163,9 +160,7 @@ def transform_items(bronze_items: DataFrame) -> DataFrame:
 # ----------------------------------------------------------------------------- silver/interactions
 
 
-def flag_interactions(
-    events: DataFrame, items: DataFrame, rules: CleaningRules = CleaningRules()
-) -> DataFrame:
+def flag_interactions(events: DataFrame, items: DataFrame, rules: CleaningRules = CleaningRules()) -> DataFrame:
     """Bronze events -> the same rows plus `removed_by`: the first rule that removes the row.
 
     Args:
@@ -182,10 +177,7 @@ def flag_interactions(
     # Deterministic winner among copies of one event id: the earliest import of it. Ids are
     # counted first (one narrow column), so only the few repeated ids are sorted, not every row.
     repeated_ids = (
-        events.groupBy("event_id")
-        .count()
-        .where("count > 1")
-        .select("event_id", F.lit(True).alias("_repeated"))
+        events.groupBy("event_id").count().where("count > 1").select("event_id", F.lit(True).alias("_repeated"))
     )
     by_event = Window.partitionBy("event_id").orderBy("import_batch", "source_row")
     marked = events.join(repeated_ids, "event_id", "left")  # adaptive execution broadcasts the few ids
@@ -279,9 +271,7 @@ def silver_columns(flagged: DataFrame) -> DataFrame:
     quantities. Lets a job collect once and take both the rule counts and the kept rows."""
     from pyspark.sql import functions as F
 
-    quantity = F.when(F.col("action") == "cancellation", F.abs(F.col("quantity"))).otherwise(
-        F.col("quantity")
-    )
+    quantity = F.when(F.col("action") == "cancellation", F.abs(F.col("quantity"))).otherwise(F.col("quantity"))
     return flagged.select(
         "event_id",
         "user_id",
@@ -297,9 +287,7 @@ def silver_columns(flagged: DataFrame) -> DataFrame:
     )
 
 
-def transform_interactions(
-    events: DataFrame, items: DataFrame, rules: CleaningRules = CleaningRules()
-) -> DataFrame:
+def transform_interactions(events: DataFrame, items: DataFrame, rules: CleaningRules = CleaningRules()) -> DataFrame:
     """Bronze events of an interval -> silver interactions (SILVER_INTERACTIONS columns)."""
     return kept_interactions(flag_interactions(events, items, rules))
 
@@ -317,10 +305,6 @@ def removed_counts_by_day(flagged: pa.Table) -> dict[date, dict[str, int]]:
 
     per_day: dict[date, dict[str, int]] = {}
     removed = flagged.filter(pc.is_valid(flagged.column("removed_by")))
-    for row in (
-        removed.group_by(["event_date", "removed_by"]).aggregate([("removed_by", "count")]).to_pylist()
-    ):
-        per_day.setdefault(row["event_date"], dict.fromkeys(RULES, 0))[row["removed_by"]] = row[
-            "removed_by_count"
-        ]
+    for row in removed.group_by(["event_date", "removed_by"]).aggregate([("removed_by", "count")]).to_pylist():
+        per_day.setdefault(row["event_date"], dict.fromkeys(RULES, 0))[row["removed_by"]] = row["removed_by_count"]
     return per_day

@@ -133,9 +133,7 @@ class DailyEtl:
         params = _interval_params(day) | row_count_bounds(
             previous_rows(self.lake.lake, uri, "event_date", day), self.max_day_ratio
         )
-        gate = self.gates.check_table(
-            "bronze_events", events, day.isoformat(), params, self._bronze_item_ids()
-        )
+        gate = self.gates.check_table("bronze_events", events, day.isoformat(), params, self._bronze_item_ids())
         step.detail["expectations"] = gate.evaluated
         return self._done(step, started)
 
@@ -171,9 +169,7 @@ class DailyEtl:
             table_name(BRONZE_EVENTS): self.version(BRONZE_EVENTS),
             table_name(SILVER_ITEMS): self.version(SILVER_ITEMS),
         }
-        events = self.lake.read(
-            self.uri(BRONZE_EVENTS), S.BRONZE_EVENTS, where=_between("event_date", first, last)
-        )
+        events = self.lake.read(self.uri(BRONZE_EVENTS), S.BRONZE_EVENTS, where=_between("event_date", first, last))
         # One Spark pass: collect every row with its verdict, then count and keep in Arrow.
         # Removed rows may lack a user or a session: every column nullable until the split.
         flagged_schema = pa.schema(
@@ -250,9 +246,7 @@ class DailyEtl:
         users = self.lake.collect(
             gold.transform_user_features(exploded, items, purchases, first, last), S.GOLD_USER_FEATURES
         )
-        item_rows = self.lake.collect(
-            gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES
-        )
+        item_rows = self.lake.collect(gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES)
         history = self.lake.collect(gold.transform_user_history(purchases, first, last), S.GOLD_USER_HISTORY)
         outputs = (
             ("gold_user_features", users, USER_FEATURES, S.GOLD_USER_FEATURES),
@@ -289,9 +283,7 @@ class DailyEtl:
             )
             for day in day_range(first, last):
                 rows = len(splits[target].get(day, ()))
-                steps.append(
-                    self._done(Step(table_name(target), day.isoformat(), rows, written.version), started)
-                )
+                steps.append(self._done(Step(table_name(target), day.isoformat(), rows, written.version), started))
                 started = time.perf_counter()
         return steps
 
@@ -322,9 +314,7 @@ class DailyEtl:
                     "towerflow.inputs": inputs,
                 },
             )
-            steps.append(
-                self._done(Step(table_name(target), interval, written.rows, written.version), started)
-            )
+            steps.append(self._done(Step(table_name(target), interval, written.rows, written.version), started))
         return steps
 
     # --------------------------------------------------------------------------------- helpers
@@ -465,10 +455,7 @@ def _interval(first: date, last: date) -> str:
 def _split_by_day(table: pa.Table, column: str) -> dict[date, pa.Table]:
     """An Arrow table's rows by day (only days that have rows)."""
     values = table.column(column)
-    return {
-        day: table.filter(pc.equal(values, pa.scalar(day, values.type)))
-        for day in pc.unique(values).to_pylist()
-    }
+    return {day: table.filter(pc.equal(values, pa.scalar(day, values.type))) for day in pc.unique(values).to_pylist()}
 
 
 def _sum_removed(per_day) -> dict[str, int]:

@@ -46,10 +46,7 @@ class TowerflowRedisOnlineStore(RedisOnlineStore):
         if data and not config.online_store.skip_dedup:
             client = self._get_client(config.online_store)
             ts_field = f"_ts:{_versioned_fv_name(table, config)}"
-            keys = [
-                _redis_key(config.project, key, config.entity_key_serialization_version)
-                for key, *_ in data
-            ]
+            keys = [_redis_key(config.project, key, config.entity_key_serialization_version) for key, *_ in data]
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hget(key, ts_field)

@@ -60,8 +60,7 @@ def feature_days(interactions: DataFrame, first: date, last: date) -> DataFrame:
     from pyspark.sql import functions as F
 
     rows = interactions.where(
-        (F.col("event_date") >= F.lit(window_start(first, LOOKBACK_DAYS)))
-        & (F.col("event_date") <= F.lit(last))
+        (F.col("event_date") >= F.lit(window_start(first, LOOKBACK_DAYS))) & (F.col("event_date") <= F.lit(last))
     )
     # event_date >= first - 29 and <= last, so the sequence bounds are always in order.
     start = F.greatest(F.col("event_date"), F.lit(first))
@@ -161,9 +160,7 @@ def transform_item_features(exploded: DataFrame, items: DataFrame, first: date, 
     counts = exploded.groupBy("item_id", "feature_date").agg(
         *_windowed_counts(),
         # Rounded: a sum of doubles depends on row order, and reruns must agree bit for bit.
-        F.round(F.sum(F.when(F.col("action").isin("click", "purchase"), decay).otherwise(0.0)), 9).alias(
-            "popularity"
-        ),
+        F.round(F.sum(F.when(F.col("action").isin("click", "purchase"), decay).otherwise(0.0)), 9).alias("popularity"),
     )
     count_columns = [c for c in counts.columns if c not in ("item_id", "feature_date")]
     calendar = exploded.sparkSession.createDataFrame(
@@ -196,8 +193,9 @@ def transform_item_features(exploded: DataFrame, items: DataFrame, first: date, 
         smoothed("clicks_30d", "_clicks").alias("ctr"),
         smoothed("purchases_30d", "_purchases").alias("conversion"),
         # greatest() skips nulls, so an unknown creation time must stay null explicitly.
-        F.when(F.col("created_at").isNotNull(), F.greatest(F.lit(0.0), _days_before(F.col("created_at"))))
-        .alias("age_days"),
+        F.when(F.col("created_at").isNotNull(), F.greatest(F.lit(0.0), _days_before(F.col("created_at")))).alias(
+            "age_days"
+        ),
         _as_of_column().alias("event_timestamp"),
     )
 

@@ -136,17 +136,14 @@ def read_table_file(path: Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
-    return pd.read_csv(
-        path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding, compression="infer"
-    )
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding, compression="infer")
 
 
 def require_columns(frame: pd.DataFrame, required: tuple[str, ...], path: Path) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, frame.columns)) or 'none'}"
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns)) or 'none'}"
         )
 
 
@@ -449,9 +446,7 @@ def land(
         items_version = lake.write(items_uri, items, batch_id=batch, metadata=meta)
         items_landed = 0 if items_version is None else len(items)
     if events is not None and len(events):
-        events_version = lake.write(
-            events_uri, events, partition_by=EVENTS_PARTITION, batch_id=batch, metadata=meta
-        )
+        events_version = lake.write(events_uri, events, partition_by=EVENTS_PARTITION, batch_id=batch, metadata=meta)
         events_landed = 0 if events_version is None else len(events)
     return ImportReport(
         source=source,
@@ -475,9 +470,7 @@ def import_online_retail(
 ) -> ImportReport:
     """Import the UCI Online Retail file (CSV, CSV.GZ or XLSX) into bronze."""
     raw = read_table_file(path)
-    raw = raw.rename(
-        columns={c: ONLINE_RETAIL_ALIASES.get(str(c).strip(), str(c).strip()) for c in raw.columns}
-    )
+    raw = raw.rename(columns={c: ONLINE_RETAIL_ALIASES.get(str(c).strip(), str(c).strip()) for c in raw.columns})
     require_columns(raw, ONLINE_RETAIL_COLUMNS, path)
     batch = file_batch(path, "online-retail")
     events, items, rejects = transform_online_retail(raw, batch)
@@ -547,9 +540,7 @@ def import_items(lake: Lake, path: Path, *, source: str = "items") -> ImportRepo
     require_columns(raw, ("item_id",), path)
     batch = file_batch(path, source)
     items, rejects = transform_items(raw, batch, source)
-    return land(
-        lake, source=source, batch=batch, rows_read=len(raw), events=None, items=items, rejects=rejects
-    )
+    return land(lake, source=source, batch=batch, rows_read=len(raw), events=None, items=items, rejects=rejects)
 
 
 def summarize(lake: Lake) -> dict[str, dict[str, object]]:

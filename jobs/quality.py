@@ -192,9 +192,7 @@ class Gates:
                 gx.ValidationDefinition(name=label, data=batch, suite=self._suite(name))
             )
             actions = (
-                [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["towerflow"])]
-                if with_docs
-                else []
+                [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["towerflow"])] if with_docs else []
             )
             self._checkpoints[key] = self.context.checkpoints.add(
                 gx.Checkpoint(
@@ -206,9 +204,7 @@ class Gates:
             )
         return self._checkpoints[key]
 
-    def validate(
-        self, name: str, frame: pd.DataFrame, interval: str, parameters: dict[str, Any]
-    ) -> GateResult:
+    def validate(self, name: str, frame: pd.DataFrame, interval: str, parameters: dict[str, Any]) -> GateResult:
         """Run suite `name` on `frame`; never raises for failed expectations (see `check`)."""
         result = self._run(name, frame, interval, parameters, with_docs=self.docs == "all")
         report = None
@@ -275,9 +271,7 @@ class Gates:
 def _failure(result) -> Failure:
     config = result.expectation_config
     kwargs = config.kwargs
-    column = kwargs.get("column") or (
-        f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else None
-    )
+    column = kwargs.get("column") or (f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else None)
     outcome = result.result or {}
     if "unexpected_count" in outcome:
         detail = (

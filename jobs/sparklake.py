@@ -119,9 +119,7 @@ class SparkLake:
 
     # ------------------------------------------------------------------------------------ read
 
-    def read(
-        self, uri: str, schema: pa.Schema, where: str | None = None, version: int | None = None
-    ) -> DataFrame:
+    def read(self, uri: str, schema: pa.Schema, where: str | None = None, version: int | None = None) -> DataFrame:
         """The table's snapshot as a DataFrame with `schema`'s columns; empty if no table yet.
 
         Args:
@@ -207,9 +205,7 @@ class SparkLake:
             mode: `overwrite` or `append`.
             metadata: recorded in the commit (input table versions, interval, row counts).
         """
-        meta = {
-            k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()
-        }
+        meta = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()}
         if self.native and not isinstance(df, pa.Table):  # pragma: no cover - needs the jars
             rows = df.count()
             writer = conform(df, schema).write.format("delta").mode(mode)
@@ -227,9 +223,7 @@ class SparkLake:
         else:
             data = self.collect(df, schema)
             rows = len(data)
-        version = self.lake.write(
-            uri, data, mode=mode, partition_by=partition_by, predicate=predicate, metadata=meta
-        )
+        version = self.lake.write(uri, data, mode=mode, partition_by=partition_by, predicate=predicate, metadata=meta)
         return Written(uri, version, rows)
 
     def _write_staged(self, df, uri, schema, predicate, partition_by, mode, meta) -> Written:

@@ -134,9 +134,7 @@ def build_world(cfg: SynthConfig) -> World:
     item_quality = rng.normal(0.0, 0.5, cfg.items)
     # 80% of the catalog exists before the period; the rest arrives during it.
     new = rng.random(cfg.items) < 0.2
-    item_created_day = np.where(
-        new, rng.integers(0, max(cfg.days, 1), cfg.items), -rng.integers(1, 720, cfg.items)
-    )
+    item_created_day = np.where(new, rng.integers(0, max(cfg.days, 1), cfg.items), -rng.integers(1, 720, cfg.items))
     width = len(str(cfg.items))
     item_ids = np.array([f"I{i:0{width}d}" for i in range(cfg.items)])
 
@@ -326,9 +324,7 @@ def items_table(cfg: SynthConfig, world: World) -> pa.Table:
         size = "large " if price > 2 * CATEGORIES[names[cat]][1] else ""
         descriptions.append(f"{size}{adj} {noun}".upper())
     start = datetime.combine(cfg.start, datetime.min.time(), UTC)
-    created_us = (
-        int(start.timestamp() * 1e6) + world.item_created_day.astype(np.int64) * SECONDS_PER_DAY * 10**6
-    )
+    created_us = int(start.timestamp() * 1e6) + world.item_created_day.astype(np.int64) * SECONDS_PER_DAY * 10**6
     return pa.table(
         {
             "item_id": pa.array(world.item_ids),

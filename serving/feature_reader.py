@@ -432,9 +432,7 @@ class FastFeatureReader:
         misses = [n for n, p in enumerate(positions) if p == missing_at] if missing_at in positions else []
         return out, misses
 
-    def _fill(
-        self, out: dict[str, list[Any]], reads: list[ViewRead], ids: list[str], at: Sequence[int]
-    ) -> None:
+    def _fill(self, out: dict[str, list[Any]], reads: list[ViewRead], ids: list[str], at: Sequence[int]) -> None:
         for read in reads:
             rows = _online_read(self._store, read, ITEM_KEY, ids)
             for column_no, column in enumerate(read.columns):

@@ -75,9 +75,7 @@ def tensor_proto(value) -> tensor_pb2.TensorProto:
     if array.dtype.kind in "USO":
         proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
         proto.tensor_shape.CopyFrom(
-            tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in array.shape]
-            )
+            tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in array.shape])
         )
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
         return proto
@@ -214,9 +212,7 @@ class ModelClient:
         request = _status_request(model, version, version_label)
         return _statuses(self._models.GetModelStatus(request, timeout=self.timeout))
 
-    def signature_defs(
-        self, model: str, *, version: int | None = None, version_label: str | None = None
-    ) -> dict:
+    def signature_defs(self, model: str, *, version: int | None = None, version_label: str | None = None) -> dict:
         """GetModelMetadata: signature name -> `SignatureDef` proto."""
         request = _metadata_request(model, version, version_label)
         return _signature_defs(self._predict.GetModelMetadata(request, timeout=self.timeout))
@@ -302,9 +298,7 @@ class AsyncModelClient:
         request = _status_request(model, version, version_label)
         return _statuses(await self._models.GetModelStatus(request, timeout=self.timeout))
 
-    async def signature_defs(
-        self, model: str, *, version: int | None = None, version_label: str | None = None
-    ) -> dict:
+    async def signature_defs(self, model: str, *, version: int | None = None, version_label: str | None = None) -> dict:
         """Async `ModelClient.signature_defs`."""
         request = _metadata_request(model, version, version_label)
         return _signature_defs(await self._predict.GetModelMetadata(request, timeout=self.timeout))

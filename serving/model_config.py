@@ -179,8 +179,7 @@ def validate(models: Iterable[ModelEntry]) -> list[ModelEntry]:
         seen.add(entry.name)
         if not entry.base_path or not os.path.isabs(entry.base_path):
             raise ValueError(
-                f"Expected model {entry.name} to have an absolute path or URI; "
-                f"got base_path()={entry.base_path}"
+                f"Expected model {entry.name} to have an absolute path or URI; got base_path()={entry.base_path}"
             )
         if entry.platform != "tensorflow":
             raise ValueError(f"model {entry.name}: unsupported model_platform {entry.platform!r}")
@@ -332,9 +331,7 @@ def set_label(path: str | Path, model: str, label: str, version: int) -> ModelEn
 
 def remove_label(path: str | Path, model: str, label: str) -> ModelEntry:
     """Drop a label (e.g. end a canary). Missing labels are not an error."""
-    return _update(
-        path, model, lambda e: replace(e, labels={k: v for k, v in e.labels.items() if k != label})
-    )
+    return _update(path, model, lambda e: replace(e, labels={k: v for k, v in e.labels.items() if k != label}))
 
 
 def _require_on_disk(entry: ModelEntry, version: int) -> None:
@@ -347,11 +344,7 @@ def _require_on_disk(entry: ModelEntry, version: int) -> None:
 
 def is_version_dir(path: Path) -> bool:
     """A complete version folder: a decimal name and a SavedModel file inside."""
-    return (
-        path.name.isascii()
-        and path.name.isdigit()
-        and any((path / name).is_file() for name in SAVED_MODEL_FILES)
-    )
+    return path.name.isascii() and path.name.isdigit() and any((path / name).is_file() for name in SAVED_MODEL_FILES)
 
 
 def list_versions(base_path: str | Path) -> list[int]:
@@ -361,6 +354,4 @@ def list_versions(base_path: str | Path) -> list[int]:
         children = list(os.scandir(base_path))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(
-        int(child.name) for child in children if child.is_dir() and is_version_dir(Path(child.path))
-    )
+    return sorted(int(child.name) for child in children if child.is_dir() and is_version_dir(Path(child.path)))

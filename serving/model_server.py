@@ -971,8 +971,7 @@ class ModelServer:
         match = re.search(r"listening on port (\d+)", line)
         if match is None:
             raise RuntimeError(
-                f"towerflow-predict did not start on {self.host}:{port} "
-                f"(exit code {proc.poll()}); see its log above"
+                f"towerflow-predict did not start on {self.host}:{port} (exit code {proc.poll()}); see its log above"
             )
         return int(match.group(1))
 

@@ -72,8 +72,6 @@ def spark():
     (the machine is shared). Tests that use it carry `@pytest.mark.spark`."""
     from jobs.spark import get_spark
 
-    session = get_spark(
-        "local[2]", "2g", {"spark.sql.shuffle.partitions": "2"}, app_name="towerflow-tests"
-    )
+    session = get_spark("local[2]", "2g", {"spark.sql.shuffle.partitions": "2"}, app_name="towerflow-tests")
     yield session
     session.stop()

@@ -65,9 +65,7 @@ def materialize_command(
     start: Annotated[
         str | None, typer.Option("--start", help="Window start for every view (default: end - view TTL).")
     ] = None,
-    view: Annotated[
-        list[str] | None, typer.Option("--view", help="Only this feature view (repeatable).")
-    ] = None,
+    view: Annotated[list[str] | None, typer.Option("--view", help="Only this feature view (repeatable).")] = None,
     env: EnvOption = None,
 ) -> None:
     """Load feature values as of --end into the online store (Redis or SQLite).

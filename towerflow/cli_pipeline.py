@@ -79,9 +79,7 @@ def etl(
     lake = Lake(settings.lake, settings.storage_options or None)
     summary = Table(title=f"pipeline etl {first} .. {last}")
     for column in ("day", "step", "rows", "delta version", "seconds", "detail"):
-        summary.add_column(
-            column, justify="right" if column in ("rows", "delta version", "seconds") else "left"
-        )
+        summary.add_column(column, justify="right" if column in ("rows", "delta version", "seconds") else "left")
 
     with Progress(
         TextColumn("{task.description}"),

@@ -66,14 +66,10 @@ class Settings(BaseSettings):
         impressions_batch_rows / impressions_flush_s: impression log flush triggers.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="TOWERFLOW_", env_file=".env", env_ignore_empty=True, extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="TOWERFLOW_", env_file=".env", env_ignore_empty=True, extra="ignore")
 
     home: Path = Path("var")
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("TOWERFLOW_REDIS_URL", "REDIS_URL")
-    )
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("TOWERFLOW_REDIS_URL", "REDIS_URL"))
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     spark_conf: dict[str, str] = Field(default_factory=dict)

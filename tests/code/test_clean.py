@@ -91,9 +91,7 @@ def test_each_rule_removes_its_rows_and_the_counts_add_up(spark) -> None:
 
 
 def test_rate_and_pattern_rules_catch_machines_not_people(spark) -> None:
-    metronome = [
-        {"event_id": f"m{n}", "user_id": "bot", "timestamp": T0 + timedelta(seconds=3 * n)} for n in range(60)
-    ]
+    metronome = [{"event_id": f"m{n}", "user_id": "bot", "timestamp": T0 + timedelta(seconds=3 * n)} for n in range(60)]
     # A person: irregular gaps; a retail invoice: many lines on one timestamp (one decision).
     person = [
         {"event_id": f"p{n}", "user_id": "person", "timestamp": T0 + timedelta(seconds=s)}

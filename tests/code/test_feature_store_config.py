@@ -81,7 +81,12 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
     views = {o.name: o for o in objects if isinstance(o, FeatureView)}
     services = {o.name for o in objects if isinstance(o, FeatureService)}
     assert set(views) == {
-        "user_features", "user_recent", "user_history", "user_embeddings", "item_features", "item_trending",
+        "user_features",
+        "user_recent",
+        "user_history",
+        "user_embeddings",
+        "item_features",
+        "item_trending",
         "item_embeddings",
     }
     assert services == {"retrieval", "ranking"}
@@ -92,7 +97,10 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
             assert view.stream_source.batch_source.path.startswith(lake)
     # The repository's own module objects are left as they were.
     other = fs.definitions(Settings(home=tmp_path / "b"))
-    assert next(o for o in other if o.name == "user_features").batch_source.path != views["user_features"].batch_source.path
+    assert (
+        next(o for o in other if o.name == "user_features").batch_source.path
+        != views["user_features"].batch_source.path
+    )
 
 
 def test_views_cover_the_gold_contract_columns() -> None:

@@ -48,8 +48,15 @@ def catalog(spark):
         ("future", "toys", at(DAY + timedelta(days=3))),
     ]
     full = [
-        {"item_id": i, "description": None, "category": c, "price": 1.0, "created_at": t,
-         "available": True, "updated_at": at(DAY)}
+        {
+            "item_id": i,
+            "description": None,
+            "category": c,
+            "price": 1.0,
+            "created_at": t,
+            "available": True,
+            "updated_at": at(DAY),
+        }
         for i, c, t in rows
     ]
     return spark.createDataFrame(full, schema=spark_schema(S.SILVER_ITEMS))
@@ -97,7 +104,9 @@ def test_a_range_of_days_equals_the_days_one_by_one(spark) -> None:
         ],
     )
     first = DAY - timedelta(days=2)
-    ranged = gold.transform_user_features(gold.feature_days(rows, first, DAY), catalog(spark), purchases(rows), first, DAY)
+    ranged = gold.transform_user_features(
+        gold.feature_days(rows, first, DAY), catalog(spark), purchases(rows), first, DAY
+    )
     ranged = {(r["user_id"], r["feature_date"]): r.asDict() for r in ranged.collect()}
     for n in range(3):
         day = first + timedelta(days=n)

@@ -5,9 +5,7 @@ import pytest
 from towerflow.settings import Settings
 
 
-def test_home_and_lake_layout_come_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_home_and_lake_layout_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
     settings = Settings()
     assert settings.home_dir == tmp_path.resolve()

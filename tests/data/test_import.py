@@ -147,9 +147,7 @@ def test_the_whole_online_retail_file_lands_once(home: Path, lake, online_retail
     assert lake.count(lake.uri("bronze", "items")) == 4_070
 
 
-def test_synth_lands_the_same_tables_for_the_same_seed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_synth_lands_the_same_tables_for_the_same_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobs.lake import Lake
 
     tables = []

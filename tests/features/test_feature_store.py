@@ -60,7 +60,9 @@ def test_views_without_a_table_are_skipped(fx, tmp_path) -> None:
     skipped = {v.view for v in report.views if v.skipped}
     assert skipped == {"user_embeddings", "item_embeddings", "user_history"}
     with pytest.raises(fs.FeatureStoreError, match="does not exist yet"):
-        fs.training_set(store, pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event_timestamp": [datetime.now(UTC)]}))
+        fs.training_set(
+            store, pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event_timestamp": [datetime.now(UTC)]})
+        )
 
 
 def test_training_set_is_point_in_time_and_leaks_nothing(fx, tmp_path) -> None:

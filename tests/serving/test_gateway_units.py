@@ -61,7 +61,9 @@ def test_rules_and_binding_take_the_snapshots_arrays_as_they_take_lists() -> Non
     age_spec = spec("item_features__age_days", DT_FLOAT, -1, -1)
     as_list = binding.item_column(columns["item_features__age_days"], age_spec)
     as_arr = binding.item_column(arrays["item_features__age_days"], age_spec)
-    assert as_arr.dtype == as_list.dtype == np.float32 and as_arr.tolist() == as_list.tolist() == [[0.0, 0.0, 30.0, 7.0]]
+    assert as_arr.dtype == as_list.dtype == np.float32 and as_arr.tolist() == as_list.tolist() == [
+        [0.0, 0.0, 30.0, 7.0]
+    ]
 
 
 def test_category_cap_is_soft() -> None:

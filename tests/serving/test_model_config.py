@@ -54,9 +54,7 @@ def test_written_file_is_the_text_format_tf_serving_reads(models: Path) -> None:
 
 def test_round_trip_keeps_every_field(models: Path) -> None:
     entries = [
-        mc.ModelEntry.under(
-            models, "retrieval", policy=mc.VersionPolicy.specific(3, 1), labels={"stable": 1}
-        ),
+        mc.ModelEntry.under(models, "retrieval", policy=mc.VersionPolicy.specific(3, 1), labels={"stable": 1}),
         mc.ModelEntry.under(models, "ranking"),
     ]
     path = mc.write_models_config(models / "models.config", entries)
@@ -76,9 +74,7 @@ def test_write_is_atomic_and_leaves_no_temp_files(models: Path) -> None:
 
 
 def test_unset_policy_means_latest_one_as_in_tf_serving() -> None:
-    config = mc.parse(
-        'model_config_list { config { name: "m" base_path: "/m" model_platform: "tensorflow" } }'
-    )
+    config = mc.parse('model_config_list { config { name: "m" base_path: "/m" model_platform: "tensorflow" } }')
     (entry,) = mc.from_proto(config)
     assert entry.policy == mc.VersionPolicy.latest(1)
 
@@ -130,11 +126,7 @@ def test_configs_tf_serving_rejects_are_rejected(tmp_path: Path, text: str, mess
 def test_set_label_promotes_and_rolls_back(models: Path) -> None:
     path = mc.write_models_config(
         models / "models.config",
-        [
-            mc.ModelEntry.under(
-                models, "retrieval", policy=mc.VersionPolicy.specific(1, 2), labels={"stable": 1}
-            )
-        ],
+        [mc.ModelEntry.under(models, "retrieval", policy=mc.VersionPolicy.specific(1, 2), labels={"stable": 1})],
     )
     assert mc.set_label(path, "retrieval", "stable", 2).labels == {"stable": 2}
     assert mc.set_label(path, "retrieval", "stable", 1).labels == {"stable": 1}
@@ -168,8 +160,7 @@ def test_concurrent_label_changes_are_not_lost(models: Path) -> None:
     )
     labels = [f"l{i}" for i in range(8)]
     threads = [
-        threading.Thread(target=mc.set_label, args=(path, "retrieval", lb, 1 + i % 3))
-        for i, lb in enumerate(labels)
+        threading.Thread(target=mc.set_label, args=(path, "retrieval", lb, 1 + i % 3)) for i, lb in enumerate(labels)
     ]
     for t in threads:
         t.start()
