@@ -959,8 +959,7 @@ class ModelServer:
         cmd = [str(self.native), "--listen", f"{self.host}:{port}", "--upstream", f"127.0.0.1:{upstream}"]
         library = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
         cmd += ["--routes", str(routes), "--tensorflow-library", str(library)]
-        # It exits with this process, however this one ends. (The signal is tied to the thread
-        # that starts it: start the server from a thread that lives as long as the server.)
+        # It exits with this process, however this one ends (it watches its parent pid).
         cmd += ["--intra-op", str(intra), "--inter-op", str(inter), "--parent-pid", str(os.getpid())]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)

@@ -13,7 +13,6 @@
 // RTLD_DEEPBIND so its bundled protobuf never meets the system one gRPC is built against.
 
 #include <dlfcn.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
@@ -619,12 +618,12 @@ int main(int argc, char** argv) {
   std::string routes = Flag(argc, argv, "routes", "");
   std::string library = Flag(argc, argv, "tensorflow-library", "");
   // Never outlive the model server that started it (killed with SIGKILL, it cannot stop us): a
-  // front left behind would hold the port and answer for versions nobody manages.
-  long parent = std::stol(Flag(argc, argv, "parent-pid", "0"));
-  if (parent > 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) return 1;  // it died before the line above
-  }
+  // front left behind would hold the port and answer for versions nobody manages. Checked by
+  // polling our parent rather than with PR_SET_PDEATHSIG, whose signal comes when the *thread*
+  // that started us ends, which in a Python server may be long before the process does.
+  const long parent = std::stol(Flag(argc, argv, "parent-pid", "0"));
+  auto orphaned = [parent] { return parent > 0 && getppid() != parent; };
+  if (orphaned()) return 1;
   int intra = std::stoi(Flag(argc, argv, "intra-op", "0"));
   int inter = std::stoi(Flag(argc, argv, "inter-op", "0"));
   if (listen.empty() || upstream.empty() || routes.empty() || library.empty()) {
@@ -664,7 +663,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
-  while (!stopping) {
+  while (!stopping && !orphaned()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     table.Refresh();
   }

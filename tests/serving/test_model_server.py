@@ -581,3 +581,76 @@ def test_tensorflow_thread_pools_follow_tf_serving_flags() -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["1", "2"]
+
+
+def test_native_front_outlives_the_thread_that_started_it(model_base: Path) -> None:
+    """The front watches its parent process, not the thread that spawned it: a server started
+    from a short-lived thread keeps its front after that thread has ended (PR_SET_PDEATHSIG,
+    used before, sent the front SIGTERM the moment the starting thread returned)."""
+    native = native_front()
+    started: list[Running] = []
+    thread = threading.Thread(target=lambda: started.append(Running(model_base, native=native)))
+    thread.start()
+    thread.join()
+    server = started[0]
+    try:
+        time.sleep(0.5)
+        assert server.server._native_proc.poll() is None
+        request = predict_request("retrieval", {"user_id": USERS}, version=1)
+        _, call = server.predictions.Predict.with_call(request, timeout=10)
+        assert ("x-towerflow-predict", "native") in call.initial_metadata()
+    finally:
+        server.close()
+
+
+def _running_pid(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_native_front_exits_when_its_model_server_is_killed(model_base: Path) -> None:
+    """SIGKILL gives the model server no chance to stop its front; the front sees its parent gone
+    and exits by itself instead of holding the port for versions nobody manages."""
+    native = native_front()
+    port = free_port()
+    env = {**os.environ, "TOWERFLOW_HOME": str(model_base.parent), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port), "--host", "127.0.0.1"]
+    cmd += ["--native", str(native)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with ModelClient(f"127.0.0.1:{port}", timeout=2) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                try:
+                    client.predict("retrieval", {"user_id": USERS}, version_label="stable")
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        fronts = [p for p in _children(proc.pid) if "towerflow-predict" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(fronts) == 1 and _running_pid(fronts[0])
+        proc.kill()
+        proc.wait(30)
+        eventually(lambda: not _running_pid(fronts[0]), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
