@@ -471,6 +471,21 @@ def test_server_starts_empty_and_follows_a_config_that_appears(tmp_path: Path, t
         server.close()
 
 
+def first_stable_answer(proc: subprocess.Popen, port: int):
+    """Retrieval's `stable` answer from a model server process once it serves (up to 120 s);
+    fails with the process's stderr if it exits first."""
+    with ModelClient(f"127.0.0.1:{port}", timeout=2) as client:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                return client.predict("retrieval", {"user_id": USERS}, version_label="stable")
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
 def test_cli_model_server_serves_and_stops_on_sigterm(model_base: Path) -> None:
     port = free_port()
     env = {
@@ -482,17 +497,7 @@ def test_cli_model_server_serves_and_stops_on_sigterm(model_base: Path) -> None:
     cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port), "--host", "127.0.0.1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        with ModelClient(f"127.0.0.1:{port}", timeout=2) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
-                try:
-                    out = client.predict("retrieval", {"user_id": USERS}, version_label="stable")
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
+        out = first_stable_answer(proc, port)
         assert out.version == 1 and out["item_ids"].shape == (2, 10)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
@@ -634,17 +639,7 @@ def test_native_front_exits_when_its_model_server_is_killed(model_base: Path) ->
     cmd += ["--native", str(native)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        with ModelClient(f"127.0.0.1:{port}", timeout=2) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
-                try:
-                    client.predict("retrieval", {"user_id": USERS}, version_label="stable")
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
+        first_stable_answer(proc, port)
         fronts = [p for p in _children(proc.pid) if "towerflow-predict" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(fronts) == 1 and _running_pid(fronts[0])
         proc.kill()
