@@ -7,7 +7,7 @@
 // Python server (`--upstream`), which stays the reference for behaviour and error messages.
 //
 // What is loaded comes from the routes file the Python server rewrites whenever its loaded
-// versions or labels change (`--routes`, see serving/model_server.py `RoutesFile`); this process
+// versions or labels change (`--routes`, see serving/model_server.py `routes_text`); this process
 // follows it within ~100 ms, loading each version through TensorFlow's C API (the session
 // API TF Serving itself uses) from the TensorFlow wheel's libtensorflow_cc, opened with
 // RTLD_DEEPBIND so its bundled protobuf never meets the system one gRPC is built against.
@@ -362,7 +362,7 @@ class RouteTable {
       }
       if (loaded == nullptr) loaded = LoadVersion(entry.path, std::move(entry.signatures), session_config_);
       if (loaded == nullptr) continue;  // the Python server answers for it
-      next->models[entry.model].versions[entry.version] = loaded;
+      routed.versions[entry.version] = loaded;
     }
     for (auto& [name, model] : next->models) model.labels = labels[name];
     std::atomic_store(&routes_, std::shared_ptr<const Routes>(next));
