@@ -14,6 +14,23 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ONLINE_RETAIL = SHARED_DATA / "online_retail.csv.gz"
 
 
+#: Per-test limit (s) for tests marked `training` or `slow`: their fixtures train models or run the
+#: daily pipeline, and pytest-timeout counts a fixture's setup in the first test that uses it
+#: (setup.cfg's `timeout` holds for the others).
+SLOW_TIMEOUT_S = 2400
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give `training` and `slow` tests SLOW_TIMEOUT_S, unless they set a timeout themselves or
+    `--timeout` was given on the command line."""
+    if config.getoption("timeout", None) is not None:
+        return
+    for item in items:
+        slow = item.get_closest_marker("training") or item.get_closest_marker("slow")
+        if slow and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
