@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from models.train import retrieval_dataset  # noqa: E402 - after the TensorFlow check
+from models.train import retrieval_dataset
 
 
 def test_gathered_batches_equal_shuffled_rows() -> None:
