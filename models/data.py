@@ -16,15 +16,18 @@ import pyarrow.dataset as pads
 
 from jobs.lake import Lake
 from models.features import (
+    DAY_OF_WEEK,
     HISTORY_COUNTS,
     HISTORY_ITEMS,
     HISTORY_LAST_DAY,
     HISTORY_LEN,
+    HOUR_OF_DAY,
     RECENT_ITEMS,
     RECENT_LEN,
     REQUEST_DAY,
     USER_NUMERIC,
 )
+from scoring.context import context_columns
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -123,12 +126,6 @@ def at_utc(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def epoch_days(moment: datetime | pd.Series | np.ndarray) -> np.ndarray | float:
-    if isinstance(moment, pd.Series):
-        return moment.astype("int64").to_numpy() / 1e9 / SECONDS_PER_DAY
-    return pd.Timestamp(moment).timestamp() / SECONDS_PER_DAY
-
-
 # ------------------------------------------------------------------------------- feature columns
 
 
@@ -176,8 +173,7 @@ def query_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.
         RECENT_ITEMS: _string_lists(frame.get(RECENT_ITEMS), n, RECENT_LEN),
         HISTORY_ITEMS: _string_lists(frame.get(HISTORY_ITEMS), n, HISTORY_LEN),
         HISTORY_COUNTS: _number_lists(frame.get(HISTORY_COUNTS), n, HISTORY_LEN),
-        "hour_of_day": moments.dt.hour.to_numpy(np.int64),
-        "day_of_week": moments.dt.dayofweek.to_numpy(np.int64),
+        **{name: context_columns(moments)[name] for name in (HOUR_OF_DAY, DAY_OF_WEEK)},
         **numeric_columns(frame, USER_NUMERIC),
     }
 
@@ -189,5 +185,5 @@ def history_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, n
     moments = pd.to_datetime(pd.Series(at, index=frame.index) if not isinstance(at, pd.Series) else at, utc=True)
     return {
         HISTORY_LAST_DAY: _number_lists(frame.get(HISTORY_LAST_DAY), n, HISTORY_LEN),
-        REQUEST_DAY: np.asarray(epoch_days(moments), dtype=np.float32),
+        REQUEST_DAY: context_columns(moments)[REQUEST_DAY],
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.rules import feature_column
+from scoring.rules import feature_column
 
 
 @dataclass
@@ -51,6 +51,8 @@ class Catalog:
             bucket = self._by_category.setdefault(str(cat).casefold(), [])
             if len(bucket) < self.top:
                 bucket.append(n)
+        #: Category names (case-folded, sorted) that some item has.
+        self.categories = sorted(self._by_category)
 
     @classmethod
     def from_columns(
@@ -81,6 +83,10 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def has_category(self, category: str) -> bool:
+        """True when some item has `category` (case-insensitive, as the rules match it)."""
+        return category.casefold() in self._by_category
 
     def popular(self, category: str | None = None) -> tuple[list[str], np.ndarray]:
         """Popular ids (best first) and their popularity, overall or within `category`."""

@@ -326,6 +326,11 @@ class FastFeatureReader:
     # -- items: the snapshot ---------------------------------------------------------------------
 
     @property
+    def user_columns(self) -> list[str]:
+        """The user feature columns this reader serves (`<view>__<feature>`)."""
+        return [c for r in self._user_reads for c in r.columns]
+
+    @property
     def item_columns(self) -> list[str]:
         """The item feature columns this reader serves (`<view>__<feature>`)."""
         return list(self._item_columns)
@@ -544,6 +549,14 @@ class InMemoryFeatureReader:
         self._items = items
         self._user_columns = list(user_columns)
         self._item_columns = list(item_columns)
+
+    @property
+    def user_columns(self) -> list[str]:
+        return list(self._user_columns)
+
+    @property
+    def item_columns(self) -> list[str]:
+        return list(self._item_columns)
 
     def user_features(self, user_id: str) -> dict[str, Any]:
         row = self._users.get(user_id, {})

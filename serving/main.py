@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scoring.rules import RuleConfig
 from serving.auth import TokenVerifier
 from serving.breaker import Breaker
 from serving.catalog import Catalog
@@ -35,7 +36,6 @@ from serving.metrics import GatewayMetrics, HttpMetricsMiddleware
 from serving.ratelimit import RateLimiter
 from serving.recommender import ModelRunner, Recommender, Timeouts
 from serving.routes import health, recommend
-from serving.rules import RuleConfig
 from towerflow.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -187,12 +187,7 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         redis=redis,
         prefix=settings.redis_prefix,
         experiment=load_experiment(settings.experiments_file),
-        rules=RuleConfig(
-            count=10,
-            category_cap=settings.category_cap,
-            freshness_boost=settings.freshness_boost,
-            freshness_half_life_days=settings.freshness_half_life_days,
-        ),
+        rules=RuleConfig.from_settings(settings),
         timeouts=Timeouts(
             retrieval=settings.retrieval_timeout_ms / 1000,
             ranking=settings.ranking_timeout_ms / 1000,
@@ -283,8 +278,12 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with one readable `message` (e.g. `count: Input should be less than or equal to 100`)."""
-    errors = exc.errors()
+    """422 with one readable `message` (e.g. `count: Input should be less than or equal to 100`),
+    each error once."""
+    # FastAPI caches a dependency's value, not its errors: a failing dependency that several
+    # others need (the query parameters) is solved, and reported, once per path to it.
+    unique = {(tuple(e.get("loc", ())), e.get("type"), e.get("msg")): e for e in reversed(exc.errors())}
+    errors = list(reversed(unique.values()))
     message = "; ".join(f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
     return JSONResponse(
         status_code=422,

@@ -68,6 +68,12 @@ class GatewayMetrics:
         self.dependency_errors = Counter(
             "towerflow_gateway_dependency_errors", "Failed or timed-out calls.", ["dependency"], registry=r
         )
+        self.unbound_inputs = Counter(
+            "towerflow_gateway_unbound_inputs",
+            "Model calls refused because a signature input has no serving source.",
+            ["model", "version", "input"],
+            registry=r,
+        )
         self.breaker_open = Gauge(
             "towerflow_gateway_breaker_open",
             "1 while calls to a dependency are skipped.",

@@ -29,14 +29,17 @@ from typing import Any
 import grpc
 import numpy as np
 
-from serving import binding
+from scoring import binding
+from scoring.binding import UnboundInputError
+from scoring.context import request_context
+from scoring.rules import RuleConfig, apply_rules, rule_columns
+from scoring.twostage import candidates_of, check_sources, ranking_inputs, retrieval_inputs
 from serving.breaker import Breaker
 from serving.catalog import EMPTY, Catalog
 from serving.experiments import Experiment, version_spec
 from serving.metrics import GatewayMetrics
 from serving.precomputed import read_precomputed
-from serving.rules import RuleConfig, apply_rules, rule_columns
-from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
+from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +108,15 @@ class ModelRunner:
         return version, specs
 
     async def predict(
-        self, model: str, label: str, build: Callable[[Mapping[str, InputSpec]], binding.Bound]
+        self, model: str, label: str, build: Callable[[int, Mapping[str, InputSpec]], dict[str, np.ndarray]]
     ) -> Prediction:
+        """Predict with `build(version, specs)`'s inputs for the version `label` points to."""
         for attempt in (0, 1):
             version, specs = await self.specs(model, label)
-            bound = build(specs)
+            inputs = build(version, specs)
             dtypes = {name: spec.dtype for name, spec in specs.items()}
             try:
-                return await self.client.predict(model, bound.inputs, version=version, dtypes=dtypes)
+                return await self.client.predict(model, inputs, version=version, dtypes=dtypes)
             except grpc.RpcError as err:
                 if attempt == 0 and err.code() in _STALE_SIGNATURE:
                     self._cache.pop((model, label), None)
@@ -124,6 +128,8 @@ class ModelRunner:
 def _reason_of(err: BaseException) -> str:
     if isinstance(err, StageError):
         return err.reason
+    if isinstance(err, UnboundInputError):
+        return "model_unbound_input"
     if isinstance(err, TimeoutError):
         return "model_timeout"
     if isinstance(err, grpc.RpcError):
@@ -173,6 +179,9 @@ class Recommender:
         self.executor = executor
         self.breakers = dict(breakers)
         self.catalog: Catalog = EMPTY
+        #: Per model, why the version its label points to is refused (`check_version`).
+        self.unbound: dict[str, UnboundInputError] = {}
+        self._checked: set[tuple[Any, ...]] = set()
         self._wanted: tuple[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] | None = None
 
     async def recommend(
@@ -185,8 +194,11 @@ class Recommender:
         category: str | None = None,
         exclude_purchased: bool = True,
         user_read: Awaitable[dict[str, Any] | None] | None = None,
+        moment: datetime | None = None,
     ) -> Served:
         """Recommendations for one user; never raises for a dependency failure.
+
+        `moment`: what the recommendations are for (the request context); default now.
 
         `user_read`: the user's features being read already (`read_user`), else read here."""
         arm = self.experiment.assign(user_id)
@@ -211,7 +223,8 @@ class Recommender:
             elif user and all(v is None for v in user.values()):
                 served.reason = "cold_start"
             else:
-                served.reason = await self._model_path(served, reader, user, arm.models, rules)
+                when = moment or datetime.now(UTC)
+                served.reason = await self._model_path(served, reader, user, arm.models, rules, when)
                 if served.reason is None:
                     return self._done(served, user, rules)
                 if await self._cached(served, user, rules, stored):
@@ -269,17 +282,25 @@ class Recommender:
         self.metrics.features.labels("user", result).inc()
 
     async def _model_path(
-        self, served: Served, reader: Any, user: dict[str, Any], labels: Mapping[str, str], rules: RuleConfig
+        self,
+        served: Served,
+        reader: Any,
+        user: dict[str, Any],
+        labels: Mapping[str, str],
+        rules: RuleConfig,
+        moment: datetime,
     ) -> str | None:
         """Fill `served` from the models; returns None on success, else the failure reason."""
         breaker = self.breakers["model_server"]
         if not breaker.allow():
             return "model_server_unavailable"
         try:
-            items, versions = await self._run_models(reader, served.user_id, user, labels, rules)
+            items, versions = await self._run_models(reader, served.user_id, user, labels, rules, moment)
         except Exception as err:  # noqa: BLE001 - every failure degrades to the next path
             reason = _reason_of(err)
-            if reason.startswith("online_store"):
+            if isinstance(err, UnboundInputError):  # the version, not the server, is at fault
+                self._count_unbound(err)
+            elif reason.startswith("online_store"):
                 self.breakers["online_store"].failure()
                 self.metrics.dependency_errors.labels("online_store").inc()
             else:
@@ -293,26 +314,27 @@ class Recommender:
         return None
 
     async def _run_models(
-        self, reader: Any, user_id: str, user: dict[str, Any], labels: Mapping[str, str], rules: RuleConfig
+        self,
+        reader: Any,
+        user_id: str,
+        user: dict[str, Any],
+        labels: Mapping[str, str],
+        rules: RuleConfig,
+        moment: datetime,
     ) -> tuple[list[tuple[str, float | None]], dict[str, str]]:
-        ctx = binding.context(datetime.now(UTC))
+        """The two-stage path of `scoring.twostage`, stage by stage with budgets."""
+        ctx = request_context(moment)
+
+        def retrieval(version: int, specs: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+            self.check_version(reader, "retrieval", version, specs)
+            return retrieval_inputs(specs, user_id=user_id, user=user, ctx=ctx)
+
         with self.metrics.time("retrieval"):
             async with asyncio.timeout(self.timeouts.retrieval):
-                retrieved = await self.runner.predict(
-                    "retrieval",
-                    labels["retrieval"],
-                    lambda specs: binding.bind(specs, user_id=user_id, user_features=user, ctx=ctx),
-                )
-        raw_ids = retrieved["item_ids"][0].tolist()  # bytes: passed on to ranking as they are
-        ids = names(raw_ids)
-        retrieval_scores = np.asarray(retrieved["scores"][0], dtype=np.float32)
-        rows = retrieved.get("item_rows")  # the candidates' positions in this version's catalog
-        rows = rows[0] if rows is not None and rows.shape == retrieved["item_ids"].shape else None
-        keep = [n for n, i in enumerate(ids) if i]  # models pad short lists with ""
-        if len(keep) < len(ids):
-            ids, retrieval_scores = [ids[n] for n in keep], retrieval_scores[keep]
-            raw_ids = [raw_ids[n] for n in keep]
-            rows = rows[keep] if rows is not None else None
+                retrieved = await self.runner.predict("retrieval", labels["retrieval"], retrieval)
+        candidates = candidates_of(retrieved)
+        ids = candidates.ids
+        rows = candidates.rows  # the candidates' positions in this version's catalog
         catalog_rows = ((retrieved.model, retrieved.version), rows) if rows is not None else None
         # Gathered from memory: only the columns ranking's signature and the rules read. The
         # signature is the one predict will use (cached per version; a miss is a model-server call,
@@ -332,26 +354,39 @@ class Recommender:
             self.metrics.features.labels("item", "error").inc(len(ids))
             raise StageError("online_store_unavailable") from err
         self._count_item_hits(items, len(ids))
+
+        def ranking(version: int, specs: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+            self.check_version(reader, "ranking", version, specs)
+            return ranking_inputs(specs, user_id=user_id, user=user, ctx=ctx, candidates=candidates, items=items)
+
         with self.metrics.time("ranking"):
             async with asyncio.timeout(self.timeouts.ranking):
-                ranked = await self.runner.predict(
-                    "ranking",
-                    labels["ranking"],
-                    lambda specs: binding.bind(
-                        specs,
-                        user_id=user_id,
-                        user_features=user,
-                        ctx=ctx,
-                        candidates=ids,
-                        retrieval_scores=retrieval_scores,
-                        item_features=items,
-                        candidate_bytes=raw_ids,
-                    ),
-                )
+                ranked = await self.runner.predict("ranking", labels["ranking"], ranking)
         with self.metrics.time("rules"):
             chosen = apply_rules(ids, ranked["scores"][0], items, user, rules)
         versions = {"retrieval": str(retrieved.version), "ranking": str(ranked.version)}
         return list(chosen), versions
+
+    def check_version(self, reader: Any, model: str, version: int, specs: Mapping[str, InputSpec]) -> None:
+        """Raise `UnboundInputError` when `reader` serves no source for one of the signature's
+        inputs; remembered per version and reader columns (a version is refused, never fed zeros)."""
+        user_columns = tuple(getattr(reader, "user_columns", ()))
+        item_columns = tuple(getattr(reader, "item_columns", ()))
+        key = (model, version, frozenset(specs), user_columns, item_columns)
+        if key in self._checked:
+            return
+        try:
+            check_sources(model, version, specs, user_columns, item_columns)
+        except UnboundInputError as err:
+            self.unbound[model] = err
+            raise
+        self.unbound.pop(model, None)
+        self._checked.add(key)
+
+    def _count_unbound(self, err: UnboundInputError) -> None:
+        for name in err.inputs:
+            self.metrics.unbound_inputs.labels(str(err.model), str(err.version), name).inc()
+        log.error("%s", err)
 
     def _wanted_columns(self, specs: Mapping[str, InputSpec], columns: list[str]) -> frozenset[str]:
         key = (frozenset(specs), tuple(columns))

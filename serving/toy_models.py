@@ -133,7 +133,7 @@ def save_ranking(
 
 
 # ------------------------------------------------------------------------------------------------
-# Toys that follow the gateway's model contract: inputs named after features (see serving/binding.py).
+# Toys that follow the gateway's model contract: inputs named after features (see scoring/binding.py).
 
 CONTRACT_RETRIEVAL_INPUTS = {
     "user_id": ("string", [None]),

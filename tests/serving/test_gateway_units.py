@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import binding, rules
+from scoring import binding, rules
 from serving.breaker import Breaker
 from serving.catalog import Catalog
 from serving.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
@@ -19,9 +19,10 @@ from serving.tfs_lean import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_pr
 # -- rules -------------------------------------------------------------------------------------
 
 
-def test_purchased_uses_recent_items_and_a_purchased_set() -> None:
-    user = {"user_recent__last_10_items": ["a", "b", None, ""], "user_x__purchased_items": ["c"], "v": 3}
-    assert rules.purchased(user) == {"a", "b", "c"}
+def test_purchased_uses_recent_items_and_the_purchase_history() -> None:
+    user = {"user_recent__last_10_items": ["a", "b", None, ""], "user_history__items": np.array(["c", "d"]), "v": 3}
+    assert rules.purchased(user) == {"a", "b", "c", "d"}
+    assert rules.purchased({"user_recent__last_10_items": float("nan"), "user_history__items": None}) == set()
     assert rules.purchased({"user_recent__last_10_items": None}) == set()
 
 
@@ -137,12 +138,11 @@ def test_bind_fills_inputs_by_feature_name() -> None:
             spec("retrieval_score", DT_FLOAT, -1, -1),
             spec("item_features__popularity", DT_FLOAT, -1, -1),
             spec("item_embeddings__embedding", DT_FLOAT, -1, -1, 3),
-            spec("brand_new_feature", DT_INT64, -1, -1),
         )
     }
     user = {"user_recent__last_10_items": ["a", "b"], "user_features__views_7d": None}
     items = {"item_features__popularity": [1.5, None], "item_embeddings__embedding": [[1.0, 2.0, 3.0], None]}
-    bound = binding.bind(
+    x = binding.bind(
         specs,
         user_id="u1",
         user_features=user,
@@ -151,7 +151,6 @@ def test_bind_fills_inputs_by_feature_name() -> None:
         retrieval_scores=[0.5, 0.25],
         item_features=items,
     )
-    x = bound.inputs
     assert x["user_id"].tolist() == [b"u1"]
     assert x["user_recent__last_10_items"].shape == (1, 10) and x["user_recent__last_10_items"][0, :3].tolist() == [
         b"a",
@@ -164,14 +163,56 @@ def test_bind_fills_inputs_by_feature_name() -> None:
     assert x["retrieval_score"].shape == (1, 2)
     assert x["item_features__popularity"].tolist() == [[1.5, 0.0]]
     assert x["item_embeddings__embedding"].shape == (1, 2, 3)
-    assert x["brand_new_feature"].shape == (1, 2) and bound.unbound == ["brand_new_feature"]
+
+
+def test_an_input_without_a_source_is_an_error_not_zeros() -> None:
+    specs = {s.name: s for s in (spec("user_id", DT_STRING, -1), spec("brand_new_feature", DT_INT64, -1))}
+    with pytest.raises(binding.UnboundInputError, match="brand_new_feature"):
+        binding.bind(specs, user_id="u1", user_features={"user_features__views_7d": 1.0}, ctx={})
+    assert binding.missing_sources(specs, user_columns=["user_features__views_7d"]) == ["brand_new_feature"]
+    assert binding.missing_sources(specs, user_columns=["brand_new_feature"]) == []
+    ranking = {**specs, "item_features__price": spec("item_features__price", DT_FLOAT, -1, -1)}
+    sources = {"user_columns": ["brand_new_feature"], "item_columns": ["item_features__price"]}
+    assert binding.missing_sources(ranking, **sources, ranks_candidates=True) == []
+    # An item feature is a source only for a signature that scores candidates.
+    assert binding.missing_sources(ranking, **sources) == ["item_features__price"]
+
+
+def test_offline_missing_values_bind_as_the_online_ones() -> None:
+    """A point-in-time frame says missing with NaN where the online store says None."""
+    specs = {
+        s.name: s
+        for s in (
+            spec("user_id", DT_STRING, -1),
+            spec("user_features__views_7d", DT_FLOAT, -1),
+            spec("user_recent__last_10_items", DT_STRING, -1, 3),
+            spec("item_id", DT_STRING, -1, -1),
+            spec("item_features__category", DT_STRING, -1, -1),
+            spec("item_features__price", DT_FLOAT, -1, -1),
+        )
+    }
+
+    def bound(missing: object) -> dict[str, np.ndarray]:
+        return binding.bind(
+            specs,
+            user_id="u1",
+            user_features={"user_features__views_7d": missing, "user_recent__last_10_items": missing},
+            ctx={},
+            candidates=["a", "b"],
+            item_features={"item_features__category": ["x", missing], "item_features__price": [2.0, missing]},
+        )
+
+    online, offline = bound(None), bound(float("nan"))
+    for name in specs:
+        np.testing.assert_array_equal(online[name], offline[name], err_msg=name)
+    assert offline["item_features__category"].tolist() == [[b"x", b""]]
 
 
 # -- protos without TensorFlow -------------------------------------------------------------------
 
 
 def test_lean_tensor_protos_match_tensorflow() -> None:
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     from tensorflow.core.framework import tensor_pb2
 
     cases = [

@@ -20,9 +20,10 @@ import numpy as np
 
 #: Item features the rules read (any view: `<view>__<feature>`).
 RULE_ITEM_FEATURES = ("category", "available", "age_days")
-#: User features whose values are item ids the user already has.
+#: User features whose values are item ids the user already has: the last items acted on and
+#: the purchase history (`user_history__items`).
 RECENT_ITEMS = "last_10_items"
-PURCHASED_ITEMS = "purchased_items"
+PURCHASED_ITEMS = "items"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,16 @@ class RuleConfig:
     freshness_boost: float = 0.0
     freshness_half_life_days: float = 30.0
 
+    @classmethod
+    def from_settings(cls, settings: Any, count: int = 10) -> RuleConfig:
+        """The gateway's rule settings (`towerflow.settings.Settings`), for `count` items."""
+        return cls(
+            count=count,
+            category_cap=settings.category_cap,
+            freshness_boost=settings.freshness_boost,
+            freshness_half_life_days=settings.freshness_half_life_days,
+        )
+
 
 def _feature_of(name: str) -> str:
     """`<view>__<feature>` (or a bare `<feature>`) -> `<feature>`."""
@@ -67,11 +78,11 @@ def rule_columns(columns: Iterable[str]) -> set[str]:
 
 
 def purchased(user_features: Mapping[str, Any]) -> set[str]:
-    """Items the user already has: the last 10 items acted on plus a purchased set if one exists."""
+    """Items the user already has: the last 10 items acted on plus the purchase history."""
     out: set[str] = set()
     for feature in (RECENT_ITEMS, PURCHASED_ITEMS):
         values = feature_column(user_features, feature)
-        if values:
+        if values is not None and not isinstance(values, float) and len(values):
             out.update(str(v) for v in values if v)
     return out
 
@@ -101,8 +112,8 @@ def keep_mask(
     unknown category goes.
     """
     keep = np.fromiter((i not in banned for i in item_ids), dtype=bool, count=len(item_ids))
-    if available is not None:
-        keep &= np.fromiter((a is not False for a in available), dtype=bool, count=len(item_ids))
+    if available is not None:  # numpy's False is not Python's: compare by value
+        keep &= np.fromiter((a is None or bool(a) for a in available), dtype=bool, count=len(item_ids))
     if category is not None:
         wanted = category.casefold()
         cats = categories if categories is not None else [None] * len(item_ids)

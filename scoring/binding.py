@@ -1,6 +1,6 @@
-"""Bind model inputs from what the gateway has, by reading the model's signature.
+"""Bind model inputs from features and the request context, by reading the model's signature.
 
-The model contract names signature inputs after features, so the gateway needs no per-model code:
+The model contract names signature inputs after features, so no caller needs per-model code:
 
 - `user_id`: string [B].
 - `<view>__<feature>` of a user view (e.g. `user_recent__last_10_items` [B, 10],
@@ -8,41 +8,67 @@ The model contract names signature inputs after features, so the gateway needs n
   to the input's last dimension.
 - ranking only: `item_id` (string [B, N], the candidates), `retrieval_score` (float32 [B, N]) and
   `<item view>__<feature>` as [B, N] (lists as [B, N, D]) from `FeatureReader.item_features`.
-- `hour_of_day` / `day_of_week` (int64 [B]): request context (UTC; Monday = 0).
+- `hour_of_day`, `day_of_week`, `request_day` [B]: the request context (`scoring.context`).
 
-Missing values become zero / "" of the input's dtype; an input nothing can fill is fed zeros
-(and reported in `Bound.unbound`), so a model may add a feature before the store serves it.
-B is always 1 here (one user per request).
+Missing values (None, NaN) become zero / "" of the input's dtype. An input that nothing can fill
+is an error (`UnboundInputError`), never a zero-filled tensor: a model whose signature asks for a
+feature without a serving source would be scored on inputs it never saw in evaluation.
+B is always 1 here (one user per call).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from scoring.context import CONTEXT
 from serving.tfs_lean import DT_STRING, NUMPY_OF_DT, InputSpec
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"
 RETRIEVAL_SCORE = "retrieval_score"
-CONTEXT = ("hour_of_day", "day_of_week")
 
 
-@dataclass
-class Bound:
-    """Inputs ready for Predict, and which signature inputs had no source."""
+class UnboundInputError(ValueError):
+    """Signature inputs that no source fills: the model cannot be served as it was evaluated.
 
-    inputs: dict[str, np.ndarray]
-    unbound: list[str] = field(default_factory=list)
+    Attributes:
+        inputs: the input names, sorted.
+        model / version: the model version, when the caller knows it.
+    """
+
+    def __init__(self, inputs: Sequence[str], model: str | None = None, version: int | None = None) -> None:
+        self.inputs = sorted(inputs)
+        self.model = model
+        self.version = version
+        where = f"{model} version {version}" if model is not None else "the model"
+        super().__init__(
+            f"{where} asks for input(s) {', '.join(self.inputs)} that nothing serves: add a serving source "
+            "(a feature in the feature service, or a context input in scoring.context) or drop the input"
+        )
 
 
-def context(now: datetime) -> dict[str, int]:
-    """Request context features (UTC)."""
-    return {"hour_of_day": now.hour, "day_of_week": now.weekday()}
+def missing_sources(
+    specs: Mapping[str, InputSpec],
+    *,
+    user_columns: Collection[str],
+    item_columns: Collection[str] = (),
+    ranks_candidates: bool = False,
+) -> list[str]:
+    """The signature inputs no source fills.
+
+    Args:
+        specs: the signature's inputs.
+        user_columns: the user features the reader serves (`<view>__<feature>`).
+        item_columns: the item features it serves (ranking).
+        ranks_candidates: the signature scores candidates (`item_id`, `retrieval_score`, items).
+    """
+    known = {USER_ID, *CONTEXT, *user_columns}
+    if ranks_candidates:
+        known |= {ITEM_ID, RETRIEVAL_SCORE, *item_columns}
+    return sorted(name for name in specs if name not in known)
 
 
 def _np_type(spec: InputSpec) -> Any:
@@ -53,8 +79,13 @@ def _zero(spec: InputSpec) -> Any:
     return b"" if spec.dtype == DT_STRING else 0
 
 
+def _missing(value: Any) -> bool:
+    """None, or NaN (how an offline frame says missing)."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def _scalar(value: Any, spec: InputSpec) -> Any:
-    if value is None:
+    if _missing(value):
         return _zero(spec)
     if spec.dtype == DT_STRING:
         return value if isinstance(value, bytes) else str(value).encode()
@@ -75,6 +106,8 @@ def _padded(values: Sequence[Any] | None, width: int, spec: InputSpec) -> list[A
 
 def user_value(value: Any, spec: InputSpec) -> np.ndarray:
     """One user's feature as a [1] or [1, D] array (lists padded to the signature's D)."""
+    if _missing(value):
+        value = None
     if len(spec.shape) >= 2 or isinstance(value, list | tuple | np.ndarray):
         width = _width(spec, 1, max(1, len(value) if isinstance(value, list | tuple | np.ndarray) else 1))
         seq = value if isinstance(value, list | tuple | np.ndarray) else ([] if value is None else [value])
@@ -89,6 +122,7 @@ def item_column(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
         # The snapshot's numeric columns (NaN = missing -> 0, as for None below).
         return np.nan_to_num(values, nan=0.0).astype(np_type, copy=False).reshape(1, -1)
     if len(spec.shape) >= 3 or any(isinstance(v, list | tuple | np.ndarray) for v in values[:1]):
+        values = [None if _missing(v) else v for v in values]
         width = _width(spec, 2, max((len(v) for v in values if v is not None), default=1))
         return np.array([[_padded(v, width, spec) for v in values]], dtype=np_type)
     if spec.dtype == DT_STRING:  # few distinct values (categories): encode each once
@@ -96,19 +130,9 @@ def item_column(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
         return np.array(
             [[encoded[v] if v in encoded else encoded.setdefault(v, _scalar(v, spec)) for v in values]], dtype=object
         )
-    if None in values:
-        values = [0 if v is None else v for v in values]
+    if any(_missing(v) for v in values):
+        values = [0 if _missing(v) else v for v in values]
     return np.array([values], dtype=np_type)
-
-
-def _fill(spec: InputSpec, candidates: int | None) -> np.ndarray:
-    """Zeros for an input nothing can fill: [1, N, ...] for ranking inputs of rank >= 2."""
-    dims = list(spec.shape) or [1]
-    dims[0] = 1
-    for axis in range(1, len(dims)):
-        if dims[axis] <= 0:
-            dims[axis] = candidates if (axis == 1 and candidates) else 1
-    return np.full(dims, _zero(spec), dtype=_np_type(spec))
 
 
 def bind(
@@ -121,22 +145,25 @@ def bind(
     retrieval_scores: Sequence[float] | np.ndarray | None = None,
     item_features: Mapping[str, Sequence[Any]] | None = None,
     candidate_bytes: Sequence[bytes] | None = None,
-) -> Bound:
+) -> dict[str, np.ndarray]:
     """Fill every signature input (see module doc).
 
     Args:
         specs: the signature's inputs (`tfs_lean.input_specs_of`).
         user_id: the user.
-        user_features: `{"<view>__<feature>": value}`.
-        ctx: context features (`context(now)`).
+        user_features: `{"<view>__<feature>": value}`: every user feature the reader serves,
+            missing values as None.
+        ctx: the request context (`scoring.context.request_context`).
         candidates: candidate ids (ranking).
         retrieval_scores: one per candidate (ranking).
         item_features: columns aligned with `candidates` (ranking).
         candidate_bytes: `candidates` UTF-8 encoded, when the caller has them (retrieval's output).
+
+    Raises:
+        UnboundInputError: an input that none of these fills.
     """
     out: dict[str, np.ndarray] = {}
     unbound: list[str] = []
-    n = len(candidates) if candidates is not None else None
     for name, spec in specs.items():
         if name == USER_ID:
             out[name] = np.array([user_id.encode()], dtype=object)
@@ -152,6 +179,7 @@ def bind(
         elif item_features is not None and name in item_features:
             out[name] = item_column(item_features[name], spec)
         else:
-            out[name] = _fill(spec, n)
             unbound.append(name)
-    return Bound(out, unbound)
+    if unbound:
+        raise UnboundInputError(unbound)
+    return out
