@@ -1,10 +1,12 @@
 """Impression log: what each response showed, appended in batches to Delta `bronze/impressions`.
 
-Rows (towerflow.schemas.BRONZE_IMPRESSIONS) accumulate in memory and are committed by one Delta
-write (`jobs.lake.Lake.write`, in a worker thread) when `batch_rows` are waiting, every
-`flush_s` seconds, and on shutdown. Each flush carries a batch id, so a retried write never
-lands twice. If a write fails the rows stay queued for the next flush, up to `max_rows`; beyond
-that the oldest are dropped and counted (`towerflow_gateway_impressions_total{result="dropped"}`).
+Rows (towerflow.schemas.BRONZE_IMPRESSIONS) accumulate in memory; a flush (when `batch_rows` are
+waiting, every `flush_s` seconds, and on shutdown) seals them into a batch with an id of its own
+and commits each waiting batch by one Delta write (`jobs.lake.Lake.write`, in a worker thread).
+The id is a Delta application transaction in the same commit, so a batch whose write failed is
+retried under the same id and lands once, even when the failure came after the commit. Failed
+batches wait for the next flush, up to `max_rows` rows; beyond that the oldest rows are dropped
+and counted (`towerflow_gateway_impressions_total{result="dropped"}`).
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ class ImpressionLogger:
         self.metrics = metrics
         self._schema = BRONZE_IMPRESSIONS
         self._rows: dict[str, list[Any]] = {name: [] for name in BRONZE_IMPRESSIONS.names}
+        #: Sealed batches not written yet, oldest first: (batch id, rows).
+        self._batches: list[tuple[str, dict[str, list[Any]]]] = []
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
     @property
     def pending(self) -> int:
-        return len(self._rows["request_id"])
+        """Rows not written yet (queued, or in batches waiting for a retry)."""
+        return len(self._rows["request_id"]) + sum(len(rows["request_id"]) for _, rows in self._batches)
 
     def log(
         self,
@@ -91,7 +96,7 @@ class ImpressionLogger:
             rows["ranking_version"].append(model_versions.get("ranking"))
             rows["timestamp"].append(when)
             rows["event_date"].append(when.date())
-        if self.pending >= self.batch_rows:
+        if len(rows["request_id"]) >= self.batch_rows:  # new rows only: failed batches wait for the timer
             self._wake.set()
 
     def start(self) -> None:
@@ -108,23 +113,29 @@ class ImpressionLogger:
             await self.flush()
 
     async def flush(self) -> int:
-        """Write what is queued now; returns rows written (0 on failure: they stay queued)."""
+        """Seal what is queued into a batch and write the waiting batches, oldest first; returns
+        rows written (a failed batch and those after it wait for the next flush)."""
         async with self._lock:
-            if not self.pending:
-                return 0
-            rows, self._rows = self._rows, {name: [] for name in self._schema.names}
-            count = len(rows["request_id"])
-            try:
-                await asyncio.to_thread(self._write, rows)
-            except Exception:  # noqa: BLE001 - keep serving; retry with the next flush
-                log.exception("impression write to %s failed; %d rows kept for retry", self.uri, count)
-                self._requeue(rows)
-                return 0
-            if self.metrics:
-                self.metrics.impressions.labels("written").inc(count)
-            return count
+            if self._rows["request_id"]:
+                self._batches.append((f"impressions-{uuid.uuid4().hex}", self._rows))
+                self._rows = {name: [] for name in self._schema.names}
+            written = 0
+            while self._batches:
+                batch_id, rows = self._batches[0]
+                count = len(rows["request_id"])
+                try:
+                    await asyncio.to_thread(self._write, batch_id, rows)
+                except Exception:  # noqa: BLE001 - keep serving; retry with the next flush
+                    log.exception("impression write to %s failed; %d rows kept for retry", self.uri, self.pending)
+                    self._trim()
+                    return written
+                self._batches.pop(0)
+                written += count
+                if self.metrics:
+                    self.metrics.impressions.labels("written").inc(count)
+            return written
 
-    def _write(self, rows: dict[str, list[Any]]) -> None:
+    def _write(self, batch_id: str, rows: dict[str, list[Any]]) -> None:
         import pyarrow as pa
 
         from towerflow.schemas import IMPRESSIONS_PARTITION
@@ -135,18 +146,24 @@ class ImpressionLogger:
             table,
             mode="append",
             partition_by=IMPRESSIONS_PARTITION,
-            batch_id=f"impressions-{uuid.uuid4().hex}",
+            batch_id=batch_id,
         )
 
-    def _requeue(self, rows: dict[str, list[Any]]) -> None:
-        for name, values in rows.items():
-            self._rows[name][:0] = values  # older rows first
+    def _trim(self) -> None:
+        """Drop the oldest waiting rows beyond `max_rows`. A trimmed batch keeps its id: had it
+        landed already, its retry is skipped whole."""
         excess = self.pending - self.max_rows
-        if excess > 0:
-            for values in self._rows.values():
-                del values[:excess]
-            if self.metrics:
-                self.metrics.impressions.labels("dropped").inc(excess)
+        dropped = 0
+        while excess > dropped and self._batches:
+            rows = self._batches[0][1]
+            drop = min(len(rows["request_id"]), excess - dropped)
+            for values in rows.values():
+                del values[:drop]
+            if not rows["request_id"]:
+                self._batches.pop(0)
+            dropped += drop
+        if dropped and self.metrics:
+            self.metrics.impressions.labels("dropped").inc(dropped)
 
     async def close(self) -> None:
         """Stop the flusher and write what is left."""
