@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import grpc
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from serving.deps import ReaderDep, ResourcesDep
 from serving.schemas import Health
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 1.0
 
@@ -25,7 +30,8 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(resources: ResourcesDep, reader: ReaderDep) -> JSONResponse:
     """Readiness: both models answer on the model server, and the online store and the
-    gateway's Redis answer. 503 lists what does not (requests still degrade meanwhile)."""
+    gateway's Redis answer. 503 says in plain words what does not ("unreachable", "timed out",
+    "no version AVAILABLE", ...); requests still degrade meanwhile."""
     checks = dict(
         zip(
             ("retrieval", "ranking", "online_store", "redis"),
@@ -48,8 +54,11 @@ async def _model(resources, name: str) -> str:
     try:
         states = await resources.model_client.status(name, timeout=CHECK_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - report, never raise
-        return f"unreachable: {type(err).__name__}"
-    return "ok" if any(state == "AVAILABLE" for _, state in states) else f"no version AVAILABLE: {states}"
+        return _down(f"model {name}", err)
+    if any(state == "AVAILABLE" for _, state in states):
+        return "ok"
+    versions = ", ".join(f"version {version} is {state}" for version, state in states)
+    return f"no version AVAILABLE ({versions})" if versions else "no version AVAILABLE"
 
 
 async def _online_store(resources, reader) -> str:
@@ -58,7 +67,7 @@ async def _online_store(resources, reader) -> str:
     try:
         await asyncio.wait_for(asyncio.to_thread(reader.user_features, "__readyz__"), CHECK_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001
-        return f"unreachable: {type(err).__name__}"
+        return _down("online store", err)
     return "ok"
 
 
@@ -68,8 +77,23 @@ async def _redis(resources) -> str:
     try:
         await asyncio.wait_for(resources.redis.ping(), CHECK_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001
-        return f"unreachable: {type(err).__name__}"
+        return _down("redis", err)
     return "ok"
+
+
+def _down(what: str, err: Exception) -> str:
+    """A failed check in plain words; the exception itself goes to the log, not to the caller."""
+    code = err.code() if isinstance(err, grpc.RpcError) else None
+    if isinstance(err, TimeoutError | RedisTimeoutError) or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        words = "timed out"
+    elif isinstance(err, ConnectionError | RedisConnectionError) or code == grpc.StatusCode.UNAVAILABLE:
+        words = "unreachable"
+    elif code == grpc.StatusCode.NOT_FOUND:
+        words = "not found on the model server"
+    else:
+        words = "error (see the gateway log)"
+    log.info("readiness: %s %s: %r", what, words, err)
+    return words
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)

@@ -1,11 +1,116 @@
-"""What the gateway keeps without any service up: impression batches that land once across retries."""
+"""What the gateway says or keeps without any service up: readiness in plain words, and
+impression batches that land once across retries.
+
+The app here has no Redis and an unreachable model server, so requests serve popular items."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+
+@pytest.fixture
+def bare(tmp_path: Path, gw):
+    from fastapi.testclient import TestClient
+
+    from serving.deps import get_reader
+    from serving.main import create_app
+    from towerflow.settings import Settings
+
+    settings = Settings(
+        home=tmp_path / "home",
+        redis_url=None,
+        model_server_target=f"127.0.0.1:{gw.free_port()}",
+        jwt_key=gw.SECRET,
+        impressions_flush_s=60,
+    )
+    reader = gw.fake_reader()
+    app = create_app(settings, open_feature_store=False)
+    app.dependency_overrides[get_reader] = lambda: reader
+    with TestClient(app) as client:
+        app.state.resources.recommender.catalog = gw.catalog_of(reader)
+        yield client
+
+
+def get(client, headers, **params):
+    return client.get("/v1/recommendations", params=params, headers=headers)
+
+
+# -- readiness in plain words ------------------------------------------------------------------------
+
+
+def test_readiness_names_what_is_down_in_plain_words(bare) -> None:
+    ready = bare.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["retrieval"] == "unreachable"
+    assert ready.json()["checks"]["ranking"] == "unreachable"
+
+
+class _Models:
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    async def status(self, name: str, timeout: float) -> list[tuple[int, str]]:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+class _Redis:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def ping(self) -> None:
+        raise self.error
+
+
+class _SlowReader:
+    def user_features(self, user_id: str) -> None:
+        import time
+
+        time.sleep(0.3)
+
+
+class _BrokenReader:
+    def user_features(self, user_id: str) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+def test_readiness_checks_say_unreachable_timed_out_or_no_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grpc
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from serving.routes import health
+
+    class Unavailable(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+    class Deadline(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    monkeypatch.setattr(health, "CHECK_TIMEOUT_S", 0.05)
+
+    def model(answer) -> str:
+        return asyncio.run(health._model(SimpleNamespace(model_client=_Models(answer)), "retrieval"))
+
+    assert model([(1, "LOADING"), (2, "AVAILABLE")]) == "ok"
+    assert model(Unavailable()) == "unreachable"
+    assert model(Deadline()) == "timed out"
+    assert model(TimeoutError()) == "timed out"
+    assert model([(3, "LOADING")]) == "no version AVAILABLE (version 3 is LOADING)"
+    assert model([]) == "no version AVAILABLE"
+    assert model(ValueError("bad proto")) == "error (see the gateway log)"
+    redis = SimpleNamespace(redis=_Redis(RedisConnectionError("Error 111 connecting")))
+    assert asyncio.run(health._redis(redis)) == "unreachable"
+    assert asyncio.run(health._redis(SimpleNamespace(redis=_Redis(TimeoutError())))) == "timed out"
+    assert asyncio.run(health._online_store(None, _BrokenReader())) == "unreachable"
+    assert asyncio.run(health._online_store(None, _SlowReader())) == "timed out"
+
 
 # -- impressions -----------------------------------------------------------------------------------
 
