@@ -64,7 +64,10 @@ class Timeouts:
 
 @dataclass
 class Served:
-    """One response: the items, which path served them and why, and what to log."""
+    """One response: the items, which path served them and why, and what to log.
+
+    `sources`: how many items each source gave, in list order (the path's own list, then
+    `fallback_popular` items that topped it up)."""
 
     request_id: str
     user_id: str
@@ -74,6 +77,7 @@ class Served:
     experiment_id: str
     arm: str
     model_versions: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
 
 
 class StageError(Exception):
@@ -239,8 +243,12 @@ class Recommender:
         return self._done(served, user or {}, rules)
 
     def _done(self, served: Served, user: Mapping[str, Any], rules: RuleConfig) -> Served:
-        if len(served.items) < rules.count:  # top up a short list from popular items
+        own = len(served.items)
+        if own < rules.count:  # top up a short list from popular items
             served.items += self._popular(user, rules, [i for i, _ in served.items])
+        served.sources = {served.path: own} if own else {}
+        if len(served.items) > own:
+            served.sources[POPULAR] = served.sources.get(POPULAR, 0) + len(served.items) - own
         self.metrics.served.labels(served.path, served.reason or "").inc()
         return served
 

@@ -57,6 +57,10 @@ class RecommendationResponse(BaseModel):
         "fallback_popular: popular items (cold start, online store down, nothing precomputed)."
     )
     reason: str | None = Field(None, description="Why the model path did not serve, if it did not.")
+    sources: dict[str, int] = Field(
+        description="How many items each source gave, in list order: the path's own list, then "
+        '`fallback_popular` items that topped up a short one, e.g. `{"cached": 3, "fallback_popular": 2}`.'
+    )
     model_versions: dict[str, str] = Field(
         description="`retrieval`/`ranking` versions on the model path; `precomputed` on the cached path."
     )

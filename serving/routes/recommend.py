@@ -28,7 +28,7 @@ async def recommendations(
 ) -> Response:
     """Top `count` items for a user: A/B arm -> user features -> retrieval -> item features ->
     ranking -> business rules. Degrades to precomputed or popular items instead of failing;
-    `path` says which served."""
+    `path` says which served, `sources` how many items each source gave."""
     served = await resources.recommender.recommend(
         reader,
         user_id=params.user_id,
@@ -58,6 +58,7 @@ async def recommendations(
         ],
         "path": served.path,
         "reason": served.reason,
+        "sources": served.sources,
         "model_versions": served.model_versions,
         "experiment": {"id": served.experiment_id, "arm": served.arm},
     }

@@ -1,5 +1,5 @@
-"""What the gateway says or keeps without any service up: readiness in plain words, and
-impression batches that land once across retries.
+"""What the gateway says or keeps without any service up: where a topped-up list came from,
+readiness in plain words, and impression batches that land once across retries.
 
 The app here has no Redis and an unreachable model server, so requests serve popular items."""
 
@@ -37,6 +37,43 @@ def bare(tmp_path: Path, gw):
 
 def get(client, headers, **params):
     return client.get("/v1/recommendations", params=params, headers=headers)
+
+
+# -- where the items came from ---------------------------------------------------------------------
+
+
+def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
+    from serving.experiments import DEFAULT
+    from serving.metrics import GatewayMetrics
+    from serving.recommender import MODEL, POPULAR, Recommender, RuleConfig, Served, Timeouts
+
+    recommender = Recommender(
+        runner=None,
+        redis=None,
+        prefix="t:",
+        experiment=DEFAULT,
+        rules=RuleConfig(count=10),
+        timeouts=Timeouts(),
+        metrics=GatewayMetrics(),
+        executor=None,
+        breakers={},
+    )
+    recommender.catalog = gw.catalog_of(gw.fake_reader())
+    served = Served("r", "u1", [("i5", 0.9), ("i0", 0.8)], MODEL, None, "default", "control")
+    done = recommender._done(served, {}, RuleConfig(count=5))
+    assert [i for i, _ in done.items] == ["i5", "i0", "i1", "i2", "i3"]
+    assert done.sources == {MODEL: 2, POPULAR: 3}
+    full = Served("r", "u1", [(f"i{n}", 1.0) for n in range(5)], MODEL, None, "default", "control")
+    assert recommender._done(full, {}, RuleConfig(count=5)).sources == {MODEL: 5}
+
+
+def test_the_response_counts_its_items_per_source(bare, gw) -> None:
+    from serving.schemas import RecommendationResponse
+
+    response = get(bare, gw.auth(), user_id="nobody", count=4)
+    assert response.status_code == 200
+    body = RecommendationResponse.model_validate_json(response.content)
+    assert body.path == "fallback_popular" and body.sources == {"fallback_popular": 4}
 
 
 # -- readiness in plain words ------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -
     assert not set(ids) & gw.UNAVAILABLE
     assert [item["position"] for item in body["items"]] == list(range(1, 11))
     assert body["model_versions"] == {"retrieval": "1", "ranking": "1"}
+    assert body["sources"] == {"model": 10}
     assert body["experiment"] == {"id": "default", "arm": "control"}
     assert len(body["request_id"]) == 32
 
@@ -134,6 +135,18 @@ def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redi
     assert [i["item_id"] for i in skipped["items"]] == ["i30", "i31", "i32"]
     other = recs(client, gw, "u2", count=3)
     assert (other["path"], other["reason"]) == ("fallback_popular", "model_server_unavailable")
+
+
+def test_a_short_precomputed_list_is_topped_up_and_says_so(make_client, gw, redis_url, redis_prefix) -> None:
+    from serving.precomputed import write_precomputed
+
+    write_precomputed(redis_url, {"u1": ["i30", "i8", "i31", "i6", "i32"]}, "r=1", prefix=redis_prefix)
+    client = make_client(model_server_target=f"127.0.0.1:{gw.free_port()}", retrieval_timeout_ms=200)
+    body = recs(client, gw, "u1", count=5)
+    assert body["path"] == "cached"
+    ids = [i["item_id"] for i in body["items"]]
+    assert ids[:3] == ["i30", "i31", "i32"] and len(ids) == 5  # i8 unavailable, i6 bought
+    assert body["sources"] == {"cached": 3, "fallback_popular": 2}
 
 
 def test_health_ready_metrics_docs(client, gw) -> None:
