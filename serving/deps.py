@@ -37,7 +37,15 @@ async def get_reader(request: Request) -> Any:
 
 ResourcesDep = Annotated[Any, Depends(get_resources)]
 ReaderDep = Annotated[Any, Depends(get_reader)]
-RecommendationParams = Annotated[RecommendationQuery, Query()]
+
+
+async def recommendation_params(params: Annotated[RecommendationQuery, Query()]) -> RecommendationQuery:
+    """The query parameters, validated once per request: a query model declared on both the route
+    and `rate_limited` was validated by each, and every error was reported twice."""
+    return params
+
+
+RecommendationParams = Annotated[RecommendationQuery, Depends(recommendation_params)]
 
 
 def _raise(err: AuthError) -> None:

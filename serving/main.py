@@ -282,8 +282,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     each error once."""
     # FastAPI caches a dependency's value, not its errors: a failing dependency that several
     # others need (the query parameters) is solved, and reported, once per path to it.
-    unique = {(tuple(e.get("loc", ())), e.get("type"), e.get("msg")): e for e in reversed(exc.errors())}
-    errors = list(reversed(unique.values()))
+    errors = list({(tuple(e.get("loc", ())), e.get("type"), e.get("msg")): e for e in exc.errors()}.values())
     message = "; ".join(f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
     return JSONResponse(
         status_code=422,

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_COUNT = 100
 MAX_EXCLUDE = 1000
+#: Longest user id, item id or category name a request may carry.
+MAX_ID_LENGTH = 128
 
 
 class RecommendationQuery(BaseModel):
@@ -15,15 +17,21 @@ class RecommendationQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=128, description="The user to recommend for.")
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="The user to recommend for.")
     count: int = Field(10, ge=1, le=MAX_COUNT, description=f"How many items (1..{MAX_COUNT}).")
     # A plain default, not default_factory: FastAPI inspects a factory's signature on every request.
     exclude: list[str] = Field(
         default=[],
         max_length=MAX_EXCLUDE,
-        description="Item ids never to return; repeat the parameter or separate ids with commas.",
+        description=f"Item ids never to return (at most {MAX_EXCLUDE}, each at most {MAX_ID_LENGTH} characters); "
+        "repeat the parameter or separate ids with commas.",
     )
-    category: str | None = Field(None, min_length=1, max_length=128, description="Only items of this category.")
+    category: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="Only items of this category (case-insensitive; 422 when the catalog has no such category).",
+    )
     exclude_purchased: bool = Field(
         True, description="Drop items the user already has; false for 'buy it again' surfaces."
     )
@@ -34,6 +42,9 @@ class RecommendationQuery(BaseModel):
         out = [part.strip() for item in value for part in item.split(",") if part.strip()]
         if len(out) > MAX_EXCLUDE:
             raise ValueError(f"at most {MAX_EXCLUDE} excluded ids")
+        longest = max(map(len, out), default=0)
+        if longest > MAX_ID_LENGTH:
+            raise ValueError(f"ids are at most {MAX_ID_LENGTH} characters (one has {longest})")
         return out
 
 

@@ -1,5 +1,6 @@
-"""What the gateway says or keeps without any service up: where a topped-up list came from,
-readiness in plain words, and impression batches that land once across retries.
+"""What the gateway refuses, says or keeps without any service up: request sizes, validation
+messages, where a topped-up list came from, readiness in plain words, and impression batches that
+land once across retries.
 
 The app here has no Redis and an unreachable model server, so requests serve popular items."""
 
@@ -37,6 +38,36 @@ def bare(tmp_path: Path, gw):
 
 def get(client, headers, **params):
     return client.get("/v1/recommendations", params=params, headers=headers)
+
+
+# -- sizes and messages ------------------------------------------------------------------------------
+
+
+def test_each_validation_error_is_reported_once(bare, gw) -> None:
+    one = get(bare, gw.auth(), user_id="u1", count=0)
+    assert one.status_code == 422
+    assert one.json()["message"] == "count: Input should be greater than or equal to 1"
+    assert len(one.json()["detail"]) == 1
+    two = get(bare, gw.auth(), count="abc")
+    parts = two.json()["message"].split("; ")
+    assert len(parts) == 2 and {p.split(":")[0] for p in parts} == {"user_id", "count"}
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "needle"),
+    [
+        ({"user_id": "u" * 129}, "user_id", "128 characters"),
+        ({"user_id": "u1", "category": "c" * 129}, "category", "128 characters"),
+        ({"user_id": "u1", "exclude": ",".join(f"i{n}" for n in range(1001))}, "exclude", "1000"),
+        ({"user_id": "u1", "exclude": [f"i{n}" for n in range(1001)]}, "exclude", "1000"),
+        ({"user_id": "u1", "exclude": "i1," + "x" * 129}, "exclude", "128 characters"),
+    ],
+)
+def test_request_sizes_are_bounded(bare, gw, params: dict, field: str, needle: str) -> None:
+    response = get(bare, gw.auth(), **params)
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith(f"{field}: ") and message.count(f"{field}:") == 1 and needle in message
 
 
 # -- where the items came from ---------------------------------------------------------------------
