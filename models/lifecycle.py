@@ -474,7 +474,11 @@ def gate_run(run: RunPaths, policy: GatePolicy, quality_passed: bool, force: boo
 
 
 def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict[str, Any]:
-    """Publish the staged pair if the gate said so (and it is not published already)."""
+    """Publish the staged pair if the gate said so and it is not published already.
+
+    A retry after a crash part way through finishes the run's publication: `registry.publish`
+    finds its manifest by the run's fingerprint and completes it under the same version.
+    """
     from models.registry import publish, version_with
 
     decision = json.loads(run.decision.read_text())
