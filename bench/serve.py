@@ -361,7 +361,7 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
         gateway_cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         gateway_cmd += ["--loop", "uvloop", "--http", "httptools"]
         procs["gateway"] = subprocess.Popen(gateway_cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-        token = mint_token(dev_secret(settings), subject="bench", scopes=["recommend:read"])
+        token = mint_token(dev_secret(settings), subject="bench", scopes=["recommend:any"])
         users_file = root / "users.txt"
         users_file.write_text("\n".join(gold.users))
         running = Stack(

@@ -6,6 +6,9 @@ and `jti` (the per-token rate-limit key). The gateway verifies them against, in 
 secret or a PEM public key), or the development secret `towerflow token` generates under
 `$TOWERFLOW_HOME/secrets/` on first run.
 
+Whose recommendations a token reads: with `recommend:read`, only its own subject's (a user
+token, `sub` = the user id); with `recommend:any`, any user's (a service token).
+
 Errors follow RFC 6750: 401 with `WWW-Authenticate: Bearer ...` when the token is missing or
 invalid, 403 with `error="insufficient_scope"` when it lacks the scope a route needs.
 """
@@ -25,8 +28,11 @@ import jwt
 
 from towerflow.settings import Settings
 
+READ = "recommend:read"
+ANY_USER = "recommend:any"
 SCOPES = {
-    "recommend:read": "Read recommendations.",
+    READ: "Read the recommendations of the token's own user (its `sub`).",
+    ANY_USER: "Read any user's recommendations (service tokens).",
     "events:write": "Send events (clicks, views, purchases).",
     "experiments:read": "Read experiment results.",
 }
@@ -72,6 +78,23 @@ def forbidden(scope: str) -> AuthError:
     message = f"this token lacks the scope {scope!r}; ask for a token with it"
     challenge = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'
     return AuthError(403, message, challenge)
+
+
+def check_user(principal: Principal, user_id: str) -> None:
+    """Let `principal` read `user_id`'s recommendations: its own subject's, or anyone's with
+    `recommend:any`.
+
+    Raises:
+        AuthError: 403 naming both users and the scope that would allow it.
+    """
+    if principal.subject == user_id or ANY_USER in principal.scopes:
+        return
+    message = (
+        f"this token reads only the recommendations of user {principal.subject!r}, not {user_id!r}; "
+        f"reading any user needs a service token with the scope {ANY_USER!r}"
+    )
+    challenge = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{ANY_USER}"'
+    raise AuthError(403, message, challenge)
 
 
 def dev_secret(settings: Settings, *, create: bool = True) -> str | None:

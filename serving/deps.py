@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.auth import AuthError, Principal, forbidden, unauthorized
+from serving.auth import ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
 from serving.schemas import RecommendationQuery
 
 if TYPE_CHECKING:
@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="OAuth2 access token (JWT) with scopes: recommend:read, events:write, experiments:read. "
-    "`towerflow token --user U --scopes recommend:read` mints a development token.",
+    description="OAuth2 access token (JWT) with scopes: recommend:read (the recommendations of the token's "
+    "own user, its `sub`), recommend:any (any user's: services), events:write, experiments:read. "
+    "`towerflow token --user U` mints a development token for user U, `towerflow token --service NAME` "
+    "one for a service.",
 )
 
 
@@ -48,28 +50,32 @@ async def recommendation_params(params: Annotated[RecommendationQuery, Query()])
 RecommendationParams = Annotated[RecommendationQuery, Depends(recommendation_params)]
 
 
-def _raise(err: AuthError) -> None:
+def _raise(err: AuthError) -> NoReturn:
     raise HTTPException(err.status, err.message, headers=err.headers)
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency verifying the bearer token and that it grants `scope` (401 / 403)."""
+async def authenticated(
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The bearer token's principal (401 when it is missing or invalid)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        _raise(unauthorized("missing bearer token: send 'Authorization: Bearer <token>'", error=None))
+    verifier = resources.verifier
+    try:
+        if verifier.uses_jwks:  # may fetch keys over HTTP: off the event loop
+            return await asyncio.to_thread(verifier.verify, credentials.credentials)
+        return verifier.verify(credentials.credentials)
+    except AuthError as err:
+        _raise(err)
 
-    async def verify(
-        resources: ResourcesDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            _raise(unauthorized("missing bearer token: send 'Authorization: Bearer <token>'", error=None))
-        verifier = resources.verifier
-        try:
-            if verifier.uses_jwks:  # may fetch keys over HTTP: off the event loop
-                principal = await asyncio.to_thread(verifier.verify, credentials.credentials)
-            else:
-                principal = verifier.verify(credentials.credentials)
-        except AuthError as err:
-            _raise(err)
-        if scope not in principal.scopes:
+
+def require_scope(scope: str, *alternatives: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency verifying the bearer token and that it grants `scope` or one of
+    `alternatives` (401 / 403; the 403 names `scope`)."""
+
+    async def verify(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if scope not in principal.scopes and principal.scopes.isdisjoint(alternatives):
             _raise(forbidden(scope))
         return principal
 
@@ -77,7 +83,20 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     return verify
 
 
-RecommendCaller = Annotated[Principal, Depends(require_scope("recommend:read"))]
+RecommendReader = Annotated[Principal, Depends(require_scope(READ, ANY_USER))]
+
+
+async def recommend_caller(principal: RecommendReader, params: RecommendationParams) -> Principal:
+    """The caller, once its token may read `user_id`'s recommendations (403 otherwise): a user
+    token its own, a service token (`recommend:any`) anyone's."""
+    try:
+        check_user(principal, params.user_id)
+    except AuthError as err:
+        _raise(err)
+    return principal
+
+
+RecommendCaller = Annotated[Principal, Depends(recommend_caller)]
 
 
 async def rate_limited(

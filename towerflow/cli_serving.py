@@ -113,13 +113,29 @@ def model_server(
 
 
 def token(
-    user: Annotated[str, typer.Option(help="The token's subject (`sub`).")],
+    user: Annotated[
+        str | None,
+        typer.Option(help="Mint a user token: it reads only this user's recommendations (`sub`; recommend:read)."),
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(help="Mint a service token named NAME: it reads any user's recommendations (recommend:any)."),
+    ] = None,
     scopes: Annotated[
-        str, typer.Option(help="Space-separated: recommend:read, events:write, experiments:read.")
-    ] = "recommend:read",
+        str | None,
+        typer.Option(
+            help="Space-separated, instead of the default (recommend:read with --user, recommend:any with "
+            "--service): recommend:read (the token's own user), recommend:any (any user), events:write, "
+            "experiments:read."
+        ),
+    ] = None,
     ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 86_400,
 ) -> None:
     """Print a development bearer token (JWT) for the gateway; the token is the last line.
+
+    `--user U` mints a user token: GET /v1/recommendations answers it for user_id=U only (scope
+    recommend:read) and refuses other users with 403. `--service NAME` mints a service token
+    (scope recommend:any), e.g. for a backend that asks on behalf of any of its users.
 
     Signed with TOWERFLOW_JWT_KEY when set (HS256), else with a secret generated under
     $TOWERFLOW_HOME/secrets/ on first run, which the gateway also uses.
@@ -127,6 +143,11 @@ def token(
     from serving.auth import dev_secret, mint_token
     from towerflow.settings import get_settings
 
+    if (user is None) == (service is None):
+        console.print("[bold red]error:[/] give either --user U (a user token) or --service NAME (a service token)")
+        raise typer.Exit(2)
+    subject = user if user is not None else service
+    scopes = scopes or ("recommend:read" if user is not None else "recommend:any")
     settings = get_settings()
     if settings.jwt_jwks_url:
         console.print("[bold red]error:[/] the gateway verifies tokens from a JWKS URL; get one from that issuer")
@@ -139,7 +160,7 @@ def token(
     try:
         jwt_token = mint_token(
             key,
-            subject=user,
+            subject=subject,
             scopes=scopes.replace(",", " ").split(),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
@@ -149,7 +170,8 @@ def token(
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
-    console.print(f"token for {user!r}, scopes {scopes!r}, valid {ttl} s:", highlight=False)
+    kind = "user" if user is not None else "service"
+    console.print(f"token for {kind} {subject!r}, scopes {scopes!r}, valid {ttl} s:", highlight=False)
     print(jwt_token)  # noqa: T201 - the token is the command's output (last line of stdout)
 
 

@@ -12,7 +12,11 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
 
 ERRORS = {
     401: {"model": Problem, "description": "Missing or invalid bearer token."},
-    403: {"model": Problem, "description": "The token lacks the `recommend:read` scope."},
+    403: {
+        "model": Problem,
+        "description": "The token lacks the `recommend:read` scope, or is another user's (reading any "
+        "user needs `recommend:any`).",
+    },
     422: {"model": Problem, "description": "Invalid parameters; `message` says which and why."},
     429: {"model": Problem, "description": "Rate limit reached; see `Retry-After`."},
 }

@@ -154,7 +154,7 @@ def test_the_gateway_serves_the_published_models(world) -> None:
             time.sleep(1)
         token = (
             subprocess.run(
-                [sys.executable, "-m", "towerflow.cli", "token", "--user", "t", "--scopes", "recommend:read"],
+                [sys.executable, "-m", "towerflow.cli", "token", "--user", "t", "--scopes", "recommend:any"],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -71,13 +71,15 @@ def catalog_of(reader) -> Any:
     return Catalog.from_columns(reader.item_features(ITEMS))
 
 
-def token(scopes: str = "recommend:read", *, subject: str = "app", key: str = SECRET, **kwargs: Any) -> str:
+def token(scopes: str = "recommend:any", *, subject: str = "app", key: str = SECRET, **kwargs: Any) -> str:
+    """A service token by default (it reads any user's recommendations); pass `subject=<user>`
+    and `"recommend:read"` for a user token."""
     from serving.auth import mint_token
 
     return mint_token(key, subject=subject, scopes=scopes.split(), **kwargs)
 
 
-def auth(scopes: str = "recommend:read", **kwargs: Any) -> dict[str, str]:
+def auth(scopes: str = "recommend:any", **kwargs: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(scopes, **kwargs)}"}
 
 

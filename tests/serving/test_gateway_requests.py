@@ -1,6 +1,6 @@
-"""What the gateway refuses, says or keeps without any service up: request sizes, validation
-messages, where a topped-up list came from, readiness in plain words, and impression batches that
-land once across retries.
+"""What the gateway refuses, says or keeps without any service up: whose recommendations a token
+reads, request sizes, validation messages, where a topped-up list came from, readiness in plain
+words, and impression batches that land once across retries.
 
 The app here has no Redis and an unreachable model server, so requests serve popular items."""
 
@@ -38,6 +38,59 @@ def bare(tmp_path: Path, gw):
 
 def get(client, headers, **params):
     return client.get("/v1/recommendations", params=params, headers=headers)
+
+
+# -- whose recommendations a token reads ---------------------------------------------------------
+
+
+def test_a_user_token_reads_only_its_own_user(bare, gw) -> None:
+    own = gw.auth("recommend:read", subject="u1")
+    assert get(bare, own, user_id="u1").status_code == 200
+    other = get(bare, own, user_id="u2")
+    assert other.status_code == 403, other.text
+    message = other.json()["message"]
+    assert "'u1'" in message and "'u2'" in message and "recommend:any" in message
+    assert 'scope="recommend:any"' in other.headers["WWW-Authenticate"]
+    service = gw.auth("recommend:any", subject="shop-frontend")
+    assert get(bare, service, user_id="u2").status_code == 200
+    assert get(bare, gw.auth("events:write", subject="u1"), user_id="u1").status_code == 403
+
+
+def test_a_token_reads_its_subject_unless_it_may_read_anyone() -> None:
+    from serving.auth import ANY_USER, AuthError, Principal, check_user
+
+    user = Principal("u1", frozenset({"recommend:read"}), "t1")
+    check_user(user, "u1")
+    with pytest.raises(AuthError) as err:
+        check_user(user, "u2")
+    assert err.value.status == 403 and "recommend:any" in err.value.message
+    check_user(Principal("shop", frozenset({ANY_USER}), "t2"), "u2")
+
+
+def test_token_cli_mints_user_and_service_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from serving.auth import TokenVerifier
+    from towerflow.cli import app
+    from towerflow.settings import Settings
+
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv("TOWERFLOW_JWT_KEY", raising=False)
+    verifier = TokenVerifier(Settings(home=tmp_path))
+
+    def mint(*args: str) -> object:
+        result = CliRunner().invoke(app, ["token", *args])
+        assert result.exit_code == 0, result.output
+        return verifier.verify(result.stdout.strip().splitlines()[-1])
+
+    user = mint("--user", "bob")
+    assert user.subject == "bob" and user.scopes == {"recommend:read"}
+    service = mint("--service", "shop-frontend")
+    assert service.subject == "shop-frontend" and service.scopes == {"recommend:any"}
+    assert CliRunner().invoke(app, ["token"]).exit_code != 0
+    assert CliRunner().invoke(app, ["token", "--user", "bob", "--service", "shop"]).exit_code != 0
+    usage = CliRunner().invoke(app, ["token", "--help"], env={"COLUMNS": "200"}).output
+    assert "recommend:any" in usage and "--service" in usage
 
 
 # -- sizes and messages ------------------------------------------------------------------------------
