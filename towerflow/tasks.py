@@ -357,33 +357,75 @@ def gate_models(run_date: str, force_publish: bool = False) -> dict[str, object]
     return decision
 
 
+PRECOMPUTED = "precomputed.json"  # in the run folder, once the run's version is precomputed
+
+
 def publish_models(run_date: str) -> dict[str, object]:
-    """Publish the staged pair (atomic), label it, and write precomputed recommendations."""
+    """Publish the staged pair (both models or neither), label it, and write precomputed
+    recommendations. A retry finishes what a failed attempt left undone: the publication (same
+    version) and then the precompute, which the run folder records once it is written."""
     from models.lifecycle import publish_run
 
     settings = get_settings()
     run = _run_paths(settings, run_date)
-    result = publish_run(settings.models_dir, run, wait_until_loaded=_model_server_wait(settings))
-    if result.get("published"):
-        result["precomputed_users"] = precompute(run_date, result["version"])
+    result = publish_run(settings.models_dir, run, wait_until_loaded=model_server_wait(settings))
+    if result.get("version") is not None:  # published now, or by an earlier attempt of this run
+        result["precomputed_users"] = _precompute_once(settings, run, run_date, result["version"])
     log.info("publish: %s", result)
     return result
 
 
-def _model_server_wait(settings):
-    """Wait for a running model server to load a version before a label moves to it; None when
-    no server answers (labels can then be written directly: a server starting later loads them)."""
-    target = settings.model_server_target or f"127.0.0.1:{settings.model_server_port}"
-    try:
-        import grpc
+def _precompute_once(settings, run, run_date: str, version: int) -> int | None:
+    """Precompute for the run's version unless that is done already, or a newer version was
+    published since (its recommendations stay); None when skipped."""
+    import json
 
-        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=1.0)
-    except Exception:  # noqa: BLE001 - any failure means: no server to wait for
+    from models.registry import publications
+
+    marker = run.root / PRECOMPUTED
+    done = json.loads(marker.read_text()) if marker.exists() else {}
+    if done.get("version") == version:
+        return done["users"]
+    newer = [p["version"] for p in publications(settings.models_dir) if p["state"] == "published"]
+    if max(newer, default=version) > version:
+        log.info("version %d is published since; precomputed recommendations left as they are", max(newer))
         return None
-    from serving.model_client import ModelClient
+    users = precompute(run_date, version)
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(json.dumps({"version": version, "users": users}))
+    tmp.replace(marker)
+    return users
 
-    client = ModelClient(target)
-    return lambda model, version: client.wait_until_available(model, version, timeout=120.0)
+
+def model_server_wait(settings):
+    """Wait for the model server to load a version before a label moves to it (TF Serving refuses
+    a label on a version it has not loaded).
+
+    A configured server (`model_server_target`; tf-serving:8500 in compose) is always waited for,
+    even if it does not answer yet: the publish then fails with labels unchanged, and its retry
+    finishes it. Without one, a server on the default port is waited for if it answers; None when
+    none does (labels are written directly: a server starting later loads them)."""
+    target = settings.model_server_target
+    if target is None:
+        target = f"127.0.0.1:{settings.model_server_port}"
+        try:
+            import grpc
+
+            grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=1.0)
+        except Exception:  # noqa: BLE001 - any failure means: no server to wait for
+            return None
+
+    def wait(model: str, version: int) -> bool:
+        from serving.model_client import ModelClient
+
+        client = ModelClient(target)
+        try:
+            client.wait_until_available(model, version, timeout=120.0)
+        finally:
+            client.close()
+        return True
+
+    return wait
 
 
 def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
