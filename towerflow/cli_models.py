@@ -133,6 +133,20 @@ def list_versions() -> None:
     console.print(grid)
 
 
+def _wait_for_server():
+    """The publish task's wait for the model server, looked up only when a version must be loaded
+    before its label moves (promoting a loaded version never touches the server)."""
+
+    def wait(model: str, version: int) -> bool:
+        from towerflow.settings import get_settings
+        from towerflow.tasks import model_server_wait
+
+        waiter = model_server_wait(get_settings())
+        return waiter is None or waiter(model, version)
+
+    return wait
+
+
 @models_app.command("promote")
 def promote(
     model: Annotated[str, typer.Argument(help="retrieval or ranking")],
@@ -145,8 +159,8 @@ def promote(
     from towerflow.settings import get_settings
 
     try:
-        labels = do_promote(get_settings().models_dir, model, version, label)
-    except (RegistryError, ValueError, FileNotFoundError, KeyError) as err:
+        labels = do_promote(get_settings().models_dir, model, version, label, _wait_for_server())
+    except (RegistryError, ValueError, FileNotFoundError, KeyError, TimeoutError) as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(1) from None
     console.print(f"{model}: {labels}")
@@ -163,8 +177,8 @@ def rollback(
     from towerflow.settings import get_settings
 
     try:
-        labels = do_rollback(get_settings().models_dir, model, version)
-    except (RegistryError, ValueError, FileNotFoundError, KeyError) as err:
+        labels = do_rollback(get_settings().models_dir, model, version, _wait_for_server())
+    except (RegistryError, ValueError, FileNotFoundError, KeyError, TimeoutError) as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(1) from None
     console.print(f"{model}: {labels}")

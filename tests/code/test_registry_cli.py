@@ -4,11 +4,14 @@ checked for their saved_model.pb, so empty files stand in for SavedModels here).
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from models.registry import labels, publish
+from models.registry import entries, labels, publish
 from towerflow.cli import app
 
 runner = CliRunner()
@@ -51,3 +54,37 @@ def test_promoting_an_unpublished_version_is_refused(home: Path, tmp_path: Path)
     assert "not published" in result.output and "Traceback" not in result.output
     unknown = runner.invoke(app, ["models", "promote", "nope", "1"])
     assert unknown.exit_code == 1 and "unknown model" in unknown.output
+
+
+def test_promoting_an_unloaded_version_waits_for_the_model_server(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version the load policy dropped is added back, and `stable` moves to it only once the
+    configured server reports it AVAILABLE (TF Serving refuses a label on a version it has not
+    loaded)."""
+    models = home / "models"
+    for n in range(4):
+        publish(models, _staged(tmp_path, str(n)), {"run": n})
+    assert 2 not in entries(models)["retrieval"].policy.versions  # stable 1, canary 4, newest 3 kept
+    monkeypatch.setenv("TOWERFLOW_MODEL_SERVER_TARGET", "127.0.0.1:1")  # nothing answers there
+    waited = []
+
+    class Server:
+        def __init__(self, target: str) -> None:
+            pass
+
+        def wait_until_available(self, model: str, version: int | None = None, **_) -> int:
+            entry = entries(models)[model]
+            assert version in entry.policy.versions and entry.labels["stable"] == 1
+            waited.append((model, version))
+            return version
+
+        def close(self) -> None:
+            pass
+
+    # In place of serving.model_client, whose import loads TensorFlow.
+    monkeypatch.setitem(sys.modules, "serving.model_client", types.SimpleNamespace(ModelClient=Server))
+    promoted = runner.invoke(app, ["models", "promote", "retrieval", "2"])
+    assert promoted.exit_code == 0, promoted.output
+    assert waited == [("retrieval", 2)]
+    assert labels(models, "retrieval") == {"stable": 2, "canary": 4, "previous": 1}
