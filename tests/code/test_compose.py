@@ -151,6 +151,17 @@ def test_gateway_calls_tf_serving_and_redis(config: dict) -> None:
     assert "http://localhost:8000/healthz" in gateway["healthcheck"]["test"]
 
 
+def test_airflow_publishes_through_tf_serving(config: dict) -> None:
+    """The publish task waits for the model server it is told about before a label moves (TF Serving
+    refuses a label on a version it has not loaded), so the task runners name the same TF Serving
+    the gateway calls."""
+    services = config["services"]
+    for name in AIRFLOW:
+        env = services[name]["environment"]
+        assert env.get("TOWERFLOW_MODEL_SERVER_TARGET") == "tf-serving:8500", name
+    assert services["gateway"]["environment"]["TOWERFLOW_MODEL_SERVER_TARGET"] == "tf-serving:8500"
+
+
 def test_towerflow_services_are_built_from_the_dockerfile(config: dict) -> None:
     for name in [*AIRFLOW, "airflow-init", "gateway"]:
         build = config["services"][name]["build"]
