@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from fastapi import Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.auth import ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
@@ -15,6 +16,9 @@ from serving.schemas import RecommendationQuery
 
 if TYPE_CHECKING:
     from serving.main import Resources
+
+#: Categories a 422 for an unknown one lists.
+MAX_LISTED = 20
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -99,8 +103,33 @@ async def recommend_caller(principal: RecommendReader, params: RecommendationPar
 RecommendCaller = Annotated[Principal, Depends(recommend_caller)]
 
 
+async def checked_params(
+    params: RecommendationParams, caller: RecommendCaller, resources: ResourcesDep
+) -> RecommendationQuery:
+    """The query once the caller may make it, with a category the catalog knows (422 naming it
+    otherwise). After the caller on purpose: only a caller with a token learns the categories.
+    A catalog that knows no categories yet (not loaded) rejects none."""
+    category = params.category
+    catalog = resources.recommender.catalog
+    if category is not None and catalog.categories and not catalog.has_category(category):
+        known = ", ".join(catalog.categories[:MAX_LISTED])
+        more = len(catalog.categories) - MAX_LISTED
+        known += f" and {more} more" if more > 0 else ""
+        error = {
+            "type": "unknown_category",
+            "loc": ("query", "category"),
+            "msg": f"unknown category {category!r}; the catalog has {known}",
+            "input": category,
+        }
+        raise RequestValidationError([error])
+    return params
+
+
+CheckedParams = Annotated[RecommendationQuery, Depends(checked_params)]
+
+
 async def rate_limited(
-    resources: ResourcesDep, params: RecommendationParams, caller: RecommendCaller, reader: ReaderDep
+    resources: ResourcesDep, params: CheckedParams, caller: RecommendCaller, reader: ReaderDep
 ) -> asyncio.Future:
     """429 with Retry-After once the user or the token is over its limit. Returns the read of the
     user's features, started before the limit check so the two Redis round trips overlap (a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic_core import to_json
 
-from serving.deps import RateLimited, ReaderDep, RecommendationParams, RecommendCaller, ResourcesDep
+from serving.deps import CheckedParams, RateLimited, ReaderDep, RecommendCaller, ResourcesDep
 from serving.schemas import Problem, RecommendationResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -17,14 +17,14 @@ ERRORS = {
         "description": "The token lacks the `recommend:read` scope, or is another user's (reading any "
         "user needs `recommend:any`).",
     },
-    422: {"model": Problem, "description": "Invalid parameters; `message` says which and why."},
+    422: {"model": Problem, "description": "Invalid parameters or an unknown category; `message` says which."},
     429: {"model": Problem, "description": "Rate limit reached; see `Retry-After`."},
 }
 
 
 @router.get("/recommendations", response_model=RecommendationResponse, responses=ERRORS)
 async def recommendations(
-    params: RecommendationParams,
+    params: CheckedParams,
     caller: RecommendCaller,
     user_read: RateLimited,
     reader: ReaderDep,

@@ -1,6 +1,6 @@
 """What the gateway refuses, says or keeps without any service up: whose recommendations a token
-reads, request sizes, validation messages, where a topped-up list came from, readiness in plain
-words, and impression batches that land once across retries.
+reads, unknown categories, request sizes, validation messages, where a topped-up list came from,
+readiness in plain words, and impression batches that land once across retries.
 
 The app here has no Redis and an unreachable model server, so requests serve popular items."""
 
@@ -91,6 +91,23 @@ def test_token_cli_mints_user_and_service_tokens(tmp_path: Path, monkeypatch: py
     assert CliRunner().invoke(app, ["token", "--user", "bob", "--service", "shop"]).exit_code != 0
     usage = CliRunner().invoke(app, ["token", "--help"], env={"COLUMNS": "200"}).output
     assert "recommend:any" in usage and "--service" in usage
+
+
+# -- categories ------------------------------------------------------------------------------------
+
+
+def test_an_unknown_category_is_422_naming_it(bare, gw) -> None:
+    from serving.catalog import EMPTY
+
+    headers = gw.auth()
+    unknown = get(bare, headers, user_id="nobody", category="Gardn")
+    assert unknown.status_code == 422, unknown.text
+    message = unknown.json()["message"]
+    assert message.startswith("category: ") and "'Gardn'" in message and "garden" in message
+    known = get(bare, headers, user_id="nobody", category="GARDEN", count=3)
+    assert known.status_code == 200 and [i["item_id"] for i in known.json()["items"]] == ["i0", "i6", "i12"]
+    bare.app.state.resources.recommender.catalog = EMPTY  # not loaded yet: nothing to judge by
+    assert get(bare, headers, user_id="nobody", category="Gardn").status_code == 200
 
 
 # -- sizes and messages ------------------------------------------------------------------------------
