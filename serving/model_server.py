@@ -30,6 +30,11 @@ Differences, on purpose:
   Serving would try to load it and fail.
 - If a model's `base_path` does not exist, `<model base>/<model name>` is served instead, so a
   `models.config` written for a container (`/models/retrieval`) works on the host too.
+- `HandleReloadConfigRequest` only accepts models under the model base (INVALID_ARGUMENT
+  otherwise); TF Serving loads any path it is sent.
+- It listens on loopback unless given a host, and refuses requests over a size limit
+  (RESOURCE_EXHAUSTED, before decoding) and Predict inputs whose shape asks for more values than
+  that many bytes could carry; TF Serving binds all interfaces and takes any size.
 - The file is re-applied only when its content changes (or the last attempt failed), so a config
   pushed with `HandleReloadConfigRequest` stays until `models.config` is edited.
 - At start-up the versions load before the labels are checked (TF Serving checks first and so
@@ -51,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -75,13 +80,27 @@ log = logging.getLogger("towerflow.model_server")
 State = get_model_status_pb2.ModelVersionStatus.State
 DEFAULT_SIGNATURE = "serving_default"
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-# TF Serving lifts gRPC's 4 MB message cap; ranking 1000 candidates with features can exceed it.
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    # Fail to bind a port another server already holds instead of silently sharing it.
-    ("grpc.so_reuseport", 0),
-]
+DEFAULT_HOST = "127.0.0.1"
+# gRPC's 4 MB default is too small for ranking 1,000 candidates with features for a batch of
+# users; unbounded (TF Serving's choice) lets one client make the server buffer and decode
+# gigabytes. Clients send no more than this either (serving.model_client, serving.tfs_lean).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+def grpc_options(max_request_bytes: int = MAX_REQUEST_BYTES) -> list[tuple[str, int]]:
+    """The server's channel arguments: requests up to `max_request_bytes` (larger ones are
+    refused with RESOURCE_EXHAUSTED before they are decoded), responses of any size."""
+    return [
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", max_request_bytes),
+        # Fail to bind a port another server already holds instead of silently sharing it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def address(host: str, port: int) -> str:
+    """`host:port` as gRPC parses it (an IPv6 literal in brackets)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
@@ -282,6 +301,29 @@ def _to_tensor(alias: str, proto, spec: InputSpec) -> tf.Tensor:
         )
     # tf.constant: a third of convert_to_tensor(dtype=)'s cost for the same tensor.
     return tf.constant(array, dtype=spec.spec.dtype)
+
+
+def check_input_sizes(request, max_values: int) -> None:
+    """Refuse a PredictRequest whose input shapes ask for more than `max_values` values, before
+    anything is decoded: TF's compact form ("repeat the last value") lets a few bytes name a
+    tensor of any size. A request that sends its values spends at least a byte on each, so with
+    `max_values` the request size limit no such request is refused here.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT for a negative dimension, RESOURCE_EXHAUSTED for a shape
+            over the limit.
+    """
+    for alias, proto in request.inputs.items():
+        sizes = [d.size for d in proto.tensor_shape.dim]
+        if any(n < 0 for n in sizes):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input {alias}: negative dimension in {sizes}")
+        values = math.prod(sizes)
+        if values > max_values:
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"input {alias}: shape {sizes} holds {values} values, more than one request may ({max_values}); "
+                "split the batch",
+            )
 
 
 def _fill_tensor_proto(proto, tensor: tf.Tensor) -> None:
@@ -550,9 +592,13 @@ class ModelManager:
     def reload_config(self, config, wait_seconds: float = 30.0) -> None:
         """Apply a `ModelServerConfig` message (HandleReloadConfigRequest).
 
+        Unlike `models.config`, which only whoever manages the model base can write, this comes
+        over the network: its models must live under the model base (see `confine`).
+
         Raises:
-            ServingError: INVALID_ARGUMENT for a config TF Serving would not accept,
-                FAILED_PRECONDITION for labels on versions that are not loaded.
+            ServingError: INVALID_ARGUMENT for a config TF Serving would not accept or a
+                `base_path` outside the model base, FAILED_PRECONDITION for labels on versions
+                that are not loaded. Nothing is applied then.
         """
         if config.WhichOneof("config") != "model_config_list":
             raise ServingError(
@@ -564,8 +610,36 @@ class ModelManager:
             models = mc.from_proto(config)
         except ValueError as err:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
+        models = [self.confine(entry) for entry in models]
         self.apply(models, wait_seconds=wait_seconds)
         self._file_failed = False  # the pushed config wins until the file changes
+
+    def confine(self, entry: mc.ModelEntry) -> mc.ModelEntry:
+        """`entry` with a `base_path` inside the model base, symlinks and `..` resolved.
+
+        A `base_path` that does not exist here is another machine's (a container's
+        `/models/retrieval`): it becomes `<model base>/<name>`, which `_base_path` would serve
+        anyway, so that a folder created there later is never loaded.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT naming the path and the model base, when the path
+                (or, for a path not here, `<model base>/<name>`) lies outside the model base.
+        """
+        sent = path = Path(entry.base_path).expanduser()
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.model_base) and not path.exists():
+            path = self.model_base / entry.name
+            resolved = path.resolve()
+            entry = replace(entry, base_path=str(path))
+        if not resolved.is_relative_to(self.model_base):
+            shown = str(sent) if path == sent else f"{sent} (not here, so {path})"
+            shown += "" if resolved == path else f", which resolves to {resolved},"
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"model {entry.name}: base_path {shown} is outside the served models folder {self.model_base}; "
+                "a reloaded config may only name models under it",
+            )
+        return entry
 
     def _check_labels(self, models: list[mc.ModelEntry]) -> None:
         for entry in models:
@@ -779,13 +853,20 @@ def _abort(context: grpc.ServicerContext, err: BaseException) -> None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over a ModelManager."""
+    """`tensorflow.serving.PredictionService` over a ModelManager.
 
-    def __init__(self, manager: ModelManager) -> None:
+    Args:
+        manager: the models to answer from.
+        max_values: the most values one Predict input may hold (see `check_input_sizes`).
+    """
+
+    def __init__(self, manager: ModelManager, max_values: int = MAX_REQUEST_BYTES) -> None:
         self.manager = manager
+        self.max_values = max_values
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
         try:
+            check_input_sizes(request, self.max_values)
             return self.manager.resolve(request.model_spec).predict(request, request.model_spec.name)
         except Exception as err:  # noqa: BLE001 - every failure becomes a gRPC status
             _abort(context, err)
@@ -890,8 +971,11 @@ class ModelServer:
     Args:
         manager: the started or unstarted ModelManager to serve.
         port: TCP port; 0 picks a free one (see `port` after `start`).
-        host: interface to bind; TF Serving binds all (`0.0.0.0`).
+        host: interface to bind: loopback unless asked (TF Serving binds all, `0.0.0.0`), as the
+            server takes any config pushed to it and has no authentication.
         max_workers: request threads. TF releases the GIL while a graph runs, so a few suffice.
+        max_request_bytes: the largest request accepted (RESOURCE_EXHAUSTED beyond, before it is
+            decoded); also the most values one Predict input may hold.
         native: the towerflow-predict binary, or None to serve from Python alone.
         native_threads: (intra-op, inter-op) TensorFlow threads for the native front (0: default).
     """
@@ -901,8 +985,9 @@ class ModelServer:
         manager: ModelManager,
         *,
         port: int = 8500,
-        host: str = "0.0.0.0",
+        host: str = DEFAULT_HOST,
         max_workers: int = 4,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
         native: Path | None = None,
         native_threads: tuple[int, int] = (0, 0),
     ) -> None:
@@ -910,6 +995,7 @@ class ModelServer:
         self.host = host
         self.port = port
         self.max_workers = max_workers
+        self.max_request_bytes = max_request_bytes
         self.native = native
         self.native_threads = native_threads
         self._server: grpc.Server | None = None
@@ -927,18 +1013,19 @@ class ModelServer:
             self.manager.start()
         server = grpc.server(
             futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="model-rpc"),
-            options=GRPC_OPTIONS,
+            options=grpc_options(self.max_request_bytes),
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.manager), server)
+        prediction = PredictionServicer(self.manager, max_values=self.max_request_bytes)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
         # Behind the native front this server only answers what the front forwards: loopback.
-        address = "127.0.0.1:0" if self.native else f"{self.host}:{self.port}"
+        listen = "127.0.0.1:0" if self.native else address(self.host, self.port)
         try:
-            bound = server.add_insecure_port(address)
+            bound = server.add_insecure_port(listen)
         except RuntimeError as err:
-            raise RuntimeError(f"cannot listen on {address}: {err}") from None
+            raise RuntimeError(f"cannot listen on {listen}: {err}") from None
         if not bound:
-            raise RuntimeError(f"cannot listen on {address} (in use?)")
+            raise RuntimeError(f"cannot listen on {listen} (in use?)")
         server.start()
         requested, self._server, self.port = self.port, server, bound
         self.python_port = bound  # the Python server's own port (behind the native front: loopback)
@@ -956,9 +1043,10 @@ class ModelServer:
         routes = Path(self._routes_dir.name) / "routes"
         self.manager.write_routes_to(routes)
         intra, inter = self.native_threads
-        cmd = [str(self.native), "--listen", f"{self.host}:{port}", "--upstream", f"127.0.0.1:{upstream}"]
+        cmd = [str(self.native), "--listen", address(self.host, port), "--upstream", f"127.0.0.1:{upstream}"]
         library = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
         cmd += ["--routes", str(routes), "--tensorflow-library", str(library)]
+        cmd += ["--max-request-bytes", str(self.max_request_bytes)]
         # It exits with this process, however this one ends (it watches its parent pid).
         cmd += ["--intra-op", str(intra), "--inter-op", str(inter), "--parent-pid", str(os.getpid())]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}

@@ -33,7 +33,16 @@ import numpy as np
 from google.protobuf import any_pb2, descriptor_pool, message_factory, wrappers_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+# The model server's default request limit (serving.model_server.MAX_REQUEST_BYTES): a larger
+# request fails here, RESOURCE_EXHAUSTED, instead of crossing the wire to be refused there.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+def channel_options(max_request_bytes: int = MAX_REQUEST_BYTES) -> list[tuple[str, int]]:
+    """Requests up to `max_request_bytes`; responses of any size (gRPC's 4 MB default is too
+    small for a batch of top-1000 retrievals)."""
+    return [("grpc.max_send_message_length", max_request_bytes), ("grpc.max_receive_message_length", -1)]
+
 
 #: The `_pb2` modules whose messages the gateway sends or reads (dependencies are followed).
 _ROOTS = (
@@ -267,12 +276,15 @@ class AsyncModelClient:
     Args:
         target: `host:port` of the model server.
         timeout: default deadline per call, in seconds.
+        max_request_bytes: the largest request sent; match the server's limit.
     """
 
-    def __init__(self, target: str = "127.0.0.1:8500", *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, target: str = "127.0.0.1:8500", *, timeout: float = 5.0, max_request_bytes: int = MAX_REQUEST_BYTES
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(target, options=channel_options(max_request_bytes))
         self._predict = _unary(
             self._channel,
             "/tensorflow.serving.PredictionService/Predict",

@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
 
 def model_server(
     port: Annotated[int | None, typer.Option(help="gRPC port (default 8500, or TOWERFLOW_MODEL_SERVER_PORT).")] = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    host: Annotated[
+        str | None,
+        typer.Option(help="Interface to listen on (default 127.0.0.1, or TOWERFLOW_MODEL_SERVER_HOST; 0.0.0.0: all)."),
+    ] = None,
     model_base: Annotated[Path | None, typer.Option(help="Model base folder (default $TOWERFLOW_HOME/models).")] = None,
     config: Annotated[
         Path | None, typer.Option(help="models.config to follow (default <model-base>/models.config).")
@@ -63,6 +66,7 @@ def model_server(
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = model_base or settings.models_dir
+    host = host or settings.model_server_host
     with console.status("starting the model server (importing TensorFlow, loading models)"):
         from serving.model_server import ModelManager, ModelServer, ServingError, configure_threads, native_binary
 
@@ -87,6 +91,7 @@ def model_server(
             port=port if port is not None else settings.model_server_port,
             host=host,
             max_workers=workers or settings.model_server_workers,
+            max_request_bytes=settings.model_server_max_request_bytes,
             native=front,
             native_threads=threads,
         )
@@ -178,6 +183,10 @@ def token(
 def serve(
     port: Annotated[int | None, typer.Option(help="Gateway HTTP port (default 8000).")] = None,
     model_port: Annotated[int | None, typer.Option(help="Model server gRPC port (default 8500).")] = None,
+    model_host: Annotated[
+        str | None,
+        typer.Option(help="Model server interface (default 127.0.0.1, or TOWERFLOW_MODEL_SERVER_HOST)."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Gateway interface (default 127.0.0.1).")] = None,
     model_server: Annotated[
         bool,
@@ -204,10 +213,11 @@ def serve(
     port = port if port is not None else settings.gateway_port
     host = host or settings.gateway_host
     model_port = model_port if model_port is not None else settings.model_server_port
+    model_host = model_host or settings.model_server_host
     env = dict(os.environ)
     children: list[tuple[str, subprocess.Popen]] = []
     if model_server:
-        env["TOWERFLOW_MODEL_SERVER_TARGET"] = f"127.0.0.1:{model_port}"
+        env["TOWERFLOW_MODEL_SERVER_TARGET"] = model_target(model_host, model_port)
         cmd = [
             sys.executable,
             "-m",
@@ -216,14 +226,14 @@ def serve(
             "--port",
             str(model_port),
             "--host",
-            "127.0.0.1",
+            model_host,
         ]
         children.append(("model server", subprocess.Popen(cmd, env=env, start_new_session=True)))
     gateway = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory"]
     gateway += ["--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     gateway += ["--timeout-graceful-shutdown", "10"] + ([] if access_log else ["--no-access-log"])
     children.append(("gateway", subprocess.Popen(gateway, env=env, start_new_session=True)))
-    target = f"127.0.0.1:{model_port}" if model_server else settings.model_target
+    target = env["TOWERFLOW_MODEL_SERVER_TARGET"] if model_server else settings.model_target
     console.print(
         f"gateway on http://{host}:{port} (docs at /docs), model server on {target}; Ctrl-C to stop",
         highlight=False,
@@ -251,3 +261,11 @@ def serve(
     console.print("stopped")
     if failed:
         raise typer.Exit(1)
+
+
+def model_target(host: str, port: int) -> str:
+    """Where to reach a model server listening on `host:port`: loopback when it listens on every
+    interface (`0.0.0.0`, `::`), else that address."""
+    if host.strip("[]") in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         feast_project: Feast project name; also the suffix of every online-store key.
         feature_env: `auto` (Redis when `redis_url` answers, else embedded), `redis` or `embedded`.
         model_server_port: gRPC port of the model server (TF Serving's default, 8500).
+        model_server_host: interface the built-in model server listens on; loopback, as it has no
+            authentication and takes configs pushed to it (`0.0.0.0` for all, e.g. in a container).
+        model_server_max_request_bytes: the largest request the built-in model server accepts
+            (RESOURCE_EXHAUSTED beyond, before decoding); the model clients' send limit is the same.
         model_server_poll_seconds: how often the built-in model server re-reads `models.config`
             and rescans the version folders.
         model_server_workers: request threads of the built-in model server.
@@ -86,6 +90,8 @@ class Settings(BaseSettings):
     airflow_api_port: int = 8080
     ci: bool = Field(default=False, validation_alias=AliasChoices("TOWERFLOW_CI", "CI"))
     model_server_port: int = 8500
+    model_server_host: str = "127.0.0.1"
+    model_server_max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0, le=2**31 - 1)  # gRPC takes an int32
     model_server_poll_seconds: float = 2.0
     model_server_workers: int = 4
     model_server_intra_op_threads: int = Field(default=0, ge=0)

@@ -35,7 +35,7 @@ from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip
 from serving import model_config as mc  # noqa: E402
 from serving import toy_models  # noqa: E402
 from serving.model_client import AsyncModelClient, ModelClient, predict_request  # noqa: E402
-from serving.model_server import NATIVE_BUILD, ModelManager, ModelServer  # noqa: E402
+from serving.model_server import MAX_REQUEST_BYTES, NATIVE_BUILD, ModelManager, ModelServer  # noqa: E402
 from towerflow.settings import Settings  # noqa: E402
 
 POLL = 0.2
@@ -471,10 +471,10 @@ def test_server_starts_empty_and_follows_a_config_that_appears(tmp_path: Path, t
         server.close()
 
 
-def first_stable_answer(proc: subprocess.Popen, port: int):
+def first_stable_answer(proc: subprocess.Popen, port: int, host: str = "127.0.0.1"):
     """Retrieval's `stable` answer from a model server process once it serves (up to 120 s);
     fails with the process's stderr if it exits first."""
-    with ModelClient(f"127.0.0.1:{port}", timeout=2) as client:
+    with ModelClient(f"{host}:{port}", timeout=2) as client:
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -649,3 +649,236 @@ def test_native_front_exits_when_its_model_server_is_killed(model_base: Path) ->
         if proc.poll() is None:
             proc.kill()
         proc.stderr.close()
+
+
+# ---- hardening: where it listens, how much one request may ask, which paths a reload may name ----
+
+
+def listening(port: int) -> set[str]:
+    """The addresses a socket listens on for TCP `port` (from /proc): {"127.0.0.1"} for loopback
+    alone; "0.0.0.0" or "::" when every interface is reachable."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        path = Path(table)
+        for line in path.read_text().splitlines()[1:] if path.exists() else []:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if fields[3] != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)  # each 32-bit word in the kernel's (little-endian) order
+            ip = socket.inet_ntop(family, b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+            found.add(ip.removeprefix("::ffff:"))  # an IPv4 address on an IPv6 socket
+    return found
+
+
+@pytest.mark.parametrize("front", ["python", "native"])
+def test_the_server_listens_on_loopback_unless_given_a_host(model_base: Path, front: str) -> None:
+    """It takes any config pushed to it and has no authentication: started without a host, only
+    this machine reaches it (behind the C++ front, the front and the server both)."""
+    native = native_front() if front == "native" else None
+    server = ModelServer(ModelManager(model_base, poll_seconds=POLL), port=0, native=native)
+    port = server.start()
+    try:
+        assert listening(port) == {"127.0.0.1"}
+        assert listening(server.python_port) == {"127.0.0.1"}
+    finally:
+        server.stop(grace=1)
+
+
+def test_cli_model_server_listens_where_the_setting_says(model_base: Path) -> None:
+    """Without --host, TOWERFLOW_MODEL_SERVER_HOST decides (127.0.0.2, another loopback address,
+    so an answer there shows the setting was used)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(model_base.parent),
+        "TOWERFLOW_MODEL_SERVER_HOST": "127.0.0.2",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first_stable_answer(proc, port, host="127.0.0.2").version == 1
+        assert listening(port) == {"127.0.0.2"}
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def test_serve_starts_its_model_server_on_the_configured_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`towerflow serve` passes the model server's host on (TOWERFLOW_MODEL_SERVER_HOST, or
+    --model-host), and points the gateway at an address that reaches it."""
+    import typer
+
+    from towerflow import cli_serving
+
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    class Exited:  # a child that has already exited: serve stops at once
+        def __init__(self, cmd: list[str], env: dict[str, str], **_) -> None:
+            started.append((cmd, env))
+
+        def poll(self) -> int:
+            return 0
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Exited)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    monkeypatch.setenv("TOWERFLOW_MODEL_SERVER_HOST", "127.0.0.2")
+    with pytest.raises(typer.Exit):
+        cli_serving.serve(port=18000, model_port=18500, host=None, model_server=True, access_log=False)
+    (model_cmd, model_env), (_, gateway_env) = started
+    assert model_cmd[model_cmd.index("--host") + 1] == "127.0.0.2"
+    assert (
+        model_env["TOWERFLOW_MODEL_SERVER_TARGET"] == gateway_env["TOWERFLOW_MODEL_SERVER_TARGET"] == "127.0.0.2:18500"
+    )
+
+    started.clear()
+    with pytest.raises(typer.Exit):
+        cli_serving.serve(
+            port=18000, model_port=18500, model_host="0.0.0.0", host=None, model_server=True, access_log=False
+        )
+    (model_cmd, _), (_, gateway_env) = started
+    assert model_cmd[model_cmd.index("--host") + 1] == "0.0.0.0"
+    assert gateway_env["TOWERFLOW_MODEL_SERVER_TARGET"] == "127.0.0.1:18500"
+    assert cli_serving.model_target("::", 1) == "127.0.0.1:1"
+    assert cli_serving.model_target("::1", 1) == "[::1]:1"
+
+
+def test_a_request_over_the_size_limit_is_refused_before_it_is_decoded(running: Running) -> None:
+    huge = predict_request("retrieval", {"user_id": [b"u" * MAX_REQUEST_BYTES]})
+    err = rpc_error(lambda: running.predictions.Predict(huge, timeout=60))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert running.predict().model_spec.version.value == 2  # still serving
+
+
+def test_model_clients_send_no_more_than_the_server_accepts(model_base: Path) -> None:
+    """Both clients refuse a request over the server's limit, and over a limit of their own one
+    the server would have taken (4 KiB): the refusal is the client's."""
+    from serving import model_client, tfs_lean
+
+    huge = {"user_id": np.array([b"u" * MAX_REQUEST_BYTES], dtype=object)}
+    big = {"user_id": np.array([b"u" * 4096], dtype=object)}
+    small = {"user_id": np.array([b"u1"], dtype=object)}
+    server = Running(model_base)
+    try:
+        with ModelClient(server.target) as client:
+            assert rpc_error(lambda: client.predict("retrieval", huge)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with ModelClient(server.target, max_request_bytes=2048) as client:
+            assert rpc_error(lambda: client.predict("retrieval", big)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert client.predict("retrieval", small).version == 2
+
+        async def lean(inputs: dict, **kwargs) -> grpc.StatusCode | int:
+            client = tfs_lean.AsyncModelClient(server.target, **kwargs)
+            try:
+                return (await client.predict("retrieval", inputs)).version
+            except grpc.RpcError as err:
+                return err.code()
+            finally:
+                await client.close()
+
+        assert asyncio.run(lean(huge)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert asyncio.run(lean(big, max_request_bytes=2048)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert asyncio.run(lean(small, max_request_bytes=2048)) == 2
+    finally:
+        server.close()
+    assert model_client.MAX_REQUEST_BYTES == tfs_lean.MAX_REQUEST_BYTES == MAX_REQUEST_BYTES
+    assert Settings.model_fields["model_server_max_request_bytes"].default == MAX_REQUEST_BYTES
+
+
+@pytest.fixture(scope="module")
+def contract_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gateway's contract toys (numeric inputs too), under a model base of their own."""
+    base = tmp_path_factory.mktemp("contract") / "models"
+    toy_models.publish_contract_pair(base, toy_models.item_ids(50), dim=8, k=20)
+    return base
+
+
+@pytest.mark.parametrize("front", ["python", "native"])
+def test_an_input_shaped_for_more_values_than_a_request_carries_is_refused(contract_base: Path, front: str) -> None:
+    """TF's compact form (fewer values than the shape, the last one repeated) lets a few bytes
+    ask for a tensor of any size: refused before any decoding, as is a negative dimension."""
+    server = Running(contract_base, native=native_front() if front == "native" else None)
+    inputs = {
+        "user_id": np.array([b"u0"], dtype=object),
+        "user_recent__last_10_items": np.array([[b""] * 10], dtype=object),
+        "user_features__views_7d": np.ones(1, np.float32),
+        "hour_of_day": np.ones(1, np.int64),
+    }
+    try:
+        assert server.predictions.Predict(predict_request("retrieval", inputs), timeout=10).outputs["item_ids"]
+
+        absurd = predict_request("retrieval", inputs)
+        views = absurd.inputs["user_features__views_7d"]
+        views.ClearField("tensor_content")
+        views.ClearField("tensor_shape")
+        views.tensor_shape.dim.add().size = 10**12
+        views.float_val.append(1.0)
+        err = rpc_error(lambda: server.predictions.Predict(absurd, timeout=10))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "user_features__views_7d" in err.details() and "1000000000000" in err.details()
+
+        negative = predict_request("retrieval", inputs)
+        negative.inputs["hour_of_day"].tensor_shape.dim[0].size = -1
+        err = rpc_error(lambda: server.predictions.Predict(negative, timeout=10))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "hour_of_day" in err.details()
+
+        assert server.predictions.Predict(predict_request("retrieval", inputs), timeout=10).outputs["item_ids"]
+    finally:
+        server.close()
+
+
+def test_reload_config_serves_only_models_under_the_model_base(
+    model_base: Path, tmp_path: Path, templates: dict[str, Path]
+) -> None:
+    """A pushed config naming a folder outside the model base (directly, through `..`, through a
+    symlink, or a container path whose model name climbs out) is refused whole: INVALID_ARGUMENT
+    naming the path and the model base, and nothing is loaded from there."""
+    outside = tmp_path / "elsewhere" / "retrieval"
+    publish(templates["retrieval/3"], outside, 3)
+    publish(templates["retrieval/3"], model_base.parent / "escape", 3)
+    (model_base / "sneaky").symlink_to(outside, target_is_directory=True)
+    server = Running(model_base)
+    allowed = str(model_base.resolve())
+    cases = [
+        ("retrieval", str(outside)),
+        ("retrieval", str(model_base / ".." / "elsewhere" / "retrieval")),
+        ("retrieval", str(model_base / "sneaky")),
+        ("../escape", "/towerflow-test-no-such-folder/escape"),  # not here: <model base>/<name>
+    ]
+    try:
+        for name, path in cases:
+            pushed = mc.ModelEntry(name=name, base_path=path, policy=mc.VersionPolicy.specific(3))
+            entries = [e for e in default_entries(model_base) if e.name != name] + [pushed]
+            err = rpc_error(lambda entries=entries: server.client.reload_config(entries))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, err.details())
+            assert path in err.details() and allowed in err.details()
+            server.manager.poll_once()
+            assert server.states() == {2: "AVAILABLE", 1: "AVAILABLE"}
+            assert server.predict(version_label="stable").model_spec.version.value == 1
+            if name != "retrieval":
+                assert rpc_error(lambda name=name: server.client.status(name)).code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.close()
+
+
+def test_reload_config_maps_a_container_path_onto_the_model_base(model_base: Path) -> None:
+    """`/models/<name>` (a config written for a container) is served from `<model base>/<name>`."""
+    if Path("/models").exists():
+        pytest.skip("/models exists on this machine: a container path would be taken as a local one")
+    server = Running(model_base)
+    try:
+        entries = [replace(e, base_path=f"/models/{e.name}") for e in default_entries(model_base, stable=2, canary=2)]
+        server.client.reload_config(entries)
+        assert server.predict(version_label="stable").model_spec.version.value == 2
+        server.manager.poll_once()
+        assert server.states() == {2: "AVAILABLE", 1: "AVAILABLE"}
+        assert server.predict("ranking", {"user_id": ["u"], "candidate_ids": [["a"]]}).model_spec.version.value == 1
+    finally:
+        server.close()
