@@ -10,6 +10,8 @@ Usable from the command line (`towerflow data import ...`) and from Airflow task
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -18,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from jobs.lake import Lake
 from towerflow.schemas import ACTIONS, BRONZE_EVENTS, BRONZE_ITEMS, EVENTS_PARTITION
@@ -402,6 +406,49 @@ def items_seen_in(events: pa.Table, batch: str, source: str) -> pa.Table:
 # ------------------------------------------------------------------------------------------- load
 
 
+def commit_batch(
+    lake: Lake,
+    uri: str,
+    rows: pa.Table,
+    *,
+    batch: str,
+    partition_by: list[str] | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> int | None:
+    """Append `rows` to the table at `uri` in one atomic commit, unless batch `batch` is in it.
+
+    The batch is recorded as a Delta application transaction in the same commit, and it is looked
+    up in the very snapshot the commit is based on. So when another import commits the same batch
+    in between (two processes importing one file), delta-rs's conflict check refuses this commit
+    (`ConcurrentTransaction`) instead of landing the rows twice, and this returns None as for a
+    batch imported before. A missing table is first created empty (creating it concurrently is
+    safe), so that even the first two imports race on a snapshot, not on who creates the table.
+
+    Returns:
+        The new table version, or None when the batch had already landed.
+    """
+    options = dict(lake.storage_options) if lake.storage_options else None
+    table = lake.table(uri) or DeltaTable.create(
+        uri, rows.schema, mode="ignore", partition_by=partition_by, storage_options=options
+    )
+    if table.transaction_version(batch) is not None:
+        return None
+    custom = {k: str(v) for k, v in (metadata or {}).items()} | {"towerflow.batch": batch}
+    transaction = Transaction(batch, 1, int(time.time() * 1000))
+    try:
+        write_deltalake(
+            table,
+            rows,
+            mode="append",
+            commit_properties=CommitProperties(custom_metadata=custom, app_transactions=[transaction]),
+        )
+    except CommitFailedError:
+        if lake.has_batch(uri, batch):  # the other import of this batch committed first
+            return None
+        raise
+    return table.version()  # the snapshot moved to this commit
+
+
 def land(
     lake: Lake,
     *,
@@ -415,7 +462,9 @@ def land(
     quarantine_dir: Path | None = None,
     raw: pd.DataFrame | None = None,
 ) -> ImportReport:
-    """Commit a validated import: items first, then events, each one atomic commit keyed by batch.
+    """Commit a validated import: items first, then events, each one atomic commit keyed by batch
+    (`commit_batch`). A retry after a crash between the two commits lands only what is missing;
+    two concurrent imports of one file land it once.
 
     Raises:
         InputError: more rows were rejected than `max_rejects` allows; nothing is written.
@@ -442,12 +491,18 @@ def land(
     meta = {"source": source, "rows_read": rows_read, "rejected": rejects.total}
     items_version = events_version = None
     items_landed = events_landed = 0
+    skipped = []
     if items is not None and len(items):
-        items_version = lake.write(items_uri, items, batch_id=batch, metadata=meta)
+        items_version = commit_batch(lake, items_uri, items, batch=batch, metadata=meta)
         items_landed = 0 if items_version is None else len(items)
+        skipped.append(items_version is None)
     if events is not None and len(events):
-        events_version = lake.write(events_uri, events, partition_by=EVENTS_PARTITION, batch_id=batch, metadata=meta)
+        events_version = commit_batch(
+            lake, events_uri, events, batch=batch, partition_by=EVENTS_PARTITION, metadata=meta
+        )
         events_landed = 0 if events_version is None else len(events)
+        skipped.append(events_version is None)
+    already = already or (bool(skipped) and all(skipped))  # a concurrent import of the same file won
     return ImportReport(
         source=source,
         batch=batch,
