@@ -1,10 +1,13 @@
 """Evaluation on the time-based holdout, for exported models and baselines in the same run.
 
-Models are evaluated through their exported SavedModel signatures, exactly as they serve, so the
-candidate and the production model go through the same code. Two variants:
-- `all`: every holdout item counts, re-purchases included;
-- `new`: only items the user had not interacted with before the cutoff count, and
-  recommendations leave those out.
+Models are scored as they serve: their exported signatures, fed point-in-time features as of the
+cutoff through the gateway's own binding, two-stage path and business rules (`scoring`), one
+user per call. A model's metric@K is measured on the list the gateway would return for
+`count=K`. Two variants, one per value of the gateway's `exclude_purchased`:
+- `all`: every holdout item counts, re-purchases included; lists as served with
+  `exclude_purchased=false`;
+- `new`: only items the user had not interacted with before the cutoff count; lists as served by
+  default (`exclude_purchased=true`). Baselines leave every seen item out here.
 
 Usable as `python -m models.evaluate` and from Airflow tasks; `towerflow evaluate` prints it.
 """
@@ -16,8 +19,8 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,13 +30,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models import baselines
-from models.data import Catalog, history_inputs, numeric_columns, query_inputs
-from models.features import FAVOURITE_CATEGORY, ITEM_CATEGORY, ITEM_ID, ITEM_NUMERIC, RETRIEVAL_SCORE
+from models.data import Catalog
 from models.metrics import DEFAULT_KS, recall_curve, topk_metrics
+from scoring.rules import RuleConfig
+from scoring.twostage import ModelCaller, Scored, score
 
 log = logging.getLogger(__name__)
-VARIANTS = ("all", "new")
+#: Variant -> the gateway's `exclude_purchased` for it.
+VARIANTS = {"all": False, "new": True}
 CURVE_K = 100
+MODEL_LISTS = ("two_stage", "retrieval")
 
 
 @dataclass
@@ -50,6 +56,8 @@ class EvalData:
         train_users: user ids indexing `train`; eval_rows: rows of `users` in it.
         user_features: one row per evaluated user, features as of the cutoff.
         item_features: one row per catalog item, features as of the cutoff.
+        user_columns / item_columns: the feature columns the gateway's reader serves for a user
+            and for an item (the `ranking` feature service).
     """
 
     cutoff: datetime
@@ -61,6 +69,32 @@ class EvalData:
     eval_rows: np.ndarray
     user_features: pd.DataFrame
     item_features: pd.DataFrame
+    user_columns: list[str] = field(default_factory=list)
+    item_columns: list[str] = field(default_factory=list)
+    _items: Callable[[Sequence[str]], dict[str, Any]] | None = field(default=None, repr=False)
+
+    def user(self, row: int) -> dict[str, Any]:
+        """User `row`'s features as the online store gives them (missing = None)."""
+        frame = self.user_features
+        return {c: _python(frame[c].iat[row]) if c in frame else None for c in self.user_columns}
+
+    def item_lookup(self) -> Callable[[Sequence[str]], dict[str, Any]]:
+        """Item features for ids, as the gateway's item snapshot gives them: numbers as float64
+        with NaN where missing, anything else as objects with None."""
+        if self._items is None:
+            self._items = item_lookup(self.catalog.item_ids, self.item_features, self.item_columns)
+        return self._items
+
+    def scored(self, models: ModelCaller, row: int) -> Scored:
+        """User `row`'s candidates, item features and ranking scores at the cutoff, computed as
+        the gateway computes them (`scoring.twostage.score`)."""
+        return score(
+            models,
+            user_id=str(self.users[row]),
+            user=self.user(row),
+            item_features=self.item_lookup(),
+            moment=self.cutoff,
+        )
 
     def truth_for(self, variant: str) -> sp.csr_matrix:
         if variant == "all":
@@ -76,7 +110,7 @@ def prepare(
     interactions: pd.DataFrame,
     catalog: Catalog,
     cutoff: datetime,
-    features: Callable[[pd.DataFrame, str], pd.DataFrame],
+    features: Any,
 ) -> EvalData:
     """Build the evaluation set.
 
@@ -84,7 +118,7 @@ def prepare(
         examples: positives before the cutoff (what the models trained on).
         holdout: positives in the holdout window.
         interactions: every interaction before the cutoff (for `seen`).
-        features: point-in-time feature lookup (entity frame, service) -> frame.
+        features: point-in-time feature lookup (`models.lookup.FeatureLookup`).
     """
     index = catalog.index()
     stamp = pd.Timestamp(cutoff)
@@ -117,6 +151,7 @@ def prepare(
     )
     user_rows = pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp})
     item_rows = pd.DataFrame({"user_id": "", "item_id": catalog.item_ids, "event_timestamp": stamp})
+    columns = features.columns("ranking")
     return EvalData(
         cutoff=cutoff,
         catalog=catalog,
@@ -127,78 +162,129 @@ def prepare(
         eval_rows=np.array([user_index[u] for u in users]),
         user_features=features(user_rows, "ranking").reset_index(drop=True),
         item_features=features(item_rows, "ranking").reset_index(drop=True),
+        user_columns=columns.get("user_id", []),
+        item_columns=columns.get("item_id", []),
+    )
+
+
+def features_at(features: Any, catalog: Catalog, users: Sequence[str], moment: datetime) -> EvalData:
+    """The users' and the catalog's point-in-time features at `moment`, to score users as the
+    gateway would at that moment (no holdout: the truth and history are empty)."""
+    stamp = pd.Timestamp(moment)
+    users = np.array(list(users))
+    empty = sp.csr_matrix((len(users), len(catalog)))
+    columns = features.columns("ranking")
+    user_rows = pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp})
+    item_rows = pd.DataFrame({"user_id": "", "item_id": catalog.item_ids, "event_timestamp": stamp})
+    return EvalData(
+        cutoff=moment,
+        catalog=catalog,
+        users=users,
+        truth=empty,
+        seen=empty,
+        train=baselines.TrainInteractions(
+            users=np.zeros(0, np.int64),
+            items=np.zeros(0, np.int64),
+            age_days=np.zeros(0),
+            weights=np.zeros(0),
+            n_users=0,
+            n_items=len(catalog),
+        ),
+        eval_rows=np.zeros(0, np.int64),
+        user_features=features(user_rows, "ranking").reset_index(drop=True),
+        item_features=features(item_rows, "ranking").reset_index(drop=True),
+        user_columns=columns.get("user_id", []),
+        item_columns=columns.get("item_id", []),
     )
 
 
 # ------------------------------------------------------------------------------- model scoring
 
 
-def load_signature(path: Path):
-    from models.tf_env import tensorflow
-
-    tf = tensorflow()
-    return tf.saved_model.load(str(path)).signatures["serving_default"]
-
-
-def _tensors(inputs: dict[str, np.ndarray], signature) -> dict[str, Any]:
-    from models.tf_env import tensorflow
-
-    tf = tensorflow()
-    specs = signature.structured_input_signature[1]
-    return {name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in specs.items()}
+def _python(value: Any) -> Any:
+    """A frame cell as the online store gives it: None for missing, plain Python scalars."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return value
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
-def two_stage(
-    retrieval, ranking, data: EvalData, k: int = CURVE_K, batch: int = 64
-) -> dict[str, dict[str, np.ndarray]]:
-    """Recommendations per variant from a retrieval and a ranking signature.
+def _column(values: pd.Series) -> np.ndarray:
+    """A feature column as the gateway's snapshot holds it (`serving.feature_reader.as_array`)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    out = np.empty(len(values), dtype=object)
+    out[:] = [_python(v) for v in values.tolist()]
+    present = [v for v in out if v is not None]
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
+    return out
+
+
+def item_lookup(
+    item_ids: Sequence[str], frame: pd.DataFrame, columns: Sequence[str]
+) -> Callable[[Sequence[str]], dict[str, Any]]:
+    """Item features for candidate ids from a frame with one row per `item_ids` entry; an id
+    the frame lacks gets missing values (NaN / None), as the gateway's snapshot gives."""
+    index = {str(item): n for n, item in enumerate(item_ids)}
+    missing_at = len(index)
+    arrays = {}
+    for name in columns:
+        values = _column(frame[name]) if name in frame else np.full(len(index), None, dtype=object)
+        pad = np.array([np.nan if values.dtype.kind == "f" else None], dtype=values.dtype)
+        arrays[name] = np.concatenate([values, pad])
+
+    def lookup(ids: Sequence[str]) -> dict[str, Any]:
+        at = np.fromiter((index.get(i, missing_at) for i in ids), dtype=np.int64, count=len(ids))
+        return {"item_id": list(ids), **{name: values[at] for name, values in arrays.items()}}
+
+    return lookup
+
+
+def served_lists(
+    models: ModelCaller,
+    data: EvalData,
+    rules: RuleConfig,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    progress: Callable[[str], None] = log.info,
+) -> dict[str, dict[str, dict[int, np.ndarray]]]:
+    """The lists the gateway would serve each evaluated user at the cutoff, for every count in
+    `ks` and both `exclude_purchased` settings; and the same lists from retrieval alone.
 
     Returns:
-        {variant: {"retrieval": [U, k] rows, "two_stage": [U, k] rows}} (catalog rows, -1 pads).
+        {variant: {"two_stage" | "retrieval": {k: [U, k] catalog rows, -1 pads}}}.
     """
     index = data.catalog.index()
     n_users = len(data.users)
-    out = {v: {"retrieval": np.full((n_users, k), -1), "two_stage": np.full((n_users, k), -1)} for v in VARIANTS}
-    query = query_inputs(data.user_features, pd.Timestamp(data.cutoff))
-    user_cols = {
-        **query,
-        **history_inputs(data.user_features, pd.Timestamp(data.cutoff)),
-        FAVOURITE_CATEGORY: data.user_features.get(FAVOURITE_CATEGORY, pd.Series("", index=data.user_features.index))
-        .fillna("")
-        .astype(str)
-        .to_numpy(),
-    }
-    item_cols = numeric_columns(data.item_features, ITEM_NUMERIC)
-    category = data.item_features.get(ITEM_CATEGORY, pd.Series(data.catalog.category)).fillna("").astype(str).to_numpy()
-    category = np.where(category == "", data.catalog.category, category)
-    seen = data.seen.tocsr()
-    for start in range(0, n_users, batch):
-        stop = min(start + batch, n_users)
-        chunk = {name: values[start:stop] for name, values in user_cols.items()}
-        result = retrieval(**_tensors(chunk, retrieval))
-        ids = result["item_ids"].numpy().astype(str)
-        scores = result["scores"].numpy()
-        rows = np.vectorize(lambda i: index.get(i, -1), otypes=[np.int64])(ids)
-        ranking_inputs = {
-            **chunk,
-            ITEM_ID: ids,
-            RETRIEVAL_SCORE: scores,
-            ITEM_CATEGORY: category[np.maximum(rows, 0)],
-            **{name: values[np.maximum(rows, 0)] for name, values in item_cols.items()},
-        }
-        ranked = ranking(**_tensors(ranking_inputs, ranking))["scores"].numpy()
-        for offset in range(stop - start):
-            user = start + offset
-            seen_rows = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]])
-            cand = rows[offset]
-            for variant in VARIANTS:
-                keep = cand >= 0
-                if variant == "new":
-                    keep &= ~np.isin(cand, list(seen_rows))
-                kept = cand[keep]
-                out[variant]["retrieval"][user, : min(k, len(kept))] = kept[:k]
-                order = np.argsort(-ranked[offset][keep], kind="stable")[:k]
-                out[variant]["two_stage"][user, : len(order)] = kept[order]
+    out = {v: {name: {k: np.full((n_users, k), -1) for k in ks} for name in MODEL_LISTS} for v in VARIANTS}
+    step = max(1, n_users // 10)
+    for row in range(n_users):
+        scored = data.scored(models, row)
+        for variant, exclude_purchased in VARIANTS.items():
+            for k in ks:
+                wanted = replace(rules, count=k, exclude_purchased=exclude_purchased)
+                for name, chosen in (("two_stage", scored.ranked(wanted)), ("retrieval", scored.retrieved(wanted))):
+                    picked = [index.get(item, -1) for item, _ in chosen]
+                    out[variant][name][k][row, : len(picked)] = picked
+        if (row + 1) % step == 0 or row + 1 == n_users:
+            progress(f"scored {row + 1:,} of {n_users:,} users")
+    return out
+
+
+def metrics_by_count(
+    lists: Mapping[int, np.ndarray], truth: sp.csr_matrix, n_catalog: int, ks: tuple[int, ...] = DEFAULT_KS
+) -> dict[str, float]:
+    """`topk_metrics`, each @K measured on the list served for `count=K` (`lists[K]`); MRR and
+    coverage@max on the longest."""
+    longest = max(lists)
+    out = topk_metrics(lists[longest], truth, n_catalog, ks)
+    for k in ks:
+        if k in lists and k != longest:
+            at_k = topk_metrics(lists[k], truth, n_catalog, (k,))
+            out[f"recall@{k}"] = at_k[f"recall@{k}"]
+            if k == 10:
+                out["ndcg@10"], out["coverage@10"] = at_k["ndcg@10"], at_k["coverage@10"]
     return out
 
 
@@ -216,13 +302,30 @@ def baseline_recs(data: EvalData, k: int = CURVE_K) -> dict[str, dict[str, np.nd
     return out
 
 
-def score(recs: dict[str, dict[str, np.ndarray]], data: EvalData, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any]:
-    """Metrics and recall@k curves for every recommender, per variant."""
+def score_lists(
+    recs: dict[str, dict[str, np.ndarray]],
+    data: EvalData,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    by_count: dict[str, dict[str, dict[int, np.ndarray]]] | None = None,
+) -> dict[str, Any]:
+    """Metrics and recall@k curves for every recommender, per variant.
+
+    Args:
+        recs: {variant: {name: [U, K] rows}}, the longest list of each recommender.
+        by_count: {variant: {name: {k: rows}}} for recommenders whose list depends on the count
+            asked for (the served models: the rules cap categories per count).
+    """
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     for variant, by_name in recs.items():
         truth = data.truth_for(variant)
-        metrics[variant] = {name: topk_metrics(r, truth, len(data.catalog), ks) for name, r in by_name.items()}
+        counted = (by_count or {}).get(variant, {})
+        metrics[variant] = {
+            name: metrics_by_count(counted[name], truth, len(data.catalog), ks)
+            if name in counted
+            else topk_metrics(r, truth, len(data.catalog), ks)
+            for name, r in by_name.items()
+        }
         curves[variant] = {name: recall_curve(r, truth).tolist() for name, r in by_name.items()}
     return {"metrics": metrics, "curves": curves}
 
@@ -233,31 +336,40 @@ def evaluate(
     production: dict[str, Path] | None = None,
     with_baselines: bool = True,
     progress: Callable[[str], None] = log.info,
+    rules: RuleConfig | None = None,
 ) -> dict[str, Any]:
     """Score the candidate (and production, and the baselines) on the same holdout.
 
     Args:
         candidate: {"retrieval": dir, "ranking": dir} of SavedModels.
         production: the same for the production model, when there is one.
+        rules: the gateway's rule settings (`RuleConfig.from_settings`); count and
+            exclude_purchased are set per list.
     """
+    from scoring.local import SavedModelPair
+
+    rules = rules or RuleConfig(count=10)
     started = time.perf_counter()
     recs: dict[str, dict[str, np.ndarray]] = {v: {} for v in VARIANTS}
+    by_count: dict[str, dict[str, dict[int, np.ndarray]]] = {v: {} for v in VARIANTS}
     for label, dirs in (("candidate", candidate), ("production", production)):
         if not dirs:
             continue
-        progress(f"scoring the {label} model on {len(data.users):,} users")
-        stages = two_stage(load_signature(dirs["retrieval"]), load_signature(dirs["ranking"]), data)
+        progress(f"scoring the {label} model on {len(data.users):,} users as the gateway serves it")
+        lists = served_lists(SavedModelPair(dirs), data, rules, progress=progress)
+        prefix = "" if label == "candidate" else "production_"
         for variant in VARIANTS:
-            prefix = "" if label == "candidate" else "production_"
-            recs[variant][f"{prefix}two_stage"] = stages[variant]["two_stage"]
-            recs[variant][f"{prefix}retrieval"] = stages[variant]["retrieval"]
+            for name in MODEL_LISTS:
+                recs[variant][prefix + name] = lists[variant][name][max(DEFAULT_KS)]
+                by_count[variant][prefix + name] = lists[variant][name]
     if with_baselines:
         progress("scoring baselines: popular, repeat-purchase, item-kNN, ALS")
         for variant, by_name in baseline_recs(data).items():
             recs[variant].update(by_name)
-    report = score(recs, data)
+    report = score_lists(recs, data, by_count=by_count)
     report.update(
         {
+            "rules": {k: v for k, v in asdict(rules).items() if k not in ("count", "exclude", "exclude_purchased")},
             "cutoff": data.cutoff.isoformat(),
             "users": int(len(data.users)),
             "users_with_new_items": int((np.asarray(data.truth_for("new").sum(axis=1)).ravel() > 0).sum()),

@@ -431,9 +431,13 @@ def evaluate_run(
     progress=log.info,
     candidate: dict[str, Path] | None = None,
     out_dir: Path | None = None,
+    rules: Any = None,
 ) -> dict[str, Any]:
     """Evaluate the staged candidate (or `candidate`), the production model and the baselines on
-    the holdout; reports go to the run's evaluation folder (or `out_dir`)."""
+    the holdout; reports go to the run's evaluation folder (or `out_dir`).
+
+    `rules`: the gateway's rule settings (`scoring.rules.RuleConfig`); models are scored on the
+    lists the gateway would serve."""
     from models.evaluate import best_baseline, evaluate, prepare, write_report
 
     cutoff = cutoff_of(run_date, holdout_days)
@@ -446,7 +450,7 @@ def evaluate_run(
         features,
     )
     candidate = candidate or {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
-    report = evaluate(data, candidate, production, progress=progress)
+    report = evaluate(data, candidate, production, progress=progress, rules=rules)
     report["run_date"] = run_date.isoformat()
     json_path, html_path = write_report(report, out_dir or run.evaluation, f"towerflow evaluation, run {run_date}")
     summary = {"report": str(html_path), "json": str(json_path)}

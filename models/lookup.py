@@ -19,6 +19,9 @@ class FeatureLookup(Protocol):
         """`entities` (user_id, item_id, event_timestamp, ...) plus `<view>__<feature>` columns
         holding each view's latest row at or before the row's timestamp and within its TTL."""
 
+    def columns(self, service: str) -> dict[str, list[str]]:
+        """The service's feature columns by join key: `{"user_id": [...], "item_id": [...]}`."""
+
 
 @dataclass
 class FeastLookup:
@@ -30,6 +33,13 @@ class FeastLookup:
         from jobs.feature_store import training_set
 
         return training_set(self.store, entities, service)
+
+    def columns(self, service: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for projection in self.store.get_feature_service(service).feature_view_projections:
+            (key,) = self.store.get_feature_view(projection.name).join_keys
+            out.setdefault(key, []).extend(f"{projection.name_to_use()}__{f.name}" for f in projection.features)
+        return out
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,13 @@ class FrameLookup:
 
     views: dict[str, FrameView]
     services: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def columns(self, service: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name in self.services[service]:
+            view = self.views[name]
+            out.setdefault(view.key, []).extend(f"{view.name}__{f}" for f in view.features)
+        return out
 
     def __call__(self, entities: pd.DataFrame, service: str) -> pd.DataFrame:
         out = entities.copy()

@@ -23,9 +23,9 @@ console = Console()
 
 
 def _register_parts() -> None:
-    from towerflow import cli_airflow, cli_features, cli_models, cli_pipeline, cli_serving
+    from towerflow import cli_airflow, cli_features, cli_models, cli_pipeline, cli_recommend, cli_serving
 
-    for part in (cli_pipeline, cli_features, cli_serving, cli_airflow, cli_models):
+    for part in (cli_pipeline, cli_features, cli_serving, cli_airflow, cli_models, cli_recommend):
         part.register(app)
 
 

@@ -315,7 +315,15 @@ def evaluate_models(run_date: str, holdout_days: int) -> dict[str, object]:
         holdout_days,
         production,
         progress=log.info,
+        rules=_rules(settings),
     )
+
+
+def _rules(settings):
+    """The gateway's rule settings: evaluation scores the lists the gateway would serve."""
+    from scoring.rules import RuleConfig
+
+    return RuleConfig.from_settings(settings)
 
 
 def evaluate_version(run_date: str, holdout_days: int, version: int) -> dict[str, object]:
@@ -339,6 +347,7 @@ def evaluate_version(run_date: str, holdout_days: int, version: int) -> dict[str
         progress=log.info,
         candidate=candidate,
         out_dir=run.root / f"evaluation-v{version}",
+        rules=_rules(settings),
     )
 
 
@@ -429,16 +438,17 @@ def model_server_wait(settings):
 
 
 def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
-    """Recommendations for the users active in the last 30 days, from the published version,
-    into the online store (used by the gateway when the model path is down). Needs Redis."""
+    """Recommendations for the users active on the run's last day, from the published version,
+    as `towerflow recommend` makes them (online features, the gateway's scoring and rules), into
+    Redis: the gateway serves them when the model path is down. Needs Redis."""
+    from dataclasses import replace
+
     import numpy as np
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.dataset as ds
-    import scipy.sparse as sp
 
-    from models.data import load_catalog
-    from models.evaluate import EvalData, load_signature, two_stage
+    from scoring.batch import MODEL_PATH, open_scorer, recommend_users
+    from scoring.rules import RuleConfig
     from serving.precomputed import write_precomputed
 
     settings = get_settings()
@@ -453,27 +463,28 @@ def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
         columns=["user_id"],
         filter=ds.field("feature_date") == pa.scalar(last_day, pa.date32()),
     )
-    users = np.array(sorted(set(active.column("user_id").to_pylist())))[:max_users] if active is not None else []
-    if len(users) == 0:
+    users = sorted(set(active.column("user_id").to_pylist()))[:max_users] if active is not None else []
+    if not users:
         return 0
-    catalog = load_catalog(lake)
-    lookup = _lookup(settings)
-    stamp = pd.Timestamp(at)
-    user_frame = lookup(pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp}), "ranking")
-    item_frame = lookup(pd.DataFrame({"user_id": "", "item_id": catalog.item_ids, "event_timestamp": stamp}), "ranking")
-    empty = sp.csr_matrix((len(users), len(catalog)))
-    data = EvalData(at, catalog, users, empty, empty, None, None, user_frame, item_frame)
-    models = settings.models_dir
-    recs = two_stage(
-        load_signature(models / "retrieval" / str(version)), load_signature(models / "ranking" / str(version)), data
+    scorer = open_scorer(settings, str(version))
+    # The whole list, purchases kept: the gateway applies the request's rules when it serves it.
+    rules = replace(RuleConfig.from_settings(settings, count=100), exclude_purchased=False)
+    step = max(1, len(users) // 10)
+    answers = recommend_users(
+        scorer,
+        users,
+        at,
+        rules,
+        progress=lambda n: log.info("precomputed %d of %d users", n, len(users)) if n % step == 0 else None,
     )
-    rows = recs["all"]["two_stage"]
-    by_user = {u: [str(catalog.item_ids[i]) for i in row if i >= 0] for u, row in zip(users, rows, strict=True)}
-    popular = (
-        item_frame.sort_values("item_features__popularity", ascending=False)["item_id"].head(200).tolist()
-        if "item_features__popularity" in item_frame
-        else None
-    )
+    by_user = {a.user_id: [item for item, _ in a.items] for a in answers if a.path == MODEL_PATH}
+    snapshot = scorer.reader.snapshot
+    popularity = snapshot.column_arrays().get("item_features__popularity")
+    popular = None
+    if popularity is not None:
+        ids = list(snapshot.index)  # in snapshot order; the arrays end with one slot for unknown ids
+        order = np.argsort(-np.nan_to_num(popularity[: len(ids)], nan=-np.inf), kind="stable")[:200]
+        popular = [ids[n] for n in order]
     return write_precomputed(
         settings.redis_url,
         by_user,

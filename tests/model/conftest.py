@@ -175,7 +175,28 @@ def world() -> World:
             timedelta(days=2),
         ),
     }
-    return World(events, examples, holdout, catalog, FrameLookup(views, SERVICES), truth, cutoff, run_date)
+    return World(
+        events, examples, holdout, catalog, FrameLookup(_declare_all(views), SERVICES), truth, cutoff, run_date
+    )
+
+
+def _declare_all(views: dict[str, FrameView]) -> dict[str, FrameView]:
+    """Every feature the exported signatures read, declared in its view: the ones this small
+    world does not compute have no values (NaN), which bind as the online store's missing values
+    do. Without them a signature input would have no source, which serving refuses."""
+    from models.features import ITEM_NUMERIC, USER_NUMERIC
+
+    out = dict(views)
+    for name in {n.partition("__")[0] for n in (*USER_NUMERIC, *ITEM_NUMERIC)}:
+        view = out[name]
+        extra = tuple(
+            n.partition("__")[2]
+            for n in (*USER_NUMERIC, *ITEM_NUMERIC)
+            if n.startswith(f"{name}__") and n.partition("__")[2] not in view.features
+        )
+        frame = view.frame.assign(**dict.fromkeys(extra, np.nan))
+        out[name] = FrameView(view.name, view.key, frame, (*view.features, *extra), view.ttl)
+    return out
 
 
 def list_categories() -> list[str]:

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.training
 
 
 def _signatures(trained):
-    from models.evaluate import load_signature
+    from scoring.local import SavedModelPair
 
-    return load_signature(trained.staged["retrieval"]), load_signature(trained.staged["ranking"])
+    pair = SavedModelPair(trained.staged)
+    return (pair, "retrieval"), (pair, "ranking")
 
 
 def _query(world, users: list[str], recent: list[list[str]]) -> dict[str, np.ndarray]:
@@ -33,9 +34,8 @@ def _query(world, users: list[str], recent: list[list[str]]) -> dict[str, np.nda
 
 
 def _call(signature, inputs):
-    from models.evaluate import _tensors
-
-    return {k: v.numpy() for k, v in signature(**_tensors(inputs, signature)).items()}
+    pair, model = signature
+    return pair.predict(model, inputs)
 
 
 def _rank_inputs(world, query, candidates: np.ndarray, history: list[list[str]] | None = None, scores=None):

@@ -106,7 +106,7 @@ def _untimed(record: dict) -> dict:
 
 def test_steps_in_their_own_processes_stage_the_same_models_as_back_to_back(world, runs: Runs) -> None:
     from models.data import query_inputs
-    from models.evaluate import load_signature
+    from scoring.local import SavedModelPair
 
     for model in ("retrieval", "ranking"):
         together, apart = _weights(runs.together.staged / model), _weights(runs.apart.staged / model)
@@ -118,11 +118,10 @@ def test_steps_in_their_own_processes_stage_the_same_models_as_back_to_back(worl
     query = query_inputs(users, pd.Timestamp(world.cutoff))
     answers = []
     for run in (runs.together, runs.apart):
-        signature = load_signature(run.staged / "retrieval")
-        specs = signature.structured_input_signature[1]
-        answers.append(signature(**{k: np.asarray(query[k], dtype=specs[k].dtype.as_numpy_dtype) for k in specs}))
-    assert answers[0]["item_ids"].numpy().tolist() == answers[1]["item_ids"].numpy().tolist()
-    np.testing.assert_array_equal(answers[0]["scores"].numpy(), answers[1]["scores"].numpy())
+        pair = SavedModelPair({"retrieval": run.staged / "retrieval"})
+        answers.append(pair.predict("retrieval", query))
+    assert answers[0]["item_ids"].tolist() == answers[1]["item_ids"].tolist()
+    np.testing.assert_array_equal(answers[0]["scores"], answers[1]["scores"])
 
     together, apart = (json.loads(run.record.read_text()) for run in (runs.together, runs.apart))
     assert _untimed(together) == _untimed(apart)
