@@ -16,15 +16,13 @@ import pyarrow as pa
 import pytest
 
 from jobs.lake import Lake
-from jobs.synth import SynthConfig
 from models.registry import labels, list_models
+from tests.conftest import DAILY_CONF, DAILY_RUN_DATE, DAILY_SYNTH
 from towerflow.airflow_runner import run_dag
-from towerflow.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.training, pytest.mark.slow]
-CFG = SynthConfig(users=700, items=180, days=21, seed=9)
-RUN_DATE = "2025-01-22"  # the day after the last synthetic day
-CONF = {"holdout_days": 5, "epochs": 1}
+RUN_DATE = DAILY_RUN_DATE
+CONF = DAILY_CONF
 TABLES = [
     ("silver", "interactions"),
     ("silver", "items"),
@@ -48,40 +46,9 @@ def _content(lake: Lake) -> dict[str, pa.Table]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("daily")
-    old = os.environ.get("TOWERFLOW_HOME")
-    os.environ["TOWERFLOW_HOME"] = str(home)
-    try:
-        from typer.testing import CliRunner
-
-        from towerflow.cli import app
-
-        result = CliRunner().invoke(
-            app,
-            [
-                "data",
-                "synth",
-                "--users",
-                str(CFG.users),
-                "--items",
-                str(CFG.items),
-                "--days",
-                str(CFG.days),
-                "--seed",
-                str(CFG.seed),
-            ],
-        )
-        assert result.exit_code == 0, result.output
-        settings = Settings()
-        ok, log = run_dag(settings, "towerflow_daily", RUN_DATE, CONF)
-        assert ok, log.read_text()[-6000:]
-        yield settings, Lake(settings.lake)
-    finally:
-        if old is None:
-            os.environ.pop("TOWERFLOW_HOME", None)
-        else:
-            os.environ["TOWERFLOW_HOME"] = old
+def world(daily_world):
+    """The session's small pipeline run (tests/conftest.py): settings and lake."""
+    return daily_world.settings, daily_world.lake
 
 
 def test_the_run_builds_tables_features_and_publishes_models(world) -> None:
@@ -91,7 +58,7 @@ def test_the_run_builds_tables_features_and_publishes_models(world) -> None:
     feature_days = set(
         lake.read(lake.uri("gold", "user_features"), columns=["feature_date"]).column("feature_date").to_pylist()
     )
-    assert len(feature_days) == CFG.days  # every day of the data, not only the last one
+    assert len(feature_days) == DAILY_SYNTH["days"]  # every day of the data, not only the last one
     assert labels(settings.models_dir, "retrieval") == {"stable": 1, "canary": 1}
     assert labels(settings.models_dir, "ranking") == {"stable": 1, "canary": 1}
     report = settings.home_dir / "runs" / RUN_DATE / "evaluation" / "evaluation.html"
