@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.auth import ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
+from serving.auth import ADMIN, ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
 from serving.schemas import RecommendationQuery
 
 if TYPE_CHECKING:
@@ -101,6 +102,37 @@ async def recommend_caller(principal: RecommendReader, params: RecommendationPar
 
 
 RecommendCaller = Annotated[Principal, Depends(recommend_caller)]
+
+
+async def request_moment(
+    caller: RecommendCaller,
+    x_request_time: Annotated[
+        str | None,
+        Header(
+            description="The moment the recommendations are for (ISO 8601; naive = UTC), instead of now: "
+            "replays of a past day with that day's time features. Needs the `recommend:admin` scope.",
+        ),
+    ] = None,
+) -> datetime | None:
+    """The request's moment from `X-Request-Time` (admin tokens only), or None for now."""
+    if x_request_time is None:
+        return None
+    if ADMIN not in caller.scopes:
+        _raise(forbidden(ADMIN))
+    try:
+        moment = datetime.fromisoformat(x_request_time)
+    except ValueError:
+        error = {
+            "type": "datetime_parsing",
+            "loc": ("header", "x-request-time"),
+            "msg": f"{x_request_time!r} is not an ISO 8601 moment (e.g. 2011-11-01T00:00:00Z)",
+            "input": x_request_time,
+        }
+        raise RequestValidationError([error]) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+RequestMoment = Annotated[datetime | None, Depends(request_moment)]
 
 
 async def checked_params(

@@ -391,6 +391,21 @@ class Recommender:
         self.unbound.pop(model, None)
         self._checked.add(key)
 
+    async def refusal(self, reader: Any, model: str) -> str | None:
+        """Why a version an experiment arm routes `model` to is refused, in words, or None.
+        (Fetches the signatures through the runner's cache.)"""
+        if reader is None:
+            return None
+        for arm in self.experiment.arms:
+            label = arm.models[model]
+            version, specs = await self.runner.specs(model, label)
+            try:
+                self.check_version(reader, model, version, specs)
+            except UnboundInputError as err:
+                inputs = ", ".join(err.inputs)
+                return f"version {version} ({label}) is not served: no serving source for input(s) {inputs}"
+        return None
+
     def _count_unbound(self, err: UnboundInputError) -> None:
         for name in err.inputs:
             self.metrics.unbound_inputs.labels(str(err.model), str(err.version), name).inc()

@@ -36,8 +36,8 @@ async def readyz(resources: ResourcesDep, reader: ReaderDep) -> JSONResponse:
         zip(
             ("retrieval", "ranking", "online_store", "redis"),
             await asyncio.gather(
-                _model(resources, "retrieval"),
-                _model(resources, "ranking"),
+                _model(resources, "retrieval", reader),
+                _model(resources, "ranking", reader),
                 _online_store(resources, reader),
                 _redis(resources),
             ),
@@ -50,13 +50,15 @@ async def readyz(resources: ResourcesDep, reader: ReaderDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-async def _model(resources, name: str) -> str:
+async def _model(resources, name: str, reader) -> str:
     try:
         states = await resources.model_client.status(name, timeout=CHECK_TIMEOUT_S)
+        if any(state == "AVAILABLE" for _, state in states):
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                refused = await resources.recommender.refusal(reader, name)
+            return refused or "ok"
     except Exception as err:  # noqa: BLE001 - report, never raise
         return _down(f"model {name}", err)
-    if any(state == "AVAILABLE" for _, state in states):
-        return "ok"
     versions = ", ".join(f"version {version} is {state}" for version, state in states)
     return f"no version AVAILABLE ({versions})" if versions else "no version AVAILABLE"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic_core import to_json
 
-from serving.deps import CheckedParams, RateLimited, ReaderDep, RecommendCaller, ResourcesDep
+from serving.deps import CheckedParams, RateLimited, ReaderDep, RecommendCaller, RequestMoment, ResourcesDep
 from serving.schemas import Problem, RecommendationResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -29,6 +29,7 @@ async def recommendations(
     user_read: RateLimited,
     reader: ReaderDep,
     resources: ResourcesDep,
+    moment: RequestMoment,
 ) -> Response:
     """Top `count` items for a user: A/B arm -> user features -> retrieval -> item features ->
     ranking -> business rules. Degrades to precomputed or popular items instead of failing;
@@ -41,16 +42,18 @@ async def recommendations(
         category=params.category,
         exclude_purchased=params.exclude_purchased,
         user_read=user_read,
+        moment=moment,
     )
-    resources.impressions.log(
-        request_id=served.request_id,
-        user_id=served.user_id,
-        items=served.items,
-        path=served.path,
-        experiment_id=served.experiment_id,
-        arm=served.arm,
-        model_versions=served.model_versions,
-    )
+    if moment is None:  # a replay of another moment (X-Request-Time) showed nothing to anyone
+        resources.impressions.log(
+            request_id=served.request_id,
+            user_id=served.user_id,
+            items=served.items,
+            path=served.path,
+            experiment_id=served.experiment_id,
+            arm=served.arm,
+            model_versions=served.model_versions,
+        )
     # Serialized here rather than returned as a model: FastAPI would validate the model again
     # against `response_model` on every request. Same fields; tests validate them against it.
     body = {

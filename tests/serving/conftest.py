@@ -175,7 +175,8 @@ def gateway_settings(tmp_path: Path, redis_url: str, redis_prefix: str, model_se
 
 @pytest.fixture
 def make_client(gateway_settings, redis_url: str, redis_prefix: str):
-    """Build a TestClient over `create_app(settings)` with the fake reader; settings overridable."""
+    """Build a TestClient over `create_app(settings)` with the fake reader (or `reader=`); settings
+    overridable."""
     from fastapi.testclient import TestClient
 
     from serving.deps import get_reader
@@ -183,9 +184,9 @@ def make_client(gateway_settings, redis_url: str, redis_prefix: str):
 
     opened: list[TestClient] = []
 
-    def make(**overrides: Any) -> TestClient:
+    def make(reader: Any = None, **overrides: Any) -> TestClient:
         settings = gateway_settings.model_copy(update=overrides)
-        reader = fake_reader()
+        reader = reader if reader is not None else fake_reader()
         app = create_app(settings, open_feature_store=False)
         app.dependency_overrides[get_reader] = lambda: reader
         client = TestClient(app)
@@ -213,3 +214,22 @@ def _delete_prefix(url: str, prefix: str) -> None:
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture
+def delay_proxy():
+    """Start a `DelayProxy` (tests/serving/tcp_proxy.py) in front of `host:port`: it forwards to
+    the real service and holds each chunk `proxy.delay` seconds, settable at runtime. Every proxy
+    started here is stopped after the test."""
+    from tests.serving.tcp_proxy import DelayProxy
+
+    started: list[DelayProxy] = []
+
+    def start(host: str, port: int, delay: float = 0.0) -> DelayProxy:
+        proxy = DelayProxy(host, port, delay=delay).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
