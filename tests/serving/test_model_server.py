@@ -21,10 +21,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
-
-from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip
+import tensorflow as tf
+from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
@@ -32,11 +30,11 @@ from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip
     prediction_service_pb2_grpc,
 )
 
-from serving import model_config as mc  # noqa: E402
-from serving import toy_models  # noqa: E402
-from serving.model_client import AsyncModelClient, ModelClient, predict_request  # noqa: E402
-from serving.model_server import MAX_REQUEST_BYTES, NATIVE_BUILD, ModelManager, ModelServer  # noqa: E402
-from towerflow.settings import Settings  # noqa: E402
+from serving import model_config as mc
+from serving import toy_models
+from serving.model_client import AsyncModelClient, ModelClient, predict_request
+from serving.model_server import MAX_REQUEST_BYTES, NATIVE_BUILD, ModelManager, ModelServer
+from towerflow.settings import Settings
 
 POLL = 0.2
 USERS = ["u1", "u2"]
