@@ -20,12 +20,11 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
     first = write_landing(SMALL, tmp_path / "a")
     second = write_landing(SMALL, tmp_path / "b")
-    other = write_landing(SynthConfig(**{**SMALL.__dict__, "seed": 4}), tmp_path / "c")
+    write_landing(SynthConfig(**{**SMALL.__dict__, "seed": 4}), tmp_path / "c")
     assert first.events == second.events > 1000
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
     assert _bytes(tmp_path / "a") != _bytes(tmp_path / "c")
     assert len(first.day_paths) == SMALL.days
-    assert other.events != first.events or _bytes(tmp_path / "a") != _bytes(tmp_path / "c")
 
 
 @pytest.fixture(scope="module")
