@@ -17,19 +17,21 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ONLINE_RETAIL = SHARED_DATA / "online_retail.csv.gz"
 
 
-#: Per-test limit (s) for tests marked `training` or `slow`: their fixtures train models or run the
-#: daily pipeline, and pytest-timeout counts a fixture's setup in the first test that uses it
-#: (setup.cfg's `timeout` holds for the others).
+#: Per-test limit (s) for tests marked `training` or `slow`, or using a fixture of SLOW_FIXTURES:
+#: those train models or run the daily pipeline, and pytest-timeout counts a fixture's setup in the
+#: first test that uses it (setup.cfg's `timeout` holds for the others).
 SLOW_TIMEOUT_S = 2400
+SLOW_FIXTURES = frozenset({"daily_world", "trained"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give `training` and `slow` tests SLOW_TIMEOUT_S, unless they set a timeout themselves or
-    `--timeout` was given on the command line."""
+    """Give slow tests SLOW_TIMEOUT_S, unless they set a timeout themselves or `--timeout` was
+    given on the command line."""
     if config.getoption("timeout", None) is not None:
         return
     for item in items:
-        slow = item.get_closest_marker("training") or item.get_closest_marker("slow")
+        marked = item.get_closest_marker("training") or item.get_closest_marker("slow")
+        slow = marked or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
         if slow and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
