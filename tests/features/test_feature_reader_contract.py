@@ -1,5 +1,6 @@
 """One contract for every FeatureReader: Feast's, the project's fast reader (SQLite and Redis),
-and the in-memory fake the gateway's route tests use. Expected values come from gold."""
+and the in-memory fake the gateway's route tests use. Expected values come from gold; the fake is
+filled from gold too, so its values are checked against a real reader's answers instead."""
 
 from __future__ import annotations
 
@@ -51,15 +52,22 @@ def reader(request: pytest.FixtureRequest, store: Any, gold_home: Any, fx: Any) 
     return FACTORIES[request.param](store, gold, fx)
 
 
+@pytest.fixture(params=["fast", "feast"])
+def real_reader(request: pytest.FixtureRequest, store: Any, gold_home: Any, fx: Any) -> FeatureReader:
+    """The readers over the store (not the fake, which holds gold's values by construction)."""
+    _, gold = gold_home
+    return FACTORIES[request.param](store, gold, fx)
+
+
 def test_is_a_feature_reader(reader: FeatureReader) -> None:
     assert isinstance(reader, FeatureReader)
 
 
-def test_user_features_match_gold(reader: FeatureReader, store: Any, gold_home: Any, fx: Any) -> None:
+def test_user_features_match_gold(real_reader: FeatureReader, store: Any, gold_home: Any, fx: Any) -> None:
     _, gold = gold_home
     for user in gold.users[:: max(1, len(gold.users) // 8)]:
         want = {k: v[0] for k, v in fx.expected_columns(store, SERVICE, "user_id", [user], fx.end_of(gold)).items()}
-        assert reader.user_features(user) == want
+        assert real_reader.user_features(user) == want
 
 
 def test_unknown_user_gives_nones_in_the_same_shape(reader: FeatureReader, store: Any, gold_home: Any) -> None:
@@ -71,14 +79,25 @@ def test_unknown_user_gives_nones_in_the_same_shape(reader: FeatureReader, store
 
 
 def test_item_features_are_columns_aligned_with_the_ids(
-    reader: FeatureReader, store: Any, gold_home: Any, fx: Any
+    real_reader: FeatureReader, store: Any, gold_home: Any, fx: Any
 ) -> None:
     _, gold = gold_home
     ids = [gold.items[3], "no-such-item", *gold.items[10:40], gold.items[3]]
-    got = reader.item_features(ids)
+    got = real_reader.item_features(ids)
     assert got.pop("item_id") == ids
     assert got == fx.expected_columns(store, SERVICE, "item_id", ids, fx.end_of(gold))
     assert all(v is None for v in (col[1] for col in got.values()))
+
+
+def test_the_fake_answers_as_a_real_reader_does(store: Any, gold_home: Any, fx: Any) -> None:
+    """The fake stands in for the store's reader in route tests: same columns, same values, same
+    Nones for what is unknown, same order and repeats."""
+    _, gold = gold_home
+    fake, real = _fake(store, gold, fx), FastFeatureReader(store, SERVICE)
+    ids = [gold.items[3], "no-such-item", *gold.items[10:40], gold.items[3]]
+    assert fake.item_features(ids) == real.item_features(ids)
+    for user in [*gold.users[:: max(1, len(gold.users) // 8)], "no-such-user"]:
+        assert fake.user_features(user) == real.user_features(user)
 
 
 def test_no_items_gives_empty_columns(reader: FeatureReader, gold_home: Any) -> None:
