@@ -128,32 +128,47 @@ def is_non_product(item_id: Column) -> Column:
 def transform_items(bronze_items: DataFrame) -> DataFrame:
     """bronze/items (every catalog row ever imported) -> the current catalog, one row per item.
 
-    The latest row per item wins (by `updated_at`, then import order). The category is the
-    source's (lower-cased) where it has one, else derived from the description. Non-product
-    StockCodes are not items. Missing availability means available.
+    Each attribute is the item's latest value: from the newest row (by `updated_at`, then import
+    order) that has one, so a file naming only some columns (`item_id,available`, a price list)
+    changes those and keeps the rest. The category is the source's (lower-cased) where there is
+    one, else derived from the description. Non-product StockCodes are not items. Availability
+    no file ever stated means available.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    latest = Window.partitionBy("item_id").orderBy(
+    newest_first = Window.partitionBy("item_id").orderBy(
         F.col("updated_at").desc(), F.col("import_batch").desc(), F.col("source_row").desc()
     )
+    every_row = newest_first.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+
+    def latest(column: Column) -> Column:
+        return F.first(column, ignorenulls=True).over(every_row)
+
     source_category = F.lower(F.trim(F.col("category")))
-    return (
+    merged = (
         bronze_items.where(~is_non_product(F.col("item_id")))
-        .withColumn("_rank", F.row_number().over(latest))
-        .where("_rank = 1")
+        .withColumn("_category", F.when(source_category != "", source_category))
         .select(
             "item_id",
-            "description",
-            F.when(source_category.isNull() | (source_category == ""), derive_category(F.col("description")))
-            .otherwise(source_category)
-            .alias("category"),
-            "price",
-            "created_at",
-            F.coalesce(F.col("available"), F.lit(True)).alias("available"),
+            F.row_number().over(newest_first).alias("_rank"),
+            latest(F.col("description")).alias("description"),
+            latest(F.col("_category")).alias("_category"),
+            latest(F.col("price")).alias("price"),
+            latest(F.col("created_at")).alias("created_at"),
+            latest(F.col("available")).alias("available"),
             "updated_at",
         )
+        .where("_rank = 1")
+    )
+    return merged.select(
+        "item_id",
+        "description",
+        F.coalesce(F.col("_category"), derive_category(F.col("description"))).alias("category"),
+        "price",
+        "created_at",
+        F.coalesce(F.col("available"), F.lit(True)).alias("available"),
+        "updated_at",
     )
 
 

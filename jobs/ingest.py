@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,8 @@ ONLINE_RETAIL_ALIASES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer
 EVENT_COLUMNS = ("user_id", "item_id", "action", "timestamp")
 EVENT_OPTIONAL = ("quantity", "price", "event_id", "invoice_no", "country")
 ITEM_OPTIONAL = ("description", "category", "price", "created_at", "available", "updated_at")
+#: Accepted spellings of `available` (lower-cased); blank means "not stated".
+AVAILABLE_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 TIMESTAMP_FORMATS = ("ISO8601", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M:%S")
 
 
@@ -187,6 +189,12 @@ def _clean_id(values: pd.Series) -> pd.Series:
     return text.mask(text == "")
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Trimmed text; blank -> null (no value, so no change to the item's attribute)."""
+    text = values.astype("string").str.strip()
+    return text.mask(text == "")
+
+
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     table = pa.Table.from_pandas(frame[schema.names], preserve_index=False)
     return table.cast(schema)
@@ -272,7 +280,7 @@ def _online_retail_catalog(events: pd.DataFrame, batch: str, source: str) -> pd.
     items["price"] = price.reindex(items.index)
     items = items.reset_index()
     items["category"] = pd.Series(pd.NA, index=items.index, dtype="string")
-    items["available"] = True
+    items["available"] = pd.Series(pd.NA, index=items.index, dtype="boolean")  # a sales log does not say
     items["source"] = source
     items["import_batch"] = batch
     items["source_row"] = np.arange(1, len(items) + 1, dtype=np.int64)
@@ -331,10 +339,14 @@ def transform_events(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tab
     return _to_arrow(events, BRONZE_EVENTS), rejects
 
 
-def transform_items(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Table, Rejects]:
+def transform_items(raw: pd.DataFrame, batch: str, source: str, *, imported_at: datetime) -> tuple[pa.Table, Rejects]:
     """An items file (`item_id` plus any of description, category, price, created_at,
-    available, updated_at) -> (items, rejects). Rows without `updated_at` take `created_at`
-    (or the Unix epoch), so the newest row per item wins in silver."""
+    available, updated_at) -> (items, rejects).
+
+    A column the file leaves out, or a blank value, stays null: silver keeps the item's previous
+    value for it (`jobs.clean.transform_items`), so `item_id,available` changes availability
+    alone. Rows without `updated_at` take `imported_at`: the file is news as of its import, and
+    must win over older rows (a sales log's catalog is dated by its last sale)."""
     rows = np.arange(1, len(raw) + 1, dtype=np.int64)
     frame = raw.copy()
     if "title" in frame.columns and "description" not in frame.columns:
@@ -354,7 +366,7 @@ def transform_items(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tabl
         "created_at is not a timestamp": (created.isna() & ~_blank(frame["created_at"]), "created_at"),
         "updated_at is not a timestamp": (updated.isna() & ~_blank(frame["updated_at"]), "updated_at"),
         "available is not true/false": (
-            ~available.isin(["true", "false", "1", "0", "yes", "no"]) & ~_blank(frame["available"]),
+            ~available.isin(list(AVAILABLE_VALUES)) & ~_blank(frame["available"]),
             "available",
         ),
     }
@@ -363,16 +375,17 @@ def transform_items(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tabl
         mask = mask.fillna(False).to_numpy(dtype=bool)
         rejects.add(reason, rows[mask], frame.loc[mask, column])
         bad |= mask
-    epoch = pd.Timestamp(0, tz="UTC")
+    news = pd.Timestamp(imported_at)
+    news = (news.tz_localize("UTC") if news.tzinfo is None else news.tz_convert("UTC")).floor("us")
     items = pd.DataFrame(
         {
             "item_id": item,
-            "description": frame["description"].astype("string").str.strip(),
-            "category": frame["category"].astype("string").str.strip().str.lower(),
+            "description": _text(frame["description"]),
+            "category": _text(frame["category"]).str.lower(),
             "price": price,
             "created_at": created,
-            "available": (available.isna() | available.isin(["true", "1", "yes"])).astype(bool),
-            "updated_at": updated.fillna(created).fillna(epoch),
+            "available": available.map(AVAILABLE_VALUES),
+            "updated_at": updated.fillna(news),
             "source": source,
             "import_batch": batch,
             "source_row": rows,
@@ -383,7 +396,7 @@ def transform_items(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tabl
 
 def items_seen_in(events: pa.Table, batch: str, source: str) -> pa.Table:
     """A minimal catalog for events imported without an items file: each item with its last
-    price and first/last time seen."""
+    price and first/last time seen (availability unknown: null)."""
     frame = events.select(["item_id", "timestamp", "price"]).to_pandas()
     frame = frame.sort_values(["item_id", "timestamp"])
     by_item = frame.groupby("item_id", sort=True)
@@ -396,7 +409,7 @@ def items_seen_in(events: pa.Table, batch: str, source: str) -> pa.Table:
     ).reset_index()
     items["description"] = pd.Series(pd.NA, index=items.index, dtype="string")
     items["category"] = pd.Series(pd.NA, index=items.index, dtype="string")
-    items["available"] = True
+    items["available"] = pd.Series(pd.NA, index=items.index, dtype="boolean")  # events do not say
     items["source"] = source
     items["import_batch"] = batch
     items["source_row"] = np.arange(1, len(items) + 1, dtype=np.int64)
@@ -552,12 +565,14 @@ def import_events(
     derive_items: bool = True,
     max_rejects: int = 0,
     quarantine_dir: Path | None = None,
+    imported_at: datetime | None = None,
 ) -> ImportReport:
     """Import an events file (CSV or Parquet) and optionally its items file into bronze.
 
     Without an items file (and with `derive_items`), a minimal catalog is derived from the items
     the events name.
-    Both files are validated in full before either table is written.
+    Both files are validated in full before either table is written. `imported_at` dates the
+    items file's rows that carry no `updated_at` (default: now).
     """
     raw = read_table_file(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
@@ -569,7 +584,7 @@ def import_events(
         raw_items = read_table_file(items_path)
         raw_items.columns = [str(c).strip().lower() for c in raw_items.columns]
         require_columns(raw_items, ("item_id",), items_path)
-        items, item_rejects = transform_items(raw_items, batch, source)
+        items, item_rejects = transform_items(raw_items, batch, source, imported_at=imported_at or datetime.now(UTC))
         if item_rejects.total:
             raise InputError(item_rejects.describe(str(items_path)) + "\nnothing was imported")
     else:
@@ -588,13 +603,18 @@ def import_events(
     )
 
 
-def import_items(lake: Lake, path: Path, *, source: str = "items") -> ImportReport:
-    """Import a catalog file alone (new items, price or availability changes)."""
+def import_items(lake: Lake, path: Path, *, source: str = "items", imported_at: datetime | None = None) -> ImportReport:
+    """Import a catalog file alone: new items, or changes to some columns of known ones
+    (`item_id,available` marks items available or not and leaves the rest as it was).
+
+    Args:
+        imported_at: when the file's news is from, for rows without `updated_at` (default: now).
+    """
     raw = read_table_file(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     require_columns(raw, ("item_id",), path)
     batch = file_batch(path, source)
-    items, rejects = transform_items(raw, batch, source)
+    items, rejects = transform_items(raw, batch, source, imported_at=imported_at or datetime.now(UTC))
     return land(lake, source=source, batch=batch, rows_read=len(raw), events=None, items=items, rejects=rejects)
 
 

@@ -146,6 +146,32 @@ def test_items_take_the_latest_row_and_derive_missing_categories(spark) -> None:
     assert out["X1"]["category"] == "garden" and out["X1"]["available"] is True
 
 
+def test_items_take_each_attribute_from_the_newest_row_that_has_it(spark) -> None:
+    base = {"source": "t", "import_batch": "b", "source_row": 1, "created_at": T0 - timedelta(days=9)}
+    rows = [
+        # A sales log's catalog row, then files that name only some columns.
+        {**base, "item_id": "85123A", "description": "WHITE HANGING HEART T-LIGHT HOLDER", "price": 2.55,
+         "category": None, "available": None, "updated_at": T0 - timedelta(days=2)},
+        {**base, "item_id": "85123A", "description": None, "price": None, "category": None,
+         "created_at": None, "available": False, "updated_at": T0 - timedelta(days=1)},
+        {**base, "item_id": "85123A", "description": None, "price": 2.95, "category": "",
+         "created_at": None, "available": None, "updated_at": T0},
+        {**base, "item_id": "22633", "description": "HAND WARMER", "price": 1.0, "category": "Toys",
+         "available": False, "updated_at": T0 - timedelta(days=1)},
+        {**base, "item_id": "22633", "description": None, "price": None, "category": None,
+         "available": True, "updated_at": T0},
+    ]  # fmt: skip
+    bronze = spark.createDataFrame(rows, schema=_spark_schema(S.BRONZE_ITEMS))
+    out = {r["item_id"]: r.asDict() for r in clean.transform_items(bronze).collect()}
+    heart = out["85123A"]
+    assert heart["available"] is False  # a later price change does not bring it back
+    assert heart["price"] == 2.95 and heart["description"].startswith("WHITE")
+    naive = T0.replace(tzinfo=None)  # Spark returns session-zone (UTC) times without a zone
+    assert heart["category"] == "lighting" and heart["created_at"] == naive - timedelta(days=9)
+    assert heart["updated_at"] == naive
+    assert out["22633"]["available"] is True and out["22633"]["category"] == "toys"
+
+
 @pytest.mark.parametrize(
     ("description", "category"),
     [

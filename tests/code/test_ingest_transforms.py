@@ -1,5 +1,7 @@
 """Importer transforms on a few rows each."""
 
+from datetime import UTC, datetime
+
 import pandas as pd
 import pyarrow as pa
 
@@ -133,6 +135,9 @@ def test_supplied_event_ids_are_kept() -> None:
     assert events.column("event_id").to_pylist() == ["e-9"]
 
 
+IMPORTED_AT = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
+
+
 def test_items_file_defaults_and_rejects() -> None:
     raw = pd.DataFrame(
         {
@@ -142,15 +147,40 @@ def test_items_file_defaults_and_rejects() -> None:
             "price": ["3.5", "abc", "1"],
         }
     )
-    items, rejects = transform_items(raw, batch="b", source="s")
+    items, rejects = transform_items(raw, batch="b", source="s", imported_at=IMPORTED_AT)
     assert rejects.rows == {"item_id is empty": [3], "price is not a number": [2]}
     row = items.to_pylist()[0]
     assert (row["item_id"], row["description"], row["category"], row["available"]) == (
         "a",
         "Mug",
         "kitchen",
-        True,
+        None,  # not stated: silver keeps what an earlier file said, else available
     )
+    assert row["updated_at"] == IMPORTED_AT  # no updated_at: news as of the import
+
+
+def test_an_availability_file_states_only_availability() -> None:
+    raw = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d", "e"],
+            "available": ["false", "No", "1", "", "maybe"],
+            "description": ["", " ", "Lamp", "", ""],
+            "updated_at": ["", "", "2025-02-01 10:00", "", ""],
+        }
+    )
+    items, rejects = transform_items(raw, batch="b", source="s", imported_at=IMPORTED_AT)
+    assert rejects.rows == {"available is not true/false": [5]}
+    rows = {r["item_id"]: r for r in items.to_pylist()}
+    assert {i: r["available"] for i, r in rows.items()} == {"a": False, "b": False, "c": True, "d": None}
+    assert [rows[i]["description"] for i in "abcd"] == [None, None, "Lamp", None]  # blank is no value
+    assert rows["c"]["updated_at"] == datetime(2025, 2, 1, 10, tzinfo=UTC)
+    assert rows["a"]["updated_at"] == IMPORTED_AT
+
+
+def test_catalogs_derived_from_sales_do_not_claim_availability() -> None:
+    raw = _retail([["536365", "85123A", "HEART", "6", "12/1/2010 8:26", "2.55", "17850", "United Kingdom"]])
+    _, items, _ = transform_online_retail(raw, batch="b")
+    assert items.column("available").to_pylist() == [None]
 
 
 def test_timestamps_keep_microseconds_in_utc() -> None:
