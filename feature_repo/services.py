@@ -10,6 +10,8 @@ retrieval = FeatureService(
     description="Two-tower retrieval: query tower (user side), candidate tower (item attributes).",
 )
 
+# All of item_features, `available` included: the gateway reads its item features through this
+# service, and its rules drop unavailable items. The ranking model's signature does not take it.
 ranking = FeatureService(
     name="ranking",
     features=[user_features, user_recent, user_history, item_features],

@@ -8,7 +8,7 @@ Views fed by a push source hold the fast-moving values (recent items, today's co
 from datetime import timedelta
 
 from feast import FeatureView, Field
-from feast.types import Array, Float32, Float64, Int64, String
+from feast.types import Array, Bool, Float32, Float64, Int64, String
 
 from feature_repo.entities import item, user
 from feature_repo.sources import (
@@ -88,10 +88,11 @@ item_features = FeatureView(
         Field(name="age_days", dtype=Float64),
         Field(name="price", dtype=Float64),
         Field(name="category", dtype=String),
+        Field(name="available", dtype=Bool),  # read by the gateway's rules, not by the models
     ],
     online=True,
     source=item_features_source,
-    description="An item's popularity, rates, age, price and category as of the end of each day.",
+    description="An item's popularity, rates, age, price, category and availability as of the end of each day.",
 )
 
 item_trending = FeatureView(

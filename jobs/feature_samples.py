@@ -6,6 +6,7 @@ D + 1 00:00 UTC, partitioned by `feature_date`; examples are partitioned by `eve
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -74,8 +75,11 @@ def user_history_rows(users: list[str], day: date, seed: int) -> pa.Table:
     )
 
 
-def item_feature_rows(items: list[str], day: date, seed: int, *, bump: int = 0) -> pa.Table:
-    """One gold/item_features row per item for `day`; `bump` shifts every counter (reruns)."""
+def item_feature_rows(
+    items: list[str], day: date, seed: int, *, bump: int = 0, unavailable: Collection[str] = ()
+) -> pa.Table:
+    """One gold/item_features row per item for `day`; `bump` shifts every counter (reruns).
+    Every item is available except those in `unavailable`."""
     rng = np.random.default_rng([seed, day.toordinal(), 2])
     n = len(items)
     cols: dict[str, object] = {
@@ -92,6 +96,7 @@ def item_feature_rows(items: list[str], day: date, seed: int, *, bump: int = 0) 
     cols["age_days"] = rng.random(n) * 365
     cols["price"] = [None if x < 0.05 else round(float(x) * 80, 2) for x in rng.random(n)]
     cols["category"] = [CATEGORIES[i] for i in rng.integers(0, len(CATEGORIES), n)]
+    cols["available"] = [item not in unavailable for item in items]
     return pa.Table.from_pydict(cols, schema=schemas.GOLD_ITEM_FEATURES)
 
 
@@ -138,8 +143,11 @@ def write_sample_gold(
     embeddings: bool = True,
     embedding_dim: int = 8,
     seed: int = 7,
+    unavailable: Collection[str] = (),
 ) -> SampleGold:
-    """Write gold/user_features, user_history, item_features, training_examples (and embeddings)."""
+    """Write gold/user_features, user_history, item_features, training_examples (and embeddings).
+
+    Every item is available on every day except the ids in `unavailable`."""
     user_ids = [f"u{i}" for i in range(users)]
     item_ids = [f"i{i}" for i in range(items)]
     day_list = [start + timedelta(days=d) for d in range(days)]
@@ -152,7 +160,7 @@ def write_sample_gold(
         )
         lake.write(
             lake.uri("gold", "item_features"),
-            item_feature_rows(item_ids, day, seed),
+            item_feature_rows(item_ids, day, seed, unavailable=unavailable),
             mode="append",
             partition_by=["feature_date"],
         )

@@ -144,6 +144,8 @@ def transform_item_features(exploded: DataFrame, items: DataFrame, first: date, 
     `first`..`last`, for items that exist by the end of that day.
 
     Items nobody touched get zero counts (cold start still has price, category and age).
+    Price, category and availability are the catalog's current values (silver/items), so the
+    latest day's row is what the gateway filters on.
     CTR and conversion are smoothed toward the catalog-wide rate of the 30 days with
     `SMOOTHING_VIEWS` pseudo-views; where the source records no views at all (Online Retail),
     neither can be measured and both are null.
@@ -167,7 +169,7 @@ def transform_item_features(exploded: DataFrame, items: DataFrame, first: date, 
         [(first + timedelta(days=n),) for n in range((last - first).days + 1)], "feature_date date"
     )
     catalog = (
-        items.select("item_id", "price", "category", "created_at")
+        items.select("item_id", "price", "category", "created_at", "available")
         .crossJoin(F.broadcast(calendar))
         .where(F.col("created_at").isNull() | (F.col("created_at") < _as_of_column()))
     )

@@ -3,9 +3,10 @@ path, and the attributes the business rules need (category, availability, age) f
 do not read item features (precomputed, popular).
 
 It is built from the item snapshot that `FastFeatureReader` loads from the online store (the
-`item_features` view: popularity, category, age_days; `available` when such a feature exists)
-and rebuilt when that snapshot changes, i.e. when a new materialization marker lands. Once built
-it needs no service at all: it is what the gateway serves when the online store is unreachable.
+`item_features` view: popularity, category, age_days, available) and rebuilt when that snapshot
+changes, i.e. when a new materialization marker lands. Once built it needs no service at all: it
+is what the gateway serves when the online store is unreachable. Popular lists rank by popularity
+alone; the rules drop the unavailable among them (`catalog__available`).
 """
 
 from __future__ import annotations

@@ -111,6 +111,10 @@ GOLD_ITEM_FEATURES = pa.schema(
         pa.field("age_days", pa.float64()),
         pa.field("price", pa.float64()),
         pa.field("category", pa.string()),
+        # The catalog's availability when the row was computed (like price and category); a rule
+        # feature the gateway filters on, not a model input. Null (rows from before it existed):
+        # unknown, served as available.
+        pa.field("available", pa.bool_()),
     ]
 )
 

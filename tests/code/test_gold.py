@@ -40,7 +40,7 @@ def silver(spark, rows: list[tuple]):
     return spark.createDataFrame(full, schema=spark_schema(S.SILVER_INTERACTIONS))
 
 
-def catalog(spark):
+def catalog(spark, unavailable: tuple[str, ...] = ()):
     rows = [
         ("cheap", "kitchen", at(DAY - timedelta(days=100))),
         ("dear", "garden", at(DAY - timedelta(days=2), 0)),
@@ -54,7 +54,7 @@ def catalog(spark):
             "category": c,
             "price": 1.0,
             "created_at": t,
-            "available": True,
+            "available": i not in unavailable,
             "updated_at": at(DAY),
         }
         for i, c, t in rows
@@ -136,6 +136,22 @@ def test_item_features_smooth_rates_and_keep_untouched_items(spark) -> None:
     assert cheap["popularity"] == pytest.approx(2 * 0.5 ** (0.5 / 7))
     assert by_item["dear"]["age_days"] == pytest.approx(3.0)
     assert untouched["age_days"] is None and untouched["category"] == "toys"
+
+
+def test_item_features_carry_the_catalogs_availability_on_every_day(spark) -> None:
+    rows = silver(spark, [("x", "dear", "purchase", DAY - timedelta(days=1)), ("x", "cheap", "click", DAY)])
+    first = DAY - timedelta(days=1)
+    items = catalog(spark, unavailable=("dear", "untouched"))
+    out = gold.transform_item_features(gold.feature_days(rows, first, DAY), items, first, DAY).collect()
+    got = {(r["item_id"], r["feature_date"]): r["available"] for r in out}
+    assert got == {
+        ("cheap", first): True,
+        ("cheap", DAY): True,
+        ("dear", first): False,  # bought that day, yet gone from the catalog now
+        ("dear", DAY): False,
+        ("untouched", first): False,
+        ("untouched", DAY): False,
+    }  # "future" does not exist yet
 
 
 def test_rates_are_null_where_the_source_has_no_views(spark) -> None:

@@ -36,6 +36,12 @@ SORT_KEYS = {
 }
 
 
+def _per_day(table: pa.Table) -> dict[str, int]:
+    """Rows per `event_date` (ISO dates)."""
+    counts = pc.value_counts(table.column("event_date")).to_pylist()
+    return {c["values"].isoformat(): c["counts"] for c in counts}
+
+
 def run(lake: Lake, first: date, last: date, **kwargs):
     from jobs.etl import run_etl
 
@@ -151,6 +157,39 @@ def test_a_corrupt_day_is_stopped_by_the_gate(synth_home: Path, tmp_path: Path, 
     assert list((home / "reports" / "data_docs").rglob("*.html"))
 
 
+def test_an_item_marked_unavailable_by_import_is_unavailable_in_gold_after_the_next_run(
+    synth_home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from towerflow.cli import app
+
+    home = tmp_path / "home"
+    shutil.copytree(synth_home / "lake", home / "lake")
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    lake = Lake(str(home / "lake"))
+    features = lake.read(lake.uri("gold", "item_features"), filter=pc.field("feature_date") == pa.scalar(LAST))
+    before = dict(zip(features.column("item_id").to_pylist(), features.to_pylist(), strict=True))
+    gone = sorted(i for i, row in before.items() if row["available"])[:2]
+    assert len(gone) == 2 and not all(row["available"] for row in before.values())  # synth has both kinds
+    catalog = tmp_path / "availability.csv"
+    catalog.write_text("item_id,available\n" + "".join(f"{i},false\n" for i in gone))
+
+    imported = CliRunner().invoke(app, ["data", "import", "items", str(catalog)])
+    assert imported.exit_code == 0, imported.output
+    run(lake, LAST, LAST)
+
+    items = {r["item_id"]: r for r in lake.read(lake.uri("silver", "items")).to_pylist()}
+    features = lake.read(lake.uri("gold", "item_features"), filter=pc.field("feature_date") == pa.scalar(LAST))
+    after = dict(zip(features.column("item_id").to_pylist(), features.to_pylist(), strict=True))
+    assert set(after) == set(before)
+    for item, row in after.items():
+        assert row["available"] is (False if item in gone else before[item]["available"]), item
+        assert items[item]["available"] is row["available"]
+    for item in gone:  # the file named availability only: the rest of the item is as it was
+        assert (after[item]["price"], after[item]["category"]) == (before[item]["price"], before[item]["category"])
+
+
 def test_online_retail_counts_add_up(online_retail_file: Path, tmp_path: Path, spark) -> None:
     from jobs.clean import RULES
     from jobs.ingest import import_online_retail
@@ -167,8 +206,10 @@ def test_online_retail_counts_add_up(online_retail_file: Path, tmp_path: Path, s
     removed = result.removed()
     assert set(removed) == set(RULES)
     assert bronze.num_rows - sum(removed.values()) == silver.num_rows > 0
-    for step in (s for s in result.steps if s.name == "silver/interactions"):
-        assert step.detail["bronze_rows"] - sum(step.detail["removed"].values()) == step.rows
+    # Per day, as the run reports it: the bronze rows it read and the silver rows it kept.
+    steps = {s.interval: s for s in result.steps if s.name == "silver/interactions"}
+    assert {d: s.detail["bronze_rows"] for d, s in steps.items()} == _per_day(bronze)
+    assert {d: s.rows for d, s in steps.items()} == _per_day(silver)
     assert removed["guest_user"] > 0 and removed["non_product"] > 0
     assert removed["bot_rate"] == removed["bot_pattern"] == 0  # retail invoices are not bots
     assert set(silver.column("action").to_pylist()) == {"purchase", "cancellation"}
