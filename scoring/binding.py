@@ -100,7 +100,7 @@ def _width(spec: InputSpec, axis: int, default: int) -> int:
 
 
 def _padded(values: Sequence[Any] | None, width: int, spec: InputSpec) -> list[Any]:
-    values = list(values or [])[:width]
+    values = [] if values is None else list(values)[:width]
     return [_scalar(v, spec) for v in values] + [_zero(spec)] * (width - len(values))
 
 

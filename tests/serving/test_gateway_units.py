@@ -205,6 +205,10 @@ def test_offline_missing_values_bind_as_the_online_ones() -> None:
     online, offline = bound(None), bound(float("nan"))
     for name in specs:
         np.testing.assert_array_equal(online[name], offline[name], err_msg=name)
+    # Offline frames hold lists as numpy arrays, the online store as lists.
+    as_list = binding.user_value(["a", "b"], specs["user_recent__last_10_items"])
+    as_array = binding.user_value(np.array(["a", "b"], dtype=object), specs["user_recent__last_10_items"])
+    np.testing.assert_array_equal(as_list, as_array)
     assert offline["item_features__category"].tolist() == [[b"x", b""]]
 
 
