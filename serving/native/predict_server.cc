@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -394,12 +395,20 @@ bool CopyTyped(const Repeated& values, int64_t n, void* data) {
   return true;
 }
 
+int64_t TypedCount(const tensorflow::TensorProto& proto, int dtype) {
+  if (dtype == TF_FLOAT) return proto.float_val_size();
+  if (dtype == TF_DOUBLE) return proto.double_val_size();
+  if (dtype == TF_INT32) return proto.int_val_size();
+  return proto.int64_val_size();
+}
+
 TF_Tensor* ToTensor(const tensorflow::TensorProto& proto, const TensorSpec& spec) {
   if (proto.dtype() != spec.dtype || !Compatible(spec, proto.tensor_shape())) return nullptr;
   std::vector<int64_t> shape;
   int64_t n = 1;
   for (const auto& dim : proto.tensor_shape().dim()) {
-    if (dim.size() < 0) return nullptr;
+    // A size that would overflow the count is no real request: the Python server refuses it.
+    if (dim.size() < 0 || (dim.size() > 0 && n > INT64_MAX / 16 / dim.size())) return nullptr;
     shape.push_back(dim.size());
     n *= dim.size();
   }
@@ -418,6 +427,8 @@ TF_Tensor* ToTensor(const tensorflow::TensorProto& proto, const TensorSpec& spec
   if (size == 0) return nullptr;
   const std::string& content = proto.tensor_content();
   if (!content.empty() && content.size() != n * size) return nullptr;
+  // Values in the typed field: count them before allocating (a shape alone may ask for any size).
+  if (content.empty() && TypedCount(proto, spec.dtype) != n) return nullptr;
   TF_Tensor* t = tf.TF_AllocateTensor(static_cast<TF_DataType>(spec.dtype), shape.data(), shape.size(), n * size);
   void* data = tf.TF_TensorData(t);
   bool ok = true;
@@ -626,10 +637,12 @@ int main(int argc, char** argv) {
   if (orphaned()) return 1;
   int intra = std::stoi(Flag(argc, argv, "intra-op", "0"));
   int inter = std::stoi(Flag(argc, argv, "inter-op", "0"));
+  // Requests above this are refused (RESOURCE_EXHAUSTED) before they are decoded; -1: any size.
+  int max_request = std::stoi(Flag(argc, argv, "max-request-bytes", "-1"));
   if (listen.empty() || upstream.empty() || routes.empty() || library.empty()) {
     std::fprintf(stderr,
                  "usage: towerflow-predict --listen HOST:PORT --upstream HOST:PORT --routes FILE "
-                 "--tensorflow-library PATH [--intra-op N] [--inter-op N]\n");
+                 "--tensorflow-library PATH [--intra-op N] [--inter-op N] [--max-request-bytes N]\n");
     return 2;
   }
   std::string error;
@@ -649,7 +662,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(-1);
+  builder.SetMaxReceiveMessageSize(max_request);
   builder.SetMaxSendMessageSize(-1);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&prediction);

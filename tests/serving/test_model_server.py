@@ -790,6 +790,18 @@ def test_model_clients_send_no_more_than_the_server_accepts(model_base: Path) ->
     assert Settings.model_fields["model_server_max_request_bytes"].default == MAX_REQUEST_BYTES
 
 
+RANKING_INPUTS = {
+    "user_id": np.array([b"u0"], dtype=object),
+    "item_id": np.array([[b"i0", b"i1"]], dtype=object),
+    "retrieval_score": np.zeros((1, 2), np.float32),
+    "user_features__purchases_30d": np.zeros(1, np.int64),
+    "item_features__popularity": np.zeros((1, 2), np.float32),
+    "item_features__age_days": np.zeros((1, 2), np.float64),
+    "item_features__category": np.array([[b"a", b"b"]], dtype=object),
+    "day_of_week": np.zeros(1, np.int64),
+}
+
+
 @pytest.fixture(scope="module")
 def contract_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The gateway's contract toys (numeric inputs too), under a model base of their own."""
@@ -801,7 +813,8 @@ def contract_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("front", ["python", "native"])
 def test_an_input_shaped_for_more_values_than_a_request_carries_is_refused(contract_base: Path, front: str) -> None:
     """TF's compact form (fewer values than the shape, the last one repeated) lets a few bytes
-    ask for a tensor of any size: refused before any decoding, as is a negative dimension."""
+    ask for a tensor of any size: refused before any decoding, as is a negative dimension, and a
+    shape whose count overflows 64 bits (which made the C++ front abort, taking the port down)."""
     server = Running(contract_base, native=native_front() if front == "native" else None)
     inputs = {
         "user_id": np.array([b"u0"], dtype=object),
@@ -809,8 +822,13 @@ def test_an_input_shaped_for_more_values_than_a_request_carries_is_refused(contr
         "user_features__views_7d": np.ones(1, np.float32),
         "hour_of_day": np.ones(1, np.int64),
     }
+    retrieval, ranking = predict_request("retrieval", inputs), predict_request("ranking", RANKING_INPUTS)
+
+    def scores_shape(request) -> list[int]:
+        return [d.size for d in server.predictions.Predict(request, timeout=10).outputs["scores"].tensor_shape.dim]
+
     try:
-        assert server.predictions.Predict(predict_request("retrieval", inputs), timeout=10).outputs["item_ids"]
+        assert scores_shape(retrieval) == [1, 20] and scores_shape(ranking) == [1, 2]
 
         absurd = predict_request("retrieval", inputs)
         views = absurd.inputs["user_features__views_7d"]
@@ -827,7 +845,16 @@ def test_an_input_shaped_for_more_values_than_a_request_carries_is_refused(contr
         err = rpc_error(lambda: server.predictions.Predict(negative, timeout=10))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "hour_of_day" in err.details()
 
-        assert server.predictions.Predict(predict_request("retrieval", inputs), timeout=10).outputs["item_ids"]
+        overflow = predict_request("ranking", RANKING_INPUTS)
+        popularity = overflow.inputs["item_features__popularity"]
+        popularity.ClearField("tensor_content")
+        popularity.ClearField("tensor_shape")
+        for _ in range(2):
+            popularity.tensor_shape.dim.add().size = 2**32
+        err = rpc_error(lambda: server.predictions.Predict(overflow, timeout=10))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "item_features__popularity" in err.details()
+
+        assert scores_shape(retrieval) == [1, 20] and scores_shape(ranking) == [1, 2]  # still serving
     finally:
         server.close()
 
