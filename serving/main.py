@@ -179,7 +179,9 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         "online_store": Breaker("online_store", threshold=3, cooldown_s=cooldown),
         "redis": Breaker("redis", threshold=3, cooldown_s=cooldown),
     }
-    client = AsyncModelClient(settings.model_target, timeout=5.0)
+    client = AsyncModelClient(
+        settings.model_target, timeout=5.0, max_request_bytes=settings.model_server_max_request_bytes
+    )
     redis = _redis_client(settings)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="features")
     recommender = Recommender(
