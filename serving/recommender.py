@@ -350,7 +350,8 @@ class Recommender:
         in_memory = getattr(reader, "item_features_in_memory", None)
         wanted = None
         if in_memory is not None and hasattr(reader, "item_columns"):
-            _, rank_specs = await self.runner.specs("ranking", labels["ranking"])
+            async with asyncio.timeout(self.timeouts.ranking):  # a cache miss asks the model server
+                _, rank_specs = await self.runner.specs("ranking", labels["ranking"])
             wanted = self._wanted_columns(rank_specs, reader.item_columns)
         try:
             with self.metrics.time("item_features"):

@@ -63,7 +63,6 @@ def test_the_run_builds_tables_features_and_publishes_models(world) -> None:
     assert labels(settings.models_dir, "ranking") == {"stable": 1, "canary": 1}
     report = settings.home_dir / "runs" / RUN_DATE / "evaluation" / "evaluation.html"
     assert report.exists() and "Recall@K" in report.read_text()
-    assert list((settings.home_dir / "reports").rglob("*")) or True  # Data Docs only on failures
 
 
 def test_a_rerun_of_the_same_date_changes_nothing(world) -> None:

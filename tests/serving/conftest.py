@@ -105,7 +105,6 @@ def gw() -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def contract_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Contract toy models (retrieval over ITEMS, ranking) published under a model base."""
-    pytest.importorskip("tensorflow")
     from serving.toy_models import publish_contract_pair
 
     base = tmp_path_factory.mktemp("gateway-models") / "models"

@@ -189,3 +189,45 @@ def test_slow_redis_and_model_server_serve_popular_within_budget_then_recover(sl
     stack.model.delay = SLOW_S  # Redis is back too: the precomputed list serves again
     cached = stack.get("u1", count=5)
     assert cached["path"] == "cached" and [i["item_id"] for i in cached["items"]] == STORED[:5], cached
+
+
+def test_a_slow_signature_fetch_stays_within_the_ranking_budget(make_client, gw) -> None:
+    """The ranking signature is fetched before item features are gathered from memory (the
+    production reader's path); when its cache has expired and the model server is slow to answer
+    it, the request still degrades within the ranking budget."""
+    import asyncio
+
+    from serving.feature_reader import InMemoryFeatureReader, as_array
+
+    class SnapshotReader(InMemoryFeatureReader):
+        """The fake with the in-memory item read the fast reader has."""
+
+        def item_features_in_memory(self, ids, columns=None, rows=None):
+            found = self.item_features(ids)
+            return {
+                k: v if k == "item_id" else as_array(v)
+                for k, v in found.items()
+                if columns is None or k in columns or k == "item_id"
+            }
+
+    fake = gw.fake_reader()
+    reader = SnapshotReader(gw.sample_users(), gw.sample_items(), fake.user_columns, fake.item_columns)
+    client = make_client(reader=reader, **BUDGETS_MS)
+    headers = gw.auth()
+    assert client.get("/v1/recommendations", params={"user_id": "u1"}, headers=headers).json()["path"] == "model"
+
+    runner = client.app.state.resources.recommender.runner
+    fetch = runner.client.signature_defs
+
+    async def slow_ranking(model, **kwargs):
+        if model == "ranking":
+            await asyncio.sleep(SLOW_S)
+        return await fetch(model, **kwargs)
+
+    runner.client.signature_defs = slow_ranking
+    runner._cache.pop(("ranking", "stable"), None)  # expired: the next request asks the server
+    started = time.monotonic()
+    body = client.get("/v1/recommendations", params={"user_id": "u1"}, headers=headers).json()
+    took = time.monotonic() - started
+    assert body["path"] != "model" and body["reason"] == "model_timeout", body
+    assert took < BOUND_S, f"{took:.2f} s: the signature fetch was not bounded by the ranking budget"
