@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -339,14 +339,19 @@ def transform_events(raw: pd.DataFrame, batch: str, source: str) -> tuple[pa.Tab
     return _to_arrow(events, BRONZE_EVENTS), rejects
 
 
-def transform_items(raw: pd.DataFrame, batch: str, source: str, *, imported_at: datetime) -> tuple[pa.Table, Rejects]:
+def transform_items(
+    raw: pd.DataFrame, batch: str, source: str, *, newest_known: datetime | None = None
+) -> tuple[pa.Table, Rejects]:
     """An items file (`item_id` plus any of description, category, price, created_at,
     available, updated_at) -> (items, rejects).
 
     A column the file leaves out, or a blank value, stays null: silver keeps the item's previous
     value for it (`jobs.clean.transform_items`), so `item_id,available` changes availability
-    alone. Rows without `updated_at` take `imported_at`: the file is news as of its import, and
-    must win over older rows (a sales log's catalog is dated by its last sale)."""
+    alone. A row without `updated_at` is dated just after `newest_known` (the newest `updated_at`
+    already in bronze/items; see `newest_catalog_update`), or at its `created_at` if later: the
+    file is newer than what was imported before it (a sales log's catalog is dated by its last
+    sale), and the date depends on the lake's history, not on the clock, so the same imports
+    land the same rows."""
     rows = np.arange(1, len(raw) + 1, dtype=np.int64)
     frame = raw.copy()
     if "title" in frame.columns and "description" not in frame.columns:
@@ -375,8 +380,11 @@ def transform_items(raw: pd.DataFrame, batch: str, source: str, *, imported_at: 
         mask = mask.fillna(False).to_numpy(dtype=bool)
         rejects.add(reason, rows[mask], frame.loc[mask, column])
         bad |= mask
-    news = pd.Timestamp(imported_at)
-    news = (news.tz_localize("UTC") if news.tzinfo is None else news.tz_convert("UTC")).floor("us")
+    after = pd.Timestamp(0, tz="UTC")
+    if newest_known is not None:
+        after = pd.Timestamp(newest_known)
+        after = (after.tz_localize("UTC") if after.tzinfo is None else after.tz_convert("UTC")).floor("us")
+        after += pd.Timedelta(microseconds=1)
     items = pd.DataFrame(
         {
             "item_id": item,
@@ -385,13 +393,19 @@ def transform_items(raw: pd.DataFrame, batch: str, source: str, *, imported_at: 
             "price": price,
             "created_at": created,
             "available": available.map(AVAILABLE_VALUES),
-            "updated_at": updated.fillna(news),
+            "updated_at": updated.fillna(created.where(created > after, after)),
             "source": source,
             "import_batch": batch,
             "source_row": rows,
         }
     )[~bad]
     return _to_arrow(items, BRONZE_ITEMS), rejects
+
+
+def newest_catalog_update(lake: Lake) -> datetime | None:
+    """The newest `updated_at` in bronze/items (None: no catalog yet)."""
+    rows = lake.read(lake.uri("bronze", "items"), columns=["updated_at"])
+    return None if rows is None else pc.max(rows.column("updated_at")).as_py()
 
 
 def items_seen_in(events: pa.Table, batch: str, source: str) -> pa.Table:
@@ -565,14 +579,12 @@ def import_events(
     derive_items: bool = True,
     max_rejects: int = 0,
     quarantine_dir: Path | None = None,
-    imported_at: datetime | None = None,
 ) -> ImportReport:
     """Import an events file (CSV or Parquet) and optionally its items file into bronze.
 
     Without an items file (and with `derive_items`), a minimal catalog is derived from the items
     the events name.
-    Both files are validated in full before either table is written. `imported_at` dates the
-    items file's rows that carry no `updated_at` (default: now).
+    Both files are validated in full before either table is written.
     """
     raw = read_table_file(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
@@ -584,7 +596,7 @@ def import_events(
         raw_items = read_table_file(items_path)
         raw_items.columns = [str(c).strip().lower() for c in raw_items.columns]
         require_columns(raw_items, ("item_id",), items_path)
-        items, item_rejects = transform_items(raw_items, batch, source, imported_at=imported_at or datetime.now(UTC))
+        items, item_rejects = transform_items(raw_items, batch, source, newest_known=newest_catalog_update(lake))
         if item_rejects.total:
             raise InputError(item_rejects.describe(str(items_path)) + "\nnothing was imported")
     else:
@@ -603,18 +615,15 @@ def import_events(
     )
 
 
-def import_items(lake: Lake, path: Path, *, source: str = "items", imported_at: datetime | None = None) -> ImportReport:
+def import_items(lake: Lake, path: Path, *, source: str = "items") -> ImportReport:
     """Import a catalog file alone: new items, or changes to some columns of known ones
     (`item_id,available` marks items available or not and leaves the rest as it was).
-
-    Args:
-        imported_at: when the file's news is from, for rows without `updated_at` (default: now).
     """
     raw = read_table_file(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     require_columns(raw, ("item_id",), path)
     batch = file_batch(path, source)
-    items, rejects = transform_items(raw, batch, source, imported_at=imported_at or datetime.now(UTC))
+    items, rejects = transform_items(raw, batch, source, newest_known=newest_catalog_update(lake))
     return land(lake, source=source, batch=batch, rows_read=len(raw), events=None, items=items, rejects=rejects)
 
 

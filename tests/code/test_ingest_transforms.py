@@ -1,6 +1,6 @@
 """Importer transforms on a few rows each."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -135,7 +135,8 @@ def test_supplied_event_ids_are_kept() -> None:
     assert events.column("event_id").to_pylist() == ["e-9"]
 
 
-IMPORTED_AT = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
+NEWEST = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)  # the newest updated_at already in bronze/items
+JUST_AFTER = NEWEST + timedelta(microseconds=1)
 
 
 def test_items_file_defaults_and_rejects() -> None:
@@ -147,7 +148,7 @@ def test_items_file_defaults_and_rejects() -> None:
             "price": ["3.5", "abc", "1"],
         }
     )
-    items, rejects = transform_items(raw, batch="b", source="s", imported_at=IMPORTED_AT)
+    items, rejects = transform_items(raw, batch="b", source="s")
     assert rejects.rows == {"item_id is empty": [3], "price is not a number": [2]}
     row = items.to_pylist()[0]
     assert (row["item_id"], row["description"], row["category"], row["available"]) == (
@@ -156,7 +157,7 @@ def test_items_file_defaults_and_rejects() -> None:
         "kitchen",
         None,  # not stated: silver keeps what an earlier file said, else available
     )
-    assert row["updated_at"] == IMPORTED_AT  # no updated_at: news as of the import
+    assert row["updated_at"] == datetime(1970, 1, 1, tzinfo=UTC)  # nothing imported before it
 
 
 def test_an_availability_file_states_only_availability() -> None:
@@ -165,16 +166,18 @@ def test_an_availability_file_states_only_availability() -> None:
             "item_id": ["a", "b", "c", "d", "e"],
             "available": ["false", "No", "1", "", "maybe"],
             "description": ["", " ", "Lamp", "", ""],
+            "created_at": ["", "2027-01-01", "", "", ""],
             "updated_at": ["", "", "2025-02-01 10:00", "", ""],
         }
     )
-    items, rejects = transform_items(raw, batch="b", source="s", imported_at=IMPORTED_AT)
+    items, rejects = transform_items(raw, batch="b", source="s", newest_known=NEWEST)
     assert rejects.rows == {"available is not true/false": [5]}
     rows = {r["item_id"]: r for r in items.to_pylist()}
     assert {i: r["available"] for i, r in rows.items()} == {"a": False, "b": False, "c": True, "d": None}
     assert [rows[i]["description"] for i in "abcd"] == [None, None, "Lamp", None]  # blank is no value
-    assert rows["c"]["updated_at"] == datetime(2025, 2, 1, 10, tzinfo=UTC)
-    assert rows["a"]["updated_at"] == IMPORTED_AT
+    # Undated rows are newer than everything imported before (or dated at a later creation).
+    assert [rows[i]["updated_at"] for i in "abd"] == [JUST_AFTER, datetime(2027, 1, 1, tzinfo=UTC), JUST_AFTER]
+    assert rows["c"]["updated_at"] == datetime(2025, 2, 1, 10, tzinfo=UTC)  # a stated date stands
 
 
 def test_catalogs_derived_from_sales_do_not_claim_availability() -> None:
