@@ -116,6 +116,15 @@ class DailyWorld:
     run_date: str
 
 
+def failure_of(log: str, context: int = 4000) -> str:
+    """The part of an Airflow run's log that says why it failed: from its first traceback (or
+    error line) on, else its end."""
+    at = log.find("Traceback")
+    if at < 0:
+        at = log.find("[error")
+    return log[max(at - 500, 0) : at + context] if at >= 0 else log[-context:]
+
+
 @pytest.fixture(scope="session")
 def daily_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DailyWorld]:
     """Synthetic data imported and `towerflow_daily` run once through Airflow for the session:
@@ -136,7 +145,7 @@ def daily_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DailyWorld
         assert result.exit_code == 0, result.output
         settings = Settings()
         ok, log = run_dag(settings, "towerflow_daily", DAILY_RUN_DATE, DAILY_CONF)
-        assert ok, log.read_text()[-6000:]
+        assert ok, failure_of(log.read_text())
         yield DailyWorld(settings, Lake(settings.lake), DAILY_RUN_DATE)
     finally:
         if old is None:

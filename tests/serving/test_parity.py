@@ -1,0 +1,210 @@
+"""What is served is what was evaluated: after the session's small pipeline run, at the moment
+the features were materialized for, 200 users' lists from offline evaluation's scoring (Feast's
+point-in-time features), from `towerflow recommend` (the online store, in process) and from the
+running gateway (the online store, the model server over gRPC) are the same items in the same
+order, with the same scores, for both `exclude_purchased` settings. A zero-filled input, the bug
+this guards against, makes the lists differ."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.training, pytest.mark.slow]
+USERS = 200
+COUNT = 10
+#: The run date: the daily run materialized features up to it, and the holdout of later
+#: days is not in the online store, so both sides see the same features.
+MOMENT = datetime(2025, 1, 22, tzinfo=UTC)
+SETTINGS = {"exclude": True, "keep": False}  # exclude_purchased per case
+TOLERANCE = 1e-4
+
+Lists = dict[str, dict[str, list[tuple[str, float]]]]  # case -> user -> [(item, score)]
+
+
+@dataclass
+class Parity:
+    users: list[str]
+    offline: Lists
+    cli: Lists
+    gateway: Lists
+    paths: dict[str, set[str]]
+    zero_filled: Lists
+
+
+class ZeroedRequestDay:
+    """The models with `request_day` fed as zeros: how the gateway scored before the input had a
+    serving source."""
+
+    def __init__(self, models) -> None:
+        self.models = models
+
+    def specs(self, model: str):
+        return self.models.specs(model)
+
+    def predict(self, model: str, inputs):
+        if "request_day" in inputs:
+            inputs = {**inputs, "request_day": np.zeros_like(inputs["request_day"])}
+        return self.models.predict(model, inputs)
+
+
+def _offline(settings, lake, users: list[str], models) -> Lists:
+    """Offline evaluation's scoring (`EvalData.scored`) at MOMENT, point-in-time features."""
+    from jobs.feature_store import feature_store
+    from models.data import load_catalog
+    from models.evaluate import features_at
+    from models.lookup import FeastLookup
+    from scoring.rules import RuleConfig
+
+    data = features_at(FeastLookup(feature_store(settings)), load_catalog(lake), users, MOMENT)
+    rules = RuleConfig.from_settings(settings, count=COUNT)
+    out: Lists = {case: {} for case in SETTINGS}
+    for row, user in enumerate(data.users):
+        scored = data.scored(models, row)
+        for case, exclude in SETTINGS.items():
+            out[case][str(user)] = scored.ranked(replace(rules, exclude_purchased=exclude))
+    return out
+
+
+def _cli(env: dict[str, str], users: list[str]) -> Lists:
+    out: Lists = {}
+    for case, exclude in SETTINGS.items():
+        args = [sys.executable, "-m", "towerflow.cli", "recommend", "--json", "--at", MOMENT.isoformat()]
+        args += ["--count", str(COUNT), "--exclude-purchased" if exclude else "--no-exclude-purchased"]
+        args += [part for user in users for part in ("--user", user)]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        body = json.loads(done.stdout)
+        assert all(u["path"] == "model" for u in body["users"]), [u for u in body["users"] if u["path"] != "model"]
+        out[case] = {u["user_id"]: [(i["item_id"], i["score"]) for i in u["items"]] for u in body["users"]}
+    return out
+
+
+def _gateway(env: dict[str, str], users: list[str], port: int) -> tuple[Lists, dict[str, set[str]]]:
+    token = (
+        subprocess.run(
+            [sys.executable, "-m", "towerflow.cli", "token", "--user", "parity"]
+            + ["--scopes", "recommend:read recommend:any recommend:admin"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    headers = {"Authorization": f"Bearer {token}", "X-Request-Time": MOMENT.isoformat()}
+    out: Lists = {case: {} for case in SETTINGS}
+    paths: dict[str, set[str]] = {case: set() for case in SETTINGS}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        for case, exclude in SETTINGS.items():
+            for user in users:
+                answer = client.get(
+                    "/v1/recommendations",
+                    params={"user_id": user, "count": COUNT, "exclude_purchased": str(exclude).lower()},
+                )
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                paths[case].add(f"{body['path']}:{body.get('reason')}")
+                out[case][user] = [(i["item_id"], i["score"]) for i in body["items"]]
+    return out, paths
+
+
+def _start_serving(env: dict[str, str], port: int, model_port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "towerflow.cli", "serve", "--port", str(port), "--model-port", str(model_port)]
+    serve = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, serve.stderr.read()[-3000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return serve
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    serve.send_signal(signal.SIGTERM)
+    raise AssertionError("the gateway did not become ready within 240 s")
+
+
+@pytest.fixture(scope="module")
+def parity(daily_world, gw) -> Parity:
+    from models.registry import labelled_dirs
+    from scoring.batch import online_reader
+    from scoring.local import SavedModelPair
+
+    settings, lake = daily_world.settings, daily_world.lake
+    reader = online_reader(settings)
+    known = sorted(set(lake.read(lake.uri("gold", "user_features"), columns=["user_id"]).column(0).to_pylist()))
+    users = [u for u in known if any(v is not None for v in reader.user_features(u).values())][:USERS]
+    assert len(users) == USERS, f"only {len(users)} users have online features"
+    models = SavedModelPair(labelled_dirs(settings.models_dir, "stable"))
+
+    port, model_port = gw.free_port(), gw.free_port()
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(settings.home_dir),
+        "TOWERFLOW_GATEWAY_PORT": str(port),
+        "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
+        "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        # Parity, not latency: budgets no busy CI machine misses, so every answer is the model path.
+        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "20000",
+        "TOWERFLOW_RANKING_TIMEOUT_MS": "20000",
+        "TOWERFLOW_FEATURES_TIMEOUT_MS": "20000",
+    }
+    for name in ("REDIS_URL", "TOWERFLOW_REDIS_URL"):  # the world's online store is the embedded one
+        env.pop(name, None)
+    serve = _start_serving(env, port, model_port)
+    try:
+        gateway, paths = _gateway(env, users, port)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    return Parity(
+        users=users,
+        offline=_offline(settings, lake, users, models),
+        cli=_cli(env, users),
+        gateway=gateway,
+        paths=paths,
+        zero_filled=_offline(settings, lake, users, ZeroedRequestDay(models)),
+    )
+
+
+def _same(a: Lists, b: Lists, case: str, users: list[str]) -> list[str]:
+    """Users whose lists differ in items, order or scores (beyond TOLERANCE)."""
+    differ = []
+    for user in users:
+        left, right = a[case][user], b[case][user]
+        if [i for i, _ in left] != [i for i, _ in right] or not np.allclose(
+            [s for _, s in left], [s for _, s in right], atol=TOLERANCE, rtol=0
+        ):
+            differ.append(user)
+    return differ
+
+
+@pytest.mark.parametrize("case", list(SETTINGS))
+def test_evaluation_recommend_and_the_gateway_give_the_same_lists(parity: Parity, case: str) -> None:
+    assert parity.paths[case] == {"model:None"}, parity.paths[case]
+    for user in parity.users:
+        assert len(parity.gateway[case][user]) == COUNT
+    for other, name in ((parity.cli, "towerflow recommend"), (parity.gateway, "the gateway")):
+        differ = _same(parity.offline, other, case, parity.users)
+        example = differ[:1] and (parity.offline[case][differ[0]], other[case][differ[0]])
+        assert not differ, f"{name} differs from evaluation for {len(differ)} users, e.g. {differ[:1]}: {example}"
+
+
+def test_a_zero_filled_input_shows_as_a_difference(parity: Parity) -> None:
+    """Feeding `request_day` as zeros (the served ranker's old input) changes lists that keep
+    purchases: the comparison above would have caught it."""
+    differ = _same(parity.zero_filled, parity.gateway, "keep", parity.users)
+    assert differ, "zeroing request_day changed no list: the parity test could not see that bug"
