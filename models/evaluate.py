@@ -32,8 +32,9 @@ import scipy.sparse as sp
 from models import baselines
 from models.data import Catalog
 from models.metrics import DEFAULT_KS, recall_curve, topk_metrics
+from scoring.catalog import Catalog as ServedCatalog
 from scoring.rules import RuleConfig
-from scoring.twostage import ModelCaller, Scored, score
+from scoring.twostage import ModelCaller, Scored, is_cold, popular_items, score, topped_up
 
 log = logging.getLogger(__name__)
 #: Variant -> the gateway's `exclude_purchased` for it.
@@ -84,6 +85,12 @@ class EvalData:
         if self._items is None:
             self._items = item_lookup(self.catalog.item_ids, self.item_features, self.item_columns)
         return self._items
+
+    def popular_catalog(self, top: int) -> ServedCatalog:
+        """The gateway's in-memory catalog (popular items, rule attributes) as of the cutoff."""
+        found = self.item_lookup()([str(i) for i in self.catalog.item_ids])
+        columns = {name: [_python(v) for v in values] for name, values in found.items()}
+        return ServedCatalog.from_columns(columns, top=top)
 
     def scored(self, models: ModelCaller, row: int) -> Scored:
         """User `row`'s candidates, item features and ranking scores at the cutoff, computed as
@@ -250,7 +257,9 @@ def served_lists(
     progress: Callable[[str], None] = log.info,
 ) -> dict[str, dict[str, dict[int, np.ndarray]]]:
     """The lists the gateway would serve each evaluated user at the cutoff, for every count in
-    `ks` and both `exclude_purchased` settings; and the same lists from retrieval alone.
+    `ks` and both `exclude_purchased` settings; and the same lists from retrieval alone. As in
+    the gateway, a user without features gets popular items, and a short list is topped up
+    with popular items.
 
     Returns:
         {variant: {"two_stage" | "retrieval": {k: [U, k] catalog rows, -1 pads}}}.
@@ -258,13 +267,20 @@ def served_lists(
     index = data.catalog.index()
     n_users = len(data.users)
     out = {v: {name: {k: np.full((n_users, k), -1) for k in ks} for name in MODEL_LISTS} for v in VARIANTS}
+    popular = data.popular_catalog(rules.popular_size)
     step = max(1, n_users // 10)
     for row in range(n_users):
-        scored = data.scored(models, row)
+        user = data.user(row)
+        scored = None if is_cold(user) else data.scored(models, row)
         for variant, exclude_purchased in VARIANTS.items():
             for k in ks:
                 wanted = replace(rules, count=k, exclude_purchased=exclude_purchased)
-                for name, chosen in (("two_stage", scored.ranked(wanted)), ("retrieval", scored.retrieved(wanted))):
+                for name in MODEL_LISTS:
+                    if scored is None:
+                        chosen = popular_items(popular, user, wanted)
+                    else:
+                        own = scored.ranked(wanted) if name == "two_stage" else scored.retrieved(wanted)
+                        chosen = topped_up(own, popular, user, wanted)
                     picked = [index.get(item, -1) for item, _ in chosen]
                     out[variant][name][k][row, : len(picked)] = picked
         if (row + 1) % step == 0 or row + 1 == n_users:
@@ -286,6 +302,58 @@ def metrics_by_count(
             if k == 10:
                 out["ndcg@10"], out["coverage@10"] = at_k["ndcg@10"], at_k["coverage@10"]
     return out
+
+
+def gateway_lists(
+    url: str,
+    token: str,
+    data: EvalData,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    concurrency: int = 4,
+    progress: Callable[[str], None] = log.info,
+) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, int]]:
+    """The running gateway's answers for every evaluated user at the cutoff (`X-Request-Time`,
+    which needs a `recommend:admin` token), for every count in `ks` and both variants.
+
+    Returns:
+        ({variant: {k: [U, k] catalog rows}}, how many answers each path served).
+    """
+    import asyncio
+
+    import httpx
+
+    index = data.catalog.index()
+    n_users = len(data.users)
+    out = {v: {k: np.full((n_users, k), -1) for k in ks} for v in VARIANTS}
+    paths: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {token}", "X-Request-Time": data.cutoff.isoformat()}
+    jobs = [(row, v, k) for row in range(n_users) for v in VARIANTS for k in ks]
+
+    async def run() -> None:
+        done = 0
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=60) as client:
+
+            async def ask(row: int, variant: str, k: int) -> None:
+                nonlocal done
+                params = {"user_id": str(data.users[row]), "count": k}
+                params["exclude_purchased"] = "true" if VARIANTS[variant] else "false"
+                async with gate:
+                    answer = await client.get("/v1/recommendations", params=params)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"the gateway answered {answer.status_code} for {params}: {answer.text[:300]}")
+                body = answer.json()
+                paths[body["path"]] = paths.get(body["path"], 0) + 1
+                picked = [index.get(item["item_id"], -1) for item in body["items"]][:k]
+                out[variant][k][row, : len(picked)] = picked
+                done += 1
+                if done % max(1, len(jobs) // 10) == 0:
+                    progress(f"asked the gateway {done:,} of {len(jobs):,} times")
+
+            await asyncio.gather(*(ask(*job) for job in jobs))
+
+    asyncio.run(run())
+    return out, paths
 
 
 def baseline_recs(data: EvalData, k: int = CURVE_K) -> dict[str, dict[str, np.ndarray]]:

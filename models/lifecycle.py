@@ -464,6 +464,63 @@ def evaluate_run(
     return summary
 
 
+#: Actions that count as a person choosing an item (gold/training_examples).
+POSITIVE_ACTIONS = ("click", "add_to_cart", "purchase")
+
+
+def window_data(lake: Lake, features, start: date, end: date):
+    """The users who bought in `start..end` (both days included), scored as of `start`: truth is
+    what they bought then; history, features and the baselines' data are from before `start`.
+
+    Returns:
+        `models.evaluate.EvalData`.
+    """
+    from models.evaluate import prepare
+
+    cutoff, stop = at_utc(start), at_utc(end + timedelta(days=1))
+    before = load_interactions(lake, before=cutoff)
+    examples = before[before["action"].isin(POSITIVE_ACTIONS)].rename(columns={"timestamp": "event_timestamp"})
+    window = load_interactions(lake, before=stop, after=cutoff)
+    bought = window[window["action"] == "purchase"].rename(columns={"timestamp": "event_timestamp"})
+    return prepare(examples, bought, before, load_catalog(lake), cutoff, features)
+
+
+def evaluate_window(
+    lake: Lake,
+    features,
+    models: dict[str, Path],
+    start: date,
+    end: date,
+    out_dir: Path,
+    rules: Any = None,
+    served: tuple[str, str] | None = None,
+    progress=log.info,
+) -> dict[str, Any]:
+    """Evaluate a model pair (and the baselines) on what users bought in `start..end`, scored as
+    of `start`; with `served=(gateway url, admin token)` also the running gateway's answers for
+    the same users and moment (`served` in the report), which must match the model's.
+
+    Returns:
+        The report (also written as `evaluation.json` / `.html` in `out_dir`).
+    """
+    from models.evaluate import VARIANTS, evaluate, gateway_lists, metrics_by_count, write_report
+
+    data = window_data(lake, features, start, end)
+    progress(f"{len(data.users):,} users bought in {start}..{end} and acted before it")
+    report = evaluate(data, models, None, progress=progress, rules=rules)
+    report["window"] = {"start": start.isoformat(), "end": end.isoformat()}
+    if served is not None:
+        lists, paths = gateway_lists(*served, data, progress=progress)
+        for variant in VARIANTS:
+            report["metrics"][variant]["served"] = metrics_by_count(
+                lists[variant], data.truth_for(variant), len(data.catalog)
+            )
+        report["served_paths"] = paths
+        report["served_url"] = served[0]
+    write_report(report, out_dir, f"towerflow evaluation, {start}..{end}")
+    return report
+
+
 def gate_run(run: RunPaths, policy: GatePolicy, quality_passed: bool, force: bool = False) -> dict[str, Any]:
     """Decide whether to publish; the decision and its numbers go into the run's folder and report."""
     report = json.loads((run.evaluation / "evaluation.json").read_text())

@@ -14,12 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from scoring.catalog import Catalog
 from scoring.local import SavedModelPair
 from scoring.rules import RuleConfig
-from scoring.twostage import RANKING, RETRIEVAL, check_sources, score
+from scoring.twostage import RANKING, RETRIEVAL, check_sources, is_cold, popular_items, score, topped_up
 
 log = logging.getLogger(__name__)
-MODEL_PATH, COLD_START = "model", "cold_start"
+MODEL_PATH, POPULAR_PATH = "model", "fallback_popular"
 
 
 @dataclass
@@ -38,12 +39,13 @@ class Scorer:
 
 @dataclass
 class UserAnswer:
-    """What production's model path shows one user.
+    """What production shows one user when the model path works.
 
     Attributes:
-        path: `model`, or `cold_start` when the online store has no features for the user (the
-            gateway then serves popular items).
-        items: (item id, score), best first.
+        path: `model`, or `fallback_popular` when the online store has no features for the user
+            (a cold start: popular items, as the gateway serves).
+        items: (item id, score), best first; a short model list is topped up with popular items,
+            as the gateway does.
     """
 
     user_id: str
@@ -110,13 +112,14 @@ def recommend_users(
 ) -> list[UserAnswer]:
     """Each user's list at `moment` (the request context) under `rules`."""
     out = []
+    popular = Catalog.from_snapshot(scorer.reader.snapshot, top=rules.popular_size)
     for n, user_id in enumerate(users, 1):
         user = scorer.reader.user_features(user_id)
-        if not any(v is not None for v in user.values()):
-            out.append(UserAnswer(user_id, COLD_START, []))
+        if is_cold(user):
+            out.append(UserAnswer(user_id, POPULAR_PATH, popular_items(popular, user, rules)))
         else:
             scored = score(scorer.models, user_id=user_id, user=user, item_features=scorer.item_features, moment=moment)
-            out.append(UserAnswer(user_id, MODEL_PATH, scored.ranked(rules)))
+            out.append(UserAnswer(user_id, MODEL_PATH, topped_up(scored.ranked(rules), popular, user, rules)))
         if progress is not None:
             progress(n)
     return out

@@ -38,6 +38,7 @@ class RuleConfig:
         category_cap: at most this share of `count` per category (at least 1 item).
         freshness_boost: added to the score of a brand-new item, halving every half-life.
         freshness_half_life_days: see `freshness_boost`.
+        popular_size: popular items (overall and per category) the fallback list is taken from.
     """
 
     count: int
@@ -47,6 +48,7 @@ class RuleConfig:
     category_cap: float = 0.4
     freshness_boost: float = 0.0
     freshness_half_life_days: float = 30.0
+    popular_size: int = 500
 
     @classmethod
     def from_settings(cls, settings: Any, count: int = 10) -> RuleConfig:
@@ -56,6 +58,7 @@ class RuleConfig:
             category_cap=settings.category_cap,
             freshness_boost=settings.freshness_boost,
             freshness_half_life_days=settings.freshness_half_life_days,
+            popular_size=settings.popular_size,
         )
 
 

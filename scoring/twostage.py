@@ -11,13 +11,14 @@ features and moment.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 
 from scoring.binding import UnboundInputError, bind, missing_sources
+from scoring.catalog import Catalog
 from scoring.context import request_context
 from scoring.rules import RuleConfig, apply_rules
 from serving.tfs_lean import InputSpec, names
@@ -102,6 +103,32 @@ def check_sources(
     )
     if missing:
         raise UnboundInputError(missing, model, version)
+
+
+def popular_items(
+    catalog: Catalog, user: Mapping[str, Any], rules: RuleConfig, already: Sequence[str] = ()
+) -> list[tuple[str, float]]:
+    """Popular items (in the requested category) through the rules, minus `already`: the
+    fallback list, and what tops up a list shorter than `rules.count`."""
+    wanted = replace(rules, count=rules.count - len(already), exclude=rules.exclude | set(already), freshness_boost=0.0)
+    if wanted.count <= 0:
+        return []
+    ids, popularity, features = catalog.popular_with_features(rules.category)
+    return apply_rules(ids, popularity, features, user, wanted)
+
+
+def topped_up(
+    items: list[tuple[str, float]], catalog: Catalog, user: Mapping[str, Any], rules: RuleConfig
+) -> list[tuple[str, float]]:
+    """`items`, followed by popular items when it is shorter than `rules.count`."""
+    if len(items) >= rules.count:
+        return items
+    return items + popular_items(catalog, user, rules, [i for i, _ in items])
+
+
+def is_cold(user: Mapping[str, Any]) -> bool:
+    """The online store has no feature of the user: the gateway serves popular items."""
+    return bool(user) and all(v is None for v in user.values())
 
 
 class ModelCaller(Protocol):

@@ -27,10 +27,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scoring.catalog import Catalog
 from scoring.rules import RuleConfig
 from serving.auth import TokenVerifier
 from serving.breaker import Breaker
-from serving.catalog import Catalog
 from serving.impressions import ImpressionLogger
 from serving.metrics import GatewayMetrics, HttpMetricsMiddleware
 from serving.ratelimit import RateLimiter

@@ -31,11 +31,18 @@ import numpy as np
 
 from scoring import binding
 from scoring.binding import UnboundInputError
+from scoring.catalog import EMPTY, Catalog
 from scoring.context import request_context
 from scoring.rules import RuleConfig, apply_rules, rule_columns
-from scoring.twostage import candidates_of, check_sources, ranking_inputs, retrieval_inputs
+from scoring.twostage import (
+    candidates_of,
+    check_sources,
+    is_cold,
+    popular_items,
+    ranking_inputs,
+    retrieval_inputs,
+)
 from serving.breaker import Breaker
-from serving.catalog import EMPTY, Catalog
 from serving.experiments import Experiment, version_spec
 from serving.metrics import GatewayMetrics
 from serving.precomputed import read_precomputed
@@ -224,7 +231,7 @@ class Recommender:
             self._count_user(user)
             if user is None:
                 served.reason = "online_store_unavailable"
-            elif user and all(v is None for v in user.values()):
+            elif is_cold(user):
                 served.reason = "cold_start"
             else:
                 when = moment or datetime.now(UTC)
@@ -471,9 +478,5 @@ class Recommender:
     ) -> list[tuple[str, float | None]]:
         """Popular items (in the requested category), through the rules, minus `already`."""
         with self.metrics.time("popular"):
-            wanted = replace(rules, count=rules.count - len(already), exclude=rules.exclude | set(already))
-            if wanted.count <= 0:
-                return []
-            ids, popularity, features = self.catalog.popular_with_features(rules.category)
-            chosen = apply_rules(ids, popularity, features, user, replace(wanted, freshness_boost=0.0))
+            chosen = popular_items(self.catalog, user, rules, already)
         return list(chosen)

@@ -70,28 +70,62 @@ def train(
 
 
 def evaluate(
-    run_date: DateOption,
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="Run date YYYY-MM-DD: its holdout (the days before it).")
+    ] = None,
     holdout_days: HoldoutOption = None,
     version: Annotated[
         int | None, typer.Option(help="Evaluate this published version instead of the run's staged models.")
     ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Instead of a run: score as of this day the users who bought from it ...")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="... to this day (included); the stable version by default.")] = None,
+    served: Annotated[
+        bool, typer.Option("--served", help="With --start/--end: also replay the users through the running gateway.")
+    ] = False,
+    url: Annotated[str | None, typer.Option(help="The gateway for --served (default: this machine's).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TOWERFLOW_TOKEN",
+            help="A token with recommend:any and recommend:admin for --served (default: minted with this home's key).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate on the holdout against production and the baselines; writes JSON and HTML reports."""
+    """Evaluate on a holdout against production and the baselines; writes JSON and HTML reports.
+
+    Models are scored on the lists the gateway would serve them (its binding and rules). With
+    --start/--end: what users bought in that window, as of its first day; --served replays the
+    same users through the running gateway, whose figures must equal the model's."""
     from models.evaluate import table
     from towerflow.settings import get_settings
-    from towerflow.tasks import evaluate_models, evaluate_version
+    from towerflow.tasks import evaluate_models, evaluate_version, evaluate_window
 
     if not as_json:
         _progress_logging()
-    day = _date(run_date)
     settings = get_settings()
-    summary = (
-        evaluate_version(day, _holdout(holdout_days), version)
-        if version
-        else evaluate_models(day, _holdout(holdout_days))
-    )
-    report = json.loads(Path(summary["json"]).read_text())
+    if (start is None) != (end is None) or (start is None and run_date is None):
+        console.print("[bold red]error:[/] give --date, or both --start and --end")
+        raise typer.Exit(2)
+    if served and start is None:
+        console.print("[bold red]error:[/] --served needs --start and --end")
+        raise typer.Exit(2)
+    if start is not None and end is not None:
+        report = evaluate_window(
+            _date(start), _date(end), version, served, url, token, progress=None if as_json else console.print
+        )
+        where = report["report_html"]
+    else:
+        day = _date(run_date or "")
+        summary = (
+            evaluate_version(day, _holdout(holdout_days), version)
+            if version
+            else evaluate_models(day, _holdout(holdout_days))
+        )
+        report = json.loads(Path(summary["json"]).read_text())
+        where = summary["report"]
     if as_json:
         typer.echo(json.dumps(report["metrics"], indent=2))
         return
@@ -102,7 +136,9 @@ def evaluate(
     for row in table(report):
         grid.add_row(row["variant"], row["recommender"], *(f"{row[c]:.4f}" for c in columns))
     console.print(grid)
-    console.print(f"report: {summary['report']}")
+    if "served_paths" in report:
+        console.print(f"gateway answers by path: {report['served_paths']}")
+    console.print(f"report: {where}")
 
 
 @models_app.command("list")

@@ -49,7 +49,7 @@ def recommend(
     rules: the list the gateway's model path returns for the same request."""
     from dataclasses import replace
 
-    from scoring.batch import COLD_START, open_scorer, recommend_users
+    from scoring.batch import POPULAR_PATH, open_scorer, recommend_users
     from scoring.binding import UnboundInputError
     from scoring.rules import RuleConfig
     from towerflow.settings import get_settings
@@ -85,9 +85,8 @@ def recommend(
     pair = f"retrieval {versions['retrieval']}, ranking {versions['ranking']}"
     for answer in answers:
         title = f"user {answer.user_id} at {moment.isoformat()} ({pair})"
-        if answer.path == COLD_START:
-            console.print(f"{title}: no online features (cold start); the gateway serves popular items")
-            continue
+        if answer.path == POPULAR_PATH:
+            title += ": no online features (cold start), popular items"
         grid = Table(title=title)
         for name in ("position", "item", "score"):
             grid.add_column(name, justify="right" if name != "item" else "left")

@@ -351,6 +351,47 @@ def evaluate_version(run_date: str, holdout_days: int, version: int) -> dict[str
     )
 
 
+def evaluate_window(
+    start: str,
+    end: str,
+    version: int | None = None,
+    served: bool = False,
+    url: str | None = None,
+    token: str | None = None,
+    progress=log.info,
+) -> dict[str, object]:
+    """A published version (default: stable) and the baselines on what users bought in
+    `start..end`, scored as of `start`; with `served`, the running gateway's answers beside it.
+    Reports go to `runs/window-<start>-<end>/evaluation`."""
+    from models.lifecycle import evaluate_window as evaluate
+    from scoring.batch import version_dirs
+
+    settings = get_settings()
+    dirs, _ = version_dirs(settings.models_dir, str(version) if version else "stable")
+    gateway = None
+    if served:
+        if token is None:
+            from serving.auth import ADMIN, ANY_USER, dev_secret, mint_token
+
+            token = mint_token(
+                settings.jwt_key or dev_secret(settings), subject="evaluate", scopes=[ANY_USER, ADMIN], ttl_s=3600
+            )
+        gateway = (url or f"http://127.0.0.1:{settings.gateway_port}", token)
+    out_dir = settings.home_dir / "runs" / f"window-{start}-{end}" / "evaluation"
+    report = evaluate(
+        _lake(settings),
+        _lookup(settings),
+        dirs,
+        date.fromisoformat(start),
+        date.fromisoformat(end),
+        out_dir,
+        rules=_rules(settings),
+        served=gateway,
+        progress=progress or log.info,
+    )
+    return {**report, "report_html": str(out_dir / "evaluation.html")}
+
+
 def gate_models(run_date: str, force_publish: bool = False) -> dict[str, object]:
     """Publish or keep production: the candidate must beat production on the primary metric and
     the run's data must have passed both quality gates."""

@@ -14,8 +14,8 @@ from jobs import feature_store as fs
 from jobs.feature_samples import day_stamp, item_feature_rows
 from jobs.lake import Lake
 from models.features import ITEM_NUMERIC
+from scoring.catalog import Catalog
 from scoring.rules import RuleConfig, apply_rules, rule_columns
-from serving.catalog import Catalog
 from serving.feature_reader import FastFeatureReader, FeastFeatureReader, as_lists
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,8 @@
 reads, unknown categories, request sizes, validation messages, where a topped-up list came from,
 readiness in plain words, and impression batches that land once across retries.
 
-The app here has no Redis and an unreachable model server, so requests serve popular items."""
+The app here has no Redis and an unreachable model server: it reads the world's features from the
+embedded (SQLite) online store, and requests serve popular items."""
 
 from __future__ import annotations
 
@@ -14,26 +15,19 @@ import pytest
 
 
 @pytest.fixture
-def bare(tmp_path: Path, gw):
-    from fastapi.testclient import TestClient
-
-    from serving.deps import get_reader
-    from serving.main import create_app
-    from towerflow.settings import Settings
-
-    settings = Settings(
-        home=tmp_path / "home",
+def bare(tmp_path: Path, gw, gateway_home):
+    settings = gateway_home.settings(
+        lake_uri=str(tmp_path / "lake"),
+        experiments_path=tmp_path / "experiments.json",
         redis_url=None,
+        feature_env="embedded",
         model_server_target=f"127.0.0.1:{gw.free_port()}",
         jwt_key=gw.SECRET,
         impressions_flush_s=60,
     )
-    reader = gw.fake_reader()
-    app = create_app(settings, open_feature_store=False)
-    app.dependency_overrides[get_reader] = lambda: reader
-    with TestClient(app) as client:
-        app.state.resources.recommender.catalog = gw.catalog_of(reader)
-        yield client
+    client = gw.start_client(settings)
+    yield client
+    client.__exit__(None, None, None)
 
 
 def get(client, headers, **params):
@@ -97,7 +91,7 @@ def test_token_cli_mints_user_and_service_tokens(tmp_path: Path, monkeypatch: py
 
 
 def test_an_unknown_category_is_422_naming_it(bare, gw) -> None:
-    from serving.catalog import EMPTY
+    from scoring.catalog import EMPTY
 
     headers = gw.auth()
     unknown = get(bare, headers, user_id="nobody", category="Gardn")
@@ -144,6 +138,7 @@ def test_request_sizes_are_bounded(bare, gw, params: dict, field: str, needle: s
 
 
 def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
+    from scoring.catalog import Catalog
     from serving.experiments import DEFAULT
     from serving.metrics import GatewayMetrics
     from serving.recommender import MODEL, POPULAR, Recommender, RuleConfig, Served, Timeouts
@@ -159,7 +154,7 @@ def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
         executor=None,
         breakers={},
     )
-    recommender.catalog = gw.catalog_of(gw.fake_reader())
+    recommender.catalog = Catalog.from_columns(gw.item_columns())
     served = Served("r", "u1", [("i5", 0.9), ("i0", 0.8)], MODEL, None, "default", "control")
     done = recommender._done(served, {}, RuleConfig(count=5))
     assert [i for i, _ in done.items] == ["i5", "i0", "i1", "i2", "i3"]
@@ -233,8 +228,12 @@ def test_readiness_checks_say_unreachable_timed_out_or_no_version(monkeypatch: p
 
     monkeypatch.setattr(health, "CHECK_TIMEOUT_S", 0.05)
 
+    async def no_refusal(reader, name: str) -> None:
+        return None
+
     def model(answer) -> str:
-        return asyncio.run(health._model(SimpleNamespace(model_client=_Models(answer)), "retrieval"))
+        resources = SimpleNamespace(model_client=_Models(answer), recommender=SimpleNamespace(refusal=no_refusal))
+        return asyncio.run(health._model(resources, "retrieval", None))
 
     assert model([(1, "LOADING"), (2, "AVAILABLE")]) == "ok"
     assert model(Unavailable()) == "unreachable"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from scoring import binding, rules
+from scoring.catalog import Catalog
 from serving.breaker import Breaker
-from serving.catalog import Catalog
 from serving.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
 from serving.tfs_lean import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_proto, to_ndarray
 
@@ -252,7 +252,7 @@ def test_breaker_opens_then_probes() -> None:
 
 
 def test_catalog_popular_in_context(gw) -> None:
-    catalog = Catalog.from_columns(gw.fake_reader().item_features(gw.ITEMS), top=5)
+    catalog = Catalog.from_columns(gw.item_columns(), top=5)
     ids, popularity = catalog.popular()
     assert ids == ["i0", "i1", "i2", "i3", "i4"] and popularity.tolist() == [100, 99, 98, 97, 96]
     assert catalog.popular("TOYS")[0][:2] == ["i2", "i8"]

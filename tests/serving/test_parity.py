@@ -208,3 +208,66 @@ def test_a_zero_filled_input_shows_as_a_difference(parity: Parity) -> None:
     purchases: the comparison above would have caught it."""
     differ = _same(parity.zero_filled, parity.gateway, "keep", parity.users)
     assert differ, "zeroing request_day changed no list: the parity test could not see that bug"
+
+
+# -- towerflow evaluate --served ---------------------------------------------------------------
+
+WINDOW = ("2025-01-17", "2025-01-21")  # the run's holdout days
+
+
+@pytest.fixture(scope="module")
+def window_home(daily_world, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the run's home whose online store holds the features as of the window's first
+    day (a fresh store, materialized up to it), as the daily run for that day would leave it."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from towerflow.cli import app
+
+    home = tmp_path_factory.mktemp("window") / "home"
+    shutil.copytree(daily_world.settings.home_dir, home, ignore=shutil.ignore_patterns("airflow", "feature_registry"))
+    env = {"TOWERFLOW_HOME": str(home)}
+    for args in (["features", "apply"], ["features", "materialize", "--end", f"{WINDOW[0]}T00:00:00"]):
+        done = CliRunner().invoke(app, args, env=env)
+        assert done.exit_code == 0, done.output
+    return home
+
+
+def test_evaluate_served_replays_the_gateway_and_matches_offline(window_home, gw) -> None:
+    """`towerflow evaluate --start D1 --end D2 --served` asks the running gateway for every user
+    who bought in the window, at D1 (X-Request-Time), and its figures equal the offline ones."""
+    port, model_port = gw.free_port(), gw.free_port()
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(window_home),
+        "TOWERFLOW_GATEWAY_PORT": str(port),
+        "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
+        "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "20000",
+        "TOWERFLOW_RANKING_TIMEOUT_MS": "20000",
+        "TOWERFLOW_FEATURES_TIMEOUT_MS": "20000",
+    }
+    for name in ("REDIS_URL", "TOWERFLOW_REDIS_URL"):
+        env.pop(name, None)
+    serve = _start_serving(env, port, model_port)
+    try:
+        args = [sys.executable, "-m", "towerflow.cli", "evaluate", "--start", WINDOW[0], "--end", WINDOW[1]]
+        args += ["--served", "--url", f"http://127.0.0.1:{port}", "--json"]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1200)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)
+    for variant in ("all", "new"):
+        offline, served = metrics[variant]["two_stage"], metrics[variant]["served"]
+        assert offline["users"] > 20, offline
+        for name, value in offline.items():
+            assert served[name] == pytest.approx(value, abs=1e-9), (variant, name, served[name], value)
+    report = json.loads(
+        (window_home / "runs" / f"window-{WINDOW[0]}-{WINDOW[1]}" / "evaluation" / "evaluation.json").read_text()
+    )
+    # Users without features at D1 get popular items from the gateway, and from evaluation too.
+    assert "model" in report["served_paths"] and set(report["served_paths"]) <= {"model", "fallback_popular"}
