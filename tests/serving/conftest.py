@@ -1,32 +1,52 @@
-"""Gateway fixtures: a small catalog in an in-memory feature reader, contract toy models behind an
-in-process model server, and apps built against the shared Redis under a unique key prefix.
+"""Gateway fixtures: the real hot path. A small world's gold tables (jobs.feature_samples) applied
+and materialized through Feast, into the shared Redis (under a project of this session's own) and
+into the embedded SQLite store; a tiny model trained on the same world with models.train over
+Feast's point-in-time lookup, exported by models.export and published with models.registry, behind
+an in-process model server; apps built by `create_app`, which open `FastFeatureReader` over the
+online store themselves.
 
-Users `u0`..`u9` have features (u0 has acted on i0..i4); `nobody` has none (cold start). Items
-`i0`..`i59` span six categories; i7 and i8 are unavailable.
+The world (`gw.world`): users `u0`..`u299`, items `i0`..`i59` in six categories (`i<n>` is in
+`CATEGORIES[n % 6]`, and the n-th most popular); i7 and i8 are unavailable. Users `u0`..`u9` did
+nothing but buy five items each (u0: i0..i4, u1: i5..i9, ...); `nobody` is unknown (cold start).
 """
 
 from __future__ import annotations
 
 import socket
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-CATEGORIES = ("garden", "kitchen", "toys", "books", "lighting", "gifts")
-ITEMS = [f"i{n}" for n in range(60)]
+from jobs.feature_samples import CATEGORIES, SampleWorld, sample_world
+
+N_USERS, N_ITEMS, DAYS = 300, 60, 14
 USERS = [f"u{n}" for n in range(10)]
+#: What each of USERS bought (and nothing else).
+PLANTED = {user: [f"i{(5 * n + j) % N_ITEMS}" for j in range(5)] for n, user in enumerate(USERS)}
 UNAVAILABLE = {"i7", "i8"}
 SECRET = "test-secret-for-gateway-tests-0123456789"
-USER_COLUMNS = ["user_features__views_7d", "user_features__purchases_30d", "user_recent__last_10_items"]
-ITEM_COLUMNS = [
-    "item_features__popularity",
-    "item_features__age_days",
-    "item_features__category",
-    "item_features__available",
-]
+#: Budgets no busy shared machine misses, so a request takes the path its test is about; tests
+#: about budgets set their own.
+BUDGETS_MS = {
+    "retrieval_timeout_ms": 5000,
+    "ranking_timeout_ms": 5000,
+    "features_timeout_ms": 5000,
+    "redis_timeout_ms": 2000,
+}
+#: Seconds each session fixture took to set up, for the summary at the end of the run.
+SETUP_SECONDS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SETUP_SECONDS:
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in SETUP_SECONDS.items())
+        terminalreporter.write_line(f"gateway fixtures set up in: {parts}")
 
 
 def free_port() -> int:
@@ -35,40 +55,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def sample_users() -> dict[str, dict[str, Any]]:
-    users = {}
-    for n, user in enumerate(USERS):
-        recent = [f"i{(n * 5 + j) % 60}" for j in range(5)]
-        users[user] = {
-            "user_features__views_7d": 3 * n,
-            "user_features__purchases_30d": n % 4,
-            "user_recent__last_10_items": recent,
-        }
-    return users
+def build_world() -> SampleWorld:
+    return sample_world(users=N_USERS, items=N_ITEMS, days=DAYS, seed=7, planted=PLANTED, unavailable=UNAVAILABLE)
 
 
-def sample_items() -> dict[str, dict[str, Any]]:
+def item_columns(world: SampleWorld) -> dict[str, list[Any]]:
+    """The world's items as the reader's item columns on the last day (for unit tests that need
+    a catalog but no store)."""
+    import pandas as pd
+
+    items = world.items
+    age = (pd.Timestamp(world.end) - pd.to_datetime(items["created_at"], utc=True)) / pd.Timedelta(days=1)
     return {
-        item: {
-            "item_features__popularity": float(100 - n),
-            "item_features__age_days": float(n * 7),
-            "item_features__category": CATEGORIES[n % len(CATEGORIES)],
-            "item_features__available": item not in UNAVAILABLE,
-        }
-        for n, item in enumerate(ITEMS)
+        "item_id": items["item_id"].tolist(),
+        "item_features__popularity": items["popularity"].tolist(),
+        "item_features__age_days": age.tolist(),
+        "item_features__category": items["category"].tolist(),
+        "item_features__available": items["available"].tolist(),
     }
 
 
-def fake_reader():
-    from serving.feature_reader import InMemoryFeatureReader
+def open_reader(settings: Any, service: str = "ranking") -> Any:
+    """A `FastFeatureReader` over `settings`' online store (as the gateway opens it)."""
+    from jobs.feature_store import feature_store
+    from serving.feature_reader import FastFeatureReader
 
-    return InMemoryFeatureReader(sample_users(), sample_items(), USER_COLUMNS, ITEM_COLUMNS)
-
-
-def catalog_of(reader) -> Any:
-    from serving.catalog import Catalog
-
-    return Catalog.from_columns(reader.item_features(ITEMS))
+    env = "redis" if settings.redis_url else "embedded"
+    return FastFeatureReader(feature_store(settings, env), service)
 
 
 def token(scopes: str = "recommend:any", *, subject: str = "app", key: str = SECRET, **kwargs: Any) -> str:
@@ -85,112 +98,187 @@ def auth(scopes: str = "recommend:any", **kwargs: Any) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def gw() -> SimpleNamespace:
-    """This folder's helpers (test modules cannot import each other under --import-mode=importlib)."""
+    """This folder's helpers and the world's truth (test modules cannot import each other under
+    --import-mode=importlib)."""
+    world = build_world()
+    categories = dict(zip(world.items["item_id"], world.items["category"], strict=True))
     return SimpleNamespace(
-        ITEMS=ITEMS,
+        world=world,
+        ITEMS=world.item_ids,
         USERS=USERS,
+        PLANTED=PLANTED,
         UNAVAILABLE=UNAVAILABLE,
         CATEGORIES=CATEGORIES,
         SECRET=SECRET,
+        BUDGETS_MS=BUDGETS_MS,
+        category_of=categories.__getitem__,
+        owned=world.owned,
+        item_columns=lambda: item_columns(world),
         free_port=free_port,
-        sample_users=sample_users,
-        sample_items=sample_items,
-        fake_reader=fake_reader,
-        catalog_of=catalog_of,
+        open_reader=open_reader,
+        start_client=start_client,
         token=token,
         auth=auth,
     )
 
 
+# -- the session's world: gold tables, online stores, the tiny model ---------------------------
+
+
+@dataclass
+class GatewayHome:
+    """The session's TOWERFLOW_HOME: gold tables in its lake, Feast registries, the model base."""
+
+    home: Path
+    project: str  # the Feast project: suffixes every online key of this session
+    world: SampleWorld
+
+    def settings(self, **overrides: Any) -> Any:
+        from towerflow.settings import Settings
+
+        return Settings(home=self.home, feast_project=self.project, **overrides)
+
+
 @pytest.fixture(scope="session")
-def contract_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Contract toy models (retrieval over ITEMS, ranking) published under a model base."""
-    from serving.toy_models import publish_contract_pair
+def gateway_home(tmp_path_factory: pytest.TempPathFactory, gw) -> Iterator[GatewayHome]:
+    """The world's gold tables, applied and materialized into the embedded (SQLite) store."""
+    from jobs import feature_store as fs
+    from jobs.feature_samples import write_world_gold
+    from jobs.lake import Lake
 
-    base = tmp_path_factory.mktemp("gateway-models") / "models"
-    publish_contract_pair(base, ITEMS, dim=8, k=1000)
-    return base
+    started = time.perf_counter()
+    found = GatewayHome(tmp_path_factory.mktemp("gateway-world") / "home", f"tfgw_{uuid.uuid4().hex[:10]}", gw.world)
+    settings = found.settings(redis_url=None)
+    write_world_gold(Lake(settings.lake), gw.world)
+    store = fs.feature_store(settings, "embedded")
+    fs.apply(store, settings)
+    fs.materialize(store, gw.world.end)
+    SETUP_SECONDS["gold + SQLite store"] = time.perf_counter() - started
+    yield found
+    fs.delete_online_project(store)
 
 
 @pytest.fixture(scope="session")
-def model_server(contract_models: Path) -> Iterator[str]:
-    """An in-process model server over the contract toys; yields its `host:port`."""
+def redis_store(gateway_home: GatewayHome, redis_url: str) -> Iterator[Any]:
+    """The world materialized into the shared Redis under the session's project (its keys are
+    deleted afterwards; Redis is never flushed)."""
+    from jobs import feature_store as fs
+
+    started = time.perf_counter()
+    settings = gateway_home.settings(redis_url=redis_url)
+    store = fs.feature_store(settings, "redis")
+    try:
+        fs.apply(store, settings)
+        fs.materialize(store, gateway_home.world.end)
+        SETUP_SECONDS["Redis store"] = time.perf_counter() - started
+        yield store
+    finally:
+        fs.delete_online_project(store)
+
+
+@dataclass
+class TinyModels:
+    models_dir: Path  # the model base, version 1 published (stable)
+    staged: dict[str, Path]  # the exported SavedModels, to publish elsewhere too
+    meta: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(gateway_home: GatewayHome) -> TinyModels:
+    """Retrieval and ranking trained once on the world (1 epoch, dim 8) with Feast's
+    point-in-time lookup, exported and published as version 1."""
+    from jobs.feature_store import feature_store
+    from models.data import catalog_from_frame
+    from models.export import export
+    from models.lookup import FeastLookup
+    from models.registry import publish
+    from models.train import TrainingData, TrainParams, train
+
+    started = time.perf_counter()
+    world = gateway_home.world
+    settings = gateway_home.settings(redis_url=None)
+    params = TrainParams(
+        retrieval_epochs=1, ranking_epochs=1, dim=8, batch_size=256, rank_candidates=N_ITEMS, rank_rows=N_ITEMS, seed=3
+    )
+    data = TrainingData(
+        world.examples(), catalog_from_frame(world.items), FeastLookup(feature_store(settings, "embedded"))
+    )
+    trained = train(data, world.end, 3, params)
+    meta = {"fingerprint": f"gateway-tests-{gateway_home.project}"}
+    staged = export(trained, gateway_home.home / "staged", world.end, meta)
+    publish(settings.models_dir, staged, meta)
+    SETUP_SECONDS["training + export"] = time.perf_counter() - started
+    return TinyModels(settings.models_dir, staged, meta)
+
+
+@pytest.fixture(scope="session")
+def model_server(tiny_models: TinyModels) -> Iterator[str]:
+    """An in-process model server over the tiny model (it warms each signature up before it
+    says AVAILABLE); yields its `host:port`."""
+    from serving.model_client import ModelClient
     from serving.model_server import ModelManager, ModelServer
 
-    server = ModelServer(ModelManager(contract_models, poll_seconds=30), port=0, host="127.0.0.1", max_workers=4)
-    port = server.start()
-    warm_up(f"127.0.0.1:{port}")
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=1)
-
-
-def warm_up(target: str) -> None:
-    """One Predict per model, so the first request of a test does not pay TF's first-call cost
-    (a cold call can exceed the gateway's stage budget and degrade that request)."""
-    import numpy as np
-
-    from serving.model_client import ModelClient
-
+    started = time.perf_counter()
+    server = ModelServer(ModelManager(tiny_models.models_dir, poll_seconds=30), port=0, host="127.0.0.1", max_workers=4)
+    target = f"127.0.0.1:{server.start()}"
     with ModelClient(target, timeout=60) as client:
         for model in ("retrieval", "ranking"):
             client.wait_until_available(model, timeout=120)
-        client.predict(
-            "retrieval",
-            {
-                "user_id": np.array([b"u0"], dtype=object),
-                "user_recent__last_10_items": np.array([[b""] * 10], dtype=object),
-                "user_features__views_7d": np.zeros(1, np.float32),
-                "hour_of_day": np.zeros(1, np.int64),
-            },
-        )
-        client.predict(
-            "ranking",
-            {
-                "user_id": np.array([b"u0"], dtype=object),
-                "item_id": np.array([[b"i0", b"i1"]], dtype=object),
-                "retrieval_score": np.zeros((1, 2), np.float32),
-                "user_features__purchases_30d": np.zeros(1, np.int64),
-                "item_features__popularity": np.zeros((1, 2), np.float32),
-                "item_features__age_days": np.zeros((1, 2), np.float64),
-                "item_features__category": np.array([[b"a", b"b"]], dtype=object),
-                "day_of_week": np.zeros(1, np.int64),
-            },
-        )
+    SETUP_SECONDS["model server"] = time.perf_counter() - started
+    yield target
+    server.stop(grace=1)
+
+
+# -- apps ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def gateway_settings(tmp_path: Path, redis_url: str, redis_prefix: str, model_server: str):
-    from towerflow.settings import Settings
-
-    return Settings(
-        home=tmp_path / "home",
+def gateway_settings(
+    tmp_path: Path, gateway_home: GatewayHome, redis_store, redis_url: str, redis_prefix: str, model_server: str
+):
+    """The session's home and Feast project with the shared Redis; a lake of this test's own
+    (impressions), its own experiments file and Redis key prefix."""
+    return gateway_home.settings(
+        lake_uri=str(tmp_path / "lake"),
+        experiments_path=tmp_path / "experiments.json",
         redis_url=redis_url,
         redis_prefix=redis_prefix,
+        feature_env="redis",
         model_server_target=model_server,
         jwt_key=SECRET,
         impressions_flush_s=60,
+        **BUDGETS_MS,
     )
+
+
+def start_client(settings: Any, reader: Any = None) -> Any:
+    """A started TestClient over `create_app(settings)`: the app opens its own reader over the
+    online store, or uses `reader`; either way its catalog is built from the reader's snapshot."""
+    from fastapi.testclient import TestClient
+
+    from serving.main import create_app
+
+    app = create_app(settings, open_feature_store=reader is None)
+    client = TestClient(app)
+    client.__enter__()
+    resources = app.state.resources
+    if reader is not None:
+        resources.reader = reader
+        resources.refresh_catalog()
+    if resources.reader is None or not len(resources.recommender.catalog):
+        client.__exit__(None, None, None)
+        raise AssertionError(f"the gateway did not open its online store ({settings.feast_project})")
+    return client
 
 
 @pytest.fixture
 def make_client(gateway_settings, redis_url: str, redis_prefix: str):
-    """Build a TestClient over `create_app(settings)` with the fake reader (or `reader=`); settings
-    overridable."""
-    from fastapi.testclient import TestClient
+    """`make(reader=None, **settings)`: a started TestClient over `create_app` with the gateway
+    settings (overridable); `reader` replaces the reader the app would open."""
+    opened: list[Any] = []
 
-    from serving.deps import get_reader
-    from serving.main import create_app
-
-    opened: list[TestClient] = []
-
-    def make(reader: Any = None, **overrides: Any) -> TestClient:
-        settings = gateway_settings.model_copy(update=overrides)
-        reader = reader if reader is not None else fake_reader()
-        app = create_app(settings, open_feature_store=False)
-        app.dependency_overrides[get_reader] = lambda: reader
-        client = TestClient(app)
-        client.__enter__()
-        app.state.resources.recommender.catalog = catalog_of(reader)
+    def make(reader: Any = None, **overrides: Any) -> Any:
+        client = start_client(gateway_settings.model_copy(update=overrides), reader)
         opened.append(client)
         return client
 

@@ -1,9 +1,10 @@
 """End to end over real processes, and fault tests.
 
 One stack per module: a redis-server of its own on a spare port (the shared Redis on 6379 is
-never stopped or flushed), sample gold tables applied and materialized into it through Feast,
-contract toy models, precomputed recommendations, then `towerflow model-server` and the gateway
-(uvicorn) as child processes. The fault tests stop and restart the model server and that Redis
+never stopped or flushed), the session's world (tests/serving/conftest.py) written as gold tables
+and applied and materialized into it through Feast, the tiny model trained on that world
+published into its model base, precomputed recommendations, then `towerflow model-server` and the
+gateway (uvicorn) as child processes. The fault tests stop and restart the model server and that Redis
 while traffic flows and expect no 5xx, the fallback path, and recovery without intervention.
 """
 
@@ -79,17 +80,17 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace):
+def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_models):
     need(shutil.which("redis-server") is not None, "redis-server is not installed")
     import httpx
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
     from jobs import feature_store as fs
-    from jobs.feature_samples import day_stamp, write_sample_gold
+    from jobs.feature_samples import write_world_gold
     from jobs.lake import Lake
+    from models.registry import publish
     from serving.precomputed import write_precomputed
-    from serving.toy_models import publish_contract_pair
     from towerflow.settings import Settings
 
     root = tmp_path_factory.mktemp("gateway-e2e")
@@ -99,13 +100,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace):
     try:
         home = root / "home"
         settings = Settings(home=home, redis_url=redis_server.url, feature_env="redis", redis_prefix=PREFIX)
-        gold = write_sample_gold(Lake(settings.lake), users=50, items=80, days=2)
+        gold = write_world_gold(Lake(settings.lake), gw.world)
         store = fs.feature_store(settings, "redis")
         fs.apply(store, settings)
-        fs.materialize(store, day_stamp(gold.days[-1]))
-        publish_contract_pair(settings.models_dir, gold.items, dim=8, k=1000)
-        precomputed = {u: [gold.items[(n * 7 + j) % 80] for j in range(30)] for n, u in enumerate(gold.users)}
-        write_precomputed(redis_server.url, precomputed, "toy-1", prefix=PREFIX, popular=gold.items[:20])
+        fs.materialize(store, gw.world.end)
+        publish(settings.models_dir, tiny_models.staged, tiny_models.meta)
+        n_items = len(gold.items)
+        precomputed = {u: [gold.items[(n * 7 + j) % n_items] for j in range(30)] for n, u in enumerate(gold.users)}
+        write_precomputed(redis_server.url, precomputed, "tiny-1", prefix=PREFIX, popular=gold.items[:20])
         users = DeltaTable(settings.table_uri("gold", "user_features")).to_pyarrow_table()
         last = users.filter(pc.equal(users.column("feature_date"), gold.days[-1]))
         recent = dict(zip(last.column("user_id").to_pylist(), last.column("last_10_items").to_pylist(), strict=True))

@@ -1,5 +1,6 @@
-"""Gateway routes through TestClient: the fake feature reader, contract toy models behind a real
-(in-process) model server, the shared Redis under a unique prefix."""
+"""Gateway routes through TestClient on the real hot path: `FastFeatureReader` over the world's
+features in the shared Redis, the tiny model trained on that world behind a real (in-process) model
+server, the gateway's own keys under a unique prefix (tests/serving/conftest.py)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -
     assert body["path"] == "model", body
     assert len(ids) == 10 and len(set(ids)) == 10
     assert set(ids) <= set(gw.ITEMS)
-    purchased = set(gw.sample_users()["u1"]["user_recent__last_10_items"])
-    assert not set(ids) & purchased
+    assert not set(ids) & gw.owned("u1")
     assert not set(ids) & gw.UNAVAILABLE
     assert [item["position"] for item in body["items"]] == list(range(1, 11))
     assert body["model_versions"] == {"retrieval": "1", "ranking": "1"}
@@ -39,17 +39,17 @@ def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -
 
 
 def test_rules_reach_the_response(client, gw) -> None:
-    bought = set(gw.sample_users()["u2"]["user_recent__last_10_items"])
+    bought = gw.owned("u2")
     body = recs(client, gw, "u2", count=5, category="Kitchen", exclude="i1,i7", exclude_purchased="false")
     ids = [i["item_id"] for i in body["items"]]
-    kitchen = {i for i, f in gw.sample_items().items() if f["item_features__category"] == "kitchen"}
+    kitchen = {i for i in gw.ITEMS if gw.category_of(i) == "kitchen"}
     assert body["path"] == "model" and ids and set(ids) <= kitchen - {"i1", "i7"}
     again = recs(client, gw, "u2", count=60, exclude_purchased="true")
-    assert not {i["item_id"] for i in again["items"]} & bought
+    assert again["path"] == "model" and not {i["item_id"] for i in again["items"]} & bought
     diverse = recs(client, gw, "u3", count=10)
     per_category: dict[str, int] = {}
     for item in diverse["items"]:
-        cat = gw.sample_items()[item["item_id"]]["item_features__category"]
+        cat = gw.category_of(item["item_id"])
         per_category[cat] = per_category.get(cat, 0) + 1
     assert max(per_category.values()) <= 4  # category_cap 0.4 of 10
 
@@ -192,8 +192,7 @@ def test_impressions_land_in_delta_on_shutdown(make_client, gw, gateway_settings
 def test_ab_arms_are_stable_and_name_their_models(make_client, gw, gateway_settings) -> None:
     import json
 
-    path = gateway_settings.home_dir / "experiments.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = gateway_settings.experiments_file
     arms = [
         {"name": "control", "weight": 1, "models": {"retrieval": "stable", "ranking": "stable"}},
         {"name": "treatment", "weight": 1, "models": {"retrieval": "1", "ranking": "1"}},

@@ -7,6 +7,10 @@ that does not wait for the slow dependency: a slow model server gives `cached` (
 `fallback_popular` when Redis is slow too, or the user has no stored list) with a `reason` naming
 the model server; a slow Redis alone costs the rate limit only, which lets requests through. Once
 the delay is gone the breakers close and the model path is back without a restart.
+
+The online store (the world's features in the same shared Redis) is read past the proxy, so the
+slow Redis is the gateway's own (rate limits, precomputed lists), except in the test where one
+Redis holds both, as in the default deployment.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ STORED = [f"i{n}" for n in range(30, 42)]
 
 
 @pytest.fixture
-def slow(make_client, delay_proxy, model_server: str, redis_url: str, redis_prefix: str, gw):
-    """`slow(**settings)`: a gateway whose Redis and model server sit behind delay proxies
-    (`.redis`, `.model`), with u1's precomputed list stored, warmed up on the model path."""
+def slow(make_client, delay_proxy, model_server: str, redis_url: str, redis_prefix: str, gateway_settings, gw):
+    """`slow(online_store_slow=False, **settings)`: a gateway whose Redis and model server sit
+    behind delay proxies (`.redis`, `.model`), with u1's precomputed list stored, warmed up on the
+    model path. Its feature reader reads the online store past the proxy, unless
+    `online_store_slow` (then the app opens it over the proxied Redis, as it would in production)."""
     from serving.precomputed import write_precomputed
 
     write_precomputed(redis_url, {"u1": STORED}, "retrieval=1,ranking=1", prefix=redis_prefix)
@@ -57,11 +63,12 @@ def slow(make_client, delay_proxy, model_server: str, redis_url: str, redis_pref
     credentials = redis_at.netloc.rpartition("@")[0]
     model_host, model_port = model_server.rsplit(":", 1)
 
-    def build(**settings) -> SimpleNamespace:
+    def build(online_store_slow: bool = False, **settings) -> SimpleNamespace:
         redis = delay_proxy(redis_at.hostname, redis_at.port or 6379)
         model = delay_proxy(model_host, int(model_port))
         netloc = f"{credentials}@{redis.address}" if credentials else redis.address
         client = make_client(
+            reader=None if online_store_slow else gw.open_reader(gateway_settings),
             redis_url=redis_at._replace(netloc=netloc).geturl(),
             model_server_target=model.address,
             breaker_cooldown_s=COOLDOWN_S,
@@ -191,28 +198,29 @@ def test_slow_redis_and_model_server_serve_popular_within_budget_then_recover(sl
     assert cached["path"] == "cached" and [i["item_id"] for i in cached["items"]] == STORED[:5], cached
 
 
+def test_a_slow_redis_holding_the_online_store_serves_popular_within_budget_then_recovers(slow) -> None:
+    """One Redis for the online store, the rate limits and the precomputed lists: with it slow,
+    the user's features miss their budget, so requests serve popular items (the model path needs
+    the features, and the rate limit lets them through), until Redis is back."""
+    stack = slow(online_store_slow=True)
+    stack.redis.delay = SLOW_S
+    bodies = [stack.get("u1", count=5) for _ in range(6)]
+    assert [(b["path"], b["reason"]) for b in bodies] == [("fallback_popular", "online_store_unavailable")] * 6
+    assert all(len(b["items"]) == 5 for b in bodies)
+    assert stack.breakers["online_store"].is_open
+
+    stack.redis.delay = 0.0
+    stack.until_model("u1", 15)
+    assert not stack.breakers["online_store"].is_open
+
+
 def test_a_slow_signature_fetch_stays_within_the_ranking_budget(make_client, gw) -> None:
     """The ranking signature is fetched before item features are gathered from memory (the
     production reader's path); when its cache has expired and the model server is slow to answer
     it, the request still degrades within the ranking budget."""
     import asyncio
 
-    from serving.feature_reader import InMemoryFeatureReader, as_array
-
-    class SnapshotReader(InMemoryFeatureReader):
-        """The fake with the in-memory item read the fast reader has."""
-
-        def item_features_in_memory(self, ids, columns=None, rows=None):
-            found = self.item_features(ids)
-            return {
-                k: v if k == "item_id" else as_array(v)
-                for k, v in found.items()
-                if columns is None or k in columns or k == "item_id"
-            }
-
-    fake = gw.fake_reader()
-    reader = SnapshotReader(gw.sample_users(), gw.sample_items(), fake.user_columns, fake.item_columns)
-    client = make_client(reader=reader, **BUDGETS_MS)
+    client = make_client(**BUDGETS_MS)
     headers = gw.auth()
     assert client.get("/v1/recommendations", params={"user_id": "u1"}, headers=headers).json()["path"] == "model"
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import pytest
 
 pytestmark = pytest.mark.integration
-#: A user feature the contract ranking model reads.
-RANKING_INPUT = "user_features__purchases_30d"
+#: An item feature the exported ranking signature reads, which the `retrieval` feature service
+#: (category, price and age of items only) does not serve.
+RANKING_INPUT = "item_features__popularity"
 
 
-def _reader_without(gw, column: str):
-    from serving.feature_reader import InMemoryFeatureReader
-
-    full = gw.fake_reader()
-    kept = [c for c in full.user_columns if c != column]
-    assert len(kept) < len(full.user_columns), f"{column} is not a column of the fake reader"
-    return InMemoryFeatureReader(gw.sample_users(), gw.sample_items(), kept, full.item_columns)
+def _reader_without(gw, settings, column: str):
+    """The real reader over the `retrieval` feature service: the same user features as the
+    gateway's, fewer item features."""
+    reader = gw.open_reader(settings, "retrieval")
+    assert column not in reader.item_columns, f"the retrieval service serves {column}"
+    assert column in gw.open_reader(settings).item_columns, f"the gateway's reader does not serve {column}"
+    return reader
 
 
 def _unbound_count(client, column: str) -> float:
@@ -29,8 +30,10 @@ def _unbound_count(client, column: str) -> float:
     )
 
 
-def test_a_version_asking_for_an_input_without_a_source_is_refused_not_fed_zeros(make_client, gw) -> None:
-    client = make_client(reader=_reader_without(gw, RANKING_INPUT))
+def test_a_version_asking_for_an_input_without_a_source_is_refused_not_fed_zeros(
+    make_client, gw, gateway_settings
+) -> None:
+    client = make_client(reader=_reader_without(gw, gateway_settings, RANKING_INPUT))
     before = _unbound_count(client, RANKING_INPUT)
     response = client.get("/v1/recommendations", params={"user_id": "u1"}, headers=gw.auth())
     assert response.status_code == 200, response.text
@@ -65,24 +68,34 @@ def test_only_an_admin_token_sets_the_request_moment(client, gw) -> None:
 
 
 def test_the_request_moment_feeds_the_models_context(make_client, gw) -> None:
-    """The context the models get is the request's moment, hour and weekday included: the same
-    request at two moments reaches the model server with different context inputs."""
+    """The context the models get is the request's moment, hour, weekday and day included: the
+    same request at two moments reaches the model server with different context inputs."""
+    from datetime import datetime
+
+    from scoring.context import CONTEXT, request_context
+
     client = make_client()
     runner = client.app.state.resources.recommender.runner
-    seen: list[dict] = []
+    seen: list[tuple[str, dict]] = []
     predict = runner.client.predict
 
     async def recording(model, inputs, **kwargs):
-        seen.append({k: inputs[k].tolist() for k in ("hour_of_day", "day_of_week") if k in inputs})
+        seen.append((model, {k: inputs[k].tolist()[0] for k in CONTEXT if k in inputs}))
         return await predict(model, inputs, **kwargs)
 
     runner.client.predict = recording
     admin = gw.auth("recommend:any recommend:admin")
-    for moment in ("2025-01-22T13:00:00Z", "2025-01-25T03:00:00+00:00"):
+    moments = ("2025-01-22T13:00:00Z", "2025-01-25T03:00:00+00:00")
+    for moment in moments:
         answer = client.get(
             "/v1/recommendations", params={"user_id": "u1"}, headers={**admin, "X-Request-Time": moment}
         )
         assert answer.json()["path"] == "model"
-    contexts = [s for s in seen if s]
-    assert {"hour_of_day": [13]} in contexts and {"day_of_week": [2]} in contexts, contexts
-    assert {"hour_of_day": [3]} in contexts and {"day_of_week": [5]} in contexts, contexts
+    assert [model for model, _ in seen] == ["retrieval", "ranking"] * 2, seen
+    for n, moment in enumerate(moments):
+        want = request_context(datetime.fromisoformat(moment))
+        for model, got in seen[2 * n : 2 * n + 2]:  # each model gets the context inputs it asks for
+            assert got and got == pytest.approx({k: want[k] for k in got}), (model, got, want)
+    assert seen[0][1]["hour_of_day"] == 13 and seen[0][1]["day_of_week"] == 2, seen
+    assert seen[2][1]["hour_of_day"] == 3 and seen[2][1]["day_of_week"] == 5, seen
+    assert seen[1][1]["request_day"] != seen[3][1]["request_day"], seen
