@@ -157,6 +157,39 @@ def test_a_corrupt_day_is_stopped_by_the_gate(synth_home: Path, tmp_path: Path, 
     assert list((home / "reports" / "data_docs").rglob("*.html"))
 
 
+def test_an_item_marked_unavailable_by_import_is_unavailable_in_gold_after_the_next_run(
+    synth_home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from towerflow.cli import app
+
+    home = tmp_path / "home"
+    shutil.copytree(synth_home / "lake", home / "lake")
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    lake = Lake(str(home / "lake"))
+    features = lake.read(lake.uri("gold", "item_features"), filter=pc.field("feature_date") == pa.scalar(LAST))
+    before = dict(zip(features.column("item_id").to_pylist(), features.to_pylist(), strict=True))
+    gone = sorted(i for i, row in before.items() if row["available"])[:2]
+    assert len(gone) == 2 and not all(row["available"] for row in before.values())  # synth has both kinds
+    catalog = tmp_path / "availability.csv"
+    catalog.write_text("item_id,available\n" + "".join(f"{i},false\n" for i in gone))
+
+    imported = CliRunner().invoke(app, ["data", "import", "items", str(catalog)])
+    assert imported.exit_code == 0, imported.output
+    run(lake, LAST, LAST)
+
+    items = {r["item_id"]: r for r in lake.read(lake.uri("silver", "items")).to_pylist()}
+    features = lake.read(lake.uri("gold", "item_features"), filter=pc.field("feature_date") == pa.scalar(LAST))
+    after = dict(zip(features.column("item_id").to_pylist(), features.to_pylist(), strict=True))
+    assert set(after) == set(before)
+    for item, row in after.items():
+        assert row["available"] is (False if item in gone else before[item]["available"]), item
+        assert items[item]["available"] is row["available"]
+    for item in gone:  # the file named availability only: the rest of the item is as it was
+        assert (after[item]["price"], after[item]["category"]) == (before[item]["price"], before[item]["category"])
+
+
 def test_online_retail_counts_add_up(online_retail_file: Path, tmp_path: Path, spark) -> None:
     from jobs.clean import RULES
     from jobs.ingest import import_online_retail
