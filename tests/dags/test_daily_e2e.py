@@ -1,17 +1,11 @@
 """towerflow_daily end to end through Airflow on a small synthetic world: tables, features,
-published models, the gateway serving them; a rerun changes nothing; bad data stops the run at its
-gate and production keeps serving."""
+published models; a rerun changes nothing; bad data stops the run at its gate and production
+keeps serving. The gateway serving the published models: tests/serving/test_parity.py."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from datetime import date, timedelta
 
-import httpx
 import pyarrow as pa
 import pytest
 
@@ -75,83 +69,6 @@ def test_a_rerun_of_the_same_date_changes_nothing(world) -> None:
         assert after[name].equals(table), f"{name} changed on rerun"
     assert [i.version for i in list_models(settings.models_dir) if i.model == "retrieval"] == [1]
     assert "keep_production" in log.read_text()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_the_gateway_serves_the_published_models(world) -> None:
-    settings, lake = world
-    port, model_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "TOWERFLOW_HOME": str(settings.home_dir),
-        "TOWERFLOW_GATEWAY_PORT": str(port),
-        "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
-        "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        # This checks that the published models serve, not latency: generous budgets on a busy CI machine.
-        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "5000",
-        "TOWERFLOW_RANKING_TIMEOUT_MS": "5000",
-        "TOWERFLOW_FEATURES_TIMEOUT_MS": "5000",
-    }
-    env.pop("REDIS_URL", None)
-    env.pop("TOWERFLOW_REDIS_URL", None)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "towerflow.cli", "serve", "--port", str(port), "--model-port", str(model_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert serve.poll() is None, serve.stderr.read()[-3000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        token = (
-            subprocess.run(
-                [sys.executable, "-m", "towerflow.cli", "token", "--user", "t", "--scopes", "recommend:any"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        features = lake.read(lake.uri("gold", "user_features"), columns=["user_id", "feature_date"]).to_pandas()
-        active = sorted(features.loc[features["feature_date"] == features["feature_date"].max(), "user_id"])[:5]
-        known = set(lake.read(lake.uri("silver", "items"), columns=["item_id"]).column("item_id").to_pylist())
-        paths = []
-        for user in active:
-            for _ in range(3):  # the first calls warm the model server up and may take a fallback
-                answer = httpx.get(
-                    f"{base}/v1/recommendations",
-                    params={"user_id": user, "count": 10},
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=10,
-                )
-                assert answer.status_code == 200, answer.text
-                body = answer.json()
-                if body["path"] == "model":
-                    break
-            items = [entry["item_id"] for entry in body["items"]]
-            assert len(items) == 10 and len(set(items)) == 10 and set(items) <= known
-            paths.append((body["path"], body.get("reason")))
-        assert ("model", None) in paths, paths  # the published models answer, not only the fallbacks
-    finally:
-        serve.terminate()
-        serve.wait(timeout=60)
 
 
 def test_bad_data_fails_the_run_at_its_gate_and_production_stays(world) -> None:

@@ -120,6 +120,25 @@ def _gateway(env: dict[str, str], users: list[str], port: int) -> tuple[Lists, d
     return out, paths
 
 
+def _serving_env(home, port: int, model_port: int) -> dict[str, str]:
+    """The environment of `towerflow serve` (and the CLI) for a home."""
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(home),
+        "TOWERFLOW_GATEWAY_PORT": str(port),
+        "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
+        "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        # Parity, not latency: budgets no busy CI machine misses, so every answer is the model path.
+        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "20000",
+        "TOWERFLOW_RANKING_TIMEOUT_MS": "20000",
+        "TOWERFLOW_FEATURES_TIMEOUT_MS": "20000",
+    }
+    for name in ("REDIS_URL", "TOWERFLOW_REDIS_URL"):  # the world's online store is the embedded one
+        env.pop(name, None)
+    return env
+
+
 def _start_serving(env: dict[str, str], port: int, model_port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "towerflow.cli", "serve", "--port", str(port), "--model-port", str(model_port)]
     serve = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -150,20 +169,7 @@ def parity(daily_world, gw) -> Parity:
     models = SavedModelPair(labelled_dirs(settings.models_dir, "stable"))
 
     port, model_port = gw.free_port(), gw.free_port()
-    env = {
-        **os.environ,
-        "TOWERFLOW_HOME": str(settings.home_dir),
-        "TOWERFLOW_GATEWAY_PORT": str(port),
-        "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
-        "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        # Parity, not latency: budgets no busy CI machine misses, so every answer is the model path.
-        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "20000",
-        "TOWERFLOW_RANKING_TIMEOUT_MS": "20000",
-        "TOWERFLOW_FEATURES_TIMEOUT_MS": "20000",
-    }
-    for name in ("REDIS_URL", "TOWERFLOW_REDIS_URL"):  # the world's online store is the embedded one
-        env.pop(name, None)
+    env = _serving_env(settings.home_dir, port, model_port)
     serve = _start_serving(env, port, model_port)
     try:
         gateway, paths = _gateway(env, users, port)
@@ -238,19 +244,7 @@ def test_evaluate_served_replays_the_gateway_and_matches_offline(window_home, gw
     """`towerflow evaluate --start D1 --end D2 --served` asks the running gateway for every user
     who bought in the window, at D1 (X-Request-Time), and its figures equal the offline ones."""
     port, model_port = gw.free_port(), gw.free_port()
-    env = {
-        **os.environ,
-        "TOWERFLOW_HOME": str(window_home),
-        "TOWERFLOW_GATEWAY_PORT": str(port),
-        "TOWERFLOW_MODEL_SERVER_PORT": str(model_port),
-        "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "TOWERFLOW_RETRIEVAL_TIMEOUT_MS": "20000",
-        "TOWERFLOW_RANKING_TIMEOUT_MS": "20000",
-        "TOWERFLOW_FEATURES_TIMEOUT_MS": "20000",
-    }
-    for name in ("REDIS_URL", "TOWERFLOW_REDIS_URL"):
-        env.pop(name, None)
+    env = _serving_env(window_home, port, model_port)
     serve = _start_serving(env, port, model_port)
     try:
         args = [sys.executable, "-m", "towerflow.cli", "evaluate", "--start", WINDOW[0], "--end", WINDOW[1]]
