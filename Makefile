@@ -33,7 +33,9 @@ native: $(STAMP)
 
 lint: $(STAMP)
 	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check --quiet .
 	@$(BIN)/ruff check dags/ --select AIR3
+	@$(BIN)/mypy
 
 # Airflow UI with the project's DAGs ($$TOWERFLOW_HOME/airflow, SQLite unless TOWERFLOW_AIRFLOW_DB_URL
 # names PostgreSQL); prints the URL and the admin password once healthy; Ctrl-C stops it.

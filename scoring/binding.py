@@ -99,7 +99,7 @@ def _width(spec: InputSpec, axis: int, default: int) -> int:
     return default
 
 
-def _padded(values: Sequence[Any] | None, width: int, spec: InputSpec) -> list[Any]:
+def _padded(values: Sequence[Any] | np.ndarray | None, width: int, spec: InputSpec) -> list[Any]:
     values = [] if values is None else list(values)[:width]
     return [_scalar(v, spec) for v in values] + [_zero(spec)] * (width - len(values))
 
@@ -140,7 +140,7 @@ def bind(
     *,
     user_id: str,
     user_features: Mapping[str, Any],
-    ctx: Mapping[str, int],
+    ctx: Mapping[str, float],
     candidates: Sequence[str] | None = None,
     retrieval_scores: Sequence[float] | np.ndarray | None = None,
     item_features: Mapping[str, Sequence[Any]] | None = None,

@@ -12,7 +12,7 @@ whose feature does not exist (e.g. `available` until the catalog feature lands).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,15 @@ def cap_for(count: int, share: float) -> int:
     return max(1, math.ceil(count * share))
 
 
+def _first_of_each(order: Iterable[int], item_ids: Sequence[str]) -> Iterator[int]:
+    """The positions in `order` whose id was not seen earlier in it, lazily."""
+    seen: set[str] = set()
+    for n in order:
+        if item_ids[n] not in seen:
+            seen.add(item_ids[n])
+            yield n
+
+
 def apply_rules(
     item_ids: Sequence[str],
     scores: Sequence[float] | np.ndarray,
@@ -191,8 +200,7 @@ def apply_rules(
     )
     candidates = np.flatnonzero(keep)
     order = candidates[np.argsort(-boosted[candidates], kind="stable")]
-    seen: set[str] = set()
     # Lazy: the cap stops once `count` are picked, usually a few dozen of the 1,000 candidates in.
-    distinct = (n for n in order.tolist() if not (item_ids[n] in seen or seen.add(item_ids[n])))
+    distinct = _first_of_each(order.tolist(), item_ids)
     chosen = cap_per_category(distinct, categories, config.count, cap_for(config.count, config.category_cap))
     return [(item_ids[n], float(boosted[n])) for n in chosen]
