@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from jobs.feature_samples import CATEGORIES, SampleWorld, sample_world
+from jobs.feature_samples import SampleWorld, sample_world
 
 N_USERS, N_ITEMS, DAYS = 300, 60, 14
 USERS = [f"u{n}" for n in range(10)]
@@ -106,11 +106,8 @@ def gw() -> SimpleNamespace:
         world=world,
         ITEMS=world.item_ids,
         USERS=USERS,
-        PLANTED=PLANTED,
         UNAVAILABLE=UNAVAILABLE,
-        CATEGORIES=CATEGORIES,
         SECRET=SECRET,
-        BUDGETS_MS=BUDGETS_MS,
         category_of=categories.__getitem__,
         owned=world.owned,
         item_columns=lambda: item_columns(world),

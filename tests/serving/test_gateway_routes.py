@@ -38,6 +38,28 @@ def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -
     assert len(body["request_id"]) == 32
 
 
+def test_the_embedded_store_serves_the_same_model_path_without_redis(client, gw, tmp_path) -> None:
+    """The gateway over the embedded (SQLite) online store, with no Redis at all, reads the same
+    features as over Redis: the same list for the same user and moment."""
+    settings = client.app.state.settings.model_copy(
+        update={"redis_url": None, "feature_env": "embedded", "lake_uri": str(tmp_path / "sqlite-lake")}
+    )
+    embedded = gw.start_client(settings)
+    try:
+        headers = {**gw.auth("recommend:any recommend:admin"), "X-Request-Time": "2025-03-15T09:00:00Z"}
+        lists = []
+        for app in (client, embedded):
+            response = app.get("/v1/recommendations", params={"user_id": "u1", "count": 10}, headers=headers)
+            body = response.json()
+            assert response.status_code == 200 and body["path"] == "model", body
+            lists.append([(i["item_id"], round(i["score"], 5)) for i in body["items"]])
+        assert lists[0] == lists[1]
+        ready = embedded.get("/readyz").json()
+        assert ready["checks"]["online_store"] == "ok" and ready["checks"]["redis"].startswith("not configured")
+    finally:
+        embedded.__exit__(None, None, None)
+
+
 def test_rules_reach_the_response(client, gw) -> None:
     bought = gw.owned("u2")
     body = recs(client, gw, "u2", count=5, category="Kitchen", exclude="i1,i7", exclude_purchased="false")
