@@ -1,5 +1,5 @@
 """FastAPI dependencies and their `Annotated` aliases: routes get resources through these, and
-tests swap them with `app.dependency_overrides` (e.g. `get_reader` -> an InMemoryFeatureReader)."""
+tests may swap them with `app.dependency_overrides`."""
 
 from __future__ import annotations
 

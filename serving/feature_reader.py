@@ -9,7 +9,8 @@
   `jobs.feature_store.materialize`); the user is one Redis HGETALL decoded with Feast's own helpers.
   Feast stays the source of truth: the feature service says which features, the online store
   holds the values, and decoding is Feast's.
-- `InMemoryFeatureReader`: a fake for route tests.
+- `InMemoryFeatureReader`: a fake for unit tests of code around the seam (route tests run on
+  `FastFeatureReader` over a real online store).
 
 Feature names are Feast's full names, `<view>__<feature>`, the same as the training set columns
 (`jobs.feature_store.training_set`), so a model sees identical keys in training and serving.
@@ -529,7 +530,7 @@ class FastFeatureReader:
 
 
 class InMemoryFeatureReader:
-    """A `FeatureReader` over plain dicts, for route tests (`app.dependency_overrides`).
+    """A `FeatureReader` over plain dicts, for unit tests of code around the seam.
 
     Args:
         users: user id -> {column: value}.

@@ -2,7 +2,7 @@
 
 Resources open in `lifespan`, not at import: the model-server client (gRPC, TF Serving's API
 without TensorFlow: serving/tfs_lean.py), the online feature reader (`FastFeatureReader` over the
-Feast store; tests override `deps.get_reader` with an in-memory fake), a `redis.asyncio` client
+Feast store), a `redis.asyncio` client
 (rate limits, precomputed recommendations), the in-memory item catalog (popular items; rebuilt
 when a new materialization lands) and the impression logger. None of them has to be reachable at
 start: the gateway starts, `/readyz` says what is missing, and requests degrade meanwhile.

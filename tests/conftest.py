@@ -21,7 +21,7 @@ ONLINE_RETAIL = SHARED_DATA / "online_retail.csv.gz"
 #: those train models or run the daily pipeline, and pytest-timeout counts a fixture's setup in the
 #: first test that uses it (setup.cfg's `timeout` holds for the others).
 SLOW_TIMEOUT_S = 2400
-SLOW_FIXTURES = frozenset({"daily_world", "trained"})
+SLOW_FIXTURES = frozenset({"daily_world", "trained", "tiny_models"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
