@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
 # The run's date: the `date` param when given, else the end of the data interval (the moment the
@@ -54,10 +53,10 @@ DEFAULT_ARGS = {
 @dag(
     dag_id="towerflow_daily",
     schedule="@daily",
-    # Early, so a run can be triggered for any historical date (Online Retail is 2010-2011); with
-    # catchup off the scheduler still starts from today. Airflow creates no task for a date before
-    # start_date and calls such a run a success.
-    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
+    # None, so a run can be triggered for any historical date: Airflow creates no task for a date
+    # before a start_date and calls such a run a success. With catchup off the scheduler starts
+    # from today.
+    start_date=None,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
