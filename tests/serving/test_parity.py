@@ -232,7 +232,7 @@ def window_home(daily_world, tmp_path_factory: pytest.TempPathFactory):
     from towerflow.cli import app
 
     home = tmp_path_factory.mktemp("window") / "home"
-    shutil.copytree(daily_world.settings.home_dir, home, ignore=shutil.ignore_patterns("airflow", "feature_registry"))
+    shutil.copytree(daily_world.settings.home_dir, home, ignore=shutil.ignore_patterns("airflow", "feast"))
     env = {"TOWERFLOW_HOME": str(home)}
     for args in (["features", "apply"], ["features", "materialize", "--end", f"{WINDOW[0]}T00:00:00"]):
         done = CliRunner().invoke(app, args, env=env)
