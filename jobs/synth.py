@@ -1,4 +1,4 @@
-"""A seeded generator of realistic retail behaviour, written as landing files one day at a time.
+"""A seeded generator of realistic user behaviour, written as landing files one day at a time.
 
 The world: a catalog with categories, prices, descriptions and creation dates (some items appear
 during the period); users with latent tastes over categories, a few favourite items (re-purchases)
@@ -7,15 +7,23 @@ with the user's affinity for the item; item popularity that follows a power law 
 to day; and a few bots with implausible rates (fast, regular, catalog-wide viewing, no purchases),
 listed in `users.parquet` so tests can check the cleaning step finds them.
 
+A `Profile` gives that world a shape (`PROFILES`):
+
+- `retail`: the world above, a few thousand events a day (the default).
+- `media`: a catalog of titles in genres, consumed like ratings: a user acts on a title once
+  (view, click, or `purchase` meaning watched), never again; a few hundred events a day; no bots.
+- `sparse`: a small shop: tens of events a day from a handful of users, with quiet days of zero
+  or a handful of events; no bots.
+
 Each day is generated from its own random stream (`seed`, day), and only one day is in memory at a
-time, so 10M events need no more memory than one day's worth. The same seed gives byte-identical
-files.
+time, so 10M events need no more memory than one day's worth (a profile without repeats also keeps
+the set of (user, item) pairs acted on so far). The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -58,7 +66,38 @@ ADJECTIVES = [
     "gingham",
     "rustic",
 ]
+GENRES = {
+    "drama": (["river", "letter", "winter", "promise", "house", "daughter"], 3.99),
+    "comedy": (["wedding", "holiday", "neighbours", "road trip", "roommate"], 3.49),
+    "thriller": (["witness", "signal", "tunnel", "escape", "alibi"], 3.99),
+    "documentary": (["ocean", "planet", "harvest", "machine", "summit"], 2.99),
+    "sci-fi": (["orbit", "colony", "android", "horizon", "frontier"], 4.49),
+    "animation": (["dragon", "robot", "forest", "kingdom", "balloon"], 3.49),
+    "horror": (["cellar", "mask", "hollow", "visitor", "island"], 2.99),
+    "romance": (["summer", "letters", "garden", "vineyard", "harbour"], 3.49),
+    "crime": (["heist", "syndicate", "detective", "docks", "ledger"], 3.99),
+    "family": (["puppy", "treehouse", "camp", "snow day", "circus"], 2.99),
+}
+TITLE_WORDS = [
+    "silent",
+    "last",
+    "golden",
+    "broken",
+    "hidden",
+    "long",
+    "little",
+    "midnight",
+    "second",
+    "wild",
+    "lost",
+    "bright",
+    "northern",
+    "secret",
+    "paper",
+    "distant",
+]
 ACTION_VIEW, ACTION_CLICK, ACTION_CART, ACTION_PURCHASE = "view", "click", "add_to_cart", "purchase"
+FUNNEL = (ACTION_VIEW, ACTION_CLICK, ACTION_CART, ACTION_PURCHASE)  # deepest step last
 SECONDS_PER_DAY = 86_400
 # Share of sessions starting in each hour (UTC): quiet nights, a lunch bump, an evening peak.
 HOURLY = np.array(
@@ -68,8 +107,78 @@ HOURLY = np.array(
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A shape of data: what the catalog holds, how people consume it, and how much of it.
+
+    Args:
+        name: the `--profile` value.
+        categories: category -> (nouns for item titles, typical price).
+        adjectives: words that start item titles.
+        title: an item's description from `{size}` ("large " for pricey items), `{adj}`, `{noun}`.
+        cart: the funnel has an add_to_cart step; without it, purchases follow clicks.
+        engagement: added to every view's appeal: higher, more clicks and purchases per view.
+        favourite_share: share of views that go to one of the user's favourite items (repeat
+            purchases); 0: none.
+        basket: mean extra units per purchase (a favourite's purchase adds 2).
+        repeats: a user may act on an item more than once. Without repeats each (user, item) pair
+            appears once in the whole data set, as the deepest funnel step reached (ratings-like).
+        quiet_days: share of days on which only `quiet_scale` of the usual activity happens.
+        quiet_scale: activity on a quiet day, relative to a usual day.
+        defaults: `SynthConfig` fields this profile sets (volumes), see `SynthConfig.of`.
+    """
+
+    name: str
+    categories: dict[str, tuple[list[str], float]]
+    adjectives: list[str]
+    title: str = "{size}{adj} {noun}"
+    cart: bool = True
+    engagement: float = 0.0
+    favourite_share: float = 0.12
+    basket: float = 0.5
+    repeats: bool = True
+    quiet_days: float = 0.0
+    quiet_scale: float = 1.0
+    defaults: dict[str, object] = field(default_factory=dict)
+
+
+PROFILES = {
+    profile.name: profile
+    for profile in (
+        Profile("retail", CATEGORIES, ADJECTIVES),
+        Profile(
+            "media",
+            GENRES,
+            TITLE_WORDS,
+            title="the {adj} {noun}",
+            cart=False,
+            engagement=1.0,
+            favourite_share=0.0,
+            basket=0.0,
+            repeats=False,
+            defaults={
+                "users": 3_000,
+                "items": 1_500,
+                "sessions_per_user_day": 0.04,
+                "views_per_session": 3.0,
+                "bots": 0,
+            },
+        ),
+        Profile(
+            "sparse",
+            CATEGORIES,
+            ADJECTIVES,
+            quiet_days=0.3,
+            quiet_scale=0.1,
+            defaults={"users": 400, "items": 300, "sessions_per_user_day": 0.015, "views_per_session": 4.0, "bots": 0},
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
 class SynthConfig:
-    """Knobs of the synthetic world.
+    """Knobs of the synthetic world. The field defaults are the `retail` profile's volumes; use
+    `SynthConfig.of` for another profile's.
 
     Args:
         users: number of users (bots included).
@@ -80,6 +189,10 @@ class SynthConfig:
         sessions_per_user_day: mean sessions per user per day (users vary around it).
         views_per_session: mean product views per session.
         bots: number of bot users; default 0.05% of users, at least 3.
+        profile: the shape of the data, a key of `PROFILES`.
+
+    Raises:
+        ValueError: an unknown profile.
     """
 
     users: int = 5_000
@@ -90,6 +203,25 @@ class SynthConfig:
     sessions_per_user_day: float = 0.12
     views_per_session: float = 8.0
     bots: int | None = None
+    profile: str = "retail"
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown synth profile {self.profile!r}; choose from {', '.join(PROFILES)}")
+
+    @classmethod
+    def of(cls, profile: str = "retail", **knobs: object) -> SynthConfig:
+        """The config of `profile`: its volumes, then `knobs` that are not None.
+
+        Raises:
+            ValueError: an unknown profile.
+        """
+        given = {name: value for name, value in knobs.items() if value is not None}
+        return replace(cls(profile=profile), **{**PROFILES[profile].defaults, **given})
+
+    @property
+    def shape(self) -> Profile:
+        return PROFILES[self.profile]
 
     @property
     def n_bots(self) -> int:
@@ -122,9 +254,10 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
 def build_world(cfg: SynthConfig) -> World:
     """Draw the catalog and the users from the seed."""
     rng = _rng(cfg.seed, 0)
-    n_cat = len(CATEGORIES)
-    cat_names = list(CATEGORIES)
-    base_price = np.array([CATEGORIES[c][1] for c in cat_names])
+    categories = cfg.shape.categories
+    n_cat = len(categories)
+    cat_names = list(categories)
+    base_price = np.array([categories[c][1] for c in cat_names])
     cat_share = rng.dirichlet(np.full(n_cat, 4.0))
     item_category = rng.choice(n_cat, size=cfg.items, p=cat_share)
     item_price = np.round(base_price[item_category] * rng.lognormal(0.0, 0.5, cfg.items), 2)
@@ -199,12 +332,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray) -> pa.Table:
+def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray, seen: set[int] | None = None) -> pa.Table:
     """All events of day `day` (0-based), sorted by time, as an Arrow table.
 
     Args:
         drift: [items] log-popularity drift accumulated up to this day.
+        seen: for a profile without repeats, the (user, item) pairs acted on before this day, as
+            `user * items + item`; updated in place. None: none before this day.
     """
+    shape = cfg.shape
     rng = _rng(cfg.seed, 1, day)
     day_start = datetime.combine(cfg.start + timedelta(days=day), datetime.min.time(), UTC)
     live = world.item_created_day <= day
@@ -214,7 +350,7 @@ def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray) ->
     log_pop = np.where(live, world.item_base_log_pop + drift + boost, -np.inf)
 
     humans = np.flatnonzero(~world.is_bot & (world.user_signup_day <= day))
-    n_sessions = rng.poisson(world.user_activity[humans])
+    n_sessions = rng.poisson(world.user_activity[humans] * _day_activity(cfg, day))
     s_user = np.repeat(humans, n_sessions)
     hour = rng.choice(24, size=len(s_user), p=HOURLY / HOURLY.sum())
     s_start = hour * 3600 + rng.random(len(s_user)) * 3600
@@ -230,16 +366,16 @@ def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray) ->
     # What is viewed: mostly the user's tastes, sometimes a favourite, sometimes anything popular.
     v_cat = _sample_categories(rng, world.user_taste_cdf, v_user)
     v_item = _sample_items(rng, v_cat, world.item_category, log_pop)
-    favourite = rng.random(len(v_user)) < 0.12
+    favourite = rng.random(len(v_user)) < shape.favourite_share
     fav_pick = world.user_favourites[v_user, rng.integers(0, 4, len(v_user))]
     v_item = np.where(favourite & live[fav_pick], fav_pick, v_item)
 
     affinity = np.log(world.user_taste[v_user, world.item_category[v_item]] * 12 + 1e-3)
-    appeal = affinity + world.item_quality[v_item] + np.where(favourite, 1.5, 0.0)
+    appeal = affinity + world.item_quality[v_item] + np.where(favourite, 1.5, 0.0) + shape.engagement
     clicked = rng.random(len(v_item)) < _sigmoid(-1.6 + 0.8 * appeal)
     carted = clicked & (rng.random(len(v_item)) < _sigmoid(-1.2 + 0.6 * appeal))
-    bought = carted & (rng.random(len(v_item)) < _sigmoid(0.2 + 0.5 * appeal))
-    quantity = 1 + rng.poisson(np.where(favourite, 2.0, 0.5), len(v_item))
+    bought = (carted if shape.cart else clicked) & (rng.random(len(v_item)) < _sigmoid(0.2 + 0.5 * appeal))
+    quantity = 1 + rng.poisson(np.where(favourite, 2.0, shape.basket), len(v_item))
 
     parts = [
         (v_user, v_item, v_time, ACTION_VIEW, 0),
@@ -250,14 +386,17 @@ def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray) ->
             ACTION_CLICK,
             1,
         ),
-        (
-            v_user[carted],
-            v_item[carted],
-            v_time[carted] + 10 + rng.exponential(20, carted.sum()),
-            ACTION_CART,
-            1,
-        ),
     ]
+    if shape.cart:
+        parts.append(
+            (
+                v_user[carted],
+                v_item[carted],
+                v_time[carted] + 10 + rng.exponential(20, carted.sum()),
+                ACTION_CART,
+                1,
+            )
+        )
     parts.append(
         (
             v_user[bought],
@@ -274,6 +413,10 @@ def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray) ->
     seconds = np.minimum(np.concatenate([p[2] for p in parts]), SECONDS_PER_DAY - 1)
     actions = np.concatenate([np.full(len(p[0]), p[3], dtype=object) for p in parts])
     qty = np.concatenate([np.broadcast_to(np.asarray(p[4], dtype=np.int64), len(p[0])) for p in parts])
+    if not shape.repeats:
+        depth = np.concatenate([np.full(len(p[0]), FUNNEL.index(p[3])) for p in parts])
+        keep = _first_encounters(users.astype(np.int64) * len(world.item_ids) + items, depth, seen)
+        users, items, seconds, actions, qty = users[keep], items[keep], seconds[keep], actions[keep], qty[keep]
     micros = np.floor(seconds * 1e6).astype(np.int64)
     order = np.lexsort((items, users, micros))
     ts = int(day_start.timestamp() * 1e6) + micros[order]
@@ -292,6 +435,31 @@ def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray) ->
     )
 
 
+def _day_activity(cfg: SynthConfig, day: int) -> float:
+    """Activity of day `day` relative to a usual day: `quiet_scale` on the profile's quiet days."""
+    shape = cfg.shape
+    if shape.quiet_days <= 0:
+        return 1.0
+    return shape.quiet_scale if _rng(cfg.seed, 4, day).random() < shape.quiet_days else 1.0
+
+
+def _first_encounters(pairs: np.ndarray, depth: np.ndarray, seen: set[int] | None) -> np.ndarray:
+    """Rows to keep so that each pair appears once: its deepest step, and only if not in `seen`
+    (then added to it).
+
+    Args:
+        pairs: [events] user * items + item.
+        depth: [events] funnel step (index in FUNNEL).
+    """
+    order = np.lexsort((-depth, pairs))  # by pair, deepest step first
+    first = order[np.r_[True, pairs[order][1:] != pairs[order][:-1]]] if len(order) else order
+    if seen:
+        first = first[~np.isin(pairs[first], np.fromiter(seen, dtype=np.int64, count=len(seen)))]
+    if seen is not None:
+        seen.update(pairs[first].tolist())
+    return np.sort(first)
+
+
 def _bot_day(cfg: SynthConfig, world: World, rng: np.random.Generator, live: np.ndarray):
     """Bots: a thousand views a day at a metronome's pace, across the whole catalog."""
     bots = np.flatnonzero(world.is_bot)
@@ -308,21 +476,24 @@ def _bot_day(cfg: SynthConfig, world: World, rng: np.random.Generator, live: np.
 def iter_days(cfg: SynthConfig, world: World) -> Iterator[tuple[date, pa.Table]]:
     """Yield (day, events) in order; popularity drift is a random walk carried across days."""
     drift = np.zeros(len(world.item_ids))
+    seen: set[int] = set()  # pairs acted on, for a profile without repeats
     for day in range(cfg.days):
         drift = 0.97 * drift + _rng(cfg.seed, 2, day).normal(0.0, 0.15, len(drift))
-        yield cfg.start + timedelta(days=day), generate_day(cfg, world, day, drift)
+        yield cfg.start + timedelta(days=day), generate_day(cfg, world, day, drift, seen)
 
 
 def items_table(cfg: SynthConfig, world: World) -> pa.Table:
-    names = list(CATEGORIES)
+    shape = cfg.shape
+    categories, adjectives = shape.categories, shape.adjectives
+    names = list(categories)
     rng = _rng(cfg.seed, 3)
     descriptions = []
     for cat, price in zip(world.item_category, world.item_price, strict=True):
-        nouns = CATEGORIES[names[cat]][0]
-        adj = ADJECTIVES[rng.integers(len(ADJECTIVES))]
+        nouns = categories[names[cat]][0]
+        adj = adjectives[rng.integers(len(adjectives))]
         noun = nouns[rng.integers(len(nouns))]
-        size = "large " if price > 2 * CATEGORIES[names[cat]][1] else ""
-        descriptions.append(f"{size}{adj} {noun}".upper())
+        size = "large " if price > 2 * categories[names[cat]][1] else ""
+        descriptions.append(shape.title.format(size=size, adj=adj, noun=noun).upper())
     start = datetime.combine(cfg.start, datetime.min.time(), UTC)
     created_us = int(start.timestamp() * 1e6) + world.item_created_day.astype(np.int64) * SECONDS_PER_DAY * 10**6
     return pa.table(
@@ -339,7 +510,7 @@ def items_table(cfg: SynthConfig, world: World) -> pa.Table:
 
 def users_table(cfg: SynthConfig, world: World) -> pa.Table:
     """Ground truth for tests and notebooks: who is a bot, and each user's favourite category."""
-    names = np.array(list(CATEGORIES))
+    names = np.array(list(cfg.shape.categories))
     return pa.table(
         {
             "user_id": pa.array(world.user_ids),

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ import_app = typer.Typer(help="Import files into bronze/events and bronze/items.
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 console = Console()
+#: `towerflow data synth --profile` values: the keys of jobs.synth.PROFILES (named here so the
+#: command line does not import numpy to build its help).
+SynthProfile = Literal["retail", "media", "sparse"]
 
 
 def _register_parts() -> None:
@@ -141,21 +144,33 @@ def import_items(
 
 @data_app.command("synth")
 def synth(
-    users: Annotated[int, typer.Option(min=10, help="Number of users (a few are bots).")] = 5_000,
-    items: Annotated[int, typer.Option(min=10, help="Number of catalog items.")] = 2_000,
+    users: Annotated[
+        int | None, typer.Option(min=10, help="Number of users (retail: 5,000, a few of them bots).")
+    ] = None,
+    items: Annotated[int | None, typer.Option(min=10, help="Number of catalog items (retail: 2,000).")] = None,
     days: Annotated[int, typer.Option(min=1, help="Days of events.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 42,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC).")] = "2025-01-01",
+    profile: Annotated[
+        SynthProfile,
+        typer.Option(
+            help="Shape of the data. retail: a gift shop's funnel with repeat purchases and a few bots, "
+            "thousands of events a day. media: titles in genres, each acted on once per user (view, "
+            "click, or purchase meaning watched), a few hundred events a day. sparse: a small shop, "
+            "tens of events a day from a handful of users, with quiet days of none or a handful.",
+        ),
+    ] = "retail",
     out: Annotated[Path | None, typer.Option(help="Landing folder (default $TOWERFLOW_HOME/landing/synth).")] = None,
     land: Annotated[bool, typer.Option("--import/--no-import", help="Import into bronze after writing.")] = True,
 ) -> None:
-    """Generate seeded synthetic retail behaviour as daily landing files, then import them."""
+    """Generate seeded synthetic behaviour (retail, media or sparse) as daily landing files, then
+    import them. --users and --items default to the profile's."""
     from jobs.synth import SynthConfig
 
     settings = get_settings()
     with user_errors():
         first = _parse_date(start, "--start")
-    cfg = SynthConfig(users=users, items=items, days=days, seed=seed, start=first)
+    cfg = SynthConfig.of(profile, users=users, items=items, days=days, seed=seed, start=first)
     target = out or settings.landing_dir / "synth"
     result = run_synth(cfg, target)
     console.print(f"wrote {result.events:,} events over {days} day(s) to {target}")
