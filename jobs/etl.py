@@ -34,7 +34,7 @@ import pyarrow.dataset as ds
 
 from jobs import clean, gold
 from jobs.lake import Lake
-from jobs.quality import Gates, day_bounds, row_count_bounds
+from jobs.quality import BASELINE_DAYS, Gates, day_bounds, row_count_bounds
 from jobs.sparklake import SparkLake, commit_metadata
 from towerflow import schemas as S
 
@@ -75,7 +75,8 @@ class DailyEtl:
         lake: Spark access to the lake.
         gates: the data-quality gates.
         rules: thresholds of the cleaning rules.
-        max_day_ratio: allowed factor between a day's row count and the previous day's.
+        max_day_ratio: allowed factor between a day's row count and the median of the days
+            before (see `jobs.quality.row_count_bounds`).
         on_step: called with each finished step (progress output).
     """
 
@@ -131,7 +132,7 @@ class DailyEtl:
             step.note = "no events this day"
             return self._done(step, started)
         params = _interval_params(day) | row_count_bounds(
-            previous_rows(self.lake.lake, uri, "event_date", day), self.max_day_ratio
+            trailing_rows(self.lake.lake, uri, "event_date", day), self.max_day_ratio
         )
         gate = self.gates.check_table("bronze_events", events, day.isoformat(), params, self._bronze_item_ids())
         step.detail["expectations"] = gate.evaluated
@@ -183,14 +184,14 @@ class DailyEtl:
         del flagged
         uri = self.uri(SILVER_INTERACTIONS)
         by_day = _split_by_day(silver, "event_date")
-        previous = previous_rows(self.lake.lake, uri, "event_date", first)
+        history = trailing_rows(self.lake.lake, uri, "event_date", first)
         for day in days:
             rows = by_day.get(day)
             if rows is None:
                 continue  # no events: nothing to check, the day's partition is emptied
-            params = _interval_params(day) | row_count_bounds(previous, self.max_day_ratio)
+            params = _interval_params(day) | row_count_bounds(history, self.max_day_ratio)
             self.gates.check_table("silver_interactions", rows, day.isoformat(), params, known)
-            previous = len(rows)
+            history.append(len(rows))
         written = self.lake.write(
             silver,
             uri,
@@ -259,13 +260,13 @@ class DailyEtl:
                 splits[target] = _split_by_day(table, "feature_date")
                 continue
             splits[target] = by_day = _split_by_day(table, "feature_date")
-            previous = previous_rows(self.lake.lake, self.uri(target), "feature_date", first)
+            history = trailing_rows(self.lake.lake, self.uri(target), "feature_date", first)
             for day in day_range(first, last):
                 if day not in by_day:
                     continue  # nobody active in the 30 days: no rows to check
-                params = {"as_of": gold.as_of(day)} | row_count_bounds(previous, self.max_day_ratio)
+                params = {"as_of": gold.as_of(day)} | row_count_bounds(history, self.max_day_ratio)
                 self.gates.check_table(suite, by_day[day], day.isoformat(), params)
-                previous = len(by_day[day])
+                history.append(len(by_day[day]))
         steps = []
         for _, table, target, schema in outputs:
             written = self.lake.write(
@@ -391,7 +392,7 @@ def run_etl(
         cutoff: first holdout day; default: the last `holdout_days` days of the run.
         holdout_days: see `cutoff`.
         examples: also rewrite gold/training_examples and gold/holdout.
-        max_day_ratio: allowed day-over-day row count factor.
+        max_day_ratio: allowed factor between a day's row count and its trailing baseline.
         rules: cleaning thresholds.
         chunk_days: days computed in one Spark pass (each day is still gated on its own; a
             failing day stops its whole chunk from being written).
@@ -424,16 +425,18 @@ def run_etl(
     return EtlRun(start, end, first_holdout, steps, round(time.perf_counter() - started, 2))
 
 
-def previous_rows(lake: Lake, uri: str, column: str, day: date) -> int | None:
-    """Row count of the latest partition before `day` that has rows (None: there is none)."""
+def trailing_rows(lake: Lake, uri: str, column: str, day: date, days: int = BASELINE_DAYS) -> list[int]:
+    """Row counts of the latest `days` partitions before `day` that have rows, oldest first
+    (the volume check's history; empty when there is none)."""
     table = lake.table(uri)
     if table is None:
-        return None
+        return []
     earlier = sorted({p[column] for p in table.partitions() if p.get(column) and p[column] < day.isoformat()})
-    if not earlier:
-        return None
-    previous = date.fromisoformat(earlier[-1])
-    return lake.count(uri, filter=ds.field(column) == pa.scalar(previous, pa.date32()))
+    counts = [
+        lake.count(uri, filter=ds.field(column) == pa.scalar(date.fromisoformat(d), pa.date32()))
+        for d in earlier[-days:]
+    ]
+    return [n for n in counts if n]
 
 
 def _interval_params(day: date) -> dict[str, Any]:

@@ -1,10 +1,16 @@
 """Data-quality gates: Great Expectations 1.x suites kept in `jobs/expectations/*.json`.
 
 Each suite runs on one interval's slice (pandas; per-day slices are small) in an ephemeral GX
-context. Values known only at run time - the interval's bounds, the catalog, the previous day's
-row count - come in as suite parameters (`{"$PARAMETER": "min_rows"}` in the JSON). A failed suite
-raises `QualityGateError` before anything downstream is written; the error names each failed
-expectation with examples, and the GX Data Docs HTML report is written for a person to open.
+context. Values known only at run time - the interval's bounds, the catalog, the row-count bounds -
+come in as suite parameters (`{"$PARAMETER": "min_rows"}` in the JSON). A failed suite raises
+`QualityGateError` before anything downstream is written; the error names each failed expectation
+with examples, and the GX Data Docs HTML report is written for a person to open.
+
+The volume check compares a day's row count with a trailing baseline: the median of the last
+`BASELINE_DAYS` days that have rows, so one unusual day does not move it. A count passes within
+`max_ratio` of the baseline either way, or within `MIN_ROW_CHANGE` rows of it: on a small shop a
+day of 3 events after days of 40 is ordinary, while a day of 100x the volume (a replayed file) or
+a feed cut to a tenth on a busy shop is stopped.
 
 Slices above `max_rows` (default 250,000) are validated on a seeded uniform sample of that many
 rows: GX on pandas costs about 1-2 s per 100k rows and suite on this machine, which would dominate
@@ -22,6 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -36,6 +44,10 @@ log = logging.getLogger(__name__)
 SUITES_DIR = Path(__file__).parent / "expectations"
 SUITES = ("bronze_events", "silver_interactions", "gold_user_features", "gold_item_features")
 MAX_EXAMPLES = 5
+#: Days (with rows) whose median row count is the volume check's baseline.
+BASELINE_DAYS = 7
+#: A row count within this many rows of the baseline passes the volume check, whatever the ratio.
+MIN_ROW_CHANGE = 50
 
 
 @dataclass(frozen=True)
@@ -96,12 +108,26 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def row_count_bounds(previous: int | None, max_ratio: float) -> dict[str, int | None]:
-    """Suite parameters for the row-count check: within `max_ratio` of the previous day's count
-    either way; at least one row when there is no previous day."""
-    if not previous:
+def row_count_bounds(
+    history: Sequence[int] | int | None, max_ratio: float, min_change: int = MIN_ROW_CHANGE
+) -> dict[str, int | None]:
+    """Suite parameters for the volume check, against the median of the last `BASELINE_DAYS`
+    counts of `history`: within `max_ratio` of it either way, or within `min_change` rows of it,
+    whichever is wider; at least one row when there is no history.
+
+    Args:
+        history: row counts of the days before, oldest first (days without rows left out), or
+            the previous day's count alone.
+        max_ratio: allowed factor between the day's count and the baseline.
+        min_change: a change of up to this many rows is never an alarm (small counts).
+    """
+    counts = [history] if isinstance(history, int) else [n for n in history or () if n]
+    if not any(counts):
         return {"min_rows": 1, "max_rows": None}
-    return {"min_rows": math.floor(previous / max_ratio), "max_rows": math.ceil(previous * max_ratio)}
+    baseline = statistics.median(counts[-BASELINE_DAYS:])
+    low = min(baseline / max_ratio, baseline - min_change)
+    high = max(baseline * max_ratio, baseline + min_change)
+    return {"min_rows": max(1, math.floor(low)), "max_rows": math.ceil(high)}
 
 
 def sample_rows(table: pa.Table, max_rows: int, seed: int = 0) -> tuple[pa.Table, float]:

@@ -200,7 +200,7 @@ def validate_features(run_date: str) -> dict[str, int]:
     import pyarrow.dataset as ds
 
     from jobs import gold
-    from jobs.etl import ITEM_FEATURES, USER_FEATURES, previous_rows
+    from jobs.etl import ITEM_FEATURES, USER_FEATURES, trailing_rows
     from jobs.quality import Gates, row_count_bounds
 
     settings = get_settings()
@@ -213,7 +213,7 @@ def validate_features(run_date: str) -> dict[str, int]:
             rows = lake.read(uri, filter=ds.field("feature_date") == pa.scalar(day, pa.date32()))
             if rows is None or len(rows) == 0:
                 continue
-            bounds = row_count_bounds(previous_rows(lake, uri, "feature_date", day), settings.dq_max_day_ratio)
+            bounds = row_count_bounds(trailing_rows(lake, uri, "feature_date", day), settings.dq_max_day_ratio)
             gates.check_table(suite, rows, day.isoformat(), {"as_of": gold.as_of(day)} | bounds)
             checked += len(rows)
     _write_quality(settings, run_date, "features", {"rows": checked})

@@ -97,3 +97,44 @@ def test_large_slices_are_sampled_with_scaled_row_bounds() -> None:
     assert quality.sample_rows(table, 100)[0].equals(sample)  # seeded: same rows each run
     bounds = quality.scale_row_bounds({"min_rows": 100, "max_rows": 10_000}, 0.1)
     assert bounds == {"min_rows": 10, "max_rows": 1000}
+
+
+def test_the_volume_baseline_is_the_median_of_recent_days_with_a_floor_for_small_counts() -> None:
+    # One replayed day in the history does not move the baseline.
+    assert quality.row_count_bounds([1000, 1000, 50_000, 1000], 10) == {"min_rows": 100, "max_rows": 10_000}
+    # Only the last BASELINE_DAYS days count.
+    history = [1_000_000] * 20 + [1000] * quality.BASELINE_DAYS
+    assert quality.row_count_bounds(history, 10) == {"min_rows": 100, "max_rows": 10_000}
+    # A small shop: within MIN_ROW_CHANGE rows of the baseline (35) is no alarm, whatever the ratio.
+    assert quality.row_count_bounds([40, 35, 28], 10) == {"min_rows": 1, "max_rows": 350}
+    assert quality.row_count_bounds([0, 0], 10) == {"min_rows": 1, "max_rows": None}
+
+
+def sparse_params(history: list[int] | int) -> dict:
+    start, end = quality.day_bounds(date(2025, 1, 3))
+    return {"interval_start": start, "interval_end": end} | quality.row_count_bounds(history, 10)
+
+
+def test_a_quiet_day_of_a_small_shop_passes_and_its_corrupt_days_do_not() -> None:
+    gates = quality.Gates(None)
+    assert gates.check("bronze_events", bronze_frame(3), "2025-01-03", sparse_params(40)).success
+    history = [38, 41, 2, 40]  # the days before, with a quiet one among them
+    assert gates.check("bronze_events", bronze_frame(3), "2025-01-03", sparse_params(history)).success
+    assert gates.check("bronze_events", bronze_frame(60), "2025-01-03", sparse_params(history)).success
+
+    replayed = pd.concat([bronze_frame(30)] * 100, ignore_index=True)  # one file landed 100 times
+    with pytest.raises(quality.QualityGateError) as caught:
+        gates.check("bronze_events", replayed, "2025-01-03", sparse_params(history))
+    assert {(f.expectation, f.column) for f in caught.value.failures} == {
+        ("expect_table_row_count_to_be_between", None)
+    }
+
+    bad = bronze_frame(20)
+    bad.loc[0, "action"] = "hover"  # 5% unknown actions
+    bad.loc[1, "event_id"] = None
+    with pytest.raises(quality.QualityGateError) as caught:
+        gates.check("bronze_events", bad, "2025-01-03", sparse_params(history))
+    assert {(f.expectation, f.column) for f in caught.value.failures} == {
+        ("expect_column_values_to_be_in_set", "action"),
+        ("expect_column_values_to_not_be_null", "event_id"),
+    }
