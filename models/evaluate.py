@@ -352,7 +352,10 @@ def gateway_lists(
 
             await asyncio.gather(*(ask(*job) for job in jobs))
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except httpx.HTTPError as err:
+        raise RuntimeError(f"the gateway at {url} did not answer ({err!r}): is `towerflow serve` running?") from err
     return out, paths
 
 

@@ -482,6 +482,11 @@ def window_data(lake: Lake, features, start: date, end: date):
     examples = before[before["action"].isin(POSITIVE_ACTIONS)].rename(columns={"timestamp": "event_timestamp"})
     window = load_interactions(lake, before=stop, after=cutoff)
     bought = window[window["action"] == "purchase"].rename(columns={"timestamp": "event_timestamp"})
+    if bought.empty:
+        raise ValueError(
+            f"silver/interactions has no purchase in {start}..{end}: run the ETL for those days first "
+            f"(`towerflow pipeline etl --start {start} --end {end} --no-examples` leaves the online store as it is)"
+        )
     return prepare(examples, bought, before, load_catalog(lake), cutoff, features)
 
 

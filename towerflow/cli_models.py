@@ -113,9 +113,13 @@ def evaluate(
         console.print("[bold red]error:[/] --served needs --start and --end")
         raise typer.Exit(2)
     if start is not None and end is not None:
-        report = evaluate_window(
-            _date(start), _date(end), version, served, url, token, progress=None if as_json else console.print
-        )
+        try:
+            report = evaluate_window(
+                _date(start), _date(end), version, served, url, token, progress=None if as_json else console.print
+            )
+        except (LookupError, ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise typer.Exit(1) from None
         where = report["report_html"]
     else:
         day = _date(run_date or "")
