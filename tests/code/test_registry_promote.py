@@ -5,8 +5,9 @@ for SavedModels)."""
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
-import random
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from models import registry
 from serving.model_config import list_versions, read_models_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _registry(root: Path, versions: int) -> Path:
@@ -103,25 +106,43 @@ def test_a_move_between_anothers_read_and_write_is_not_lost(
     assert final in serial, f"{final} is neither serial order's outcome {serial}"
 
 
-def _worker(args: tuple[str, int, int]) -> list[dict[str, int]]:
-    models_dir, seed, moves = args
-    rng = random.Random(seed)
-    seen = []
-    for _ in range(moves):
-        model = rng.choice(registry.MODELS)
-        if rng.random() < 0.4:
-            seen.append(registry.rollback(Path(models_dir), model))
-        else:
-            seen.append(registry.promote(Path(models_dir), model, rng.randint(1, 5)))
-    return seen
+#: One process's moves: random promotes and rollbacks, printing the labels each move left.
+WORKER = """
+import json, random, sys
+from pathlib import Path
+from models import registry
+models_dir, seed, moves = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+seen = []
+for _ in range(moves):
+    model = rng.choice(registry.MODELS)
+    if rng.random() < 0.4:
+        seen.append(registry.rollback(models_dir, model))
+    else:
+        seen.append(registry.promote(models_dir, model, rng.randint(1, 5)))
+print(json.dumps(seen))
+"""
 
 
 def test_processes_promoting_and_rolling_back_at_once_keep_labels_consistent(tmp_path: Path) -> None:
     models_dir = _registry(tmp_path, 5)
     registry.promote(models_dir, "ranking", 2)
-    context = multiprocessing.get_context("fork")
-    with context.Pool(4) as pool:
-        seen = pool.map(_worker, [(str(models_dir), seed, 25) for seed in range(4)])
+    # Fresh interpreters, not forks: a fork of a test process that has loaded gRPC or TensorFlow
+    # can crash in the child.
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(models_dir), str(seed), "25"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(4)
+    ]
+    seen = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=300)
+        assert worker.returncode == 0
+        seen.append(json.loads(out))
     for labels in (label for worker in seen for label in worker):
         assert labels["stable"] != labels.get("previous"), labels
     entries = {e.name: e for e in read_models_config(registry.config_path(models_dir))}  # it parses
