@@ -1,8 +1,19 @@
-"""Baselines scored in the same run as the model: most-popular, repeat-purchase, item-kNN and
-implicit ALS. Each returns `[n_eval_users, k]` item indices (see `models.metrics`).
+"""Baselines: most-popular, repeat-purchase, item-kNN and implicit ALS, fitted on what the model saw.
 
-All take the training interactions as index arrays (`users`, `items`, `days_before_cutoff`,
-`weights`) so they see exactly what the model saw.
+Each baseline is a servable recommender, not only a row in a report: `fit_baselines` fits them
+on the training interactions, `models.export.baseline_module` turns each into a retrieval
+SavedModel in the same TF Serving layout as the two-tower (a pass-through ranker completes the
+pair), and evaluation scores them through the gateway's own path. So when no trained model beats
+them, the best one is published instead, and what it serves is what it scored.
+
+- `popular`: interaction weight in the last 30 days before the cutoff.
+- `repeat_purchase`: the user's own history first (times bought, then recency), then popular.
+- `item_knn`: the sum of cosine similarities (top 100 neighbours per item) to the user's items.
+- `als`: implicit-feedback ALS (Hu, Koren, Volinsky); a user unknown at training time is folded
+  in from the purchase history, as `implicit` recalculates a user.
+- `repeat_als`: the user's own history first, then ALS (what `repeat_purchase` is to `popular`).
+
+The numpy scorers here (`*_scores`) are the reference the exported graphs are tested against.
 """
 
 from __future__ import annotations
@@ -13,6 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.metrics import top_k
+
+#: Every servable baseline, and the ones that put the user's own history first.
+BASELINES = ("popular", "repeat_purchase", "item_knn", "als", "repeat_als")
+HISTORY_FIRST = {"repeat_purchase": "popular", "repeat_als": "als"}
 
 
 @dataclass(frozen=True)
@@ -40,10 +55,142 @@ class TrainInteractions:
         return sp.csr_matrix((w.astype(np.float32), (self.users, self.items)), shape=(self.n_users, self.n_items))
 
 
+@dataclass(frozen=True)
+class ALSParams:
+    factors: int = 64
+    iterations: int = 15
+    regularization: float = 0.05
+    alpha: float = 20.0
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class FittedBaselines:
+    """What the servable baselines need, fitted on one training set.
+
+    Attributes:
+        popularity: [n_items] interaction weight in the popularity window.
+        user_factors: [n_users, F] ALS user factors (rows of the training user index).
+        item_factors: [n_items, F] ALS item factors.
+        neighbour_rows: [n_items, N] item-kNN neighbours of each item (-1 pads).
+        neighbour_weights: [n_items, N] their similarities (0 on pads).
+        als: the ALS settings (fold-in needs the regularization and alpha).
+    """
+
+    popularity: np.ndarray
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    neighbour_rows: np.ndarray
+    neighbour_weights: np.ndarray
+    als: ALSParams
+
+
 def popularity_scores(data: TrainInteractions, window_days: float = 30.0) -> np.ndarray:
     """[n_items] interaction weight in the last `window_days` before the cutoff."""
     recent = data.age_days < window_days
     return np.bincount(data.items[recent], weights=data.weights[recent], minlength=data.n_items)
+
+
+def fit_als(data: TrainInteractions, params: ALSParams = ALSParams()) -> tuple[np.ndarray, np.ndarray]:
+    """(user factors [n_users, F], item factors [n_items, F]) of implicit ALS on log1p weights."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(
+        factors=params.factors,
+        iterations=params.iterations,
+        regularization=params.regularization,
+        alpha=params.alpha,
+        random_state=params.seed,
+        num_threads=1,  # one thread: deterministic for a seed
+    )
+    user_items = data.matrix().tocsr()
+    user_items.data = np.log1p(user_items.data)
+    model.fit(user_items, show_progress=False)
+    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
+
+
+def item_neighbours(
+    data: TrainInteractions, neighbours: int = 100, shrink: float = 10.0, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's `neighbours` most similar items: cosine over users (binary), shrunk.
+
+    Computed `block` items at a time, so memory grows with the catalog, not its square.
+
+    Returns:
+        (rows [n_items, N] int32 with -1 pads, similarities [n_items, N] float32).
+    """
+    binary = (data.matrix() > 0).astype(np.float32).tocsc()
+    norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())
+    n_items = data.n_items
+    n = min(neighbours, max(n_items - 1, 1))
+    rows = np.full((n_items, n), -1, dtype=np.int32)
+    weights = np.zeros((n_items, n), dtype=np.float32)
+    transposed = binary.T.tocsr()
+    for start in range(0, n_items, block):
+        stop = min(n_items, start + block)
+        co = np.asarray((transposed[start:stop] @ binary).todense(), dtype=np.float32)
+        co[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        sim = co / (np.outer(norms[start:stop], norms) + shrink)
+        top = np.argpartition(-sim, n - 1, axis=1)[:, :n]
+        values = np.take_along_axis(sim, top, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        top, values = np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
+        keep = values > 0
+        rows[start:stop] = np.where(keep, top, -1)
+        weights[start:stop] = np.where(keep, values, 0.0)
+    return rows, weights
+
+
+def fit_baselines(
+    data: TrainInteractions, als: ALSParams = ALSParams(), popularity_window_days: float = 30.0
+) -> FittedBaselines:
+    """Fit every servable baseline on the training interactions."""
+    user_factors, item_factors = fit_als(data, als)
+    rows, weights = item_neighbours(data)
+    return FittedBaselines(
+        popularity_scores(data, popularity_window_days).astype(np.float32),
+        user_factors,
+        item_factors,
+        rows,
+        weights,
+        als,
+    )
+
+
+# ------------------------------------------------------------- reference scorers (numpy)
+
+
+def fold_in(item_factors: np.ndarray, items: np.ndarray, counts: np.ndarray, params: ALSParams) -> np.ndarray:
+    """One user's ALS factors from their items and counts, as ALS's user step solves them:
+    `(Y'Y + reg I + sum (c - 1) y y') u = sum c y` with confidence `c = alpha * log1p(count)`."""
+    yty = item_factors.T @ item_factors
+    y = item_factors[items]
+    confidence = params.alpha * np.log1p(np.maximum(counts, 0.0))
+    a = yty + params.regularization * np.eye(yty.shape[0]) + (y.T * (confidence - 1.0)) @ y
+    return np.linalg.solve(a, y.T @ confidence)
+
+
+def knn_scores(
+    neighbour_rows: np.ndarray, neighbour_weights: np.ndarray, items: np.ndarray, n_items: int
+) -> np.ndarray:
+    """[n_items] sum of similarities to `items` (distinct item indices)."""
+    out = np.zeros(n_items)
+    rows, weights = neighbour_rows[items].ravel(), neighbour_weights[items].ravel()
+    np.add.at(out, rows[rows >= 0], weights[rows >= 0])
+    return out
+
+
+def history_first(scores: np.ndarray, items: np.ndarray, counts: np.ndarray, days_since: np.ndarray) -> np.ndarray:
+    """`scores` squeezed into [0, 1), with the user's own items above all (times bought, then
+    recency: `1000 + count + 1 / (1 + days since)`)."""
+    span = scores.max() - scores.min()
+    out = (scores - scores.min()) / (span + 1e-9) * 0.999 if span > 0 else np.zeros_like(scores, dtype=np.float64)
+    out = out.astype(np.float64)
+    out[items] = 1e3 + counts + 1.0 / (1.0 + np.maximum(days_since, 0.0))
+    return out
+
+
+# ------------------------------------------------------ top-k lists over training users
 
 
 def most_popular(
@@ -81,20 +228,14 @@ def item_knn(
     neighbours: int = 100,
     shrink: float = 10.0,
 ) -> np.ndarray:
-    """Item-based kNN: cosine similarity of items over users (binary), keep each item's top
-    `neighbours`, score = sum of similarities to the user's items."""
-    binary = (data.matrix() > 0).astype(np.float32).tocsc()
-    norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())
-    co = (binary.T @ binary).tocsr().astype(np.float32)
-    co.setdiag(0)
-    co.eliminate_zeros()
-    denom = np.outer(norms, norms)  # dense: fine up to ~20k items
-    sim = co.toarray() / (denom + shrink)
-    if neighbours < sim.shape[1]:
-        cut = -np.partition(-sim, neighbours - 1, axis=1)[:, neighbours - 1 : neighbours]
-        sim = np.where(sim >= cut, sim, 0.0)
-    history = (data.matrix() > 0).astype(np.float32).tocsr()[eval_users]
-    scores = np.asarray(history @ sim, dtype=np.float64)
+    """Item-based kNN over the users' whole training history (binary)."""
+    rows, weights = item_neighbours(data, neighbours, shrink)
+    history = (data.matrix() > 0).tocsr()[eval_users]
+    scores = (
+        np.stack([knn_scores(rows, weights, history[u].indices, data.n_items) for u in range(len(eval_users))])
+        if len(eval_users)
+        else np.zeros((0, data.n_items))
+    )
     return top_k(scores, k, exclude[eval_users] if exclude is not None else None)
 
 
@@ -103,25 +244,9 @@ def implicit_als(
     eval_users: np.ndarray,
     k: int,
     exclude: sp.csr_matrix | None = None,
-    factors: int = 64,
-    iterations: int = 15,
-    regularization: float = 0.05,
-    alpha: float = 20.0,
-    seed: int = 42,
+    params: ALSParams = ALSParams(),
 ) -> np.ndarray:
-    """Implicit-feedback ALS (Hu, Koren, Volinsky) from the `implicit` package."""
-    from implicit.cpu.als import AlternatingLeastSquares
-
-    model = AlternatingLeastSquares(
-        factors=factors,
-        iterations=iterations,
-        regularization=regularization,
-        alpha=alpha,
-        random_state=seed,
-        num_threads=1,  # one thread: deterministic for a seed
-    )
-    user_items = data.matrix().tocsr()
-    user_items.data = np.log1p(user_items.data)
-    model.fit(user_items, show_progress=False)
-    scores = model.user_factors[eval_users] @ model.item_factors.T
+    """Implicit ALS from the `implicit` package, each user's trained factors."""
+    user_factors, item_factors = fit_als(data, params)
+    scores = user_factors[eval_users] @ item_factors.T
     return top_k(np.asarray(scores, dtype=np.float64), k, exclude[eval_users] if exclude is not None else None)

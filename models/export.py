@@ -7,7 +7,11 @@
   it need not look 1,000 ids up per request).
 - `ranking`: the ranker; signature `serving_default`: user inputs [B] (and history lists
   [B, M]) + candidates `item_id` [B, N], `retrieval_score` [B, N] and item features [B, N] ->
-  `scores` [B, N].
+  `scores` [B, N], `recommender` [B] (what the pair is: `two_stage`).
+- a baseline (`baseline_module`, see `models.baselines`) is a retrieval model with the same
+  outputs, paired with a pass-through ranker (`passthrough_module`: `scores` = `retrieval_score`,
+  `recommender` = the baseline's name); so is the two-tower alone (`retrieval`) when its ranker
+  does not beat it.
 
 Input names are feature names (`models.features`), so the gateway binds them from the online
 store by name. Loading needs neither TFRS nor `TF_USE_LEGACY_KERAS`.
@@ -20,6 +24,8 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from models.features import (
     DAY_OF_WEEK,
@@ -44,6 +50,9 @@ from models.tf_env import tensorflow
 from models.topk import top_k
 
 RETRIEVAL_K = 1000
+#: The ranking signature's output naming what the pair serves.
+RECOMMENDER = "recommender"
+TWO_STAGE = "two_stage"
 
 
 def _user_specs(tf) -> dict[str, Any]:
@@ -137,9 +146,139 @@ def ranking_module(ranker):
                     flat[name] = tf.reshape(value, [-1])
                 else:  # one value (or list) per user: repeat it for each of its candidates
                     flat[name] = tf.repeat(value, shape[1], axis=0)
-            return {"scores": tf.reshape(self.ranker(flat), shape)}
+            scores = tf.reshape(self.ranker(flat), shape)
+            return {"scores": scores, RECOMMENDER: tf.fill([shape[0]], TWO_STAGE)}
 
     return Ranking()
+
+
+def passthrough_module(recommender: str):
+    """A ranking `tf.Module` that keeps retrieval's order: `scores` = `retrieval_score`.
+
+    It completes a pair whose retrieval list is served as it is (a baseline, or the two-tower
+    when its ranker does not beat it); `recommender` names what serves.
+    """
+    tf = tensorflow()
+    specs = {
+        ITEM_ID: tf.TensorSpec([None, None], tf.string, name=ITEM_ID),
+        RETRIEVAL_SCORE: tf.TensorSpec([None, None], tf.float32, name=RETRIEVAL_SCORE),
+    }
+
+    class PassThrough(tf.Module):
+        @tf.function(input_signature=[specs])
+        def serve(self, inputs):
+            scores = inputs[RETRIEVAL_SCORE]
+            return {"scores": tf.identity(scores), RECOMMENDER: tf.fill([tf.shape(scores)[0]], recommender)}
+
+    return PassThrough()
+
+
+def baseline_module(name: str, fitted, item_ids, user_ids, k: int = RETRIEVAL_K):
+    """A retrieval `tf.Module` serving baseline `name` (`models.baselines.BASELINES`).
+
+    Inputs: `user_id` [B], the purchase history `user_history__items` / `__counts` /
+    `__last_day` [B, M] and `request_day` [B]. Outputs as the two-tower's: `item_ids`, `scores`,
+    `item_rows` [B, K].
+
+    Args:
+        fitted: `models.baselines.FittedBaselines` over `item_ids` (and `user_ids` for ALS).
+        item_ids: the catalog, in the fitted arrays' item order.
+        user_ids: the training users, in the ALS user factors' row order.
+    """
+    tf = tensorflow()
+    from models.baselines import BASELINES, HISTORY_FIRST
+
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+    base = HISTORY_FIRST.get(name, name)
+    ids = np.asarray(item_ids).astype(str)
+    k = min(k, len(ids))
+    specs = {
+        USER_ID: tf.TensorSpec([None], tf.string, name=USER_ID),
+        HISTORY_ITEMS: tf.TensorSpec([None, HISTORY_LEN], tf.string, name=HISTORY_ITEMS),
+        HISTORY_COUNTS: tf.TensorSpec([None, HISTORY_LEN], tf.float32, name=HISTORY_COUNTS),
+        HISTORY_LAST_DAY: tf.TensorSpec([None, HISTORY_LEN], tf.float32, name=HISTORY_LAST_DAY),
+        REQUEST_DAY: tf.TensorSpec([None], tf.float32, name=REQUEST_DAY),
+    }
+    popularity = np.asarray(fitted.popularity, np.float64)
+    # Ties (and users with nothing to go on) fall back to popularity, below any real signal.
+    prior = (popularity / (popularity.max() + 1.0) * 1e-6).astype(np.float32)
+
+    class Baseline(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.item_ids = tf.Variable(ids, trainable=False, name="item_ids")
+            self.rows = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), -1
+            )
+            self.prior = tf.constant(prior)
+            self.popularity = tf.constant((popularity / (popularity.max() + 1.0)).astype(np.float32))
+            if base == "als":
+                users = np.asarray(user_ids).astype(str)
+                self.item_factors = tf.constant(fitted.item_factors)
+                self.user_factors = tf.constant(fitted.user_factors)
+                self.users = tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(tf.constant(users), tf.range(len(users), dtype=tf.int64)), -1
+                )
+                yty = fitted.item_factors.T.astype(np.float64) @ fitted.item_factors.astype(np.float64)
+                eye = np.eye(yty.shape[0]) * fitted.als.regularization
+                self.gram = tf.constant((yty + eye).astype(np.float32))
+            if base == "item_knn":
+                self.neighbour_rows = tf.constant(fitted.neighbour_rows.astype(np.int64))
+                self.neighbour_weights = tf.constant(fitted.neighbour_weights.astype(np.float32))
+
+        def base_scores(self, inputs, rows, valid, counts):
+            batch = tf.shape(rows)[0]
+            if base == "popular":
+                return tf.tile(self.popularity[None, :], [batch, 1])
+            safe = tf.maximum(rows, 0)
+            if base == "als":
+                mask = tf.cast(tf.logical_and(valid, counts > 0), tf.float32)
+                y = tf.gather(self.item_factors, safe) * mask[..., None]  # [B, M, F]
+                confidence = fitted.als.alpha * tf.math.log1p(counts) * mask
+                a = self.gram[None] + tf.einsum("bm,bmf,bmg->bfg", (confidence - 1.0) * mask, y, y)
+                b = tf.einsum("bm,bmf->bf", confidence, y)
+                folded = tf.linalg.solve(a, b[..., None])[..., 0]
+                user_rows = self.users.lookup(inputs[USER_ID])
+                known = tf.gather(self.user_factors, tf.maximum(user_rows, 0))
+                query = tf.where((user_rows >= 0)[:, None], known, folded)
+                return tf.matmul(query, self.item_factors, transpose_b=True)
+            # item_knn: each distinct history item adds its neighbours' similarities
+            first = _first_occurrence(tf, rows) & valid
+            neighbours = tf.gather(self.neighbour_rows, safe)  # [B, M, N]
+            weights = tf.gather(self.neighbour_weights, safe) * tf.cast(first, tf.float32)[..., None]
+            hit = tf.where(tf.logical_and(neighbours >= 0, weights > 0))
+            at = tf.stack([hit[:, 0], tf.gather_nd(neighbours, hit)], axis=1)
+            return tf.scatter_nd(at, tf.gather_nd(weights, hit), tf.cast([batch, len(ids)], tf.int64))
+
+        @tf.function(input_signature=[specs])
+        def serve(self, inputs):
+            rows = self.rows.lookup(inputs[HISTORY_ITEMS])
+            valid = rows >= 0
+            counts = tf.where(valid, tf.maximum(inputs[HISTORY_COUNTS], 0.0), 0.0)
+            scores = self.base_scores(inputs, rows, valid, counts) + self.prior[None, :]
+            if name in HISTORY_FIRST:  # as models.baselines.history_first
+                low = tf.reduce_min(scores, axis=1, keepdims=True)
+                span = tf.reduce_max(scores, axis=1, keepdims=True) - low
+                scores = tf.where(span > 0, (scores - low) / (span + 1e-9) * 0.999, tf.zeros_like(scores))
+                days = tf.maximum(inputs[REQUEST_DAY][:, None] - inputs[HISTORY_LAST_DAY], 0.0)
+                own = 1e3 + counts + 1.0 / (1.0 + days)
+                hit = tf.where(valid)
+                at = tf.stack([hit[:, 0], tf.gather_nd(rows, hit)], axis=1)
+                boost = tf.scatter_nd(at, tf.gather_nd(own, hit), tf.shape(scores, out_type=tf.int64))
+                scores = tf.where(boost > 0, boost, scores)
+            values, indices = top_k(tf, scores, k)
+            return {"item_ids": tf.gather(self.item_ids, indices), "scores": values, "item_rows": indices}
+
+    return Baseline()
+
+
+def _first_occurrence(tf, rows):
+    """[B, M] True where a row's value has not appeared earlier in that row."""
+    m = tf.shape(rows)[1]
+    earlier = tf.linalg.band_part(tf.ones([m, m], tf.int32), -1, 0) - tf.eye(m, dtype=tf.int32)  # [i, j]: j < i
+    same = tf.cast(tf.equal(rows[:, :, None], rows[:, None, :]), tf.int32)
+    return tf.reduce_sum(same * earlier[None], axis=2) == 0
 
 
 def save(module, target: Path, metadata: dict[str, Any]) -> Path:

@@ -66,3 +66,30 @@ def test_item_knn_recommends_co_bought_items(history: TrainInteractions) -> None
     # user 1 bought 0 and 1; user 0 bought 0 and 2 -> for someone who bought 1, item 0 is closest.
     recs = item_knn(history, np.array([1]), k=2, exclude=(history.matrix() > 0).astype(float).tocsr())
     assert recs[0, 0] == 2
+
+
+def test_per_user_values_average_to_the_metrics() -> None:
+    from models.metrics import per_user
+
+    recs = np.array([[0, 1, 2, 3], [3, 2, -1, -1], [5, 4, 0, 1]])
+    truth = _truth([[1, 5], [], [4]], 6)
+    values = per_user(recs, truth, ks=(2,))
+    assert values["recall@2"].tolist() == [0.5, 1.0]  # the user without truth is left out
+    assert topk_metrics(recs, truth, 6, ks=(2,))["recall@2"] == pytest.approx(0.75)
+
+
+def test_bootstrap_intervals_cover_the_mean_and_pair_users() -> None:
+    from models.metrics import interval
+
+    rng = np.random.default_rng(0)
+    a = rng.binomial(1, 0.3, 2000).astype(float)
+    low, high = interval(a)
+    assert low < a.mean() < high and high - low < 0.06
+    # Paired: b is a with a few more hits; the difference's interval excludes 0 although the two
+    # marginal intervals overlap.
+    b = a.copy()
+    b[rng.choice(np.flatnonzero(a == 0), 40, replace=False)] = 1.0
+    d_low, d_high = interval(b - a)
+    assert 0 < d_low < 0.02 < d_high
+    assert interval(b)[0] < high
+    assert interval(a) == interval(a)  # seeded: the same draws every time
