@@ -30,8 +30,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models import baselines
+from models.baselines import BASELINES
 from models.data import Catalog
-from models.metrics import DEFAULT_KS, recall_curve, topk_metrics
+from models.metrics import DEFAULT_KS, LEVEL, interval, per_user, recall_curve, topk_metrics
 from scoring.catalog import Catalog as ServedCatalog
 from scoring.rules import RuleConfig
 from scoring.twostage import ModelCaller, Scored, is_cold, popular_items, score, topped_up
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 VARIANTS = {"all": False, "new": True}
 CURVE_K = 100
 MODEL_LISTS = ("two_stage", "retrieval")
+PRODUCTION = "production"
+#: Metrics reported with bootstrap intervals (and compared pairwise).
+INTERVAL_METRICS = ("recall@10", "recall@50", "recall@100", "ndcg@10")
 
 
 @dataclass
@@ -54,7 +58,7 @@ class EvalData:
         truth: [users, items] holdout positives.
         seen: [users, items] anything the user did before the cutoff (excluded in `new`).
         train: positives before the cutoff for the baselines, over all users.
-        train_users: user ids indexing `train`; eval_rows: rows of `users` in it.
+        train_user_ids: user ids indexing `train`; eval_rows: rows of `users` in it.
         user_features: one row per evaluated user, features as of the cutoff.
         item_features: one row per catalog item, features as of the cutoff.
         user_columns / item_columns: the feature columns the gateway's reader serves for a user
@@ -72,6 +76,7 @@ class EvalData:
     item_features: pd.DataFrame
     user_columns: list[str] = field(default_factory=list)
     item_columns: list[str] = field(default_factory=list)
+    train_user_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     _items: Callable[[Sequence[str]], dict[str, Any]] | None = field(default=None, repr=False)
 
     def user(self, row: int) -> dict[str, Any]:
@@ -167,6 +172,7 @@ def prepare(
         seen=matrix(interactions),
         train=train,
         eval_rows=np.array([user_index[u] for u in users]),
+        train_user_ids=train_users,
         user_features=features(user_rows, "ranking").reset_index(drop=True),
         item_features=features(item_rows, "ranking").reset_index(drop=True),
         user_columns=columns.get("user_id", []),
@@ -255,18 +261,19 @@ def served_lists(
     rules: RuleConfig,
     ks: tuple[int, ...] = DEFAULT_KS,
     progress: Callable[[str], None] = log.info,
+    stages: tuple[str, ...] = MODEL_LISTS,
 ) -> dict[str, dict[str, dict[int, np.ndarray]]]:
     """The lists the gateway would serve each evaluated user at the cutoff, for every count in
-    `ks` and both `exclude_purchased` settings; and the same lists from retrieval alone. As in
-    the gateway, a user without features gets popular items, and a short list is topped up
-    with popular items.
+    `ks` and both `exclude_purchased` settings; and (`stages` with `retrieval`) the same lists
+    from retrieval alone. As in the gateway, a user without features gets popular items, and a
+    short list is topped up with popular items.
 
     Returns:
-        {variant: {"two_stage" | "retrieval": {k: [U, k] catalog rows, -1 pads}}}.
+        {variant: {stage: {k: [U, k] catalog rows, -1 pads}}}.
     """
     index = data.catalog.index()
     n_users = len(data.users)
-    out = {v: {name: {k: np.full((n_users, k), -1) for k in ks} for name in MODEL_LISTS} for v in VARIANTS}
+    out = {v: {name: {k: np.full((n_users, k), -1) for k in ks} for name in stages} for v in VARIANTS}
     popular = data.popular_catalog(rules.popular_size)
     step = max(1, n_users // 10)
     for row in range(n_users):
@@ -275,7 +282,7 @@ def served_lists(
         for variant, exclude_purchased in VARIANTS.items():
             for k in ks:
                 wanted = replace(rules, count=k, exclude_purchased=exclude_purchased)
-                for name in MODEL_LISTS:
+                for name in stages:
                     if scored is None:
                         chosen = popular_items(popular, user, wanted)
                     else:
@@ -302,6 +309,19 @@ def metrics_by_count(
             if k == 10:
                 out["ndcg@10"], out["coverage@10"] = at_k["ndcg@10"], at_k["coverage@10"]
     return out
+
+
+def values_by_count(
+    lists: Mapping[int, np.ndarray], truth: sp.csr_matrix, ks: tuple[int, ...] = DEFAULT_KS
+) -> dict[str, np.ndarray]:
+    """Per-user values of the interval metrics, each @K from the list served for `count=K`."""
+    out = {}
+    for k in ks:
+        if k in lists:
+            out[f"recall@{k}"] = per_user(lists[k], truth, (k,))[f"recall@{k}"]
+    ten = lists.get(10, lists[max(lists)])
+    out["ndcg@10"] = per_user(ten, truth, (min(10, ten.shape[1]),))["ndcg@10"]
+    return {name: v for name, v in out.items() if name in INTERVAL_METRICS}
 
 
 def gateway_lists(
@@ -359,85 +379,106 @@ def gateway_lists(
     return out, paths
 
 
-def baseline_recs(data: EvalData, k: int = CURVE_K) -> dict[str, dict[str, np.ndarray]]:
-    """Baseline recommendations per variant (repeat-purchase only in `all`)."""
-    rows = data.eval_rows
-    coo = data.seen.tocoo()  # re-index the evaluated users' rows into the training user index
-    seen = sp.csr_matrix((coo.data, (rows[coo.row], coo.col)), shape=(data.train.n_users, data.train.n_items))
-    out: dict[str, dict[str, np.ndarray]] = {v: {} for v in VARIANTS}
-    for variant, exclude in (("all", None), ("new", seen)):
-        out[variant]["popular"] = baselines.most_popular(data.train, rows, k, exclude)
-        out[variant]["item_knn"] = baselines.item_knn(data.train, rows, k, exclude)
-        out[variant]["als"] = baselines.implicit_als(data.train, rows, k, exclude)
-    out["all"]["repeat_purchase"] = baselines.repeat_purchase(data.train, rows, k)
-    return out
-
-
-def score_lists(
-    recs: dict[str, dict[str, np.ndarray]],
-    data: EvalData,
-    ks: tuple[int, ...] = DEFAULT_KS,
-    by_count: dict[str, dict[str, dict[int, np.ndarray]]] | None = None,
+def scored_report(
+    lists: dict[str, dict[str, dict[int, np.ndarray]]], data: EvalData, ks: tuple[int, ...] = DEFAULT_KS
 ) -> dict[str, Any]:
-    """Metrics and recall@k curves for every recommender, per variant.
+    """Metrics, intervals, comparisons and recall@k curves of every recommender's served lists.
 
     Args:
-        recs: {variant: {name: [U, K] rows}}, the longest list of each recommender.
-        by_count: {variant: {name: {k: rows}}} for recommenders whose list depends on the count
-            asked for (the served models: the rules cap categories per count).
+        lists: {variant: {recommender: {k: [U, k] rows}}} (`served_lists`, one entry per name).
+
+    Returns:
+        `metrics` {variant: {name: {metric: mean}}}; `intervals` {variant: {name: {metric:
+        [low, high]}}} (bootstrap over users, `models.metrics.interval`); `versus` {variant:
+        {name: {"best_baseline" | "production": {metric: {"name", "difference", "interval"}}}}}
+        (paired differences); `curves` {variant: {name: recall@1..K}}.
     """
-    metrics: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
-    for variant, by_name in recs.items():
+    report: dict[str, Any] = {"metrics": {}, "intervals": {}, "versus": {}, "curves": {}}
+    for variant, by_name in lists.items():
         truth = data.truth_for(variant)
-        counted = (by_count or {}).get(variant, {})
-        metrics[variant] = {
-            name: metrics_by_count(counted[name], truth, len(data.catalog), ks)
-            if name in counted
-            else topk_metrics(r, truth, len(data.catalog), ks)
-            for name, r in by_name.items()
+        values = {name: values_by_count(counted, truth, ks) for name, counted in by_name.items()}
+        report["metrics"][variant] = {
+            name: metrics_by_count(counted, truth, len(data.catalog), ks) for name, counted in by_name.items()
         }
-        curves[variant] = {name: recall_curve(r, truth).tolist() for name, r in by_name.items()}
-    return {"metrics": metrics, "curves": curves}
+        report["intervals"][variant] = {
+            name: {metric: interval(v) for metric, v in per.items()} for name, per in values.items()
+        }
+        report["curves"][variant] = {
+            name: recall_curve(counted[max(counted)], truth).tolist() for name, counted in by_name.items()
+        }
+        baselines_here = [n for n in BASELINES if n in by_name]
+        versus: dict[str, Any] = {}
+        for name, per in values.items():
+            versus[name] = {}
+            for metric, mine in per.items():
+                rivals = {}
+                if baselines_here:
+                    best = max(baselines_here, key=lambda n: report["metrics"][variant][n][metric])
+                    rivals["best_baseline"] = best
+                if PRODUCTION in values and name != PRODUCTION:
+                    rivals["production"] = PRODUCTION
+                for role, rival in rivals.items():
+                    diff = mine - values[rival][metric]
+                    versus[name].setdefault(role, {})[metric] = {
+                        "name": rival,
+                        "difference": float(diff.mean()),
+                        "interval": interval(diff),
+                    }
+        report["versus"][variant] = versus
+    return report
 
 
 def evaluate(
     data: EvalData,
-    candidate: dict[str, Path],
+    candidate: dict[str, Path] | None,
     production: dict[str, Path] | None = None,
-    with_baselines: bool = True,
+    baselines: Mapping[str, dict[str, Path]] | None = None,
     progress: Callable[[str], None] = log.info,
     rules: RuleConfig | None = None,
+    more_lists: Mapping[str, Mapping[str, dict[int, np.ndarray]]] | None = None,
 ) -> dict[str, Any]:
-    """Score the candidate (and production, and the baselines) on the same holdout.
+    """Score the candidate (and production, and the baselines) on the same holdout, each through
+    the gateway's own path.
 
     Args:
-        candidate: {"retrieval": dir, "ranking": dir} of SavedModels.
-        production: the same for the production model, when there is one.
+        candidate: {"retrieval": dir, "ranking": dir} of SavedModels: scored as `two_stage` and
+            as `retrieval` (its ranker skipped); None to score only production and baselines.
+        production: the same for the production pair, when there is one (`production`).
+        baselines: {name: pair dirs} of exported baselines (`models.export.export_baselines`);
+            None fits and exports every baseline on `data.train` in a temporary folder.
         rules: the gateway's rule settings (`RuleConfig.from_settings`); count and
             exclude_purchased are set per list.
+        more_lists: {variant: {name: {k: rows}}} scored beside the others (e.g. `served`: the
+            running gateway's answers, `gateway_lists`).
     """
+    import tempfile
+
     from scoring.local import SavedModelPair
 
     rules = rules or RuleConfig(count=10)
     started = time.perf_counter()
-    recs: dict[str, dict[str, np.ndarray]] = {v: {} for v in VARIANTS}
-    by_count: dict[str, dict[str, dict[int, np.ndarray]]] = {v: {} for v in VARIANTS}
-    for label, dirs in (("candidate", candidate), ("production", production)):
-        if not dirs:
-            continue
-        progress(f"scoring the {label} model on {len(data.users):,} users as the gateway serves it")
-        lists = served_lists(SavedModelPair(dirs), data, rules, progress=progress)
-        prefix = "" if label == "candidate" else "production_"
+    lists: dict[str, dict[str, dict[int, np.ndarray]]] = {v: {} for v in VARIANTS}
+
+    def add(name_of: dict[str, str], dirs: Mapping[str, Path], what: str) -> None:
+        progress(f"scoring {what} on {len(data.users):,} users as the gateway serves it")
+        scored = served_lists(SavedModelPair(dirs), data, rules, progress=progress, stages=tuple(name_of))
         for variant in VARIANTS:
-            for name in MODEL_LISTS:
-                recs[variant][prefix + name] = lists[variant][name][max(DEFAULT_KS)]
-                by_count[variant][prefix + name] = lists[variant][name]
-    if with_baselines:
-        progress("scoring baselines: popular, repeat-purchase, item-kNN, ALS")
-        for variant, by_name in baseline_recs(data).items():
-            recs[variant].update(by_name)
-    report = score_lists(recs, data, by_count=by_count)
+            for stage, name in name_of.items():
+                lists[variant][name] = scored[variant][stage]
+
+    if candidate:
+        add({"two_stage": "two_stage", "retrieval": "retrieval"}, candidate, "the candidate")
+    if production:
+        add({"two_stage": PRODUCTION}, production, "the production model")
+    with tempfile.TemporaryDirectory(prefix="towerflow-baselines-") as scratch:
+        if baselines is None:
+            progress("fitting baselines: " + ", ".join(BASELINES))
+            baselines = stage_baselines(data, Path(scratch))
+        for name, dirs in baselines.items():
+            add({"two_stage": name}, dirs, f"baseline {name}")
+    for variant, by_name in (more_lists or {}).items():
+        lists[variant].update(by_name)
+    report = scored_report(lists, data)
     report.update(
         {
             "rules": {k: v for k, v in asdict(rules).items() if k not in ("count", "exclude", "exclude_purchased")},
@@ -451,8 +492,19 @@ def evaluate(
     return report
 
 
+def stage_baselines(data: EvalData, out_dir: Path) -> dict[str, dict[str, Path]]:
+    """Fit every baseline on `data.train` and export each as a servable pair under
+    `out_dir/<name>/{retrieval,ranking}`."""
+    from models.export import export_baselines
+
+    fitted = baselines.fit_baselines(data.train)
+    meta = {"cutoff": data.cutoff.isoformat(), "training_users": int(data.train.n_users)}
+    return export_baselines(fitted, data.catalog.item_ids, data.train_user_ids, out_dir, meta)
+
+
 def best_baseline(report: dict[str, Any], variant: str, metric: str) -> tuple[str, float]:
-    names = [n for n in report["metrics"][variant] if n in ("popular", "repeat_purchase", "item_knn", "als")]
+    """The baseline with the highest `metric` in `variant`, and its value."""
+    names = [n for n in report["metrics"][variant] if n in BASELINES]
     best = max(names, key=lambda n: report["metrics"][variant][n][metric])
     return best, report["metrics"][variant][best][metric]
 
@@ -461,12 +513,46 @@ def best_baseline(report: dict[str, Any], variant: str, metric: str) -> tuple[st
 
 
 def table(report: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> list[dict[str, Any]]:
-    """Rows (variant, recommender, metrics...) for printing and the HTML report."""
+    """Rows (variant, recommender, metrics...) for printing and the HTML report; a metric with a
+    bootstrap interval also has `<metric> interval`: [low, high]."""
     rows = []
     for variant, by_name in report["metrics"].items():
         for name, m in by_name.items():
-            rows.append({"variant": variant, "recommender": name, **{key: m[key] for key in m if key != "users"}})
+            row = {"variant": variant, "recommender": name, **{key: m[key] for key in m if key != "users"}}
+            for metric, bounds in report.get("intervals", {}).get(variant, {}).get(name, {}).items():
+                row[f"{metric} interval"] = bounds
+            rows.append(row)
     return rows
+
+
+def with_interval(row: dict[str, Any], metric: str) -> str:
+    """`0.1567 [0.1451, 0.1689]`, or the value alone when it has no interval."""
+    bounds = row.get(f"{metric} interval")
+    if not bounds:
+        return f"{row[metric]:.4f}"
+    return f"{row[metric]:.4f} [{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
+def _versus_html(report: dict[str, Any]) -> str:
+    """Each recommender against the best baseline and production: paired differences with their
+    intervals, for the interval metrics."""
+    lines = []
+    for variant, by_name in report.get("versus", {}).items():
+        for name, roles in by_name.items():
+            for role, by_metric in roles.items():
+                for metric, cell in by_metric.items():
+                    low, high = cell["interval"]
+                    lines.append(
+                        f"<tr><td>{variant}</td><td>{name}</td><td>{role} ({cell['name']})</td><td>{metric}</td>"
+                        f"<td>{cell['difference']:+.4f}</td><td>[{low:+.4f}, {high:+.4f}]</td></tr>"
+                    )
+    if not lines:
+        return ""
+    head = "<tr><th>variant</th><th>recommender</th><th>against</th><th>metric</th><th>difference</th>"
+    return (
+        "<h2>Against the best baseline and production</h2><p>Paired differences over the same users, "
+        f"with {int(LEVEL * 100)}% bootstrap intervals.</p><table>{head}<th>interval</th></tr>{''.join(lines)}</table>"
+    )
 
 
 def _plot(report: dict[str, Any]) -> str:
@@ -497,10 +583,15 @@ def write_report(report: dict[str, Any], out_dir: Path, title: str) -> tuple[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "evaluation.json"
     json_path.write_text(json.dumps(report, indent=2, default=str))
-    frame = pd.DataFrame(table(report))
-    numeric = frame.select_dtypes("number").columns
+    rows = table(report)
+    for row in rows:
+        for metric in INTERVAL_METRICS:
+            if f"{metric} interval" in row:
+                row[metric] = with_interval(row, metric)
+    frame = pd.DataFrame(rows)
+    shown = [c for c in frame.columns if not c.endswith(" interval") and c not in ("variant", "recommender")]
     html_table = frame.to_html(
-        index=False, float_format=lambda v: f"{v:.4f}", columns=["variant", "recommender", *numeric]
+        index=False, float_format=lambda v: f"{v:.4f}", columns=["variant", "recommender", *shown]
     )
     decision = report.get("gate")
     gate_html = f"<h2>Gate</h2><pre>{json.dumps(decision, indent=2)}</pre>" if decision else ""
@@ -510,7 +601,8 @@ td,th{{padding:4px 8px;border:1px solid #ccc;text-align:right}}</style>
 </head><body><h1>{title}</h1>
 <p>Holdout from {report["cutoff"]}: {report["users"]:,} users with history and holdout positives
 ({report["users_with_new_items"]:,} with items new to them); {report["items"]:,} items.</p>
-{gate_html}<h2>Metrics</h2>{html_table}
+{gate_html}<h2>Metrics</h2><p>Means over users, with {int(LEVEL * 100)}% bootstrap intervals over users.</p>
+{html_table}{_versus_html(report)}
 <h2>Recall@K</h2><img src="data:image/png;base64,{_plot(report)}" alt="recall at K curves">
 </body></html>"""
     html_path = out_dir / "evaluation.html"

@@ -294,6 +294,25 @@ def save(module, target: Path, metadata: dict[str, Any]) -> Path:
     return target
 
 
+def export_baselines(fitted, item_ids, user_ids, out_dir: Path, metadata: dict[str, Any]) -> dict[str, dict[str, Path]]:
+    """Every baseline as a servable pair: `out_dir/<name>/retrieval` (`baseline_module`) and
+    `out_dir/<name>/ranking` (`passthrough_module`).
+
+    Returns:
+        {name: {"retrieval": dir, "ranking": dir}}.
+    """
+    from models.baselines import BASELINES
+
+    out = {}
+    for name in BASELINES:
+        meta = {**metadata, RECOMMENDER: name}
+        out[name] = {
+            "retrieval": save(baseline_module(name, fitted, item_ids, user_ids), out_dir / name / "retrieval", meta),
+            "ranking": save(passthrough_module(name), out_dir / name / "ranking", meta),
+        }
+    return out
+
+
 def export(trained, staging: Path, at: datetime, metadata: dict[str, Any]) -> dict[str, Path]:
     """Write both models under `staging/<model>` (not yet published)."""
     return {

@@ -1,10 +1,25 @@
-"""The deployment gate: a candidate is published only if its data passed the quality suites and
-it beats the production model on the primary metric by the configured margin."""
+"""The deployment gate: what serves next, chosen from the evaluation of every servable recommender.
+
+The options are the trained pair (`two_stage`), its retrieval model alone (`retrieval`: the
+ranker has to earn its place) and the servable baselines (`models.baselines.BASELINES`). A
+trained option is chosen only if it beats the best baseline on the primary metric in every
+configured variant; otherwise the option that is nearest the best in its worst variant serves,
+which is a baseline whenever the trained ones lose: the served answer is never worse than the
+simplest thing that works. The choice is published only if the run's data passed the quality
+suites and it beats production (by the margin, in every variant), or production has fallen
+below the best baseline and the choice is closer to it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from models.baselines import BASELINES
+
+#: Trained options, preferred in this order when they tie.
+TRAINED = ("two_stage", "retrieval")
+PRODUCTION = "production"
 
 
 @dataclass(frozen=True)
@@ -13,20 +28,32 @@ class GatePolicy:
 
     Attributes:
         metric: the primary metric, e.g. `recall@100`.
-        variant: `all` or `new` (see `models.evaluate`).
-        stage: `two_stage` (retrieval + ranking) or `retrieval`.
-        margin: the candidate must exceed production by more than this (absolute).
+        variants: the variants (`all`, `new`; see `models.evaluate`) a choice must hold in.
+        margin: a choice must exceed production by more than this (absolute), in every variant.
     """
 
     metric: str = "recall@100"
-    variant: str = "all"
-    stage: str = "two_stage"
+    variants: tuple[str, ...] = ("all", "new")
     margin: float = 0.0
 
 
 @dataclass(frozen=True)
 class Decision:
+    """The gate's answer.
+
+    Attributes:
+        publish: whether `recommender` is published.
+        recommender: what would serve: `two_stage`, `retrieval` or a baseline's name.
+        reason: why, in words.
+        metric: `<metric>` the decision was made on.
+        candidate: the chosen recommender's metric in the first variant.
+        production: production's, when there is a production model.
+        per_variant: per variant, the chosen value, the best baseline (name, value), production's
+            value, and the paired differences to both with their bootstrap intervals.
+    """
+
     publish: bool
+    recommender: str
     reason: str
     metric: str
     candidate: float
@@ -34,37 +61,113 @@ class Decision:
     margin: float
     quality_passed: bool
     forced: bool = False
+    per_variant: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _value(report: dict[str, Any], variant: str, name: str, metric: str) -> float | None:
+    found = report["metrics"].get(variant, {}).get(name, {}).get(metric)
+    return None if found is None else float(found)
+
+
 def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, force: bool = False) -> Decision:
-    """Decide from an evaluation report (`models.evaluate.evaluate`).
+    """Choose what serves next from an evaluation report (`models.evaluate.evaluate`).
 
     Args:
-        report: metrics per variant and recommender; production appears as `production_<stage>`.
+        report: metrics per variant and recommender (`two_stage`, `retrieval`, the baselines,
+            `production`), and `versus` (paired differences with intervals).
         quality_passed: whether the run's data passed its quality suites.
-        force: publish regardless of the comparison (never regardless of data quality).
+        force: publish the trained pair regardless of the comparisons (never regardless of
+            data quality).
+
+    Raises:
+        ValueError: the report lacks a variant, or has no baseline scored on the metric.
     """
-    metrics = report["metrics"][policy.variant]
-    name = f"{policy.variant}/{policy.stage}/{policy.metric}"
-    candidate = metrics[policy.stage][policy.metric]
-    production = metrics.get(f"production_{policy.stage}", {}).get(policy.metric)
+    metric, variants = policy.metric, tuple(policy.variants)
+    for variant in variants:
+        if variant not in report["metrics"]:
+            raise ValueError(f"the evaluation has no variant {variant!r}; it has {sorted(report['metrics'])}")
+
+    def value(variant: str, name: str) -> float | None:
+        return _value(report, variant, name, metric)
+
+    best: dict[str, tuple[str, float]] = {}
+    for variant in variants:
+        scored = [(n, value(variant, n)) for n in BASELINES if value(variant, n) is not None]
+        if not scored:
+            raise ValueError(f"no baseline is scored on {metric} in {variant}: the gate compares against them")
+        best[variant] = max(scored, key=lambda pair: pair[1] or 0.0)  # type: ignore[arg-type]
+
+    options = [n for n in (*TRAINED, *BASELINES) if all(value(v, n) is not None for v in variants)]
+    top = {v: max(value(v, n) or 0.0 for n in options) for v in variants}
+
+    def worst_ratio(name: str) -> float:
+        """How near the best option `name` comes in its worst variant (1 = best everywhere)."""
+        return min((value(v, name) or 0.0) / top[v] if top[v] > 0 else 1.0 for v in variants)
+
+    def beats_baselines(name: str) -> bool:
+        return all((value(v, name) or 0.0) > best[v][1] for v in variants)
+
+    winners = [n for n in TRAINED if n in options and beats_baselines(n)]
+    if force:
+        chosen = TRAINED[0]
+    elif winners:
+        chosen = max(winners, key=worst_ratio)  # max keeps the first of equals: two_stage
+    else:
+        chosen = max(options, key=worst_ratio)
+
+    production = {v: value(v, PRODUCTION) for v in variants}
+    has_production = all(p is not None for p in production.values())
+    per_variant = {}
+    for v in variants:
+        versus = report.get("versus", {}).get(v, {}).get(chosen, {})
+        per_variant[v] = {
+            chosen: value(v, chosen),
+            "best_baseline": list(best[v]),
+            PRODUCTION: production[v],
+            "versus_best_baseline": versus.get("best_baseline", {}).get(metric),
+            "versus_production": versus.get(PRODUCTION, {}).get(metric),
+        }
+    first = variants[0]
+    name = f"{'/'.join(variants)}/{metric}"
 
     def decision(publish: bool, reason: str) -> Decision:
-        return Decision(publish, reason, name, candidate, production, policy.margin, quality_passed, force)
+        return Decision(
+            publish,
+            chosen,
+            reason,
+            name,
+            value(first, chosen) or 0.0,
+            production[first],
+            policy.margin,
+            quality_passed,
+            force,
+            per_variant,
+        )
 
+    def shown(n: str) -> str:
+        return ", ".join(f"{v} {value(v, n):.4f}" for v in variants)
+
+    baseline_text = ", ".join(f"{v} {best[v][0]} {best[v][1]:.4f}" for v in variants)
+    why = (
+        f"{chosen} beats the best baseline ({baseline_text}) with {shown(chosen)}"
+        if chosen in winners
+        else f"no trained model beats the best baseline ({baseline_text}) in every variant; "
+        f"{chosen} comes nearest ({shown(chosen)})"
+    )
     if not quality_passed:
         return decision(False, "the run's data failed its quality suites")
     if force:
         return decision(True, "forced by the run's parameters")
-    if production is None:
-        return decision(True, "no production model yet")
-    if candidate > production + policy.margin:
-        return decision(
-            True, f"candidate {candidate:.4f} beats production {production:.4f} by more than {policy.margin}"
-        )
-    return decision(
-        False, f"candidate {candidate:.4f} does not beat production {production:.4f} by more than {policy.margin}"
-    )
+    if not has_production:
+        return decision(True, f"no production model yet; {why}")
+    if all((value(v, chosen) or 0.0) > (production[v] or 0.0) + policy.margin for v in variants):
+        return decision(True, f"{why}, and beats production ({shown(PRODUCTION)}) by more than {policy.margin}")
+    production_holds = all((production[v] or 0.0) >= best[v][1] for v in variants)
+    if not production_holds and worst_ratio(chosen) > min(
+        (production[v] or 0.0) / top[v] if top[v] > 0 else 1.0 for v in variants
+    ):
+        return decision(True, f"production ({shown(PRODUCTION)}) fell below the best baseline; {why}")
+    return decision(False, f"{why}, but does not beat production ({shown(PRODUCTION)}) by more than {policy.margin}")

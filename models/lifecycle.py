@@ -66,6 +66,11 @@ class RunPaths:
         return self.root / "ranker_candidates"
 
     @property
+    def baselines(self) -> Path:
+        """Servable baseline pairs fitted on the run's training data, `<name>/{retrieval,ranking}`."""
+        return self.staged / "baselines"
+
+    @property
     def evaluation(self) -> Path:
         return self.root / "evaluation"
 
@@ -438,7 +443,7 @@ def evaluate_run(
 
     `rules`: the gateway's rule settings (`scoring.rules.RuleConfig`); models are scored on the
     lists the gateway would serve."""
-    from models.evaluate import best_baseline, evaluate, prepare, write_report
+    from models.evaluate import best_baseline, evaluate, prepare, stage_baselines, write_report
 
     cutoff = cutoff_of(run_date, holdout_days)
     data = prepare(
@@ -450,7 +455,9 @@ def evaluate_run(
         features,
     )
     candidate = candidate or {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
-    report = evaluate(data, candidate, production, progress=progress, rules=rules)
+    progress("fitting the baselines on the training data and staging them as servable pairs")
+    baselines = stage_baselines(data, run.baselines)
+    report = evaluate(data, candidate, production, baselines, progress=progress, rules=rules)
     report["run_date"] = run_date.isoformat()
     json_path, html_path = write_report(report, out_dir or run.evaluation, f"towerflow evaluation, run {run_date}")
     summary = {"report": str(html_path), "json": str(json_path)}
@@ -508,18 +515,17 @@ def evaluate_window(
     Returns:
         The report (also written as `evaluation.json` / `.html` in `out_dir`).
     """
-    from models.evaluate import VARIANTS, evaluate, gateway_lists, metrics_by_count, write_report
+    from models.evaluate import evaluate, gateway_lists, write_report
 
     data = window_data(lake, features, start, end)
     progress(f"{len(data.users):,} users bought in {start}..{end} and acted before it")
-    report = evaluate(data, models, None, progress=progress, rules=rules)
-    report["window"] = {"start": start.isoformat(), "end": end.isoformat()}
+    more, paths = None, None
     if served is not None:
         lists, paths = gateway_lists(*served, data, progress=progress)
-        for variant in VARIANTS:
-            report["metrics"][variant]["served"] = metrics_by_count(
-                lists[variant], data.truth_for(variant), len(data.catalog)
-            )
+        more = {variant: {"served": by_count} for variant, by_count in lists.items()}
+    report = evaluate(data, models, None, None, progress=progress, rules=rules, more_lists=more)
+    report["window"] = {"start": start.isoformat(), "end": end.isoformat()}
+    if served is not None:
         report["served_paths"] = paths
         report["served_url"] = served[0]
     write_report(report, out_dir, f"towerflow evaluation, {start}..{end}")
@@ -539,8 +545,27 @@ def gate_run(run: RunPaths, policy: GatePolicy, quality_passed: bool, force: boo
     return decision.as_dict()
 
 
+def chosen_dirs(run: RunPaths, recommender: str) -> dict[str, Path]:
+    """The staged pair that serves `recommender` (the gate's choice): the trained pair, the
+    trained retrieval model with a pass-through ranker, or a baseline's pair."""
+    from models.baselines import BASELINES
+
+    if recommender == "two_stage":
+        return {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
+    if recommender == "retrieval":
+        from models.export import passthrough_module, save
+
+        ranking = run.staged / "passthrough" / "ranking"
+        if not (ranking / "saved_model.pb").exists():
+            save(passthrough_module("retrieval"), ranking, {"recommender": "retrieval"})
+        return {"retrieval": run.staged / "retrieval", "ranking": ranking}
+    if recommender in BASELINES:
+        return {m: run.baselines / recommender / m for m in ("retrieval", "ranking")}
+    raise ValueError(f"the gate chose {recommender!r}, which this run did not stage")
+
+
 def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict[str, Any]:
-    """Publish the staged pair if the gate said so and it is not published already.
+    """Publish the pair the gate chose if it said so and the pair is not published already.
 
     A retry after a crash part way through finishes the run's publication: `registry.publish`
     finds its manifest by the run's fingerprint and completes it under the same version.
@@ -554,11 +579,11 @@ def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict
     existing = version_with(models_dir, record["fingerprint"])
     if existing is not None:
         return {"published": False, "version": existing, "reason": "this run's models are already published"}
+    recommender = decision.get("recommender", "two_stage")
     report = json.loads((run.evaluation / "evaluation.json").read_text())
     meta = {k: v for k, v in record.items() if k != "training"}
-    meta["metrics"] = {v: report["metrics"][v].get("two_stage") for v in ("all", "new")}
+    meta["recommender"] = recommender
+    meta["metrics"] = {v: report["metrics"][v].get(recommender) for v in report["metrics"]}
     meta["gate"] = decision
-    version = publish(
-        models_dir, {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}, meta, wait_until_loaded
-    )
-    return {"published": True, "version": version}
+    version = publish(models_dir, chosen_dirs(run, recommender), meta, wait_until_loaded)
+    return {"published": True, "version": version, "recommender": recommender}

@@ -51,6 +51,7 @@ class UserAnswer:
     user_id: str
     path: str
     items: list[tuple[str, float]]
+    recommender: str | None = None
 
 
 def online_reader(settings: Any) -> Any:
@@ -119,7 +120,8 @@ def recommend_users(
             out.append(UserAnswer(user_id, POPULAR_PATH, popular_items(popular, user, rules)))
         else:
             scored = score(scorer.models, user_id=user_id, user=user, item_features=scorer.item_features, moment=moment)
-            out.append(UserAnswer(user_id, MODEL_PATH, topped_up(scored.ranked(rules), popular, user, rules)))
+            listed = topped_up(scored.ranked(rules), popular, user, rules)
+            out.append(UserAnswer(user_id, MODEL_PATH, listed, scored.recommender))
         if progress is not None:
             progress(n)
     return out

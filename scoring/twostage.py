@@ -24,6 +24,8 @@ from scoring.rules import RuleConfig, apply_rules
 from serving.tfs_lean import InputSpec, names
 
 RETRIEVAL, RANKING = "retrieval", "ranking"
+#: The ranking output naming what a published pair serves (`two_stage`, `retrieval`, a baseline).
+RECOMMENDER = "recommender"
 
 #: Item features for candidate ids: `{"item_id": ids, "<view>__<feature>": values aligned with ids}`.
 ItemFeatures = Callable[[Sequence[str]], Mapping[str, Any]]
@@ -155,6 +157,7 @@ class Scored:
     candidates: Candidates
     items: Mapping[str, Any]
     scores: np.ndarray
+    recommender: str | None = None  # what the pair serves (the ranking output `recommender`)
 
     def ranked(self, rules: RuleConfig) -> list[tuple[str, float]]:
         """The final list the gateway serves for `rules`."""
@@ -195,4 +198,6 @@ def score(
         RANKING,
         ranking_inputs(models.specs(RANKING), user_id=user_id, user=user, ctx=ctx, candidates=candidates, items=items),
     )
-    return Scored(user_id, user, candidates, items, np.asarray(ranked["scores"][0]))
+    served_by = ranked.get(RECOMMENDER)
+    recommender = names(np.asarray(served_by).ravel()[:1])[0] if served_by is not None else None
+    return Scored(user_id, user, candidates, items, np.asarray(ranked["scores"][0]), recommender)

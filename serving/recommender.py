@@ -46,11 +46,13 @@ from serving.breaker import Breaker
 from serving.experiments import Experiment, version_spec
 from serving.metrics import GatewayMetrics
 from serving.precomputed import read_precomputed
-from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of
+from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 
 log = logging.getLogger(__name__)
 
 MODEL, CACHED, POPULAR = "model", "cached", "fallback_popular"
+#: The ranking output naming what a published pair serves (`models.export.RECOMMENDER`).
+RECOMMENDER = "recommender"
 #: gRPC codes after which a cached signature may be out of date (version gone or changed).
 _STALE_SIGNATURE = (
     grpc.StatusCode.NOT_FOUND,
@@ -381,6 +383,9 @@ class Recommender:
         with self.metrics.time("rules"):
             chosen = apply_rules(ids, ranked["scores"][0], items, user, rules)
         versions = {"retrieval": str(retrieved.version), "ranking": str(ranked.version)}
+        served_by = ranked.get(RECOMMENDER)
+        if served_by is not None and served_by.size:  # what the pair is: two_stage, a baseline...
+            versions[RECOMMENDER] = names(served_by.ravel()[:1])[0]
         return list(chosen), versions
 
     def check_version(self, reader: Any, model: str, version: int, specs: Mapping[str, InputSpec]) -> None:

@@ -73,7 +73,9 @@ class RecommendationResponse(BaseModel):
         '`fallback_popular` items that topped up a short one, e.g. `{"cached": 3, "fallback_popular": 2}`.'
     )
     model_versions: dict[str, str] = Field(
-        description="`retrieval`/`ranking` versions on the model path; `precomputed` on the cached path."
+        description="`retrieval`/`ranking` versions on the model path, and `recommender`: what that pair "
+        "serves (`two_stage`, `retrieval` alone, or a baseline the gate chose: `popular`, `repeat_purchase`, "
+        "`item_knn`, `als`, `repeat_als`); `precomputed` on the cached path."
     )
     experiment: ExperimentArm
 

@@ -99,7 +99,7 @@ def evaluate(
     Models are scored on the lists the gateway would serve them (its binding and rules). With
     --start/--end: what users bought in that window, as of its first day; --served replays the
     same users through the running gateway, whose figures must equal the model's."""
-    from models.evaluate import table
+    from models.evaluate import table, with_interval
     from towerflow.settings import get_settings
     from towerflow.tasks import evaluate_models, evaluate_version, evaluate_window
 
@@ -138,8 +138,9 @@ def evaluate(
     for name in ("variant", "recommender", *columns):
         grid.add_column(name, justify="right" if name in columns else "left")
     for row in table(report):
-        grid.add_row(row["variant"], row["recommender"], *(f"{row[c]:.4f}" for c in columns))
+        grid.add_row(row["variant"], row["recommender"], *(with_interval(row, c) for c in columns))
     console.print(grid)
+    console.print("[low, high]: 95% bootstrap interval over users", markup=False)
     if "served_paths" in report:
         console.print(f"gateway answers by path: {report['served_paths']}")
     console.print(f"report: {where}")

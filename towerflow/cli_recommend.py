@@ -64,6 +64,9 @@ def recommend(
     rules = replace(RuleConfig.from_settings(settings, count=count), exclude_purchased=exclude_purchased)
     answers = recommend_users(scorer, users, moment, rules)
     versions = {model: str(v) for model, v in scorer.versions.items()}
+    served_by = next((a.recommender for a in answers if a.recommender), None)
+    if served_by:  # as the gateway's model_versions say it
+        versions["recommender"] = served_by
     if as_json:
         body = {
             "moment": moment.isoformat(),
@@ -83,6 +86,8 @@ def recommend(
         typer.echo(json.dumps(body, indent=2))
         return
     pair = f"retrieval {versions['retrieval']}, ranking {versions['ranking']}"
+    if served_by:
+        pair += f": {served_by}"
     for answer in answers:
         title = f"user {answer.user_id} at {moment.isoformat()} ({pair})"
         if answer.path == POPULAR_PATH:

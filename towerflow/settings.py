@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
     holdout_days: int = 7
     train_seed: int = 42
-    gate_metric: str = "recall@100"  # the primary metric a candidate must improve on production
-    gate_variant: Literal["all", "new"] = "all"
+    gate_metric: str = "recall@100"  # the primary metric a choice must hold on (models.gate)
+    gate_variants: str = Field(default="all,new", pattern=r"^(all|new)(,(all|new))*$")  # comma-separated
     gate_margin: float = 0.0
     dq_max_day_ratio: float = 10.0
     feast_project: str = Field(default="towerflow", pattern=r"^[A-Za-z0-9_]+$")

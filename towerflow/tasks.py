@@ -401,7 +401,8 @@ def gate_models(run_date: str, force_publish: bool = False) -> dict[str, object]
     settings = get_settings()
     run = _run_paths(settings, run_date)
     passed = all((run.root / f"quality-{name}.json").exists() for name in ("raw", "features"))
-    policy = GatePolicy(metric=settings.gate_metric, variant=settings.gate_variant, margin=settings.gate_margin)
+    variants = tuple(dict.fromkeys(settings.gate_variants.split(",")))
+    policy = GatePolicy(metric=settings.gate_metric, variants=variants, margin=settings.gate_margin)
     decision = gate_run(run, policy, quality_passed=passed, force=force_publish)
     log.info("gate: %s", decision)
     return decision

@@ -1,4 +1,5 @@
-"""Evaluation against baselines, and the gate: a worse candidate never replaces production."""
+"""Evaluation against servable baselines, and the gate: a worse candidate never replaces
+production, and a model that loses to a baseline is not what serves."""
 
 from __future__ import annotations
 
@@ -39,25 +40,37 @@ def _stage(run: RunPaths, staged: dict[str, Path], fingerprint: str) -> None:
 
 
 def _evaluate(run: RunPaths, data, production) -> dict:
-    from models.evaluate import evaluate, write_report
+    from models.evaluate import evaluate, stage_baselines, write_report
 
-    report = evaluate(data, {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}, production)
+    baselines = stage_baselines(data, run.baselines)
+    staged = {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
+    report = evaluate(data, staged, production, baselines)
     write_report(report, run.evaluation, "test")
     return report
 
 
 def test_the_model_beats_popularity_and_reports_every_baseline(trained, eval_data, tmp_path: Path) -> None:
+    from models.baselines import BASELINES
+
     run = RunPaths(tmp_path / "run")
     _stage(run, trained.staged, "good")
     report = _evaluate(run, eval_data, None)
     for variant in ("all", "new"):
-        names = set(report["metrics"][variant])
-        assert {"two_stage", "retrieval", "popular", "item_knn", "als"} <= names
-    assert "repeat_purchase" in report["metrics"]["all"] and "repeat_purchase" not in report["metrics"]["new"]
+        assert {"two_stage", "retrieval", *BASELINES} == set(report["metrics"][variant])
+        for name, bounds in report["intervals"][variant].items():
+            low, high = bounds["recall@100"]
+            assert low <= report["metrics"][variant][name]["recall@100"] <= high, (variant, name)
+        versus = report["versus"][variant]["two_stage"]["best_baseline"]["recall@10"]
+        assert versus["name"] in BASELINES and versus["interval"][0] <= versus["difference"] <= versus["interval"][1]
     two_stage = report["metrics"]["all"]["two_stage"]
     assert two_stage["recall@100"] > report["metrics"]["all"]["popular"]["recall@100"]
+    # In `new` the user's own items are left out, so repeat-then-X serves X's list.
+    for with_history, alone in (("repeat_purchase", "popular"), ("repeat_als", "als")):
+        assert report["metrics"]["new"][with_history]["recall@10"] == pytest.approx(
+            report["metrics"]["new"][alone]["recall@10"], abs=0.02
+        )
     html = (run.evaluation / "evaluation.html").read_text()
-    assert "Recall@K" in html and "data:image/png;base64," in html
+    assert "Recall@K" in html and "data:image/png;base64," in html and "bootstrap" in html
 
 
 def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval_data, tmp_path: Path) -> None:
@@ -69,7 +82,8 @@ def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval
     _stage(good, trained.staged, "good")
     _evaluate(good, eval_data, None)
     assert gate_run(good, GatePolicy(), quality_passed=True)["publish"] is True
-    assert publish_run(models_dir, good) == {"published": True, "version": 1}
+    published = publish_run(models_dir, good)
+    assert published["published"] is True and published["version"] == 1
     assert labels(models_dir, "retrieval") == {"stable": 1, "canary": 1}
 
     shuffled = world.examples.copy()
@@ -87,8 +101,9 @@ def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval
     report = _evaluate(bad, eval_data, labelled_dirs(models_dir, "stable"))
     decision = gate_run(bad, GatePolicy(), quality_passed=True)
     assert decision["publish"] is False
-    assert decision["candidate"] < decision["production"]
-    assert report["metrics"]["all"]["production_two_stage"]["recall@100"] == decision["production"]
+    metrics = report["metrics"]["all"]
+    assert metrics["two_stage"]["recall@100"] < metrics["production"]["recall@100"] == decision["production"]
+    assert decision["recommender"] != "two_stage"  # the shuffled model is not even the best choice
     assert publish_run(models_dir, bad)["published"] is False
     assert [i.version for i in list_models(models_dir) if i.model == "retrieval"] == [1]
     assert labels(models_dir, "retrieval") == {"stable": 1, "canary": 1}

@@ -1,0 +1,104 @@
+"""The gate's choice on hand-made reports: trained models must beat the best baseline in every
+variant to serve, the nearest option serves otherwise, and production is replaced only by
+something better (or when it fell below the baselines)."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.gate import GatePolicy, decide
+
+METRIC = "recall@10"
+
+
+def report(**by_name: tuple[float, float]) -> dict:
+    """`name=(all, new)` values of recall@10 per recommender; every baseline defaults to 0.01."""
+    values = {"popular": (0.01, 0.01), "repeat_purchase": (0.01, 0.01), "item_knn": (0.01, 0.01)}
+    values |= {"als": (0.01, 0.01), "repeat_als": (0.01, 0.01)} | by_name
+    return {
+        "metrics": {
+            variant: {name: {METRIC: pair[n]} for name, pair in values.items()}
+            for n, variant in enumerate(("all", "new"))
+        }
+    }
+
+
+POLICY = GatePolicy(metric=METRIC)
+
+
+def test_a_model_beating_every_baseline_in_both_variants_serves() -> None:
+    d = decide(
+        report(two_stage=(0.20, 0.06), retrieval=(0.15, 0.05), repeat_purchase=(0.18, 0.03), als=(0.1, 0.05)),
+        POLICY,
+        True,
+    )
+    assert d.publish and d.recommender == "two_stage"
+    assert d.per_variant["all"]["best_baseline"] == ["repeat_purchase", 0.18]
+    assert d.per_variant["new"]["best_baseline"] == ["als", 0.05]
+
+
+def test_the_ranker_earns_its_place_or_retrieval_serves_alone() -> None:
+    d = decide(
+        report(two_stage=(0.19, 0.051), retrieval=(0.21, 0.06), repeat_purchase=(0.18, 0.03), als=(0.1, 0.05)),
+        POLICY,
+        True,
+    )
+    assert d.recommender == "retrieval"
+
+
+def test_a_model_losing_in_one_variant_gives_way_to_the_nearest_baseline() -> None:
+    # The model wins `all` but loses `new` to ALS; repeat-then-ALS is near the best in both.
+    d = decide(
+        report(
+            two_stage=(0.16, 0.03),
+            retrieval=(0.13, 0.02),
+            repeat_purchase=(0.155, 0.037),
+            als=(0.117, 0.048),
+            repeat_als=(0.158, 0.048),
+        ),
+        POLICY,
+        True,
+    )
+    assert d.publish and d.recommender == "repeat_als"
+    assert "no trained model beats the best baseline" in d.reason
+
+
+def test_production_stays_unless_beaten_in_every_variant() -> None:
+    base = {"two_stage": (0.20, 0.06), "retrieval": (0.1, 0.01), "repeat_purchase": (0.18, 0.03), "als": (0.1, 0.05)}
+    assert not decide(report(**base, production=(0.21, 0.05)), POLICY, True).publish
+    assert decide(report(**base, production=(0.19, 0.055)), POLICY, True).publish
+    margin = GatePolicy(metric=METRIC, margin=0.02)
+    assert not decide(report(**base, production=(0.19, 0.055)), margin, True).publish
+
+
+def test_production_that_fell_below_the_baselines_is_replaced_by_the_nearest() -> None:
+    # Production (an old two-stage) now loses `new` to ALS by far; the new model is no better,
+    # but repeat-then-ALS holds in both variants.
+    d = decide(
+        report(
+            two_stage=(0.15, 0.02),
+            retrieval=(0.1, 0.01),
+            repeat_purchase=(0.15, 0.03),
+            als=(0.1, 0.05),
+            repeat_als=(0.16, 0.05),
+            production=(0.17, 0.02),
+        ),
+        POLICY,
+        True,
+    )
+    assert d.publish and d.recommender == "repeat_als" and "fell below the best baseline" in d.reason
+
+
+def test_bad_data_and_force() -> None:
+    good = report(two_stage=(0.2, 0.06), retrieval=(0.1, 0.01))
+    assert not decide(good, POLICY, quality_passed=False, force=True).publish
+    forced = decide(report(two_stage=(0.001, 0.001), retrieval=(0.1, 0.01)), POLICY, True, force=True)
+    assert forced.publish and forced.recommender == "two_stage"
+
+
+def test_only_the_configured_variants_count() -> None:
+    only_all = GatePolicy(metric=METRIC, variants=("all",))
+    d = decide(report(two_stage=(0.2, 0.001), retrieval=(0.1, 0.001), als=(0.1, 0.05)), only_all, True)
+    assert d.recommender == "two_stage" and set(d.per_variant) == {"all"}
+    with pytest.raises(ValueError, match="no variant"):
+        decide({"metrics": {"all": {}}}, POLICY, True)
