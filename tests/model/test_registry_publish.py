@@ -132,7 +132,7 @@ def test_a_publish_makes_one_manifest_and_never_shows_half_a_pair(tmp_path: Path
     with _durable_steps(models_dir, whole_pairs=True) as steps:
         result = publish_run(models_dir, _run(tmp_path / "2025-01-02", "fp-second"), waiter)
     version = 2 if earlier else 1
-    assert result == {"published": True, "version": version}
+    assert result == {"published": True, "version": version, "recommender": "two_stage"}
     assert any(s.endswith("models.config") for s in steps)
     assert sorted(waiter.calls) == sorted((m, version) for m in MODELS)
 
