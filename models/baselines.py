@@ -170,6 +170,25 @@ def fold_in(item_factors: np.ndarray, items: np.ndarray, counts: np.ndarray, par
     return np.linalg.solve(a, y.T @ confidence)
 
 
+def fold_in_rows(
+    item_factors: np.ndarray, rows: np.ndarray, counts: np.ndarray, params: ALSParams, block: int = 512
+) -> np.ndarray:
+    """[U, F] ALS factors of many users from their history (`rows` [U, M] catalog rows, -1
+    pads; `counts` [U, M]), as `fold_in` solves each; the ranking graph does the same."""
+    factors = np.asarray(item_factors, np.float64)
+    gram = factors.T @ factors + params.regularization * np.eye(factors.shape[1])
+    out = np.zeros((len(rows), factors.shape[1]))
+    for start in range(0, len(rows), block):
+        r, c = rows[start : start + block], counts[start : start + block]
+        mask = (r >= 0) & (c > 0)
+        y = factors[np.maximum(r, 0)] * mask[..., None]
+        confidence = params.alpha * np.log1p(np.maximum(c, 0.0)) * mask
+        a = gram[None] + np.einsum("bm,bmf,bmg->bfg", (confidence - 1.0) * mask, y, y)
+        b = np.einsum("bm,bmf->bf", confidence, y)
+        out[start : start + block] = np.linalg.solve(a, b[..., None])[..., 0]
+    return out.astype(np.float32)
+
+
 def knn_scores(
     neighbour_rows: np.ndarray, neighbour_weights: np.ndarray, items: np.ndarray, n_items: int
 ) -> np.ndarray:

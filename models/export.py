@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from models.features import (
+    ALS_RANK,
+    ALS_SCORE,
     DAY_OF_WEEK,
     FAVOURITE_CATEGORY,
     HISTORY_COUNTS,
@@ -114,9 +116,10 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
 
 
 def ranking_module(ranker):
-    """A `tf.Module` scoring [B, N] candidates for B users with the ranker."""
+    """A `tf.Module` scoring [B, N] candidates for B users with the ranker (and, for a
+    collaborative ranker, the ALS signal it reads, computed here from its `als` factors)."""
     tf = tensorflow()
-    from models.ranking import rank_in_row
+    from models.ranking import als_signal, rank_in_row
 
     specs = {
         **_user_specs(tf),
@@ -131,16 +134,25 @@ def ranking_module(ranker):
         **{name: tf.TensorSpec([None, None], tf.float32, name=name) for name in ITEM_NUMERIC},
     }
     per_candidate = {ITEM_ID, RETRIEVAL_SCORE, ITEM_CATEGORY, *ITEM_NUMERIC}
+    als = ranker.als if ranker.collaborative else None
+    if ranker.collaborative and als is None:
+        raise ValueError("a collaborative ranker needs its ALS factors (Ranker.als) to be exported")
 
     class Ranking(tf.Module):
         def __init__(self) -> None:
             super().__init__()
             self.ranker = ranker
+            if als is not None:
+                self.als = _fold_in(tf, als.item_ids, als.factors, als.regularization, als.alpha)
 
         @tf.function(input_signature=[specs])
         def serve(self, inputs):
             shape = tf.shape(inputs[ITEM_ID])
             flat = {RETRIEVAL_RANK: tf.reshape(rank_in_row(inputs[RETRIEVAL_SCORE]), [-1])}
+            if als is not None:
+                users = self.als.users(inputs[HISTORY_ITEMS], inputs[HISTORY_COUNTS])
+                score, rank = als_signal(self.als.scores(users, inputs[ITEM_ID]))
+                flat[ALS_SCORE], flat[ALS_RANK] = tf.reshape(score, [-1]), tf.reshape(rank, [-1])
             for name, value in inputs.items():
                 if name in per_candidate:
                     flat[name] = tf.reshape(value, [-1])
@@ -150,6 +162,42 @@ def ranking_module(ranker):
             return {"scores": scores, RECOMMENDER: tf.fill([shape[0]], TWO_STAGE)}
 
     return Ranking()
+
+
+def _fold_in(tf, item_ids, factors, regularization: float, alpha: float):
+    """A `tf.Module` computing ALS in a graph: users folded in from their history
+    (`models.baselines.fold_in_rows`) and their scores for any items; unknown items get a zero
+    factor (score 0)."""
+    ids = np.asarray(item_ids).astype(str)
+    factors = np.asarray(factors, np.float32)
+    gram = factors.T.astype(np.float64) @ factors.astype(np.float64)
+    gram = (gram + regularization * np.eye(gram.shape[0])).astype(np.float32)
+    unknown = len(ids)
+
+    class FoldIn(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="als")
+            self.rows = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(unknown, dtype=tf.int64)), unknown
+            )
+            self.factors = tf.constant(np.concatenate([factors, np.zeros((1, factors.shape[1]), np.float32)]))
+            self.gram = tf.constant(gram)
+
+        def users(self, history, counts):
+            """[B, F] from history ids [B, M] ("" padded) and counts [B, M]."""
+            rows = self.rows.lookup(history)
+            mask = tf.cast(tf.logical_and(rows < unknown, counts > 0), tf.float32)
+            y = tf.gather(self.factors, rows) * mask[..., None]
+            confidence = alpha * tf.math.log1p(tf.maximum(counts, 0.0)) * mask
+            a = self.gram[None] + tf.einsum("bm,bmf,bmg->bfg", (confidence - 1.0) * mask, y, y)
+            b = tf.einsum("bm,bmf->bf", confidence, y)
+            return tf.linalg.solve(a, b[..., None])[..., 0]
+
+        def scores(self, users, items):
+            """[B, N] scores of item ids [B, N] for users [B, F]."""
+            return tf.einsum("bf,bnf->bn", users, tf.gather(self.factors, self.rows.lookup(items)))
+
+    return FoldIn()
 
 
 def passthrough_module(recommender: str):

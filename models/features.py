@@ -28,6 +28,10 @@ HISTORY_COUNTS = "user_history__counts"
 HISTORY_LAST_DAY = "user_history__last_day"
 RETRIEVAL_SCORE = "retrieval_score"
 RETRIEVAL_RANK = "retrieval_rank"  # derived inside the ranking model from retrieval_score
+#: Derived inside the ranking model: the candidate's ALS score for the user (folded in from the
+#: purchase history), divided by the best in the user's list, and its 0-based rank there.
+ALS_SCORE = "als_score"
+ALS_RANK = "als_rank"
 REQUEST_DAY = "request_day"  # days since the epoch of the moment recommendations are for
 HOUR_OF_DAY = "hour_of_day"
 DAY_OF_WEEK = "day_of_week"

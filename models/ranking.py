@@ -10,11 +10,15 @@ re-purchases.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from models.features import (
+    ALS_RANK,
+    ALS_SCORE,
     FAVOURITE_CATEGORY,
     HISTORY_COUNTS,
     HISTORY_ITEMS,
@@ -26,6 +30,32 @@ from models.features import (
     RETRIEVAL_RANK,
 )
 from models.towers import PAD, NumericBlock, id_embedding
+
+
+@dataclass(frozen=True)
+class ItemFactors:
+    """ALS item factors the ranker reads a collaborative signal from: each candidate's score for
+    the user, the user folded in from the purchase history (`models.baselines.fold_in_rows`).
+
+    Attributes:
+        item_ids: [I] the catalog the factors index.
+        factors: [I, F] float32.
+        regularization / alpha: ALS's, which the fold-in needs.
+    """
+
+    item_ids: np.ndarray
+    factors: np.ndarray
+    regularization: float
+    alpha: float
+
+
+def als_signal(scores: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[B, N] ALS scores of each user's candidates -> (score / the row's best, rank: how many
+    candidates score higher; ties share a rank, so the candidates' order does not matter)."""
+    best = tf.reduce_max(tf.abs(scores), axis=-1, keepdims=True)
+    ascending = tf.sort(scores, axis=-1)
+    higher = tf.shape(scores)[-1] - tf.searchsorted(ascending, scores, side="right")
+    return scores / (best + 1e-6), tf.cast(higher, tf.float32)
 
 
 def rank_in_row(scores: tf.Tensor) -> tf.Tensor:
@@ -78,7 +108,8 @@ class Ranker(tf.keras.Model):
     """Scores flat rows of (user, candidate) features; one logit per row.
 
     Inputs (dict, each [R] unless noted): `item_id`, `retrieval_rank` (0-based position in the
-    user's retrieval list), `item_features__category`,
+    user's retrieval list), with `collaborative` `als_score` and `als_rank` (see `als_signal`),
+    `item_features__category`,
     `user_features__favourite_category`, the history lists (see `history_features`), and each
     name in `numeric`.
     `id_features`: whether the item id embedding goes to the MLP as well (it always feeds the
@@ -87,10 +118,18 @@ class Ranker(tf.keras.Model):
     """
 
     def __init__(
-        self, items: Sequence[str], numeric: Sequence[str], layers: Sequence[int] = (128, 64), id_features: bool = True
+        self,
+        items: Sequence[str],
+        numeric: Sequence[str],
+        layers: Sequence[int] = (128, 64),
+        id_features: bool = True,
+        collaborative: bool = False,
     ) -> None:
         super().__init__(name="ranker")
         self.id_features = id_features
+        #: Whether rows carry `als_score` / `als_rank` (computed from `als`, set after training).
+        self.collaborative = collaborative
+        self.als: ItemFactors | None = None
         self.item_embedding = id_embedding(items, 16, "rank_item")
         self.numeric = NumericBlock(numeric, name="rank_numeric")
         self.cross = tfrs.layers.dcn.Cross(name="cross")
@@ -117,9 +156,16 @@ class Ranker(tf.keras.Model):
         others = tf.where(tf.equal(history, inputs[ITEM_ID][:, None]), tf.fill(tf.shape(history), PAD), history)
         counts = inputs[HISTORY_COUNTS][:, :QUERY_HISTORY_LEN]
         similarity = history_similarity(item, self.item_embedding(others), others, counts)
+        collaborative = []
+        if self.collaborative:
+            collaborative = [
+                tf.cast(inputs[ALS_SCORE], tf.float32)[:, None],
+                tf.math.log1p(tf.cast(inputs[ALS_RANK], tf.float32))[:, None] / 7.0,
+            ]
         return tf.concat(
             [
                 rank[:, None] / 7.0,
+                *collaborative,
                 history_features(inputs),
                 similarity,
                 same_category,

@@ -73,6 +73,9 @@ class TrainParams:
             enter the retrieval list, above the two-tower's picks (see `boost_history`): in
             retail many purchases are re-purchases, and a two-tower query does not reliably
             retrieve the exact items a user already buys. The ranker then decides their order.
+        ranking_als: give the ranker each candidate's implicit-ALS score for the user (folded in
+            from the purchase history; `models.ranking.ItemFactors`), fitted before the ranker's
+            moment for training and before the cutoff for serving, inside the ranking graph.
         ranking_item_ids: feed the ranker's item id embedding to its MLP directly. Off: the ranker
             is trained on one window and serves the next, and on Online Retail a direct id
             embedding memorized the window's items (more epochs, worse holdout); the embedding
@@ -93,6 +96,7 @@ class TrainParams:
     ranking_max_rows: int = 1_500_000
     history_candidates: bool = True
     ranking_item_ids: bool = False
+    ranking_als: bool = True
     seed: int = 42
 
 
@@ -295,6 +299,7 @@ class RankerRows:
         items: per catalog row ([I] arrays): item id, category, numeric item features.
         user_of: [R] each row's user index; item_of: [R] its catalog row.
         ranks: [R] the candidate's 0-based position in the user's retrieval list.
+        extra: [R] per-row features computed for the (user, candidate) pair (`als_score`...).
     """
 
     users: dict[str, np.ndarray]
@@ -302,6 +307,7 @@ class RankerRows:
     user_of: np.ndarray
     item_of: np.ndarray
     ranks: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.user_of)
@@ -313,6 +319,7 @@ class RankerRows:
         out.update({n: v[item_of] for n, v in self.items.items() if names is None or n in names})
         if names is None or RETRIEVAL_RANK in names:
             out[RETRIEVAL_RANK] = self.ranks[rows]
+        out.update({n: v[rows] for n, v in self.extra.items() if names is None or n in names})
         return out
 
 
@@ -323,6 +330,7 @@ def ranking_rows(
     candidate_ranks: np.ndarray,
     catalog: Catalog,
     at: datetime | pd.Series,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> RankerRows:
     """The ranker's (user, candidate) rows, row-major by user.
 
@@ -331,6 +339,7 @@ def ranking_rows(
         items: one row per catalog item (item features as of `at`), aligned with `catalog`.
         candidate_rows: [U, N] catalog rows; candidate_ranks: [U, N] their 0-based positions in
             the user's retrieval list.
+        extra: [U, N] per-candidate features, flattened row-major with the rows.
     """
     n_users, n_cand = candidate_rows.shape
     query = query_inputs(users, at)
@@ -354,6 +363,7 @@ def ranking_rows(
         np.repeat(np.arange(n_users, dtype=np.int64), n_cand),
         candidate_rows.ravel().astype(np.int64),
         candidate_ranks.ravel().astype(np.float32),
+        {name: np.asarray(values, np.float32).ravel() for name, values in (extra or {}).items()},
     )
 
 
@@ -376,10 +386,12 @@ def ranking_dataset(rows: RankerRows, labels: np.ndarray, seed: int) -> Any:
         out = {name: tf.gather(values, batch["user"]) for name, values in users.items()}
         out.update({name: tf.gather(values, batch["item"]) for name, values in items.items()})
         out[RETRIEVAL_RANK] = batch["rank"]
+        out.update({name: batch[name] for name in rows.extra})
         out["label"] = batch["label"]
         return out
 
     index = {"user": rows.user_of, "item": rows.item_of, "rank": rows.ranks, "label": labels.astype(np.float32)}
+    index.update(rows.extra)
     return (
         tf.data.Dataset.from_tensor_slices(index)
         .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
@@ -401,7 +413,9 @@ def fit_ranking(
     from models.ranking import Ranker, RankingModel
 
     seed_everything(params.seed + 1)
-    ranker = Ranker(items, [*USER_NUMERIC, *ITEM_NUMERIC], id_features=params.ranking_item_ids)
+    ranker = Ranker(
+        items, [*USER_NUMERIC, *ITEM_NUMERIC], id_features=params.ranking_item_ids, collaborative=bool(rows.extra)
+    )
     sample = slice(None)
     if len(rows) > ADAPT_ROWS:
         sample = np.sort(np.random.default_rng(params.seed).choice(len(rows), ADAPT_ROWS, replace=False))
@@ -575,9 +589,65 @@ def retrieval_stage(ts: TrainingSet, params: TrainParams, progress: Progress = l
 def ranking_stage(
     ts: TrainingSet, candidates: RankerCandidates, params: TrainParams, progress: Progress = log.info
 ) -> tuple[Any, list[dict[str, float]]]:
-    """Step 3: the ranker, on the candidates' rows with features as of the shift."""
-    rows = ranking_rows(ts.users, ts.items, candidates.rows, candidates.ranks, ts.catalog, pd.Timestamp(ts.shift))
-    return fit_ranking(rows, candidates.labels.ravel(), candidates.items, params, progress)
+    """Step 3: the ranker, on the candidates' rows with features as of the shift. With
+    `params.ranking_als` the rows carry ALS scores from factors fitted before the shift, and the
+    ranker keeps factors fitted before the cutoff for serving (`Ranker.als`)."""
+    extra = None
+    if params.ranking_als:
+        progress(f"ALS for the ranker: {len(ts.early):,} rows before {ts.shift:%Y-%m-%d}")
+        before_shift = item_factors(ts.early, ts.catalog, params)
+        extra = als_columns(before_shift, ts.users, candidates.rows, ts.catalog, pd.Timestamp(ts.shift))
+    rows = ranking_rows(
+        ts.users, ts.items, candidates.rows, candidates.ranks, ts.catalog, pd.Timestamp(ts.shift), extra
+    )
+    ranker, history = fit_ranking(rows, candidates.labels.ravel(), candidates.items, params, progress)
+    if params.ranking_als:
+        progress(f"ALS for serving: {len(ts.full):,} rows before {ts.cutoff:%Y-%m-%d}")
+        ranker.als = item_factors(ts.full, ts.catalog, params)
+    return ranker, history
+
+
+def item_factors(frame: pd.DataFrame, catalog: Catalog, params: TrainParams) -> Any:
+    """ALS item factors (`models.ranking.ItemFactors`) fitted on a frame's (user, item) rows."""
+    from models.baselines import ALSParams, TrainInteractions, fit_als
+    from models.ranking import ItemFactors
+
+    index = catalog.index()
+    frame = frame[frame["item_id"].isin(index)]
+    users = {u: n for n, u in enumerate(sorted(frame["user_id"].astype(str).unique()))}
+    data = TrainInteractions(
+        users=frame["user_id"].astype(str).map(users).to_numpy(),
+        items=frame["item_id"].map(index).to_numpy(),
+        age_days=np.zeros(len(frame)),
+        weights=np.ones(len(frame)),
+        n_users=len(users),
+        n_items=len(catalog),
+    )
+    als = ALSParams(seed=params.seed)
+    _, factors = fit_als(data, als)
+    return ItemFactors(catalog.item_ids, factors, als.regularization, als.alpha)
+
+
+def als_columns(
+    factors: Any, users: pd.DataFrame, candidate_rows: np.ndarray, catalog: Catalog, at: datetime | pd.Series
+) -> dict[str, np.ndarray]:
+    """[U, N] `als_score` and `als_rank` of each user's candidates, the user folded in from the
+    purchase history as of `at` (what the exported ranking graph computes)."""
+    from models.baselines import ALSParams, fold_in_rows
+    from models.features import ALS_RANK, ALS_SCORE
+
+    query = query_inputs(users, at)
+    index = {item: n for n, item in enumerate(factors.item_ids)}
+    history = np.vectorize(lambda i: index.get(i, -1), otypes=[np.int64])(query[HISTORY_ITEMS])
+    params = ALSParams(regularization=factors.regularization, alpha=factors.alpha)
+    vectors = fold_in_rows(factors.factors, history, query[HISTORY_COUNTS], params)
+    scores = np.einsum("uf,unf->un", vectors, factors.factors[candidate_rows]).astype(np.float32)
+    best = np.abs(scores).max(axis=1, keepdims=True)
+    ascending = np.sort(scores, axis=1)
+    ranks = np.stack(
+        [len(row) - np.searchsorted(asc, row, side="right") for asc, row in zip(ascending, scores, strict=True)]
+    )
+    return {ALS_SCORE: scores / (best + 1e-6), ALS_RANK: ranks.astype(np.float32)}
 
 
 def training_record(

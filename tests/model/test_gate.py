@@ -30,6 +30,19 @@ def eval_data(world):
     )
 
 
+@pytest.fixture(scope="module")
+def shuffled_models(world):
+    """A deliberately weak pair: trained on examples whose items were shuffled."""
+    from models.train import TrainingData, TrainParams, train
+
+    shuffled = world.examples.copy()
+    shuffled["item_id"] = np.random.default_rng(0).permutation(shuffled["item_id"].to_numpy())
+    params = TrainParams(
+        retrieval_epochs=2, ranking_epochs=1, dim=32, batch_size=256, rank_candidates=1000, rank_rows=120, seed=5
+    )
+    return train(TrainingData(shuffled, world.catalog, world.lookup), world.cutoff, 6, params)
+
+
 def _stage(run: RunPaths, staged: dict[str, Path], fingerprint: str) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
     for model, path in staged.items():
@@ -73,9 +86,10 @@ def test_the_model_beats_popularity_and_reports_every_baseline(trained, eval_dat
     assert "Recall@K" in html and "data:image/png;base64," in html and "bootstrap" in html
 
 
-def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval_data, tmp_path: Path) -> None:
+def test_a_worse_candidate_is_rejected_and_production_stays(
+    trained, shuffled_models, eval_data, tmp_path: Path
+) -> None:
     from models.export import export
-    from models.train import TrainingData, TrainParams, train
 
     models_dir = tmp_path / "models"
     good = RunPaths(tmp_path / "good")
@@ -86,15 +100,10 @@ def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval
     assert published["published"] is True and published["version"] == 1
     assert labels(models_dir, "retrieval") == {"stable": 1, "canary": 1}
 
-    shuffled = world.examples.copy()
-    shuffled["item_id"] = np.random.default_rng(0).permutation(shuffled["item_id"].to_numpy())
-    params = TrainParams(
-        retrieval_epochs=2, ranking_epochs=1, dim=32, batch_size=256, rank_candidates=1000, rank_rows=120, seed=5
-    )
-    bad_models = train(TrainingData(shuffled, world.catalog, world.lookup), world.cutoff, 6, params)
+    bad_models = shuffled_models
     bad = RunPaths(tmp_path / "bad")
     bad.root.mkdir()
-    export(bad_models, bad.staged, world.cutoff, {"fingerprint": "bad"})
+    export(bad_models, bad.staged, eval_data.cutoff, {"fingerprint": "bad"})
     bad.record.write_text(json.dumps({"fingerprint": "bad", "training": {}}))
     from models.registry import labelled_dirs
 
@@ -107,6 +116,33 @@ def test_a_worse_candidate_is_rejected_and_production_stays(world, trained, eval
     assert publish_run(models_dir, bad)["published"] is False
     assert [i.version for i in list_models(models_dir) if i.model == "retrieval"] == [1]
     assert labels(models_dir, "retrieval") == {"stable": 1, "canary": 1}
+
+
+def test_a_weak_model_gives_way_to_the_best_baseline_which_says_so(shuffled_models, eval_data, tmp_path) -> None:
+    from models.baselines import BASELINES
+    from models.export import export
+    from scoring.local import SavedModelPair
+
+    models_dir = tmp_path / "models"
+    weak = RunPaths(tmp_path / "weak")
+    weak.root.mkdir()
+    export(shuffled_models, weak.staged, eval_data.cutoff, {"fingerprint": "weak"})
+    weak.record.write_text(json.dumps({"fingerprint": "weak", "training": {}}))
+    report = _evaluate(weak, eval_data, None)
+    decision = gate_run(weak, GatePolicy(), quality_passed=True)
+    assert decision["publish"] is True and decision["recommender"] in BASELINES, decision
+    for variant in ("all", "new"):
+        best_name, best_value = decision["per_variant"][variant]["best_baseline"]
+        assert report["metrics"][variant][decision["recommender"]]["recall@100"] >= 0.9 * best_value, best_name
+        assert report["metrics"][variant]["two_stage"]["recall@100"] < best_value
+    published = publish_run(models_dir, weak)
+    assert published["recommender"] == decision["recommender"]
+    pair = SavedModelPair({m: models_dir / m / str(published["version"]) for m in ("retrieval", "ranking")})
+    answer = pair.predict(
+        "ranking",
+        {"item_id": np.array([[b"x"]], dtype=object), "retrieval_score": np.array([[1.0]], np.float32)},
+    )
+    assert answer["recommender"].tolist() == [decision["recommender"].encode()]
 
 
 def test_bad_data_blocks_publishing_even_when_forced(trained, eval_data, tmp_path: Path) -> None:

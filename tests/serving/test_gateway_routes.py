@@ -32,7 +32,7 @@ def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -
     assert not set(ids) & gw.owned("u1")
     assert not set(ids) & gw.UNAVAILABLE
     assert [item["position"] for item in body["items"]] == list(range(1, 11))
-    assert body["model_versions"] == {"retrieval": "1", "ranking": "1"}
+    assert body["model_versions"] == {"retrieval": "1", "ranking": "1", "recommender": "two_stage"}
     assert body["sources"] == {"model": 10}
     assert body["experiment"] == {"id": "default", "arm": "control"}
     assert len(body["request_id"]) == 32
@@ -228,6 +228,46 @@ def test_ab_arms_are_stable_and_name_their_models(make_client, gw, gateway_setti
         seen[user] = body["experiment"]["arm"]
         assert recs(client, gw, user)["experiment"]["arm"] == seen[user]
     assert set(seen.values()) == {"control", "treatment"}
+
+
+def test_a_published_baseline_serves_by_the_model_path_and_says_so(make_client, gw, gateway_home, tmp_path) -> None:
+    """What the gate publishes when no trained model beats a baseline: the baseline's pair
+    (ALS + a pass-through ranker) behind a model server, named in `model_versions`."""
+    import numpy as np
+
+    from models.baselines import TrainInteractions, fit_baselines
+    from models.export import export_baselines
+    from models.registry import publish
+    from serving.model_client import ModelClient
+    from serving.model_server import ModelManager, ModelServer
+
+    examples = gateway_home.world.examples()
+    items = sorted(gateway_home.world.items["item_id"])
+    users = sorted(examples["user_id"].unique())
+    data = TrainInteractions(
+        users=examples["user_id"].map({u: n for n, u in enumerate(users)}).to_numpy(),
+        items=examples["item_id"].map({i: n for n, i in enumerate(items)}).to_numpy(),
+        age_days=np.zeros(len(examples)),
+        weights=np.ones(len(examples)),
+        n_users=len(users),
+        n_items=len(items),
+    )
+    pairs = export_baselines(fit_baselines(data), items, users, tmp_path / "staged", {})
+    models_dir = tmp_path / "models"
+    publish(models_dir, pairs["als"], {"fingerprint": "baseline-als", "recommender": "als"})
+    server = ModelServer(ModelManager(models_dir, poll_seconds=30), port=0, host="127.0.0.1", max_workers=2)
+    target = f"127.0.0.1:{server.start()}"
+    try:
+        with ModelClient(target, timeout=60) as model_client:
+            for model in ("retrieval", "ranking"):
+                model_client.wait_until_available(model, timeout=120)
+        client = make_client(model_server_target=target)
+        body = recs(client, gw, "u1", count=10)
+        assert body["path"] == "model", body
+        assert body["model_versions"] == {"retrieval": "1", "ranking": "1", "recommender": "als"}
+        assert not {i["item_id"] for i in body["items"]} & gw.owned("u1")
+    finally:
+        server.stop(grace=1)
 
 
 def test_gateway_does_not_import_tensorflow() -> None:
