@@ -16,9 +16,12 @@ Set `date` when triggering to run for another day.
    labelled candidates; the two-tower model that ships is trained on everything before the cutoff.
 9. **train_ranking**: the deep & cross ranker on those candidates; both models staged.
 10. **evaluate**: candidate vs production vs baselines on the holdout (HTML report).
-11. **gate**: publish only if the candidate beats production and the data passed both gates.
-12. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
-13. **report**: what ran and what serves now.
+11. **gate**: what serves next: the trained pair, its retrieval model alone, or the best baseline
+    (a trained model must beat every baseline in every variant); published only if it beats
+    production and the data passed both gates.
+12. **refit**: the chosen recipe trained again on everything before the run date (holdout included).
+13. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
+14. **report**: what ran and what serves now.
 
 Each task calls one function of `towerflow.tasks` with the run's date; XComs carry small summaries.
 The training tasks skip when their outputs for the same inputs (data versions, params, code) exist.
@@ -141,7 +144,13 @@ def towerflow_daily():
     def gate(run_date: str, params=None) -> str:
         from towerflow.tasks import gate_models
 
-        return "publish" if gate_models(run_date, bool(params.get("force_publish")))["publish"] else "keep_production"
+        return "refit" if gate_models(run_date, bool(params.get("force_publish")))["publish"] else "keep_production"
+
+    @task(execution_timeout=timedelta(hours=3))
+    def refit(run_date: str, holdout_days: str, params=None) -> dict:
+        from towerflow.tasks import refit_models
+
+        return refit_models(run_date, int(holdout_days), params.get("epochs"))
 
     @task(outlets=[MODELS])
     def publish(run_date: str) -> dict:
@@ -179,8 +188,10 @@ def towerflow_daily():
     ranking >> evaluated
     decision = gate(RUN_DATE)
     evaluated >> decision
-    published, kept = publish(RUN_DATE), keep_production()
-    decision >> [published, kept]
+    refitted, kept = refit(RUN_DATE, HOLDOUT_DAYS), keep_production()
+    decision >> [refitted, kept]
+    published = publish(RUN_DATE)
+    refitted >> published
     [published, kept] >> report(RUN_DATE)
 
 

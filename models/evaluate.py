@@ -134,9 +134,9 @@ def prepare(
     """
     index = catalog.index()
     stamp = pd.Timestamp(cutoff)
-    examples = examples[examples["item_id"].isin(index)]
+    training = train_interactions(examples, catalog, cutoff)
     holdout = holdout[holdout["item_id"].isin(index)]
-    train_users = np.array(sorted(examples["user_id"].unique()))
+    train_users = training.train_user_ids
     user_index = {u: i for i, u in enumerate(train_users)}
     users = np.array(sorted(set(holdout["user_id"]) & set(user_index)))
     if len(users) == 0:
@@ -152,15 +152,7 @@ def prepare(
         m.data[:] = 1.0
         return m
 
-    age = (stamp - pd.to_datetime(examples["event_timestamp"], utc=True)).dt.total_seconds().to_numpy() / 86_400
-    train = baselines.TrainInteractions(
-        users=examples["user_id"].map(user_index).to_numpy(),
-        items=examples["item_id"].map(index).to_numpy(),
-        age_days=np.clip(age, 0, None),
-        weights=np.ones(len(examples)),
-        n_users=len(train_users),
-        n_items=len(catalog),
-    )
+    train = training.train
     user_rows = pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp})
     item_rows = pd.DataFrame({"user_id": "", "item_id": catalog.item_ids, "event_timestamp": stamp})
     columns = features.columns("ranking")
@@ -178,6 +170,36 @@ def prepare(
         user_columns=columns.get("user_id", []),
         item_columns=columns.get("item_id", []),
     )
+
+
+@dataclass(frozen=True)
+class Training:
+    """Positives before a cutoff as the baselines take them, with the user ids indexing them."""
+
+    train: baselines.TrainInteractions
+    train_user_ids: np.ndarray
+    cutoff: datetime
+    catalog: Catalog
+
+
+def train_interactions(examples: pd.DataFrame, catalog: Catalog, cutoff: datetime) -> Training:
+    """The positives before `cutoff` among `examples` (user_id, item_id, event_timestamp), on the
+    catalog's items, indexed for the baselines."""
+    index = catalog.index()
+    stamp = pd.Timestamp(cutoff)
+    moments = pd.to_datetime(examples["event_timestamp"], utc=True)
+    examples = examples[examples["item_id"].isin(index) & (moments < stamp)]
+    users = np.array(sorted(examples["user_id"].unique()))
+    age = (stamp - pd.to_datetime(examples["event_timestamp"], utc=True)).dt.total_seconds().to_numpy() / 86_400
+    train = baselines.TrainInteractions(
+        users=examples["user_id"].map({u: i for i, u in enumerate(users)}).to_numpy(),
+        items=examples["item_id"].map(index).to_numpy(),
+        age_days=np.clip(age, 0, None),
+        weights=np.ones(len(examples)),
+        n_users=len(users),
+        n_items=len(catalog),
+    )
+    return Training(train, users, cutoff, catalog)
 
 
 def features_at(features: Any, catalog: Catalog, users: Sequence[str], moment: datetime) -> EvalData:
@@ -492,7 +514,7 @@ def evaluate(
     return report
 
 
-def stage_baselines(data: EvalData, out_dir: Path) -> dict[str, dict[str, Path]]:
+def stage_baselines(data: EvalData | Training, out_dir: Path) -> dict[str, dict[str, Path]]:
     """Fit every baseline on `data.train` and export each as a servable pair under
     `out_dir/<name>/{retrieval,ranking}`."""
     from models.export import export_baselines

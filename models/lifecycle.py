@@ -27,7 +27,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,11 @@ class RunPaths:
         return self.root / "ranker_candidates"
 
     @property
+    def refit(self) -> Path:
+        """The chosen recipe refit through the run date (`refit_run`): what gets published."""
+        return self.root / "refit"
+
+    @property
     def baselines(self) -> Path:
         """Servable baseline pairs fitted on the run's training data, `<name>/{retrieval,ranking}`."""
         return self.staged / "baselines"
@@ -77,6 +82,9 @@ class RunPaths:
     @property
     def decision(self) -> Path:
         return self.root / "gate.json"
+
+
+REFIT = "refit.json"  # in the refit folder, once the refit is complete
 
 
 def cutoff_of(run_date: date, holdout_days: int) -> datetime:
@@ -257,18 +265,21 @@ def build_training_set(
     holdout_days: int,
     params: TrainParams,
     progress=log.info,
+    through_run_date: bool = False,
 ) -> dict[str, Any]:
     """Training step 1: the point-in-time frames of all three fits -> `run.training_set`.
 
     Args:
         features: point-in-time lookup (entity frame, service name) -> frame (Feast).
+        through_run_date: train on everything before the run date, the holdout included (the
+            refit of an evaluated recipe, `refit_run`); else on what comes before the holdout.
 
     Returns:
         The folder, fingerprint, cutoff, shift, row counts, and whether it was already there.
     """
     from models.train import training_set
 
-    cutoff = cutoff_of(run_date, holdout_days)
+    cutoff = cutoff_of(run_date, 0 if through_run_date else holdout_days)
     versions = data_versions(lake)
     print_ = fingerprint(versions, params, cutoff, code_version())
     manifest = _read_json(run.training_set / MANIFEST)
@@ -277,7 +288,10 @@ def build_training_set(
         progress(f"the training set for these inputs is already in {run.training_set} ({print_})")
     else:
         started = time.perf_counter()
-        data = TrainingData(read_examples(lake, "training_examples"), load_catalog(lake), features, versions)
+        examples = read_examples(lake, "training_examples")
+        if through_run_date:
+            examples = pd.concat([examples, read_examples(lake, "holdout")], ignore_index=True)
+        data = TrainingData(examples, load_catalog(lake), features, versions)
         ts = training_set(data, cutoff, holdout_days, params, progress)
         manifest = {
             "run_date": run_date.isoformat(),
@@ -564,6 +578,52 @@ def chosen_dirs(run: RunPaths, recommender: str) -> dict[str, Path]:
     raise ValueError(f"the gate chose {recommender!r}, which this run did not stage")
 
 
+def refit_run(
+    lake: Lake, features, run: RunPaths, run_date: date, holdout_days: int, params: TrainParams, progress=log.info
+) -> dict[str, Any]:
+    """Refit the recipe the gate chose on everything before the run date, holdout included, so
+    what is published has seen the latest days: the evaluated models stop a holdout short of
+    them. The same parameters and seeds; the result goes to `run.refit` and `publish_run`
+    publishes it. Does nothing when the gate did not publish; a retry redoes only what is missing
+    (the training steps skip what they already wrote).
+
+    Returns:
+        Whether it refit, what, and where.
+    """
+    decision = json.loads(run.decision.read_text())
+    if not decision["publish"]:
+        return {"refit": False, "reason": "the gate keeps production"}
+    recommender = decision.get("recommender", "two_stage")
+    refit = RunPaths(run.refit)
+    done = _read_json(refit.root / REFIT)
+    if done is not None and done.get("recommender") == recommender:
+        progress(f"{recommender} is already refit through {run_date} in {refit.root}")
+        return {"refit": True, "skipped": True, **done}
+    started = time.perf_counter()
+    if recommender in ("two_stage", "retrieval"):
+        # The ranker's window keeps its length; only the cutoff moves to the run date.
+        shifted = replace(params, ranking_window_days=params.ranking_window_days or holdout_days)
+        build_training_set(lake, features, refit, run_date, holdout_days, shifted, progress, through_run_date=True)
+        train_retrieval(refit, shifted, progress)
+        train_ranking(refit, shifted, progress)
+    else:
+        from models.evaluate import stage_baselines, train_interactions
+
+        cutoff = cutoff_of(run_date, 0)
+        examples = pd.concat([read_examples(lake, "training_examples"), read_examples(lake, "holdout")])
+        data = train_interactions(examples, load_catalog(lake), cutoff)
+        stage_baselines(data, refit.baselines)
+    done = {
+        "recommender": recommender,
+        "trained_before": cutoff_of(run_date, 0).isoformat(),
+        "evaluated_cutoff": cutoff_of(run_date, holdout_days).isoformat(),
+        "seconds": time.perf_counter() - started,
+    }
+    (refit.root / REFIT).write_text(json.dumps(done, indent=2))
+    progress(f"refit {recommender} on everything before {run_date} in {refit.root}")
+    return {"refit": True, "skipped": False, **done}
+
+
 def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict[str, Any]:
     """Publish the pair the gate chose if it said so and the pair is not published already.
 
@@ -585,5 +645,10 @@ def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict
     meta["recommender"] = recommender
     meta["metrics"] = {v: report["metrics"][v].get(recommender) for v in report["metrics"]}
     meta["gate"] = decision
-    version = publish(models_dir, chosen_dirs(run, recommender), meta, wait_until_loaded)
+    source = run
+    refit = _read_json(run.refit / REFIT)
+    if refit is not None and refit.get("recommender") == recommender:
+        source = RunPaths(run.refit)
+        meta["refit"] = refit  # the evaluated recipe, trained again through the run date
+    version = publish(models_dir, chosen_dirs(source, recommender), meta, wait_until_loaded)
     return {"published": True, "version": version, "recommender": recommender}

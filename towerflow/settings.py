@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     gate_metric: str = "recall@100"  # the primary metric a choice must hold on (models.gate)
     gate_variants: str = Field(default="all,new", pattern=r"^(all|new)(,(all|new))*$")  # comma-separated
     gate_margin: float = 0.0
+    refit: bool = True  # publish the gate's choice refit through the run date (models.lifecycle.refit_run)
     dq_max_day_ratio: float = 10.0
     feast_project: str = Field(default="towerflow", pattern=r"^[A-Za-z0-9_]+$")
     feature_env: Literal["auto", "redis", "embedded"] = "auto"

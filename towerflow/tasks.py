@@ -408,6 +408,27 @@ def gate_models(run_date: str, force_publish: bool = False) -> dict[str, object]
     return decision
 
 
+def refit_models(run_date: str, holdout_days: int, epochs: int | None = None) -> dict[str, object]:
+    """The recipe the gate chose, refit on everything before the run date (holdout included), so
+    the published models have seen the latest days; off with TOWERFLOW_REFIT=false."""
+    from models.lifecycle import refit_run
+
+    settings = get_settings()
+    if not settings.refit:
+        return {"refit": False, "reason": "TOWERFLOW_REFIT is off: the evaluated models are published"}
+    summary = refit_run(
+        _lake(settings),
+        _lookup(settings),
+        _run_paths(settings, run_date),
+        date.fromisoformat(run_date),
+        holdout_days,
+        _train_params(settings, epochs),
+        progress=log.info,
+    )
+    log.info("refit for %s: %s", run_date, summary)
+    return summary
+
+
 PRECOMPUTED = "precomputed.json"  # in the run folder, once the run's version is precomputed
 
 

@@ -85,5 +85,5 @@ def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> Non
         "gate",
     ]
     assert [t for t in order if t in pipeline] == pipeline
-    assert order.index("gate") < order.index("publish") < order.index("report")
+    assert order.index("gate") < order.index("refit") < order.index("publish") < order.index("report")
     assert order.index("gate") < order.index("keep_production") < order.index("report")

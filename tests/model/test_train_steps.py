@@ -18,9 +18,12 @@ import pytest
 
 from jobs.lake import Lake
 from models.lifecycle import (
+    REFIT,
     RunPaths,
     build_training_set,
     load_training_set,
+    publish_run,
+    refit_run,
     train_and_export,
     train_ranking,
     train_retrieval,
@@ -55,6 +58,8 @@ def runs(world, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     lake = Lake(str(tmp_path_factory.mktemp("lake")))
     examples = world.examples.astype({"event_timestamp": "datetime64[us, UTC]"})
     lake.write(lake.uri("gold", "training_examples"), pa.Table.from_pandas(examples, preserve_index=False))
+    holdout = world.holdout.astype({"event_timestamp": "datetime64[us, UTC]"})
+    lake.write(lake.uri("gold", "holdout"), pa.Table.from_pandas(holdout, preserve_index=False))
     lake.write(lake.uri("silver", "items"), pa.Table.from_pandas(world.catalog.frame(), preserve_index=False))
     root = tmp_path_factory.mktemp("runs")
 
@@ -164,3 +169,59 @@ def test_the_ranker_learns_from_a_bounded_seeded_sample_of_users(world) -> None:
     assert set(users) <= set(full.users["user_id"])
     assert set(one.window["user_id"]) <= set(users) and len(one.window) < len(full.window)
     pd.testing.assert_frame_equal(one.full, full.full)  # retrieval keeps every user
+
+
+def _chosen(run: RunPaths, recommender: str) -> None:
+    """The gate's decision and a minimal report, as evaluate and gate leave them."""
+    run.decision.write_text(json.dumps({"publish": True, "recommender": recommender, "reason": "test"}))
+    run.evaluation.mkdir(parents=True, exist_ok=True)
+    (run.evaluation / "evaluation.json").write_text(json.dumps({"metrics": {"all": {recommender: {"recall@10": 0.1}}}}))
+
+
+@pytest.mark.parametrize("recommender", ["two_stage", "als"])
+def test_the_gates_choice_is_refit_through_the_run_date_and_that_is_published(
+    world, runs: Runs, tmp_path: Path, recommender: str
+) -> None:
+    import shutil
+
+    from models.registry import METADATA
+    from scoring.local import SavedModelPair
+
+    run = RunPaths(tmp_path / "run")
+    shutil.copytree(runs.together.root, run.root)
+    _chosen(run, recommender)
+    done = refit_run(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)
+    assert done["refit"] is True and done["skipped"] is False and done["recommender"] == recommender
+    assert done["trained_before"] == f"{world.run_date}T00:00:00+00:00" != done["evaluated_cutoff"]
+    if recommender == "two_stage":
+        refit = json.loads((run.refit / "training_set" / "manifest.json").read_text())
+        evaluated = json.loads((run.training_set / "manifest.json").read_text())
+        assert refit["rows"]["examples"] == evaluated["rows"]["examples"] + len(world.holdout)
+    again = refit_run(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)
+    assert again["skipped"] is True
+
+    models_dir = tmp_path / "models"
+    published = publish_run(models_dir, run)
+    assert published["published"] is True and published["recommender"] == recommender
+    meta = json.loads((models_dir / "retrieval" / "1" / METADATA).read_text())
+    assert meta["refit"]["trained_before"] == done["trained_before"] and meta["recommender"] == recommender
+    if recommender == "two_stage":  # the refit's weights, not the evaluated model's
+        served = _weights(models_dir / "retrieval" / "1")
+        refit, evaluated = _weights(run.refit / "staged" / "retrieval"), _weights(run.staged / "retrieval")
+        assert served.keys() == refit.keys() and all(np.array_equal(v, refit[k]) for k, v in served.items())
+        assert any(not np.array_equal(v, evaluated[k]) for k, v in served.items() if k in evaluated)
+    else:
+        ranking = SavedModelPair({"ranking": models_dir / "ranking" / "1"})
+        answer = ranking.predict(
+            "ranking", {"item_id": np.array([[b"x"]], dtype=object), "retrieval_score": np.array([[1.0]], np.float32)}
+        )
+        assert answer["recommender"].tolist() == [b"als"]
+    assert (run.refit / REFIT).exists()
+
+
+def test_nothing_is_refit_when_the_gate_keeps_production(world, runs: Runs, tmp_path: Path) -> None:
+    run = RunPaths(tmp_path / "run")
+    run.root.mkdir()
+    run.decision.write_text(json.dumps({"publish": False, "reason": "production is better"}))
+    assert refit_run(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)["refit"] is False
+    assert not run.refit.exists()
