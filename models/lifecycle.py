@@ -601,8 +601,12 @@ def refit_run(
         return {"refit": True, "skipped": True, **done}
     started = time.perf_counter()
     if recommender in ("two_stage", "retrieval"):
-        # The ranker's window keeps its length; only the cutoff moves to the run date.
-        shifted = replace(params, ranking_window_days=params.ranking_window_days or holdout_days)
+        # The ranker's window keeps the evaluated length; only the cutoff moves to the run date.
+        evaluated = _read_json(run.training_set / MANIFEST)
+        window = None
+        if evaluated is not None:
+            window = (datetime.fromisoformat(evaluated["cutoff"]) - datetime.fromisoformat(evaluated["shift"])).days
+        shifted = replace(params, ranking_window_days=params.ranking_window_days or window)
         build_training_set(lake, features, refit, run_date, holdout_days, shifted, progress, through_run_date=True)
         train_retrieval(refit, shifted, progress)
         train_ranking(refit, shifted, progress)

@@ -65,7 +65,9 @@ class TrainParams:
             order every depth it will rank (on Online Retail, the 300-row sample of the top third
             plus a random tail was level with ALS on `new` recall@10; all 1,000 beat it). Below
             `rank_candidates`: the top `rank_rows // 3` and a random sample of the rest.
-        ranking_window_days: label window of the ranker (default: the holdout length).
+        ranking_window_days: label window of the ranker; by default `ranker_window_days` of the
+            data (four weeks where the history is long enough: a week's labels gave the ranker
+            a quarter of the users on Online Retail).
         ranking_max_rows: the ranker learns from at most this many rows: a seeded sample of the
             users who act both before and inside its window, as many as fit at `rank_rows` rows
             each (1,500 users at 1,000), so its time and memory stay bounded as users grow.
@@ -516,6 +518,16 @@ def features_at(
     return data.features(user_rows, service), data.features(item_rows, service)
 
 
+#: The ranker's label window when the history allows it.
+RANKER_WINDOW_DAYS = 28
+
+
+def ranker_window_days(history_days: int, holdout_days: int) -> int:
+    """The ranker's label window: `RANKER_WINDOW_DAYS`, but at most a third of the history before
+    the cutoff (the shifted retrieval model needs the rest) and at least the holdout."""
+    return max(holdout_days, min(RANKER_WINDOW_DAYS, history_days // 3), 1)
+
+
 def training_set(
     data: TrainingData,
     cutoff: datetime,
@@ -528,10 +540,13 @@ def training_set(
     Raises:
         ValueError: no user acts both before and inside the ranker's window.
     """
-    shift = cutoff - timedelta(days=params.ranking_window_days or holdout_days)
     examples = data.examples.copy()
     examples["event_timestamp"] = pd.to_datetime(examples["event_timestamp"], utc=True)
     examples = examples[examples["event_timestamp"] < pd.Timestamp(cutoff)]
+    if examples.empty:
+        raise ValueError("no training examples before the cutoff: is gold/training_examples empty?")
+    span = (pd.Timestamp(cutoff) - examples["event_timestamp"].min()).days
+    shift = cutoff - timedelta(days=params.ranking_window_days or ranker_window_days(span, holdout_days))
     early = examples[examples["event_timestamp"] < pd.Timestamp(shift)]
     late = examples[examples["event_timestamp"] >= pd.Timestamp(shift)]
     progress(f"training set: {len(examples):,} positives before {cutoff:%Y-%m-%d}; ranker window from {shift:%Y-%m-%d}")
