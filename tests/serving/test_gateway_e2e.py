@@ -206,7 +206,11 @@ def test_recommendations_over_http(stack) -> None:
         assert len(ids) == len(set(ids)) == 10
         assert set(ids) <= set(stack.gold.items)
         assert not set(ids) & set(stack.recent[user] or [])
-        assert body["model_versions"] == {"retrieval": "1", "ranking": "1"}
+        assert body["model_versions"] == {
+            "retrieval": "1",
+            "ranking": "1",
+            "recommender": "two_stage",
+        }
 
 
 def test_bad_input_over_http(stack) -> None:
