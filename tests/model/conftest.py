@@ -121,18 +121,29 @@ class World:
 
 @pytest.fixture(scope="session")
 def world() -> World:
-    synth = build_world(CFG)
-    events = pd.concat([t.to_pandas() for _, t in iter_days(CFG, synth)], ignore_index=True)
+    return make_world(CFG, HOLDOUT_DAYS)
+
+
+@pytest.fixture(scope="session")
+def world_of():
+    """`make_world`, for tests that build worlds of other shapes."""
+    return make_world
+
+
+def make_world(cfg: SynthConfig, holdout_days: int) -> World:
+    """The synthetic world of `cfg` without its bots, split `holdout_days` before its end."""
+    synth = build_world(cfg)
+    events = pd.concat([t.to_pandas() for _, t in iter_days(cfg, synth)], ignore_index=True)
     events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
     truth = pd.DataFrame(
         {
             "user_id": synth.user_ids,
             "is_bot": synth.is_bot,
-            "top_category": np.array(list_categories())[synth.user_taste.argmax(1)],
+            "top_category": np.array(list(cfg.shape.categories))[synth.user_taste.argmax(1)],
         }
     )
     events = events[~events["user_id"].isin(set(truth.loc[truth.is_bot, "user_id"]))].reset_index(drop=True)
-    items = items_table(CFG, synth).to_pandas()
+    items = items_table(cfg, synth).to_pandas()
     catalog = Catalog(
         item_ids=items["item_id"].to_numpy(),
         category=items["category"].to_numpy(),
@@ -141,8 +152,8 @@ def world() -> World:
         created_at=pd.to_datetime(items["created_at"], utc=True),
         available=items["available"].to_numpy(),
     )
-    run_date = CFG.start + timedelta(days=CFG.days)
-    cutoff = datetime.combine(run_date - timedelta(days=HOLDOUT_DAYS), datetime.min.time(), UTC)
+    run_date = cfg.start + timedelta(days=cfg.days)
+    cutoff = datetime.combine(run_date - timedelta(days=holdout_days), datetime.min.time(), UTC)
     positives = events[events["action"].isin(["click", "add_to_cart", "purchase"])].rename(
         columns={"timestamp": "event_timestamp"}
     )
@@ -197,12 +208,6 @@ def _declare_all(views: dict[str, FrameView]) -> dict[str, FrameView]:
         frame = view.frame.assign(**dict.fromkeys(extra, np.nan))
         out[name] = FrameView(view.name, view.key, frame, (*view.features, *extra), view.ttl)
     return out
-
-
-def list_categories() -> list[str]:
-    from jobs.synth import CATEGORIES
-
-    return list(CATEGORIES)
 
 
 @dataclass
