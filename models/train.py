@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,6 +75,9 @@ class TrainParams:
             enter the retrieval list, above the two-tower's picks (see `boost_history`): in
             retail many purchases are re-purchases, and a two-tower query does not reliably
             retrieve the exact items a user already buys. The ranker then decides their order.
+            None (the default): only where re-consumption exists, i.e. `reconsumption_share`
+            of the training rows is at least `RECONSUMPTION_MIN` (`history_first`); on data
+            without repeats (ratings-like media) the history would only crowd the list.
         ranking_als: give the ranker each candidate's implicit-ALS score for the user (folded in
             from the purchase history; `models.ranking.ItemFactors`), fitted before the ranker's
             moment for training and before the cutoff for serving, inside the ranking graph.
@@ -96,7 +99,7 @@ class TrainParams:
     rank_rows: int = 1000
     ranking_window_days: int | None = None
     ranking_max_rows: int = 1_500_000
-    history_candidates: bool = True
+    history_candidates: bool | None = None
     ranking_item_ids: bool = False
     ranking_als: bool = True
     seed: int = 42
@@ -169,6 +172,8 @@ def fit_retrieval(
     from models.retrieval import TwoTower, probability_table
     from models.towers import CandidateTower, QueryTower
 
+    if params.history_candidates is None:
+        raise ValueError("history_candidates is undecided: pass the params through history_first")
     seed_everything(params.seed)
     frame = frame[frame["item_id"].isin(set(catalog.item_ids))]
     frame = dedup_pairs(frame.sort_values("event_timestamp", kind="stable"))
@@ -582,9 +587,39 @@ def training_set(
     )
 
 
+#: `history_first`: history-first lists need at least this share of re-consumed training rows.
+RECONSUMPTION_MIN = 0.05
+
+
+def reconsumption_share(frame: pd.DataFrame) -> float:
+    """The share of retrieval rows whose item is already in the row's point-in-time purchase
+    history (`HISTORY_ITEMS`): how often users come back to what they have."""
+    if frame.empty or HISTORY_ITEMS not in frame:
+        return 0.0
+    hits = sum(
+        item in history
+        for item, history in zip(frame["item_id"], frame[HISTORY_ITEMS], strict=True)
+        if history is not None and not isinstance(history, float)
+    )
+    return hits / len(frame)
+
+
+def history_first(ts: TrainingSet, params: TrainParams) -> TrainParams:
+    """`params` with `history_candidates` decided: as given, or from the training rows'
+    `reconsumption_share` when it is None."""
+    if params.history_candidates is not None:
+        return params
+    return replace(params, history_candidates=reconsumption_share(ts.full) >= RECONSUMPTION_MIN)
+
+
 def retrieval_stage(ts: TrainingSet, params: TrainParams, progress: Progress = log.info) -> RetrievalStage:
     """Step 2: the shifted retrieval model, its labelled candidates for the ranker, then the
     retrieval model that ships (trained on everything before the cutoff)."""
+    params = history_first(ts, params)
+    progress(
+        f"retrieval: {reconsumption_share(ts.full):.1%} of the rows re-consume a history item; "
+        f"history-first lists {'on' if params.history_candidates else 'off'}"
+    )
     progress(f"retrieval (for the ranker's candidates): {len(ts.early):,} rows before {ts.shift:%Y-%m-%d}")
     shifted = fit_retrieval(ts.early, ts.catalog, params, progress)
     query = query_inputs(ts.users, pd.Timestamp(ts.shift))
@@ -680,7 +715,8 @@ def training_record(
         labels: the ranker's labels [U, N].
     """
     return {
-        "params": asdict(params),
+        "params": asdict(history_first(ts, params)),
+        "reconsumption_share": reconsumption_share(ts.full),
         "cutoff": ts.cutoff.isoformat(),
         "ranker_window_start": ts.shift.isoformat(),
         "examples": int(ts.examples),

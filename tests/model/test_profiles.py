@@ -22,6 +22,9 @@ PROFILE_WORLDS = {
     "sparse": (SynthConfig.of("sparse", users=500, items=200, days=60, seed=5, start=date(2025, 3, 1)), 12),
 }
 
+#: Whether the retrieval list puts the user's history first: retail re-buys, media never re-watches.
+HISTORY_FIRST = {"retail": True, "media": False}
+
 
 @pytest.mark.parametrize("profile", list(PROFILE_WORLDS))
 def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, world_of, tmp_path: Path) -> None:
@@ -44,6 +47,8 @@ def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, w
     )
     params = TrainParams(retrieval_epochs=3, ranking_epochs=2, dim=32, batch_size=256, rank_rows=120, seed=5)
     models = train(TrainingData(world.examples, world.catalog, world.lookup), world.cutoff, holdout_days, params)
+    if profile in HISTORY_FIRST:  # history-first lists only where users re-consume
+        assert models.retrieval.history_candidates is HISTORY_FIRST[profile]
     run = RunPaths(tmp_path / "run")
     run.root.mkdir(parents=True)
     export(models, run.staged, world.cutoff, {"fingerprint": profile})
