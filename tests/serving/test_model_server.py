@@ -893,13 +893,16 @@ def test_reload_config_serves_only_models_under_the_model_base(
         server.close()
 
 
-def test_reload_config_maps_a_container_path_onto_the_model_base(model_base: Path) -> None:
+def test_reload_config_maps_a_container_path_onto_the_model_base(model_base: Path, tmp_path: Path) -> None:
     """`/models/<name>` (a config written for a container) is served from `<model base>/<name>`."""
-    if Path("/models").exists():
-        pytest.skip("/models exists on this machine: a container path would be taken as a local one")
+    # A folder that exists nowhere on this machine, as a container's `/models` does not.
+    container_models = tmp_path / "container-root" / "models"
     server = Running(model_base)
     try:
-        entries = [replace(e, base_path=f"/models/{e.name}") for e in default_entries(model_base, stable=2, canary=2)]
+        entries = [
+            replace(e, base_path=str(container_models / e.name))
+            for e in default_entries(model_base, stable=2, canary=2)
+        ]
         server.client.reload_config(entries)
         assert server.predict(version_label="stable").model_spec.version.value == 2
         server.manager.poll_once()
