@@ -2,7 +2,8 @@
 the features were materialized for, 200 users' lists from offline evaluation's scoring (Feast's
 point-in-time features), from `towerflow recommend` (the online store, in process) and from the
 running gateway (the online store, the model server over gRPC) are the same items in the same
-order, with the same scores, for both `exclude_purchased` settings. A zero-filled input, the bug
+order, with the same scores, for every exclusion setting (purchases kept, purchases out, everything
+seen out). A zero-filled input, the bug
 this guards against, makes the lists differ."""
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ COUNT = 10
 #: The run date: the daily run materialized features up to it, and the holdout of later
 #: days is not in the online store, so both sides see the same features.
 MOMENT = datetime(2025, 1, 22, tzinfo=UTC)
-SETTINGS = {"exclude": True, "keep": False}  # exclude_purchased per case
+#: The gateway's exclusions per case, and the `towerflow recommend` flags that ask for them.
+SETTINGS = {
+    "exclude": {"exclude_purchased": True, "exclude_seen": False},
+    "keep": {"exclude_purchased": False, "exclude_seen": False},
+    "unseen": {"exclude_purchased": True, "exclude_seen": True},
+}
+FLAGS = {"exclude": ["--exclude-purchased"], "keep": ["--no-exclude-purchased"], "unseen": ["--exclude-seen"]}
 TOLERANCE = 1e-4
 
 Lists = dict[str, dict[str, list[tuple[str, float]]]]  # case -> user -> [(item, score)]
@@ -71,16 +78,16 @@ def _offline(settings, lake, users: list[str], models) -> Lists:
     out: Lists = {case: {} for case in SETTINGS}
     for row, user in enumerate(data.users):
         scored = data.scored(models, row)
-        for case, exclude in SETTINGS.items():
-            out[case][str(user)] = scored.ranked(replace(rules, exclude_purchased=exclude))
+        for case, exclusions in SETTINGS.items():
+            out[case][str(user)] = scored.ranked(replace(rules, **exclusions))
     return out
 
 
 def _cli(env: dict[str, str], users: list[str]) -> Lists:
     out: Lists = {}
-    for case, exclude in SETTINGS.items():
+    for case in SETTINGS:
         args = [sys.executable, "-m", "towerflow.cli", "recommend", "--json", "--at", MOMENT.isoformat()]
-        args += ["--count", str(COUNT), "--exclude-purchased" if exclude else "--no-exclude-purchased"]
+        args += ["--count", str(COUNT), *FLAGS[case]]
         args += [part for user in users for part in ("--user", user)]
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -107,11 +114,11 @@ def _gateway(env: dict[str, str], users: list[str], port: int) -> tuple[Lists, d
     out: Lists = {case: {} for case in SETTINGS}
     paths: dict[str, set[str]] = {case: set() for case in SETTINGS}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
-        for case, exclude in SETTINGS.items():
+        for case, exclusions in SETTINGS.items():
             for user in users:
                 answer = client.get(
                     "/v1/recommendations",
-                    params={"user_id": user, "count": COUNT, "exclude_purchased": str(exclude).lower()},
+                    params={"user_id": user, "count": COUNT, **{k: str(v).lower() for k, v in exclusions.items()}},
                 )
                 assert answer.status_code == 200, answer.text
                 body = answer.json()
@@ -209,11 +216,77 @@ def test_evaluation_recommend_and_the_gateway_give_the_same_lists(parity: Parity
         assert not differ, f"{name} differs from evaluation for {len(differ)} users, e.g. {differ[:1]}: {example}"
 
 
+def test_unseen_lists_leave_out_what_the_user_viewed_too(parity: Parity, daily_world) -> None:
+    """`exclude_seen` takes out every item the user acted on (the online `user_seen` view), which
+    in this world of views and purchases changes lists beyond what `exclude_purchased` takes out."""
+    from scoring.batch import online_reader
+    from scoring.rules import purchased, seen
+
+    reader = online_reader(daily_world.settings)
+    viewed_only = 0
+    for user in parity.users:
+        features = reader.user_features(user)
+        shown = {item for item, _ in parity.gateway["unseen"][user]}
+        assert not shown & seen(features), user
+        viewed_only += bool(seen(features) - purchased(features))
+    assert viewed_only, "no user has viewed items beyond what exclude_purchased takes out"
+    changed = [u for u in parity.users if parity.gateway["unseen"][u] != parity.gateway["exclude"][u]]
+    assert changed, "exclude_seen changed no list: the seen items never reached the rules"
+
+
 def test_a_zero_filled_input_shows_as_a_difference(parity: Parity) -> None:
     """Feeding `request_day` as zeros (the served ranker's old input) changes lists that keep
     purchases: the comparison above would have caught it."""
     differ = _same(parity.zero_filled, parity.gateway, "keep", parity.users)
     assert differ, "zeroing request_day changed no list: the parity test could not see that bug"
+
+
+# -- the daily precompute -------------------------------------------------------------------------
+
+
+def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
+    daily_world, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publish task's precompute stores, for each user active on the run's last day, the list
+    `towerflow recommend` shows that user at the run's moment with purchases kept (the gateway
+    applies the request's rules when it serves a stored list)."""
+    import redis
+
+    from serving.precomputed import read_precomputed_sync
+    from towerflow import tasks
+
+    home = daily_world.settings.home_dir
+    # The world's online store stays the embedded one; only the stored lists go to Redis.
+    for name, value in {
+        "TOWERFLOW_HOME": str(home),
+        "TOWERFLOW_REDIS_URL": redis_url,
+        "TOWERFLOW_FEATURE_ENV": "embedded",
+        "TOWERFLOW_REDIS_PREFIX": redis_prefix,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        written = tasks.precompute(daily_world.run_date, version=1)
+        keys = sorted(k.decode() for k in client.scan_iter(f"{redis_prefix}recs:*", count=1000))
+        assert written > 0 and len(keys) == written, (written, len(keys))
+        users = [key.removeprefix(f"{redis_prefix}recs:") for key in keys[:40]]
+        stored = {user: read_precomputed_sync(client, user, prefix=redis_prefix) for user in users}
+    finally:
+        stale = list(client.scan_iter(f"{redis_prefix}*", count=1000))
+        if stale:
+            client.delete(*stale)
+    assert all(s is not None and s.model_version == "retrieval=1,ranking=1" for s in stored.values()), stored
+
+    env = _serving_env(home, 0, 0)
+    args = [sys.executable, "-m", "towerflow.cli", "recommend", "--json", "--at", MOMENT.isoformat()]
+    args += ["--count", "100", "--no-exclude-purchased", "--version", "1"]
+    args += [part for user in users for part in ("--user", user)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = {u["user_id"]: [i["item_id"] for i in u["items"]] for u in json.loads(done.stdout)["users"]}
+    differ = [user for user in users if stored[user].items != shown[user]]
+    assert not differ, f"{len(differ)} stored lists differ from towerflow recommend's, e.g. {differ[:1]}"
 
 
 # -- towerflow evaluate --served ---------------------------------------------------------------
