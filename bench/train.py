@@ -18,7 +18,7 @@ The 10M-event synthetic training set (README figures), in its own `TOWERFLOW_HOM
     towerflow data synth --users 190000 --items 50000 --days 30 --start 2025-01-01   # 10.4M events
     towerflow pipeline etl --start 2025-01-01 --end 2025-01-30 --holdout-days 7
     towerflow features apply
-    towerflow train --date 2025-01-31 --holdout-days 7    # its first step writes the training set
+    towerflow train --date 2025-01-31                     # its first step writes the training set
     TOWERFLOW_BENCH_TRAIN_RUNS=synthetic_10m=$TOWERFLOW_HOME/runs/2025-01-31 towerflow bench train
 """
 

@@ -8,20 +8,23 @@ Set `date` when triggering to run for another day.
 1. **ingest_landing**: landing files -> `bronze/events`, `bronze/items` (a file imported before lands nothing).
 2. **validate_raw**: Great Expectations on each day's bronze events; a failure stops the run here.
 3. **build_silver**: dedup, unknown items, bots and spam out (each rule counted), sessions.
-4. **build_gold**: user and item features per day, purchase history, the time-based split.
+4. **build_gold**: user and item features per day, purchase history, the time-based split (the
+   holdout: at least `holdout_days` days, longer until it holds enough users and events).
 5. **validate_features**: Great Expectations on the gold features as written.
 6. **materialize_features**: `feast apply`, then materialize to the online store.
-7. **training_set**: Feast's point-in-time training sets, kept in the run folder (Parquet + manifest).
-8. **train_retrieval**: a retrieval model trained before the ranker's window proposes the ranker's
+7. **tune** (with `tune`): training settings chosen on a validation window just before the holdout,
+   within `tune_budget_minutes`; every training step of the run uses them. Off: the defaults.
+8. **training_set**: Feast's point-in-time training sets, kept in the run folder (Parquet + manifest).
+9. **train_retrieval**: a retrieval model trained before the ranker's window proposes the ranker's
    labelled candidates; the two-tower model that ships is trained on everything before the cutoff.
-9. **train_ranking**: the deep & cross ranker on those candidates; both models staged.
-10. **evaluate**: candidate vs production vs baselines on the holdout (HTML report).
-11. **gate**: what serves next: the trained pair, its retrieval model alone, or the best baseline
+10. **train_ranking**: the deep & cross ranker on those candidates; both models staged.
+11. **evaluate**: candidate vs production vs baselines on the holdout (HTML report).
+12. **gate**: what serves next: the trained pair, its retrieval model alone, or the best baseline
     (a trained model must beat every baseline in every variant); published only if it beats
     production and the data passed both gates.
-12. **refit**: the chosen recipe trained again on everything before the run date (holdout included).
-13. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
-14. **report**: what ran and what serves now.
+13. **refit**: the chosen recipe trained again on everything before the run date (holdout included).
+14. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
+15. **report**: what ran and what serves now.
 
 Each task calls one function of `towerflow.tasks` with the run's date; XComs carry small summaries.
 The training tasks skip when their outputs for the same inputs (data versions, params, code) exist.
@@ -39,7 +42,9 @@ from airflow.sdk import Asset, Param, dag, task
 RUN_DATE = "{{ params.date or data_interval_end.strftime('%Y-%m-%d') }}"
 HOLDOUT_DAYS = "{{ params.holdout_days }}"
 
-GOLD = [Asset(f"towerflow://lake/gold/{table}") for table in ("user_features", "item_features", "user_history")]
+GOLD = [
+    Asset(f"towerflow://lake/gold/{table}") for table in ("user_features", "item_features", "user_history", "user_seen")
+]
 SPLIT = [Asset(f"towerflow://lake/gold/{table}") for table in ("training_examples", "holdout")]
 MODELS = Asset("towerflow://models")
 
@@ -72,10 +77,17 @@ DEFAULT_ARGS = {
             format="date",
             description="Run date YYYY-MM-DD: process data before it (default: the data interval end).",
         ),
-        "holdout_days": Param(7, type="integer", minimum=1, description="Days before the run date held out."),
+        "holdout_days": Param(
+            7,
+            type="integer",
+            minimum=1,
+            description="Fewest days before the run date held out (more when they hold too few users or events).",
+        ),
         "epochs": Param(
             None, type=["null", "integer"], minimum=1, description="Training epochs (default: the model's)."
         ),
+        "tune": Param(False, type="boolean", description="Choose training settings on a validation window first."),
+        "tune_budget_minutes": Param(30, type="integer", minimum=1, description="Time budget of the tuning."),
         "force_publish": Param(False, type="boolean", description="Publish even if not better (never on bad data)."),
     },
 )
@@ -116,11 +128,17 @@ def towerflow_daily():
 
         return materialize_features(run_date)
 
+    @task(execution_timeout=timedelta(hours=6))
+    def tune(run_date: str, params=None) -> dict:
+        from towerflow.tasks import tune_models
+
+        return tune_models(run_date, bool(params.get("tune")), params["tune_budget_minutes"], params.get("epochs"))
+
     @task(execution_timeout=timedelta(hours=1))
-    def training_set(run_date: str, holdout_days: str, params=None) -> dict:
+    def training_set(run_date: str, params=None) -> dict:
         from towerflow.tasks import build_training_set
 
-        return build_training_set(run_date, int(holdout_days), params.get("epochs"))
+        return build_training_set(run_date, params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=2))
     def train_retrieval(run_date: str, params=None) -> dict:
@@ -135,10 +153,10 @@ def towerflow_daily():
         return train_ranking(run_date, params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=1))
-    def evaluate(run_date: str, holdout_days: str) -> dict:
+    def evaluate(run_date: str) -> dict:
         from towerflow.tasks import evaluate_models
 
-        return evaluate_models(run_date, int(holdout_days))
+        return evaluate_models(run_date)
 
     @task.branch
     def gate(run_date: str, params=None) -> str:
@@ -147,10 +165,10 @@ def towerflow_daily():
         return "refit" if gate_models(run_date, bool(params.get("force_publish")))["publish"] else "keep_production"
 
     @task(execution_timeout=timedelta(hours=3))
-    def refit(run_date: str, holdout_days: str, params=None) -> dict:
+    def refit(run_date: str, params=None) -> dict:
         from towerflow.tasks import refit_models
 
-        return refit_models(run_date, int(holdout_days), params.get("epochs"))
+        return refit_models(run_date, params.get("epochs"))
 
     @task(outlets=[MODELS])
     def publish(run_date: str) -> dict:
@@ -178,17 +196,19 @@ def towerflow_daily():
     gold >> features_ok
     online = materialize_features(RUN_DATE)
     features_ok >> online
-    train_set = training_set(RUN_DATE, HOLDOUT_DAYS)
-    online >> train_set
+    tuned = tune(RUN_DATE)
+    online >> tuned
+    train_set = training_set(RUN_DATE)
+    tuned >> train_set
     retrieval = train_retrieval(RUN_DATE)
     train_set >> retrieval
     ranking = train_ranking(RUN_DATE)
     retrieval >> ranking
-    evaluated = evaluate(RUN_DATE, HOLDOUT_DAYS)
+    evaluated = evaluate(RUN_DATE)
     ranking >> evaluated
     decision = gate(RUN_DATE)
     evaluated >> decision
-    refitted, kept = refit(RUN_DATE, HOLDOUT_DAYS), keep_production()
+    refitted, kept = refit(RUN_DATE), keep_production()
     decision >> [refitted, kept]
     published = publish(RUN_DATE)
     refitted >> published

@@ -47,7 +47,12 @@ BRONZE_EVENTS, BRONZE_ITEMS = ("bronze", "events"), ("bronze", "items")
 SILVER_INTERACTIONS, SILVER_ITEMS = ("silver", "interactions"), ("silver", "items")
 USER_FEATURES, ITEM_FEATURES = ("gold", "user_features"), ("gold", "item_features")
 USER_HISTORY = ("gold", "user_history")
+USER_SEEN = ("gold", "user_seen")
 EXAMPLES, HOLDOUT = ("gold", "training_examples"), ("gold", "holdout")
+#: `gold.holdout_users` as collected to size the holdout.
+HOLDOUT_USERS = pa.schema(
+    [("user_id", pa.string()), ("first", pa.date32()), ("last", pa.date32()), ("last_new", pa.date32())]
+)
 FEATURES_PARTITION = ["feature_date"]
 
 
@@ -233,15 +238,12 @@ class DailyEtl:
             S.SILVER_INTERACTIONS,
             where=_between("event_date", gold.window_start(first, gold.LOOKBACK_DAYS), last),
         )
-        purchases = (
-            self.lake.read(
-                silver_uri,
-                S.SILVER_INTERACTIONS,
-                where=_between("event_date", gold.window_start(first, gold.PURCHASE_LOOKBACK_DAYS), last),
-            )
-            .where(F.col("action") == "purchase")
-            .select("user_id", "item_id", "timestamp", "event_date")
-        )
+        year = self.lake.read(
+            silver_uri,
+            S.SILVER_INTERACTIONS,
+            where=_between("event_date", gold.window_start(first, gold.PURCHASE_LOOKBACK_DAYS), last),
+        ).select("user_id", "item_id", "action", "timestamp", "event_date")
+        purchases = year.where(F.col("action") == "purchase").drop("action")
         # Not cached: scanning the Parquet again is cheaper than holding millions of rows.
         exploded = gold.feature_days(window, first, last)
         users = self.lake.collect(
@@ -249,14 +251,16 @@ class DailyEtl:
         )
         item_rows = self.lake.collect(gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES)
         history = self.lake.collect(gold.transform_user_history(purchases, first, last), S.GOLD_USER_HISTORY)
+        seen = self.lake.collect(gold.transform_user_seen(year, first, last), S.GOLD_USER_SEEN)
         outputs = (
             ("gold_user_features", users, USER_FEATURES, S.GOLD_USER_FEATURES),
             ("gold_item_features", item_rows, ITEM_FEATURES, S.GOLD_ITEM_FEATURES),
             (None, history, USER_HISTORY, S.GOLD_USER_HISTORY),
+            (None, seen, USER_SEEN, S.GOLD_USER_SEEN),
         )
         splits = {}
         for suite, table, target, _ in outputs:
-            if suite is None:  # derived from already-gated silver purchases; nothing new to check
+            if suite is None:  # derived from already-gated silver rows; nothing new to check
                 splits[target] = _split_by_day(table, "feature_date")
                 continue
             splits[target] = by_day = _split_by_day(table, "feature_date")
@@ -290,9 +294,12 @@ class DailyEtl:
 
     # -------------------------------------------------------------------------------- examples
 
-    def build_examples(self, cutoff: date, end: date, start: date | None = None) -> list[Step]:
+    def build_examples(
+        self, cutoff: date, end: date, start: date | None = None, holdout: dict[str, int] | None = None
+    ) -> list[Step]:
         """gold/training_examples: positives from `start` (or the beginning) to the day before
-        `cutoff`; gold/holdout: positives from `cutoff` to `end`. Both tables are rewritten."""
+        `cutoff`; gold/holdout: positives from `cutoff` to `end`. Both tables are rewritten, and
+        both commits record the cutoff (and `holdout`, what the holdout holds, when given)."""
         if cutoff > end:
             raise ValueError(f"cutoff {cutoff} is after the run's last day {end}")
         silver = self.lake.read(self.uri(SILVER_INTERACTIONS), S.SILVER_INTERACTIONS)
@@ -313,10 +320,34 @@ class DailyEtl:
                     "towerflow.interval": interval,
                     "towerflow.cutoff": cutoff.isoformat(),
                     "towerflow.inputs": inputs,
+                    **({"towerflow.holdout": json.dumps(holdout)} if holdout is not None else {}),
                 },
             )
             steps.append(self._done(Step(table_name(target), interval, written.rows, written.version), started))
         return steps
+
+    def holdout_cutoff(self, end: date, size: gold.HoldoutSize) -> tuple[date, dict[str, int]]:
+        """The first holdout day for a holdout ending with `end`, sized by `size` from silver
+        interactions (see `gold.choose_cutoff`), and what that holdout holds."""
+        from pyspark.sql import functions as F
+
+        silver = self.lake.read(self.uri(SILVER_INTERACTIONS), S.SILVER_INTERACTIONS)
+        silver = silver.where(F.col("event_date") <= F.lit(end))
+        earliest = end - timedelta(days=size.max_days + size.min_days)
+        users = self.lake.collect(gold.holdout_users(silver).where(F.col("last") >= F.lit(earliest)), HOLDOUT_USERS)
+        positives = (
+            silver.where(F.col("action").isin(*gold.POSITIVE_ACTIONS) & (F.col("event_date") >= F.lit(earliest)))
+            .groupBy("event_date")
+            .count()
+            .collect()
+        )
+        first_day = silver.agg(F.min("event_date")).first()[0]
+        if first_day is None:
+            raise ValueError(f"silver/interactions has no rows up to {end}: build silver first")
+        arrays = {name: users.column(name).to_numpy(zero_copy_only=False) for name in ("first", "last", "last_new")}
+        arrays = {name: values.astype("datetime64[D]") for name, values in arrays.items()}
+        per_day = {row["event_date"]: int(row["count"]) for row in positives}
+        return gold.choose_cutoff(arrays, per_day, first_day, end, size)
 
     # --------------------------------------------------------------------------------- helpers
 
@@ -368,7 +399,7 @@ def run_etl(
     docs_dir: Path | None = None,
     data_docs: str = "failures",
     cutoff: date | None = None,
-    holdout_days: int = 7,
+    holdout: gold.HoldoutSize = gold.HoldoutSize(),
     examples: bool = True,
     max_day_ratio: float = 10.0,
     rules: clean.CleaningRules = clean.CleaningRules(),
@@ -389,8 +420,8 @@ def run_etl(
         staging_dir: scratch folder for Spark output.
         docs_dir: where Data Docs go; None for none.
         data_docs: `failures`, `all` or `never`.
-        cutoff: first holdout day; default: the last `holdout_days` days of the run.
-        holdout_days: see `cutoff`.
+        cutoff: first holdout day; default: sized by `holdout` (`DailyEtl.holdout_cutoff`).
+        holdout: see `cutoff`.
         examples: also rewrite gold/training_examples and gold/holdout.
         max_day_ratio: allowed factor between a day's row count and its trailing baseline.
         rules: cleaning thresholds.
@@ -420,8 +451,11 @@ def run_etl(
         steps += etl.run_days(chunk)
     first_holdout = None
     if examples:
-        first_holdout = cutoff or default_cutoff(end, holdout_days)
-        steps += etl.build_examples(first_holdout, end)
+        sized = None
+        if cutoff is None:
+            cutoff, sized = etl.holdout_cutoff(end, holdout)
+        first_holdout = cutoff
+        steps += etl.build_examples(first_holdout, end, holdout=sized)
     return EtlRun(start, end, first_holdout, steps, round(time.perf_counter() - started, 2))
 
 
@@ -474,11 +508,6 @@ def day_range(start: date, end: date) -> list[date]:
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
-
-
-def default_cutoff(end: date, holdout_days: int) -> date:
-    """First holdout day: the last `holdout_days` days of the run are held out."""
-    return end - timedelta(days=max(holdout_days, 1) - 1)
 
 
 if __name__ == "__main__":  # pragma: no cover - a thin alias of the CLI

@@ -8,8 +8,11 @@ ending with D: "7d" is D-6 .. D. Cancellations are not counted as actions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from towerflow.schemas import WINDOWS
 
@@ -225,6 +228,79 @@ def transform_examples(interactions: DataFrame, first: date | None, last: date) 
     )
 
 
+@dataclass(frozen=True)
+class HoldoutSize:
+    """How much of the latest data is held out for evaluation: at least `min_days` days, and
+    more (up to `max_days`, and never more than half of the days with data) until every
+    evaluation variant has `min_users` users and the holdout `min_events` positives."""
+
+    min_days: int = 7
+    min_users: int = 100
+    min_events: int = 500
+    max_days: int = 28
+
+
+def holdout_users(interactions: DataFrame) -> DataFrame:
+    """Silver interactions -> one row per user who chose something: `first` (first day of a
+    positive), `last` (last day of a positive) and `last_new` (the latest day on which an item
+    the user chose was first touched at all). A user counts in a holdout from cutoff `c` when
+    `first < c <= last` (variant `all`), and also `c <= last_new` (variant `new`: an item chosen
+    in the holdout that the user never touched before it)."""
+    from pyspark.sql import functions as F
+
+    chosen = F.col("action").isin(*POSITIVE_ACTIONS)
+    per_item = (
+        interactions.groupBy("user_id", "item_id")
+        .agg(
+            F.min(F.when(chosen, F.col("event_date"))).alias("_first"),
+            F.max(F.when(chosen, F.col("event_date"))).alias("_last"),
+            F.min("event_date").alias("_touched"),
+        )
+        .where(F.col("_first").isNotNull())
+    )
+    return per_item.groupBy("user_id").agg(
+        F.min("_first").alias("first"), F.max("_last").alias("last"), F.max("_touched").alias("last_new")
+    )
+
+
+def choose_cutoff(
+    users: dict[str, np.ndarray],
+    positives_per_day: dict[date, int],
+    first_day: date,
+    end: date,
+    size: HoldoutSize,
+) -> tuple[date, dict[str, int]]:
+    """The latest cutoff (first holdout day) whose holdout `cutoff..end` meets `size`.
+
+    Args:
+        users: `holdout_users` as arrays of dates (`first`, `last`, `last_new`).
+        positives_per_day: positives per day, for the days that have any.
+        first_day: the first day with data; at least half the days stay before the cutoff.
+        end: the holdout's last day (the day before the run).
+
+    Returns:
+        The cutoff and what its holdout holds (`days`, `users_all`, `users_new`, `events`). When
+        no allowed length meets `size`, the longest allowed one.
+    """
+    span = (end - first_day).days + 1
+    longest = max(size.min_days, min(size.max_days, span // 2))
+    first, last, last_new = (users[k] for k in ("first", "last", "last_new"))
+    counts: dict[str, int] = {}
+    for days in range(size.min_days, longest + 1):
+        cutoff = end - timedelta(days=days - 1)
+        c = np.datetime64(cutoff)
+        before = first < c
+        counts = {
+            "days": days,
+            "users_all": int((before & (last >= c)).sum()),
+            "users_new": int((before & (last_new >= c)).sum()),
+            "events": sum(n for day, n in positives_per_day.items() if cutoff <= day <= end),
+        }
+        if min(counts["users_all"], counts["users_new"]) >= size.min_users and counts["events"] >= size.min_events:
+            break
+    return end - timedelta(days=counts["days"] - 1), counts
+
+
 HISTORY_ITEMS = 100
 
 
@@ -271,4 +347,61 @@ def transform_user_history(purchases: DataFrame, first: date, last: date) -> Dat
         F.transform("_top", lambda t: t["item_id"]).alias("items"),
         F.transform("_top", lambda t: t["n"].cast("long")).alias("counts"),
         F.transform("_top", lambda t: t["d"]).alias("last_day"),
+    )
+
+
+#: At most this many items in each of a user's `seen` and `bought` lists (the most recent).
+SEEN_ITEMS = 1000
+
+
+def transform_user_seen(interactions: DataFrame, first: date, last: date) -> DataFrame:
+    """Silver interactions -> GOLD_USER_SEEN rows: for each user and day in `first`..`last` on
+    which the user did anything, every item the user acted on (`seen`: views too) and every item
+    the user bought (`bought`) in the 365 days ending with that day, most recent first, at most
+    `SEEN_ITEMS` each. The gateway's `exclude_seen` and `exclude_purchased` take them out.
+
+    Args:
+        interactions: silver interactions (`user_id`, `item_id`, `action`, `timestamp`,
+            `event_date`) from `first - PURCHASE_LOOKBACK_DAYS` on.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    active = (
+        interactions.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
+        .select("user_id", F.col("event_date").alias("feature_date"))
+        .distinct()
+    )
+    per_item = (
+        active.join(interactions, "user_id")
+        .where(
+            (F.col("event_date") <= F.col("feature_date"))
+            & (F.col("event_date") > F.date_sub("feature_date", PURCHASE_LOOKBACK_DAYS))
+        )
+        .groupBy("user_id", "feature_date", "item_id")
+        .agg(
+            F.max("timestamp").alias("_seen_at"),
+            F.max(F.when(F.col("action") == "purchase", F.col("timestamp"))).alias("_bought_at"),
+        )
+    )
+    day = Window.partitionBy("user_id", "feature_date")
+    ranked = per_item.withColumn("_seen", F.row_number().over(day.orderBy(F.desc("_seen_at"), "item_id"))).withColumn(
+        "_bought", F.row_number().over(day.orderBy(F.desc_nulls_last("_bought_at"), "item_id"))
+    )
+    lists = ranked.groupBy("user_id", "feature_date").agg(
+        F.sort_array(F.collect_list(F.when(F.col("_seen") <= SEEN_ITEMS, F.struct("_seen", "item_id")))).alias("_s"),
+        F.sort_array(
+            F.collect_list(
+                F.when(
+                    F.col("_bought_at").isNotNull() & (F.col("_bought") <= SEEN_ITEMS), F.struct("_bought", "item_id")
+                )
+            )
+        ).alias("_b"),
+    )
+    return lists.select(
+        "user_id",
+        "feature_date",
+        _as_of_column().alias("event_timestamp"),
+        F.transform("_s", lambda t: t["item_id"]).alias("seen"),
+        F.transform("_b", lambda t: t["item_id"]).alias("bought"),
     )

@@ -83,13 +83,36 @@ class RunPaths:
     def decision(self) -> Path:
         return self.root / "gate.json"
 
+    @property
+    def tuning(self) -> Path:
+        """`tune_run`'s report; its chosen settings are the run's (`run_params`)."""
+        return self.root / "tuning"
+
 
 REFIT = "refit.json"  # in the refit folder, once the refit is complete
 
 
-def cutoff_of(run_date: date, holdout_days: int) -> datetime:
-    """The holdout is the last `holdout_days` days before the run date."""
-    return at_utc(run_date - timedelta(days=holdout_days))
+def holdout_of(lake: Lake, run_date: date) -> tuple[datetime, int]:
+    """The run's holdout as the ETL sized it (`tasks.build_gold` records it with gold/holdout):
+    its first moment and its length in days.
+
+    Raises:
+        FileNotFoundError: there is no split yet.
+        ValueError: the split in the lake was made for another run date.
+    """
+    from jobs.sparklake import commit_metadata
+
+    meta = commit_metadata(lake.uri("gold", "holdout"), lake)
+    if "towerflow.cutoff" not in meta:
+        raise FileNotFoundError("gold/holdout does not exist yet: run the ETL (build_gold) first")
+    cutoff = date.fromisoformat(meta["towerflow.cutoff"])
+    end = date.fromisoformat(meta["towerflow.interval"].split("..")[-1])
+    if end != run_date - timedelta(days=1):
+        raise ValueError(
+            f"gold/holdout ends on {end}, not on the day before {run_date}: it was split for another run; "
+            f"run the ETL for {run_date} first (`towerflow pipeline etl --date {run_date - timedelta(days=1)}`)"
+        )
+    return at_utc(cutoff), (run_date - cutoff).days
 
 
 def read_examples(lake: Lake, table: str) -> pd.DataFrame:
@@ -131,6 +154,64 @@ def code_version() -> str:
 
 
 # ---------------------------------------------------------------------------------- training
+
+
+def run_params(run: RunPaths, params: TrainParams) -> TrainParams:
+    """`params` with the settings the run's tuning chose, when it tuned (`tune_run`)."""
+    from models.tune import tuned_params
+
+    chosen = _read_json(run.tuning / "tuning.json")
+    return params if chosen is None else tuned_params(params, chosen["best"])
+
+
+def tune_run(
+    lake: Lake,
+    features,
+    run: RunPaths,
+    run_date: date,
+    params: TrainParams,
+    budget_s: float,
+    policy: GatePolicy,
+    rules: Any = None,
+    validation_days: int | None = None,
+    progress=log.info,
+) -> dict[str, Any]:
+    """Choose the run's training settings on a validation window just before its holdout (as
+    long as the holdout unless given) within `budget_s`; the report and the choice go to
+    `run.tuning`, and every later training step of the run reads them (`run_params`).
+
+    Returns:
+        The chosen settings, the best trial's score and where the report is.
+    """
+    from models.tune import tune, write_report
+
+    cutoff, holdout_days = holdout_of(lake, run_date)
+    days = validation_days or holdout_days
+    result = tune(
+        read_examples(lake, "training_examples"),
+        load_interactions(lake, before=cutoff - timedelta(days=days)),
+        load_catalog(lake),
+        features,
+        cutoff,
+        params,
+        validation_days=days,
+        budget_s=budget_s,
+        policy=policy,
+        rules=rules,
+        progress=progress,
+    )
+    json_path, html_path = write_report(result, run.tuning)
+    chosen = result.to_json()
+    progress(f"tuning chose {chosen['best']} (trial {chosen['best_trial']} of {len(result.trials)})")
+    return {
+        "best": chosen["best"],
+        "best_trial": chosen["best_trial"],
+        "score": chosen["best_score"],
+        "trials": len(result.trials),
+        "report": str(html_path),
+        "json": str(json_path),
+    }
+
 
 MANIFEST = "manifest.json"
 STAGED_METADATA = Path("assets.extra") / "towerflow.json"  # written by models.export.save
@@ -262,7 +343,6 @@ def build_training_set(
     features,
     run: RunPaths,
     run_date: date,
-    holdout_days: int,
     params: TrainParams,
     progress=log.info,
     through_run_date: bool = False,
@@ -279,7 +359,9 @@ def build_training_set(
     """
     from models.train import training_set
 
-    cutoff = cutoff_of(run_date, 0 if through_run_date else holdout_days)
+    cutoff, holdout_days = holdout_of(lake, run_date)
+    if through_run_date:
+        cutoff = at_utc(run_date)
     versions = data_versions(lake)
     print_ = fingerprint(versions, params, cutoff, code_version())
     manifest = _read_json(run.training_set / MANIFEST)
@@ -425,7 +507,6 @@ def train_and_export(
     features,
     run: RunPaths,
     run_date: date,
-    holdout_days: int,
     params: TrainParams,
     progress=log.info,
 ) -> dict[str, Any]:
@@ -435,7 +516,7 @@ def train_and_export(
     Args:
         features: point-in-time lookup (entity frame, service name) -> frame (Feast).
     """
-    build_training_set(lake, features, run, run_date, holdout_days, params, progress)
+    build_training_set(lake, features, run, run_date, params, progress)
     train_retrieval(run, params, progress)
     return train_ranking(run, params, progress)
 
@@ -445,7 +526,6 @@ def evaluate_run(
     features,
     run: RunPaths,
     run_date: date,
-    holdout_days: int,
     production: dict[str, Path] | None,
     progress=log.info,
     candidate: dict[str, Path] | None = None,
@@ -459,7 +539,7 @@ def evaluate_run(
     lists the gateway would serve."""
     from models.evaluate import best_baseline, evaluate, prepare, stage_baselines, write_report
 
-    cutoff = cutoff_of(run_date, holdout_days)
+    cutoff, _ = holdout_of(lake, run_date)
     data = prepare(
         read_examples(lake, "training_examples"),
         read_examples(lake, "holdout"),
@@ -579,7 +659,7 @@ def chosen_dirs(run: RunPaths, recommender: str) -> dict[str, Path]:
 
 
 def refit_run(
-    lake: Lake, features, run: RunPaths, run_date: date, holdout_days: int, params: TrainParams, progress=log.info
+    lake: Lake, features, run: RunPaths, run_date: date, params: TrainParams, progress=log.info
 ) -> dict[str, Any]:
     """Refit the recipe the gate chose on everything before the run date, holdout included, so
     what is published has seen the latest days: the evaluated models stop a holdout short of
@@ -607,20 +687,19 @@ def refit_run(
         if evaluated is not None:
             window = (datetime.fromisoformat(evaluated["cutoff"]) - datetime.fromisoformat(evaluated["shift"])).days
         shifted = replace(params, ranking_window_days=params.ranking_window_days or window)
-        build_training_set(lake, features, refit, run_date, holdout_days, shifted, progress, through_run_date=True)
+        build_training_set(lake, features, refit, run_date, shifted, progress, through_run_date=True)
         train_retrieval(refit, shifted, progress)
         train_ranking(refit, shifted, progress)
     else:
         from models.evaluate import stage_baselines, train_interactions
 
-        cutoff = cutoff_of(run_date, 0)
         examples = pd.concat([read_examples(lake, "training_examples"), read_examples(lake, "holdout")])
-        data = train_interactions(examples, load_catalog(lake), cutoff)
+        data = train_interactions(examples, load_catalog(lake), at_utc(run_date))
         stage_baselines(data, refit.baselines)
     done = {
         "recommender": recommender,
-        "trained_before": cutoff_of(run_date, 0).isoformat(),
-        "evaluated_cutoff": cutoff_of(run_date, holdout_days).isoformat(),
+        "trained_before": at_utc(run_date).isoformat(),
+        "evaluated_cutoff": holdout_of(lake, run_date)[0].isoformat(),
         "seconds": time.perf_counter() - started,
     }
     (refit.root / REFIT).write_text(json.dumps(done, indent=2))

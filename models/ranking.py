@@ -113,7 +113,8 @@ class Ranker(tf.keras.Model):
     `user_features__favourite_category`, the history lists (see `history_features`), and each
     name in `numeric`.
     `id_features`: whether the item id embedding goes to the MLP as well (it always feeds the
-    candidate-to-history similarity).
+    candidate-to-history similarity). `layers`: the MLP's widths after the cross layer.
+    `history_len`: how much of the history the candidate-to-history similarity reads.
     Output: [R] logits.
     """
 
@@ -124,8 +125,10 @@ class Ranker(tf.keras.Model):
         layers: Sequence[int] = (128, 64),
         id_features: bool = True,
         collaborative: bool = False,
+        history_len: int = QUERY_HISTORY_LEN,
     ) -> None:
         super().__init__(name="ranker")
+        self.history_len = history_len
         self.id_features = id_features
         #: Whether rows carry `als_score` / `als_rank` (computed from `als`, set after training).
         self.collaborative = collaborative
@@ -150,11 +153,11 @@ class Ranker(tf.keras.Model):
         # retrieval model's candidates and serves another's, whose scores have another scale.
         rank = tf.math.log1p(tf.cast(inputs[RETRIEVAL_RANK], tf.float32))
         item = self.item_embedding(inputs[ITEM_ID])
-        history = inputs[HISTORY_ITEMS][:, :QUERY_HISTORY_LEN]
+        history = inputs[HISTORY_ITEMS][:, : self.history_len]
         # Similarity to the rest of the history: the candidate itself, when bought before, is
         # masked out (the history features already say so).
         others = tf.where(tf.equal(history, inputs[ITEM_ID][:, None]), tf.fill(tf.shape(history), PAD), history)
-        counts = inputs[HISTORY_COUNTS][:, :QUERY_HISTORY_LEN]
+        counts = inputs[HISTORY_COUNTS][:, : self.history_len]
         similarity = history_similarity(item, self.item_embedding(others), others, counts)
         collaborative = []
         if self.collaborative:

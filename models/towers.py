@@ -90,13 +90,22 @@ class QueryTower(tf.keras.Model):
     row plus whatever items and features it has.
 
     Inputs (dict): `user_id` [B] string, `user_recent__last_10_items` [B, L] string ("" padded),
-    `user_history__items` [B, M] string and `user_history__counts` [B, M],
-    `hour_of_day` [B] int, `day_of_week` [B] int, and each name in `numeric` [B].
+    `user_history__items` [B, M] string and `user_history__counts` [B, M] (the first
+    `history_len` are read), `hour_of_day` [B] int, `day_of_week` [B] int, and each name in
+    `numeric` [B].
     Output: [B, dim].
     """
 
-    def __init__(self, users: Sequence[str], items: Sequence[str], numeric: Sequence[str], dim: int = 64) -> None:
+    def __init__(
+        self,
+        users: Sequence[str],
+        items: Sequence[str],
+        numeric: Sequence[str],
+        dim: int = 64,
+        history_len: int = QUERY_HISTORY_LEN,
+    ) -> None:
         super().__init__(name="query_tower")
+        self.history_len = history_len
         self.user_embedding = id_embedding(users, dim, "user")
         self.recent_embedding = id_embedding(items, dim, "recent_item")
         self.mean = MaskedMean()
@@ -109,8 +118,8 @@ class QueryTower(tf.keras.Model):
 
     def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         recent = inputs[RECENT_ITEMS]
-        history = inputs[HISTORY_ITEMS][:, :QUERY_HISTORY_LEN]
-        weights = tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS][:, :QUERY_HISTORY_LEN], tf.float32), 0.0))
+        history = inputs[HISTORY_ITEMS][:, : self.history_len]
+        weights = tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS][:, : self.history_len], tf.float32), 0.0))
         parts = [
             self.user_embedding(inputs[USER_ID]),
             self.mean(self.recent_embedding(recent), recent),

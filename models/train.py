@@ -39,6 +39,7 @@ from models.features import (
     ITEM_CATEGORY,
     ITEM_ID,
     ITEM_NUMERIC,
+    QUERY_HISTORY_LEN,
     RETRIEVAL_RANK,
     USER_NUMERIC,
 )
@@ -85,6 +86,9 @@ class TrainParams:
             is trained on one window and serves the next, and on Online Retail a direct id
             embedding memorized the window's items (more epochs, worse holdout); the embedding
             still serves the candidate-to-history similarity.
+        history_len: how much of the purchase history (most bought first) the query tower and
+            the ranker's candidate-to-history similarity read.
+        ranking_layers: widths of the ranker's MLP layers (its depth).
         seed: one seed for everything.
     """
 
@@ -102,6 +106,8 @@ class TrainParams:
     history_candidates: bool | None = None
     ranking_item_ids: bool = False
     ranking_als: bool = True
+    history_len: int = QUERY_HISTORY_LEN
+    ranking_layers: tuple[int, ...] = (128, 64)
     seed: int = 42
 
 
@@ -183,7 +189,7 @@ def fit_retrieval(
     items = sorted(frame["item_id"].astype(str).unique())
     counts = frame["item_id"].value_counts()
     inputs = retrieval_inputs(frame, catalog)
-    query = QueryTower(users, items, USER_NUMERIC, params.dim)
+    query = QueryTower(users, items, USER_NUMERIC, params.dim, params.history_len)
     query.numeric.adapt({k: inputs[k] for k in USER_NUMERIC})
     candidate = CandidateTower(
         catalog.item_ids, sorted(set(catalog.category)), catalog.description, catalog.price, params.dim
@@ -421,7 +427,12 @@ def fit_ranking(
 
     seed_everything(params.seed + 1)
     ranker = Ranker(
-        items, [*USER_NUMERIC, *ITEM_NUMERIC], id_features=params.ranking_item_ids, collaborative=bool(rows.extra)
+        items,
+        [*USER_NUMERIC, *ITEM_NUMERIC],
+        layers=params.ranking_layers,
+        id_features=params.ranking_item_ids,
+        collaborative=bool(rows.extra),
+        history_len=params.history_len,
     )
     sample = slice(None)
     if len(rows) > ADAPT_ROWS:

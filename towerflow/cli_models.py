@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     from towerflow.cli_pipeline import pipeline_app
 
     app.command("train")(train)
+    app.command("tune")(tune)
     app.command("evaluate")(evaluate)
     app.add_typer(models_app, name="models")
     pipeline_app.command("run")(run)
@@ -49,31 +50,54 @@ def _progress_logging() -> None:
 
 
 DateOption = Annotated[str, typer.Option("--date", help="Run date YYYY-MM-DD: train on data before it.")]
-HoldoutOption = Annotated[int | None, typer.Option(min=1, help="Days before the date held out (default: settings).")]
+HoldoutOption = Annotated[
+    int | None, typer.Option(min=1, help="Fewest days before the date held out (default: settings).")
+]
 
 
 def train(
     run_date: DateOption,
-    holdout_days: HoldoutOption = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs for both models (default: the model's).")] = None,
 ) -> None:
     """Train retrieval and ranking from Feast's training sets; export to $TOWERFLOW_HOME/runs/<date>/staged.
 
-    The DAG's three training tasks in order; each skips when its outputs for these inputs exist."""
+    The DAG's three training tasks in order; each skips when its outputs for these inputs exist.
+    The holdout is the one the ETL split for that date (`pipeline etl` / `pipeline run`)."""
     from towerflow.tasks import build_training_set, train_ranking, train_retrieval
 
     _progress_logging()
     day = _date(run_date)
-    build_training_set(day, _holdout(holdout_days), epochs)
+    build_training_set(day, epochs)
     train_retrieval(day, epochs)
     console.print(train_ranking(day, epochs))
 
 
+def tune(
+    run_date: DateOption,
+    budget_minutes: Annotated[float, typer.Option(min=0.1, help="Time budget; no trial starts past it.")] = 30,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs of the starting settings (default: the model's).")
+    ] = None,
+) -> None:
+    """Choose training settings on a validation window just before the date's holdout (as long
+    as the holdout), within a time budget; `towerflow train` and the pipeline's training steps
+    for that date then use them. Report: $TOWERFLOW_HOME/runs/<date>/tuning/tuning.html."""
+    from towerflow.tasks import tune_models
+
+    _progress_logging()
+    day = _date(run_date)
+    try:
+        summary = tune_models(day, True, budget_minutes, epochs)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(summary)
+
+
 def evaluate(
     run_date: Annotated[
-        str | None, typer.Option("--date", help="Run date YYYY-MM-DD: its holdout (the days before it).")
+        str | None, typer.Option("--date", help="Run date YYYY-MM-DD: the holdout the ETL split for it.")
     ] = None,
-    holdout_days: HoldoutOption = None,
     version: Annotated[
         int | None, typer.Option(help="Evaluate this published version instead of the run's staged models.")
     ] = None,
@@ -123,11 +147,11 @@ def evaluate(
         where = report["report_html"]
     else:
         day = _date(run_date or "")
-        summary = (
-            evaluate_version(day, _holdout(holdout_days), version)
-            if version
-            else evaluate_models(day, _holdout(holdout_days))
-        )
+        try:
+            summary = evaluate_version(day, version) if version else evaluate_models(day)
+        except (ValueError, FileNotFoundError) as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise typer.Exit(1) from None
         report = json.loads(Path(summary["json"]).read_text())
         where = summary["report"]
     if as_json:
@@ -230,6 +254,10 @@ def run(
     holdout_days: HoldoutOption = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the model's).")] = None,
     force_publish: Annotated[bool, typer.Option(help="Publish even if not better (never on bad data).")] = False,
+    tune: Annotated[
+        bool, typer.Option("--tune", help="Choose training settings on a validation window first.")
+    ] = False,
+    tune_budget_minutes: Annotated[int, typer.Option(min=1, help="Time budget of --tune.")] = 30,
 ) -> None:
     """Run `towerflow_daily` for one date through Airflow (in process, `airflow dags test`)."""
     from towerflow.airflow_runner import run_dag
@@ -238,7 +266,13 @@ def run(
 
     settings = get_settings()
     day = _date(run_date)
-    conf = {"date": day, "holdout_days": _holdout(holdout_days), "force_publish": force_publish}
+    conf = {
+        "date": day,
+        "holdout_days": _holdout(holdout_days),
+        "force_publish": force_publish,
+        "tune": tune,
+        "tune_budget_minutes": tune_budget_minutes,
+    }
     if epochs:
         conf["epochs"] = epochs
     with console.status(f"towerflow_daily for {day} through Airflow (log: {settings.airflow_home}/runs/)"):

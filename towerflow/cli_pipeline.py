@@ -34,10 +34,10 @@ def etl(
     start: Annotated[str | None, typer.Option(help="First day of a backfill, YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="Last day of a backfill (inclusive), YYYY-MM-DD.")] = None,
     cutoff: Annotated[
-        str | None, typer.Option(help="First holdout day (default: the run's last --holdout-days days).")
+        str | None, typer.Option(help="First holdout day (default: sized by --holdout-days and the settings).")
     ] = None,
     holdout_days: Annotated[
-        int | None, typer.Option(min=1, help="Days held out for evaluation (default: settings).")
+        int | None, typer.Option(min=1, help="Fewest days held out for evaluation (default: settings).")
     ] = None,
     examples: Annotated[
         bool, typer.Option("--examples/--no-examples", help="Rewrite gold/training_examples and holdout.")
@@ -123,7 +123,7 @@ def etl(
                 docs_dir=settings.data_docs_dir,
                 data_docs=data_docs,
                 cutoff=_day(cutoff, "--cutoff"),
-                holdout_days=holdout_days or settings.holdout_days,
+                holdout=settings.holdout_size(holdout_days),
                 examples=examples,
                 max_day_ratio=settings.dq_max_day_ratio,
                 on_step=on_step,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from jobs.gold import HoldoutSize
 
 LAYERS = ("landing", "bronze", "silver", "gold")
 
@@ -30,6 +33,10 @@ class Settings(BaseSettings):
         ci: true under CI; tests that need a service or shared data fail instead of skipping.
         feast_project: Feast project name; also the suffix of every online-store key.
         feature_env: `auto` (Redis when `redis_url` answers, else embedded), `redis` or `embedded`.
+        holdout_days / holdout_min_users / holdout_min_events / holdout_max_days: the holdout is
+            the last `holdout_days` days before a run date, longer (up to `holdout_max_days`, and
+            at most half the data) until each evaluation variant has `holdout_min_users` users
+            and it holds `holdout_min_events` positives (`jobs.gold.choose_cutoff`).
         model_server_port: gRPC port of the model server (TF Serving's default, 8500).
         model_server_host: interface the built-in model server listens on; loopback, as it has no
             authentication and takes configs pushed to it (`0.0.0.0` for all, e.g. in a container).
@@ -98,10 +105,13 @@ class Settings(BaseSettings):
     model_server_inter_op_threads: int = Field(default=0, ge=0)
     model_server_native: str = "auto"
     delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
-    holdout_days: int = 7
+    holdout_days: int = Field(default=7, ge=1)
+    holdout_min_users: int = Field(default=100, ge=0)
+    holdout_min_events: int = Field(default=500, ge=0)
+    holdout_max_days: int = Field(default=28, ge=1)
     train_seed: int = 42
     gate_metric: str = "recall@100"  # the primary metric a choice must hold on (models.gate)
-    gate_variants: str = Field(default="all,new", pattern=r"^(all|new)(,(all|new))*$")  # comma-separated
+    gate_variants: str = Field(default="all,new", pattern=r"^(all|new|unseen)(,(all|new|unseen))*$")  # comma-separated
     gate_margin: float = 0.0
     refit: bool = True  # publish the gate's choice refit through the run date (models.lifecycle.refit_run)
     dq_max_day_ratio: float = 10.0
@@ -191,6 +201,17 @@ class Settings(BaseSettings):
     @property
     def experiments_file(self) -> Path:
         return self.experiments_path or self.home_dir / "experiments.json"
+
+    def holdout_size(self, min_days: int | None = None) -> HoldoutSize:
+        """The holdout's sizing rules; `min_days` instead of `holdout_days` when given."""
+        from jobs.gold import HoldoutSize
+
+        return HoldoutSize(
+            min_days=min_days or self.holdout_days,
+            min_users=self.holdout_min_users,
+            min_events=self.holdout_min_events,
+            max_days=self.holdout_max_days,
+        )
 
     @property
     def staging_dir(self) -> Path:

@@ -174,8 +174,9 @@ def build_silver(run_date: str) -> dict[str, int]:
 
 @bad_data_fails_fast
 def build_gold(run_date: str, holdout_days: int) -> dict[str, int | str]:
-    """gold features (each day gated before writing), user history, and the training split:
-    examples before `run_date - holdout_days`, holdout from then to the day before the run."""
+    """gold features (each day gated before writing), user history, and the training split: the
+    holdout is at least the last `holdout_days` days before the run, longer when those hold too
+    few users or events (`settings.holdout_size`); the examples are everything before it."""
     settings = get_settings()
     etl = _etl(settings)
     days = etl_days(run_date)
@@ -184,9 +185,11 @@ def build_gold(run_date: str, holdout_days: int) -> dict[str, int | str]:
         chunk = days[start : start + 31]
         steps += etl.build_features(chunk[0], chunk[-1])
     end = date.fromisoformat(run_date) - timedelta(days=1)
-    cutoff = date.fromisoformat(run_date) - timedelta(days=holdout_days)
-    steps += etl.build_examples(cutoff, end)
+    cutoff, holdout = etl.holdout_cutoff(end, settings.holdout_size(holdout_days))
+    log.info("holdout %s..%s: %s", cutoff, end, holdout)
+    steps += etl.build_examples(cutoff, end, holdout=holdout)
     summary: dict[str, int | str] = {"days": len(days), "cutoff": cutoff.isoformat()}
+    summary |= {f"holdout_{name}": n for name, n in holdout.items()}
     for step in steps:
         summary[step.name] = int(summary.get(step.name, 0)) + step.rows
     log.info("gold %s..%s: %s", days[0], days[-1], summary)
@@ -252,7 +255,8 @@ def _lookup(settings):
     return FeastLookup(fs.feature_store(settings))
 
 
-def _train_params(settings, epochs: int | None):
+def _base_params(settings, epochs: int | None):
+    """The default training settings, with `epochs` for both models when given."""
     from dataclasses import replace
 
     from models.train import TrainParams
@@ -261,7 +265,61 @@ def _train_params(settings, epochs: int | None):
     return replace(params, retrieval_epochs=epochs, ranking_epochs=epochs) if epochs else params
 
 
-def build_training_set(run_date: str, holdout_days: int, epochs: int | None = None) -> dict[str, object]:
+def _train_params(settings, run_date: str, epochs: int | None):
+    """The run's training settings: what its tuning chose, if it tuned (`epochs` still wins)."""
+    from dataclasses import replace
+
+    from models.lifecycle import run_params
+
+    params = run_params(_run_paths(settings, run_date), _base_params(settings, None))
+    return replace(params, retrieval_epochs=epochs, ranking_epochs=epochs) if epochs else params
+
+
+def _policy(settings):
+    from models.gate import GatePolicy
+
+    variants = tuple(dict.fromkeys(settings.gate_variants.split(",")))
+    return GatePolicy(metric=settings.gate_metric, variants=variants, margin=settings.gate_margin)
+
+
+def tune_models(run_date: str, enabled: bool, budget_minutes: float, epochs: int | None = None) -> dict[str, object]:
+    """Choose the run's training settings on a validation window before its holdout
+    (`models.tune`) within the budget; the training tasks then use them. Not asked: the run
+    trains with the defaults (a choice an earlier try of the run made is removed). A retry with
+    the same inputs keeps the choice it already made."""
+    import json
+
+    from models.lifecycle import code_version, data_versions, fingerprint, holdout_of, tune_run
+
+    settings = get_settings()
+    run = _run_paths(settings, run_date)
+    chosen = run.tuning / "tuning.json"
+    if not enabled:
+        chosen.unlink(missing_ok=True)
+        return {"tuned": False}
+    lake = _lake(settings)
+    base = _base_params(settings, epochs)
+    cutoff, _ = holdout_of(lake, date.fromisoformat(run_date))
+    print_ = fingerprint(data_versions(lake), base, cutoff, f"{code_version()} budget={budget_minutes}")
+    if chosen.exists() and json.loads(chosen.read_text()).get("fingerprint") == print_:
+        log.info("tuning for these inputs is already in %s", run.tuning)
+        return {"tuned": True, "skipped": True, "json": str(chosen)}
+    summary = tune_run(
+        lake,
+        _lookup(settings),
+        run,
+        date.fromisoformat(run_date),
+        base,
+        budget_minutes * 60,
+        _policy(settings),
+        rules=_rules(settings),
+        progress=log.info,
+    )
+    chosen.write_text(json.dumps({**json.loads(chosen.read_text()), "fingerprint": print_}, indent=2))
+    return {"tuned": True, "skipped": False, **summary}
+
+
+def build_training_set(run_date: str, epochs: int | None = None) -> dict[str, object]:
     """Training step 1: Feast's point-in-time training sets -> the run's `training_set/` folder."""
     from models.lifecycle import build_training_set as build
 
@@ -271,8 +329,7 @@ def build_training_set(run_date: str, holdout_days: int, epochs: int | None = No
         _lookup(settings),
         _run_paths(settings, run_date),
         date.fromisoformat(run_date),
-        holdout_days,
-        _train_params(settings, epochs),
+        _train_params(settings, run_date, epochs),
         progress=log.info,
     )
     log.info("training set for %s: %s", run_date, summary)
@@ -285,7 +342,7 @@ def train_retrieval(run_date: str, epochs: int | None = None) -> dict[str, objec
     from models.lifecycle import train_retrieval as train
 
     settings = get_settings()
-    summary = train(_run_paths(settings, run_date), _train_params(settings, epochs), progress=log.info)
+    summary = train(_run_paths(settings, run_date), _train_params(settings, run_date, epochs), progress=log.info)
     log.info("retrieval for %s: %s", run_date, summary)
     return summary
 
@@ -295,12 +352,12 @@ def train_ranking(run_date: str, epochs: int | None = None) -> dict[str, object]
     from models.lifecycle import train_ranking as train
 
     settings = get_settings()
-    summary = train(_run_paths(settings, run_date), _train_params(settings, epochs), progress=log.info)
+    summary = train(_run_paths(settings, run_date), _train_params(settings, run_date, epochs), progress=log.info)
     log.info("ranking for %s: %s", run_date, summary)
     return summary
 
 
-def evaluate_models(run_date: str, holdout_days: int) -> dict[str, object]:
+def evaluate_models(run_date: str) -> dict[str, object]:
     """Candidate vs production vs baselines on the holdout; JSON + HTML report in the run folder."""
     from models.lifecycle import evaluate_run
     from models.registry import labelled_dirs
@@ -312,7 +369,6 @@ def evaluate_models(run_date: str, holdout_days: int) -> dict[str, object]:
         _lookup(settings),
         _run_paths(settings, run_date),
         date.fromisoformat(run_date),
-        holdout_days,
         production,
         progress=log.info,
         rules=_rules(settings),
@@ -326,7 +382,7 @@ def _rules(settings):
     return RuleConfig.from_settings(settings)
 
 
-def evaluate_version(run_date: str, holdout_days: int, version: int) -> dict[str, object]:
+def evaluate_version(run_date: str, version: int) -> dict[str, object]:
     """A published version (as the candidate) vs stable vs baselines on the run date's holdout."""
     from models.lifecycle import evaluate_run
     from models.registry import MODELS, labelled_dirs
@@ -342,7 +398,6 @@ def evaluate_version(run_date: str, holdout_days: int, version: int) -> dict[str
         _lookup(settings),
         run,
         date.fromisoformat(run_date),
-        holdout_days,
         labelled_dirs(settings.models_dir, "stable"),
         progress=log.info,
         candidate=candidate,
@@ -395,20 +450,18 @@ def evaluate_window(
 def gate_models(run_date: str, force_publish: bool = False) -> dict[str, object]:
     """Publish or keep production: the candidate must beat production on the primary metric and
     the run's data must have passed both quality gates."""
-    from models.gate import GatePolicy
     from models.lifecycle import gate_run
 
     settings = get_settings()
     run = _run_paths(settings, run_date)
     passed = all((run.root / f"quality-{name}.json").exists() for name in ("raw", "features"))
-    variants = tuple(dict.fromkeys(settings.gate_variants.split(",")))
-    policy = GatePolicy(metric=settings.gate_metric, variants=variants, margin=settings.gate_margin)
+    policy = _policy(settings)
     decision = gate_run(run, policy, quality_passed=passed, force=force_publish)
     log.info("gate: %s", decision)
     return decision
 
 
-def refit_models(run_date: str, holdout_days: int, epochs: int | None = None) -> dict[str, object]:
+def refit_models(run_date: str, epochs: int | None = None) -> dict[str, object]:
     """The recipe the gate chose, refit on everything before the run date (holdout included), so
     the published models have seen the latest days; off with TOWERFLOW_REFIT=false."""
     from models.lifecycle import refit_run
@@ -421,8 +474,7 @@ def refit_models(run_date: str, holdout_days: int, epochs: int | None = None) ->
         _lookup(settings),
         _run_paths(settings, run_date),
         date.fromisoformat(run_date),
-        holdout_days,
-        _train_params(settings, epochs),
+        _train_params(settings, run_date, epochs),
         progress=log.info,
     )
     log.info("refit for %s: %s", run_date, summary)

@@ -200,3 +200,42 @@ def test_user_history_ranks_items_by_purchases_over_a_year(spark) -> None:
     assert row["last_day"][0] == pytest.approx(at(DAY, 15).timestamp() / 86_400)
     stamp = row["event_timestamp"]
     assert (stamp.date(), stamp.hour, stamp.minute) == (DAY + timedelta(days=1), 0, 0)  # valid from the next midnight
+
+
+def test_holdout_users_give_each_users_first_last_and_newest_choice(spark) -> None:
+    d = [DAY - timedelta(days=n) for n in range(6)]  # d[0] is the latest day
+    rows = [
+        ("u1", "a", "purchase", d[5]),
+        ("u1", "a", "purchase", d[1]),  # a repeat: not new on d[1]
+        ("u1", "b", "view", d[4]),
+        ("u1", "b", "click", d[2]),  # chosen on d[2], first touched on d[4]
+        ("u2", "c", "view", d[0]),  # only viewed: u2 chose nothing
+        ("u3", "c", "add_to_cart", d[3]),
+        ("u3", "e", "purchase", d[0]),
+    ]
+    got = {r["user_id"]: r for r in gold.holdout_users(silver(spark, rows)).collect()}
+    assert set(got) == {"u1", "u3"}
+    assert (got["u1"]["first"], got["u1"]["last"], got["u1"]["last_new"]) == (d[5], d[1], d[4])
+    assert (got["u3"]["first"], got["u3"]["last"], got["u3"]["last_new"]) == (d[3], d[0], d[0])
+
+
+def test_user_seen_lists_everything_seen_and_bought_in_the_year_latest_first(spark) -> None:
+    rows = [
+        ("u1", "old", "purchase", DAY - timedelta(days=400)),  # beyond the year
+        ("u1", "a", "purchase", DAY - timedelta(days=30)),
+        ("u1", "b", "view", DAY - timedelta(days=2)),
+        ("u1", "a", "view", DAY - timedelta(days=1)),  # seen again: now the most recent
+        ("u1", "c", "cancellation", DAY, 9),
+        ("u1", "d", "purchase", DAY, 10),
+        ("u2", "a", "view", DAY - timedelta(days=5)),  # not active in the interval
+    ]
+    got = {
+        (r["user_id"], r["feature_date"]): r
+        for r in gold.transform_user_seen(silver(spark, rows), DAY - timedelta(days=2), DAY).collect()
+    }
+    assert sorted(got) == [("u1", DAY - timedelta(days=2)), ("u1", DAY - timedelta(days=1)), ("u1", DAY)]
+    today = got["u1", DAY]
+    assert today["seen"] == ["d", "c", "a", "b"]
+    assert today["bought"] == ["d", "a"]  # d today, a 30 days ago; "old" is beyond the year
+    assert got["u1", DAY - timedelta(days=2)]["seen"] == ["b", "a"]
+    assert got["u1", DAY - timedelta(days=2)]["bought"] == ["a"]

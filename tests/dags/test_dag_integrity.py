@@ -78,6 +78,7 @@ def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> Non
         "build_gold",
         "validate_features",
         "materialize_features",
+        "tune",
         "training_set",
         "train_retrieval",
         "train_ranking",

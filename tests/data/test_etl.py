@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.gold import HoldoutSize
 from jobs.lake import Lake
 from towerflow import schemas as S
 
@@ -42,10 +43,14 @@ def _per_day(table: pa.Table) -> dict[str, int]:
     return {c["values"].isoformat(): c["counts"] for c in counts}
 
 
+#: The last day of a run held out, whatever it holds.
+ONE_DAY = HoldoutSize(min_days=1, min_users=0, min_events=0)
+
+
 def run(lake: Lake, first: date, last: date, **kwargs):
     from jobs.etl import run_etl
 
-    return run_etl(first, last, lake=lake, spark_master="local[2]", holdout_days=1, **kwargs)
+    return run_etl(first, last, lake=lake, spark_master="local[2]", holdout=ONE_DAY, **kwargs)
 
 
 def content(lake: Lake, layer: str, table: str) -> pa.Table:

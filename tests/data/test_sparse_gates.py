@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from jobs.gold import HoldoutSize
 from jobs.lake import Lake
 from towerflow import schemas as S
 
@@ -22,11 +23,14 @@ FIRST = date(2025, 1, 1)
 DAYS, SEED = 8, 5
 LAST = FIRST + timedelta(days=DAYS - 1)
 
+#: The last day of a run held out, whatever it holds.
+ONE_DAY = HoldoutSize(min_days=1, min_users=0, min_events=0)
+
 
 def run(lake: Lake, first: date, last: date, **kwargs):
     from jobs.etl import run_etl
 
-    return run_etl(first, last, lake=lake, spark_master="local[2]", holdout_days=1, **kwargs)
+    return run_etl(first, last, lake=lake, spark_master="local[2]", holdout=ONE_DAY, **kwargs)
 
 
 def per_day(lake: Lake, layer: str, table: str, column: str) -> dict[date, int]:

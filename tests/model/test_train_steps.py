@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +60,21 @@ def runs(world, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     examples = world.examples.astype({"event_timestamp": "datetime64[us, UTC]"})
     lake.write(lake.uri("gold", "training_examples"), pa.Table.from_pandas(examples, preserve_index=False))
     holdout = world.holdout.astype({"event_timestamp": "datetime64[us, UTC]"})
-    lake.write(lake.uri("gold", "holdout"), pa.Table.from_pandas(holdout, preserve_index=False))
+    # As the ETL records the split it made (models.lifecycle.holdout_of reads it).
+    split = {
+        "towerflow.cutoff": world.cutoff.date().isoformat(),
+        "towerflow.interval": f"{world.cutoff.date()}..{world.run_date - timedelta(days=1)}",
+    }
+    lake.write(lake.uri("gold", "holdout"), pa.Table.from_pandas(holdout, preserve_index=False), metadata=split)
     lake.write(lake.uri("silver", "items"), pa.Table.from_pandas(world.catalog.frame(), preserve_index=False))
     root = tmp_path_factory.mktemp("runs")
 
     together = RunPaths(root / "together")
-    summary = train_and_export(lake, world.lookup, together, world.run_date, _holdout(world), PARAMS)
+    summary = train_and_export(lake, world.lookup, together, world.run_date, PARAMS)
     assert summary["skipped"] is False
 
     apart = RunPaths(root / "apart")
-    assert build_training_set(lake, world.lookup, apart, world.run_date, _holdout(world), PARAMS)["skipped"] is False
+    assert build_training_set(lake, world.lookup, apart, world.run_date, PARAMS)["skipped"] is False
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for step in ("train_retrieval", "train_ranking"):
         proc = subprocess.run(
@@ -136,7 +142,7 @@ def test_steps_in_their_own_processes_stage_the_same_models_as_back_to_back(worl
 def test_a_rerun_of_each_step_with_the_same_inputs_does_nothing(world, runs: Runs) -> None:
     run = runs.apart
     before = _files(run)
-    assert build_training_set(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)["skipped"] is True
+    assert build_training_set(runs.lake, world.lookup, run, world.run_date, PARAMS)["skipped"] is True
     assert train_retrieval(run, PARAMS)["skipped"] is True
     assert train_ranking(run, PARAMS)["skipped"] is True
     assert _files(run) == before
@@ -190,14 +196,14 @@ def test_the_gates_choice_is_refit_through_the_run_date_and_that_is_published(
     run = RunPaths(tmp_path / "run")
     shutil.copytree(runs.together.root, run.root)
     _chosen(run, recommender)
-    done = refit_run(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)
+    done = refit_run(runs.lake, world.lookup, run, world.run_date, PARAMS)
     assert done["refit"] is True and done["skipped"] is False and done["recommender"] == recommender
     assert done["trained_before"] == f"{world.run_date}T00:00:00+00:00" != done["evaluated_cutoff"]
     if recommender == "two_stage":
         refit = json.loads((run.refit / "training_set" / "manifest.json").read_text())
         evaluated = json.loads((run.training_set / "manifest.json").read_text())
         assert refit["rows"]["examples"] == evaluated["rows"]["examples"] + len(world.holdout)
-    again = refit_run(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)
+    again = refit_run(runs.lake, world.lookup, run, world.run_date, PARAMS)
     assert again["skipped"] is True
 
     models_dir = tmp_path / "models"
@@ -223,5 +229,5 @@ def test_nothing_is_refit_when_the_gate_keeps_production(world, runs: Runs, tmp_
     run = RunPaths(tmp_path / "run")
     run.root.mkdir()
     run.decision.write_text(json.dumps({"publish": False, "reason": "production is better"}))
-    assert refit_run(runs.lake, world.lookup, run, world.run_date, _holdout(world), PARAMS)["refit"] is False
+    assert refit_run(runs.lake, world.lookup, run, world.run_date, PARAMS)["refit"] is False
     assert not run.refit.exists()
