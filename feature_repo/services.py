@@ -2,7 +2,7 @@
 
 from feast import FeatureService
 
-from feature_repo.views import item_features, user_features, user_history, user_recent
+from feature_repo.views import item_features, user_features, user_history, user_recent, user_seen
 
 retrieval = FeatureService(
     name="retrieval",
@@ -10,10 +10,11 @@ retrieval = FeatureService(
     description="Two-tower retrieval: query tower (user side), candidate tower (item attributes).",
 )
 
-# All of item_features, `available` included: the gateway reads its item features through this
-# service, and its rules drop unavailable items. The ranking model's signature does not take it.
+# All of item_features, `available` included, and user_seen: the gateway reads its features
+# through this service, and its rules drop unavailable and seen items. The ranking model's
+# signature takes neither.
 ranking = FeatureService(
     name="ranking",
-    features=[user_features, user_recent, user_history, item_features],
+    features=[user_features, user_recent, user_history, user_seen, item_features],
     description="Ranking over user x item features and the user's purchase history.",
 )

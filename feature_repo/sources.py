@@ -24,6 +24,9 @@ def _gold(table: str, description: str) -> FileSource:
 user_features_source = _gold("user_features", "Daily user aggregates (towerflow.schemas.GOLD_USER_FEATURES).")
 item_features_source = _gold("item_features", "Daily item aggregates (towerflow.schemas.GOLD_ITEM_FEATURES).")
 user_history_source = _gold("user_history", "Purchase history per purchase day (towerflow.schemas.GOLD_USER_HISTORY).")
+user_seen_source = _gold(
+    "user_seen", "What each user saw and bought, per active day (towerflow.schemas.GOLD_USER_SEEN)."
+)
 user_embeddings_source = _gold("user_embeddings", "User tower outputs per model version.")
 item_embeddings_source = _gold("item_embeddings", "Item tower outputs per model version.")
 

@@ -19,10 +19,11 @@ from feature_repo.sources import (
     user_features_source,
     user_history_source,
     user_recent_push,
+    user_seen_source,
 )
 
 DAILY = timedelta(days=2)
-HISTORY = timedelta(days=400)  # rows exist only on purchase days; a year away keeps the history
+HISTORY = timedelta(days=400)  # rows exist only on active days; a year away keeps the history
 EMBEDDINGS = timedelta(days=30)
 
 
@@ -74,6 +75,17 @@ user_history = FeatureView(
     online=True,
     source=user_history_source,
     description="Items the user bought most in the last year, their counts and last purchase (epoch days).",
+)
+
+user_seen = FeatureView(
+    name="user_seen",
+    entities=[user],
+    ttl=HISTORY,
+    schema=[Field(name="seen", dtype=Array(String)), Field(name="bought", dtype=Array(String))],
+    online=True,
+    source=user_seen_source,
+    description="Every item the user acted on (seen) and bought in the last year, most recent first; "
+    "read by the gateway's exclusions, not by the models.",
 )
 
 item_features = FeatureView(

@@ -138,6 +138,22 @@ def example_rows(users: list[str], items: list[str], days: list[date], per_day: 
     return pa.Table.from_pydict(rows, schema=schemas.GOLD_EXAMPLES)
 
 
+def user_seen_rows(users: list[str], day: date, seed: int) -> pa.Table:
+    """One gold/user_seen row per user for `day`: a few items seen, some of them bought."""
+    rng = np.random.default_rng([seed, day.toordinal(), 4])
+    seen = [[f"i{x}" for x in rng.choice(80, size, replace=False)] for size in rng.integers(1, 8, len(users))]
+    return pa.Table.from_pydict(
+        {
+            "user_id": users,
+            "feature_date": [day] * len(users),
+            "event_timestamp": [day_stamp(day)] * len(users),
+            "seen": seen,
+            "bought": [row[::2] for row in seen],
+        },
+        schema=schemas.GOLD_USER_SEEN,
+    )
+
+
 def write_sample_gold(
     lake: Lake,
     *,
@@ -151,7 +167,8 @@ def write_sample_gold(
     seed: int = 7,
     unavailable: Collection[str] = (),
 ) -> SampleGold:
-    """Write gold/user_features, user_history, item_features, training_examples (and embeddings).
+    """Write gold/user_features, user_history, user_seen, item_features, training_examples (and
+    embeddings).
 
     Every item is available on every day except the ids in `unavailable`."""
     user_ids = [f"u{i}" for i in range(users)]
@@ -173,6 +190,12 @@ def write_sample_gold(
         lake.write(
             lake.uri("gold", "user_history"),
             user_history_rows(user_ids, day, seed),
+            mode="append",
+            partition_by=["feature_date"],
+        )
+        lake.write(
+            lake.uri("gold", "user_seen"),
+            user_seen_rows(user_ids, day, seed),
             mode="append",
             partition_by=["feature_date"],
         )
@@ -407,6 +430,31 @@ def _history_rows(upto: pd.DataFrame, day: date) -> pa.Table:
     )
 
 
+def _seen_rows(upto: pd.DataFrame, day: date) -> pa.Table:
+    """GOLD_USER_SEEN rows of `day`: users who acted that day, every item they acted on so far
+    and every item they bought, most recent first."""
+    today = set(upto.loc[upto["_age"] == 0, "user_id"])
+    mine = upto[upto["user_id"].isin(today)]
+    users = sorted(today, key=_natural)
+
+    def latest_first(rows: pd.DataFrame) -> dict[str, list[str]]:
+        last = rows.groupby(["user_id", "item_id"])["timestamp"].max().reset_index()
+        last = last.sort_values(["user_id", "timestamp", "item_id"], ascending=[True, False, True])
+        return last.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
+
+    seen, bought = latest_first(mine), latest_first(mine[mine["action"] == "purchase"])
+    return pa.Table.from_pydict(
+        {
+            "user_id": users,
+            "feature_date": [day] * len(users),
+            "event_timestamp": [day_stamp(day)] * len(users),
+            "seen": [seen.get(u, []) for u in users],
+            "bought": [bought.get(u, []) for u in users],
+        },
+        schema=schemas.GOLD_USER_SEEN,
+    )
+
+
 def _item_rows(upto: pd.DataFrame, items: pd.DataFrame, day: date) -> pa.Table:
     """GOLD_ITEM_FEATURES rows of `day` for every catalog item (counts 0 for untouched ones)."""
     end = pd.Timestamp(day_stamp(day))
@@ -431,8 +479,8 @@ def _item_rows(upto: pd.DataFrame, items: pd.DataFrame, day: date) -> pa.Table:
 
 
 def world_gold_tables(world: SampleWorld) -> dict[str, pa.Table]:
-    """The gold tables of `world`: user_features, user_history, item_features (one set of rows per
-    feature day, as jobs/gold.py defines them) and training_examples (the positives)."""
+    """The gold tables of `world`: user_features, user_history, user_seen, item_features (one set
+    of rows per feature day, as jobs/gold.py defines them) and training_examples (the positives)."""
     events = world.events.copy()
     events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
     events = events.sort_values("timestamp", kind="stable").reset_index(drop=True)
@@ -440,12 +488,13 @@ def world_gold_tables(world: SampleWorld) -> dict[str, pa.Table]:
     events["category"] = events["item_id"].map(catalog["category"])
     events["price"] = events["item_id"].map(catalog["price"])
     ordinal = np.array([d.toordinal() for d in events["timestamp"].dt.date], dtype=np.int64)
-    parts: dict[str, list[pa.Table]] = {"user_features": [], "user_history": [], "item_features": []}
+    parts: dict[str, list[pa.Table]] = {"user_features": [], "user_history": [], "user_seen": [], "item_features": []}
     for day in world.days:
         age = day.toordinal() - ordinal
         upto = events[age >= 0].assign(_age=age[age >= 0])
         parts["user_features"].append(_user_rows(upto, day))
         parts["user_history"].append(_history_rows(upto, day))
+        parts["user_seen"].append(_seen_rows(upto, day))
         parts["item_features"].append(_item_rows(upto, world.items, day))
     examples = world.examples()
     moments = pd.to_datetime(examples["event_timestamp"], utc=True)

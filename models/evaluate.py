@@ -3,11 +3,13 @@
 Models are scored as they serve: their exported signatures, fed point-in-time features as of the
 cutoff through the gateway's own binding, two-stage path and business rules (`scoring`), one
 user per call. A model's metric@K is measured on the list the gateway would return for
-`count=K`. Two variants, one per value of the gateway's `exclude_purchased`:
+`count=K`. Three variants, one per setting of the gateway's exclusions:
 - `all`: every holdout item counts, re-purchases included; lists as served with
   `exclude_purchased=false`;
 - `new`: only items the user had not interacted with before the cutoff count; lists as served by
-  default (`exclude_purchased=true`). Baselines leave every seen item out here.
+  default (`exclude_purchased=true`: everything the user bought is left out);
+- `unseen`: the same items count; lists as served with `exclude_seen=true` (everything the user
+  acted on is left out, views included: media-like surfaces).
 
 Usable as `python -m models.evaluate` and from Airflow tasks; `towerflow evaluate` prints it.
 """
@@ -38,8 +40,12 @@ from scoring.rules import RuleConfig
 from scoring.twostage import ModelCaller, Scored, is_cold, popular_items, score, topped_up
 
 log = logging.getLogger(__name__)
-#: Variant -> the gateway's `exclude_purchased` for it.
-VARIANTS = {"all": False, "new": True}
+#: Variant -> the gateway's exclusion settings for its lists.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "all": {"exclude_purchased": False, "exclude_seen": False},
+    "new": {"exclude_purchased": True, "exclude_seen": False},
+    "unseen": {"exclude_purchased": True, "exclude_seen": True},
+}
 CURVE_K = 100
 MODEL_LISTS = ("two_stage", "retrieval")
 PRODUCTION = "production"
@@ -56,7 +62,7 @@ class EvalData:
         catalog: recommendable items (defines item indices).
         users: evaluated user ids: acted before the cutoff and have holdout positives.
         truth: [users, items] holdout positives.
-        seen: [users, items] anything the user did before the cutoff (excluded in `new`).
+        seen: [users, items] anything the user did before the cutoff (no truth in `new`, `unseen`).
         train: positives before the cutoff for the baselines, over all users.
         train_user_ids: user ids indexing `train`; eval_rows: rows of `users` in it.
         user_features: one row per evaluated user, features as of the cutoff.
@@ -109,6 +115,8 @@ class EvalData:
         )
 
     def truth_for(self, variant: str) -> sp.csr_matrix:
+        """What counts as a hit in `variant`: every holdout positive (`all`), or only those on
+        items the user never touched before the cutoff."""
         if variant == "all":
             return self.truth
         new = (self.truth - self.truth.multiply(self.seen)).tocsr()
@@ -286,7 +294,7 @@ def served_lists(
     stages: tuple[str, ...] = MODEL_LISTS,
 ) -> dict[str, dict[str, dict[int, np.ndarray]]]:
     """The lists the gateway would serve each evaluated user at the cutoff, for every count in
-    `ks` and both `exclude_purchased` settings; and (`stages` with `retrieval`) the same lists
+    `ks` and every variant's exclusions (`VARIANTS`); and (`stages` with `retrieval`) the same lists
     from retrieval alone. As in the gateway, a user without features gets popular items, and a
     short list is topped up with popular items.
 
@@ -301,9 +309,9 @@ def served_lists(
     for row in range(n_users):
         user = data.user(row)
         scored = None if is_cold(user) else data.scored(models, row)
-        for variant, exclude_purchased in VARIANTS.items():
+        for variant, exclusions in VARIANTS.items():
             for k in ks:
-                wanted = replace(rules, count=k, exclude_purchased=exclude_purchased)
+                wanted = replace(rules, count=k, **exclusions)
                 for name in stages:
                     if scored is None:
                         chosen = popular_items(popular, user, wanted)
@@ -355,7 +363,7 @@ def gateway_lists(
     progress: Callable[[str], None] = log.info,
 ) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, int]]:
     """The running gateway's answers for every evaluated user at the cutoff (`X-Request-Time`,
-    which needs a `recommend:admin` token), for every count in `ks` and both variants.
+    which needs a `recommend:admin` token), for every count in `ks` and every variant.
 
     Returns:
         ({variant: {k: [U, k] catalog rows}}, how many answers each path served).
@@ -378,8 +386,8 @@ def gateway_lists(
 
             async def ask(row: int, variant: str, k: int) -> None:
                 nonlocal done
-                params = {"user_id": str(data.users[row]), "count": k}
-                params["exclude_purchased"] = "true" if VARIANTS[variant] else "false"
+                params: dict[str, Any] = {"user_id": str(data.users[row]), "count": k}
+                params |= {name: "true" if on else "false" for name, on in VARIANTS[variant].items()}
                 async with gate:
                     answer = await client.get("/v1/recommendations", params=params)
                 if answer.status_code != 200:
@@ -468,8 +476,8 @@ def evaluate(
         production: the same for the production pair, when there is one (`production`).
         baselines: {name: pair dirs} of exported baselines (`models.export.export_baselines`);
             None fits and exports every baseline on `data.train` in a temporary folder.
-        rules: the gateway's rule settings (`RuleConfig.from_settings`); count and
-            exclude_purchased are set per list.
+        rules: the gateway's rule settings (`RuleConfig.from_settings`); the count and the
+            exclusions are set per list.
         more_lists: {variant: {name: {k: rows}}} scored beside the others (e.g. `served`: the
             running gateway's answers, `gateway_lists`).
     """
@@ -503,7 +511,7 @@ def evaluate(
     report = scored_report(lists, data)
     report.update(
         {
-            "rules": {k: v for k, v in asdict(rules).items() if k not in ("count", "exclude", "exclude_purchased")},
+            "rules": {k: v for k, v in asdict(rules).items() if k not in ("count", "exclude", *VARIANTS["unseen"])},
             "cutoff": data.cutoff.isoformat(),
             "users": int(len(data.users)),
             "users_with_new_items": int((np.asarray(data.truth_for("new").sum(axis=1)).ravel() > 0).sum()),

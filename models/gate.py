@@ -28,7 +28,7 @@ class GatePolicy:
 
     Attributes:
         metric: the primary metric, e.g. `recall@100`.
-        variants: the variants (`all`, `new`; see `models.evaluate`) a choice must hold in.
+        variants: the variants (`all`, `new`, `unseen`; see `models.evaluate`) a choice must hold in.
         margin: a choice must exceed production by more than this (absolute), in every variant.
     """
 

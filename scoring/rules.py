@@ -1,8 +1,9 @@
 """Business rules applied after ranking (and to the precomputed and popular paths): pure functions.
 
-Order (`apply_rules`): drop ids the caller excluded, the user's purchases (unless asked not to),
-unavailable items and items outside the requested category; boost fresh items; sort; cap each
-category's share for diversity; take the top N.
+Order (`apply_rules`): drop ids the caller excluded, the user's purchases (unless asked not to)
+and everything else the user saw (when asked to), unavailable items and items outside the
+requested category; boost fresh items; sort; cap each category's share for diversity; take the
+top N.
 
 Item features are Feast columns (`<view>__<feature>`); the rules find the ones they need by
 feature name (`category`, `age_days`, `available`), whatever view holds them, and skip a rule
@@ -20,10 +21,13 @@ import numpy as np
 
 #: Item features the rules read (any view: `<view>__<feature>`).
 RULE_ITEM_FEATURES = ("category", "available", "age_days")
-#: User features whose values are item ids the user already has: the last items acted on and
-#: the purchase history (`user_history__items`).
+#: User features whose values are item ids the user already has: the last items acted on, the
+#: purchase history the models read (`user_history__items`) and every item bought in the last
+#: year (`user_seen__bought`).
 RECENT_ITEMS = "last_10_items"
-PURCHASED_ITEMS = "items"
+PURCHASED_ITEMS = ("items", "bought")
+#: Every item the user acted on in the last year, views included (`user_seen__seen`).
+SEEN_ITEMS = "seen"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class RuleConfig:
         exclude: ids never to return.
         category: only items of this category (case-insensitive), or None.
         exclude_purchased: drop what the user already bought (False for "buy it again").
+        exclude_seen: also drop everything else the user acted on, views included (media-like
+            surfaces, where nobody wants what they already saw).
         category_cap: at most this share of `count` per category (at least 1 item).
         freshness_boost: added to the score of a brand-new item, halving every half-life.
         freshness_half_life_days: see `freshness_boost`.
@@ -45,6 +51,7 @@ class RuleConfig:
     exclude: frozenset[str] = field(default_factory=frozenset)
     category: str | None = None
     exclude_purchased: bool = True
+    exclude_seen: bool = False
     category_cap: float = 0.4
     freshness_boost: float = 0.0
     freshness_half_life_days: float = 30.0
@@ -80,14 +87,34 @@ def rule_columns(columns: Iterable[str]) -> set[str]:
     return {c for c in columns if _feature_of(c) in RULE_ITEM_FEATURES}
 
 
-def purchased(user_features: Mapping[str, Any]) -> set[str]:
-    """Items the user already has: the last 10 items acted on plus the purchase history."""
+def _items_of(user_features: Mapping[str, Any], features: Iterable[str]) -> set[str]:
     out: set[str] = set()
-    for feature in (RECENT_ITEMS, PURCHASED_ITEMS):
+    for feature in features:
         values = feature_column(user_features, feature)
         if values is not None and not isinstance(values, float) and len(values):
             out.update(str(v) for v in values if v)
     return out
+
+
+def purchased(user_features: Mapping[str, Any]) -> set[str]:
+    """Items the user already has: the last 10 items acted on plus everything bought."""
+    return _items_of(user_features, (RECENT_ITEMS, *PURCHASED_ITEMS))
+
+
+def seen(user_features: Mapping[str, Any]) -> set[str]:
+    """`purchased` plus every other item the user acted on (views included)."""
+    return _items_of(user_features, (RECENT_ITEMS, *PURCHASED_ITEMS, SEEN_ITEMS))
+
+
+def excluded(user_features: Mapping[str, Any], config: RuleConfig) -> set[str]:
+    """What `config` keeps out of this user's list: the caller's ids, and the user's purchases
+    or everything seen as asked."""
+    banned = set(config.exclude)
+    if config.exclude_seen:
+        banned |= seen(user_features)
+    elif config.exclude_purchased:
+        banned |= purchased(user_features)
+    return banned
 
 
 def freshness(scores: np.ndarray, age_days: Sequence[Any] | None, boost: float, half_life: float) -> np.ndarray:
@@ -181,9 +208,7 @@ def apply_rules(
     """
     if len(item_ids) == 0:
         return []
-    banned = set(config.exclude)
-    if config.exclude_purchased:
-        banned |= purchased(user_features)
+    banned = excluded(user_features, config)
     categories = feature_column(item_features, "category")
     keep = keep_mask(
         item_ids,

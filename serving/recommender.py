@@ -206,6 +206,7 @@ class Recommender:
         exclude: Sequence[str] = (),
         category: str | None = None,
         exclude_purchased: bool = True,
+        exclude_seen: bool = False,
         user_read: Awaitable[dict[str, Any] | None] | None = None,
         moment: datetime | None = None,
     ) -> Served:
@@ -221,6 +222,7 @@ class Recommender:
             exclude=frozenset(exclude),
             category=category,
             exclude_purchased=exclude_purchased,
+            exclude_seen=exclude_seen,
         )
         served = Served(uuid.uuid4().hex, user_id, [], POPULAR, None, self.experiment.id, arm.name)
         # The model server's breaker is open: the precomputed list will be wanted, so it is read

@@ -33,7 +33,12 @@ class RecommendationQuery(BaseModel):
         description="Only items of this category (case-insensitive; 422 when the catalog has no such category).",
     )
     exclude_purchased: bool = Field(
-        True, description="Drop items the user already has; false for 'buy it again' surfaces."
+        True, description="Drop items the user already bought; false for 'buy it again' surfaces."
+    )
+    exclude_seen: bool = Field(
+        False,
+        description="Also drop every item the user acted on in the last year, views included "
+        "(media-like surfaces); implies exclude_purchased.",
     )
 
     @field_validator("exclude")

@@ -39,6 +39,10 @@ def recommend(
             "--exclude-purchased/--no-exclude-purchased", help="Drop items the user already has (the default)."
         ),
     ] = True,
+    exclude_seen: Annotated[
+        bool,
+        typer.Option("--exclude-seen", help="Also drop every item the user acted on, views included."),
+    ] = False,
     at: Annotated[
         str | None, typer.Option("--at", help="The moment recommendations are for (ISO 8601; default now).")
     ] = None,
@@ -61,7 +65,11 @@ def recommend(
     except (LookupError, UnboundInputError) as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
-    rules = replace(RuleConfig.from_settings(settings, count=count), exclude_purchased=exclude_purchased)
+    rules = replace(
+        RuleConfig.from_settings(settings, count=count),
+        exclude_purchased=exclude_purchased,
+        exclude_seen=exclude_seen,
+    )
     answers = recommend_users(scorer, users, moment, rules)
     versions = {model: str(v) for model, v in scorer.versions.items()}
     served_by = next((a.recommender for a in answers if a.recommender), None)
@@ -72,6 +80,7 @@ def recommend(
             "moment": moment.isoformat(),
             "model_versions": versions,
             "exclude_purchased": exclude_purchased,
+            "exclude_seen": exclude_seen,
             "users": [
                 {
                     "user_id": a.user_id,

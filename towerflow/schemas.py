@@ -186,3 +186,15 @@ GOLD_USER_HISTORY = pa.schema(
         pa.field("last_day", pa.list_(pa.float64())),
     ]
 )
+
+# What a user has seen (any action) and bought in the last 365 days, most recent first: for the
+# gateway's exclusions, not a model input (jobs.gold.transform_user_seen).
+GOLD_USER_SEEN = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("feature_date", pa.date32(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        pa.field("seen", pa.list_(pa.string())),
+        pa.field("bought", pa.list_(pa.string())),
+    ]
+)

@@ -41,6 +41,7 @@ async def recommendations(
         exclude=params.exclude,
         category=params.category,
         exclude_purchased=params.exclude_purchased,
+        exclude_seen=params.exclude_seen,
         user_read=user_read,
         moment=moment,
     )

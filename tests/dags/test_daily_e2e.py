@@ -23,6 +23,7 @@ TABLES = [
     ("gold", "user_features"),
     ("gold", "item_features"),
     ("gold", "user_history"),
+    ("gold", "user_seen"),
     ("gold", "training_examples"),
     ("gold", "holdout"),
 ]

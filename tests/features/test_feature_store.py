@@ -23,7 +23,7 @@ def test_apply_twice_changes_nothing(fx, store, gold_home) -> None:
     settings = fx.make_settings(home, "redis://127.0.0.1:6379/0")
     again = fs.apply(store, settings)
     assert again.changed == []
-    assert again.objects == {"Entity": 2, "FileSource": 5, "PushSource": 2, "FeatureView": 7, "FeatureService": 2}
+    assert again.objects == {"Entity": 2, "FileSource": 6, "PushSource": 2, "FeatureView": 8, "FeatureService": 2}
 
 
 @pytest.mark.parametrize("service", ["ranking", "retrieval"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,33 @@ def test_purchased_uses_recent_items_and_the_purchase_history() -> None:
     assert rules.purchased(user) == {"a", "b", "c", "d"}
     assert rules.purchased({"user_recent__last_10_items": float("nan"), "user_history__items": None}) == set()
     assert rules.purchased({"user_recent__last_10_items": None}) == set()
+
+
+def test_everything_bought_is_purchased_and_views_count_only_as_seen() -> None:
+    user = {
+        "user_recent__last_10_items": ["a"],
+        "user_history__items": ["b"],  # the models' top items
+        "user_seen__bought": ["b", "c"],  # every item bought in the year, beyond the models' top
+        "user_seen__seen": ["b", "c", "v"],  # "v" was only viewed
+    }
+    assert rules.purchased(user) == {"a", "b", "c"}
+    assert rules.seen(user) == {"a", "b", "c", "v"}
+    ids, scores = ["v", "c", "n", "a", "b"], [5.0, 4.0, 3.0, 2.0, 1.0]
+    served = {
+        name: [i for i, _ in rules.apply_rules(ids, scores, {}, user, replace(rules.RuleConfig(count=5), **config))]
+        for name, config in {
+            "keep": {"exclude_purchased": False},
+            "purchased": {},
+            "seen": {"exclude_seen": True},
+            "seen, even with purchases kept": {"exclude_seen": True, "exclude_purchased": False},
+        }.items()
+    }
+    assert served == {
+        "keep": ids,
+        "purchased": ["v", "n"],
+        "seen": ["n"],
+        "seen, even with purchases kept": ["n"],
+    }
 
 
 def test_keep_mask_bans_unavailable_and_filters_category() -> None:
