@@ -5,7 +5,7 @@ UV_VERSION ?= 0.13.9
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench airflow clean-var native
+.PHONY: demo test lint bench airflow clean-var
 
 # The environment is rebuilt only when the lock or the package metadata change.
 $(STAMP): requirements.lock setup.cfg pyproject.toml
@@ -20,16 +20,7 @@ demo: $(STAMP)
 	@$(BIN)/towerflow demo
 
 test: $(STAMP)
-	@if command -v grpc_cpp_plugin >/dev/null; then serving/native/build.sh $(BIN)/python >/dev/null; \
-	else echo "note: the model server's C++ front is not built (no gRPC C++ toolchain; see make native)"; fi
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-# The model server's C++ front (serving/native/build/towerflow-predict), which `towerflow
-# model-server` puts in front of itself when built. Needs g++, pkg-config and gRPC's C++ files
-# (Debian/Ubuntu: apt-get install libgrpc++-dev protobuf-compiler-grpc); about 3 minutes the
-# first time, seconds after.
-native: $(STAMP)
-	@serving/native/build.sh $(BIN)/python
 
 lint: $(STAMP)
 	@$(BIN)/ruff check .
@@ -42,7 +33,7 @@ lint: $(STAMP)
 airflow: $(STAMP)
 	@$(BIN)/towerflow airflow standalone
 
-# Every benchmark, into one fresh results file, then the README's table rendered from it.
+# Every benchmark, into one fresh results file, then the table of docs/performance.md rendered from it.
 BENCH_OUT ?= var/bench/results.json
 bench: $(STAMP)
 	@mkdir -p $(dir $(BENCH_OUT)) && rm -f $(BENCH_OUT)

@@ -7,8 +7,7 @@ Models (serving.toy_models, built in a temp folder):
 - ranking: one user x 1000 candidate ids.
 Columns: `in_process` calls the concrete signature function with ready tensors; `grpc_stub` sends
 a prebuilt PredictRequest through the official stub; `grpc_client` is `ModelClient.predict`
-(numpy in, numpy out: what the gateway pays). `native_*`: the same calls against a second server
-running its C++ front (towerflow-predict), when `make native` built it.
+(numpy in, numpy out: what the gateway pays).
 """
 
 from __future__ import annotations
@@ -47,10 +46,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(base: Path, port: int, native: str) -> subprocess.Popen:
+def _start_server(base: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port), "--host", "127.0.0.1"]
-    cmd += ["--model-base", str(base), "--poll-seconds", "30", "--native", native]
+    cmd += ["--model-base", str(base), "--poll-seconds", "30"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -60,7 +59,6 @@ def run() -> dict[str, object]:
     from serving import model_config as mc
     from serving import toy_models
     from serving.model_client import ModelClient, predict_request
-    from serving.model_server import NATIVE_BUILD
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "models"
@@ -69,10 +67,8 @@ def run() -> dict[str, object]:
         toy_models.save_ranking(base / "ranking", 1, dim=DIM, buckets=ITEMS, num_users=10_000)
         names = ["retrieval", "retrieval_k1000", "ranking"]
         mc.write_models_config(base / "models.config", [mc.ModelEntry.under(base, n) for n in names])
-        port, native_port = _free_port(), _free_port()
-        servers = [_start_server(base, port, "off")]
-        if NATIVE_BUILD.is_file():
-            servers.append(_start_server(base, native_port, str(NATIVE_BUILD)))
+        port = _free_port()
+        server = _start_server(base, port)
         try:
             cases = {
                 "retrieval": {"user_id": np.array([b"user-42"], dtype=object)},
@@ -83,35 +79,25 @@ def run() -> dict[str, object]:
                 },
             }
             figures: dict[str, object] = {}
-            clients = {"": ModelClient(f"127.0.0.1:{port}", timeout=10)}
-            if len(servers) > 1:
-                clients["native_"] = ModelClient(f"127.0.0.1:{native_port}", timeout=10)
-            for client in clients.values():
-                for name in names:
-                    client.wait_until_available(name, timeout=180)
+            client = ModelClient(f"127.0.0.1:{port}", timeout=10)
+            for name in names:
+                client.wait_until_available(name, timeout=180)
             for name, inputs in cases.items():
                 fn = tf.saved_model.load(str(base / name / "1")).signatures["serving_default"]
                 tensors = {k: tf.constant(v) for k, v in inputs.items()}
                 figures[f"{name}_in_process"] = _percentiles(lambda fn=fn, t=tensors: fn(**t))
                 request = predict_request(name, inputs)
-                for prefix, client in clients.items():
-                    stub = client._predict  # the official PredictionServiceStub
-                    figures[f"{name}_{prefix}grpc_stub"] = _percentiles(
-                        lambda r=request, s=stub: s.Predict(r, timeout=10)
-                    )
-                    figures[f"{name}_{prefix}grpc_client"] = _percentiles(
-                        lambda n=name, i=inputs, c=client: c.predict(n, i)
-                    )
-            for client in clients.values():
-                client.close()
+                stub = client._predict  # the official PredictionServiceStub
+                figures[f"{name}_grpc_stub"] = _percentiles(lambda r=request, s=stub: s.Predict(r, timeout=10))
+                figures[f"{name}_grpc_client"] = _percentiles(lambda n=name, i=inputs, c=client: c.predict(n, i))
+            client.close()
         finally:
-            for server in servers:
-                server.terminate()
-                try:
-                    server.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.communicate()
+            server.terminate()
+            try:
+                server.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.communicate()
     table = Table(
         title=f"Predict latency, {REQUESTS} sequential calls "
         f"(retrieval {ITEMS:,} x {DIM}; ranking {CANDIDATES} candidates)"

@@ -1,4 +1,4 @@
-"""The README's performance table, rendered from a results file of `towerflow bench ... --out FILE`.
+"""The performance table (docs/performance.md), rendered from a results file of `towerflow bench ... --out FILE`.
 
 Each line of the file is one benchmark's JSON figures plus the facts of the machine it ran on
 (see `bench.machine`). When a benchmark appears more than once, its last line wins.

@@ -191,8 +191,7 @@ def _gateway_stats(url: str) -> dict[str, Any]:
 
 
 def _cpu_seconds(procs: dict[str, subprocess.Popen]) -> dict[str, float]:
-    """User + system CPU seconds each process, with its children (the model server's C++
-    front), has used so far."""
+    """User + system CPU seconds each process, with its children, has used so far."""
     import psutil
 
     out = {}
@@ -200,14 +199,6 @@ def _cpu_seconds(procs: dict[str, subprocess.Popen]) -> dict[str, float]:
         parent = psutil.Process(proc.pid)
         out[name] = sum(sum(p.cpu_times()[:2]) for p in (parent, *parent.children(recursive=True)))
     return out
-
-
-def _model_server_front(pid: int) -> str:
-    """ "native" when the model server runs its C++ front (towerflow-predict), else "python"."""
-    import psutil
-
-    names = [child.name() for child in psutil.Process(pid).children(recursive=True)]
-    return "native" if any(name.startswith("towerflow-predi") for name in names) else "python"
 
 
 def _wait(check, timeout: float, what: str) -> None:
@@ -392,7 +383,6 @@ def run() -> dict[str, object]:
     seconds, rate = _seconds(), _rate()
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), console) as running:
         url, token, users_file = running.url, running.token, running.users_file
-        front = _model_server_front(running.procs["model"].pid)
         with console.status("CPU stalls of this machine (stack idle): spin per CPU, fixed 2 ms task"):
             stalls = cpu_stalls.probe()
         with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
@@ -433,7 +423,7 @@ def run() -> dict[str, object]:
     console.print(f"materialized {mat.entities:,} entity rows in {mat.seconds:.1f} s")
     console.print(f"gateway stage means (ms, warm-up + full run): {stats['stage_mean_ms']}", soft_wrap=True)
     console.print(f"gateway responses by path/reason: {stats['served']}", soft_wrap=True)
-    console.print(f"CPU ms per request on the full path, by process: {cpu_ms} (model server: {front})", soft_wrap=True)
+    console.print(f"CPU ms per request on the full path, by process: {cpu_ms}", soft_wrap=True)
     load = os.getloadavg()
     console.print(f"load average at the end (other work on this machine included): {load}")
     figures: dict[str, object] = {"seconds": seconds, "rate_rps": rate, "catalog_items": ITEMS, "candidates": K}
@@ -449,7 +439,6 @@ def run() -> dict[str, object]:
     figures["gateway_stage_mean_ms"] = stats["stage_mean_ms"]
     figures["gateway_served"] = stats["served"]
     figures["full_cpu_ms_per_request"] = cpu_ms
-    figures["model_server_front"] = front
     figures["loadavg_1m"] = round(load[0], 2)
     figures["full_p99_under_25ms"] = full["p99_ms"] < 25
     figures["full_p50_within_2x_floor"] = full["p50_ms"] <= 2 * floor["p50_ms"]

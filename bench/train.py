@@ -13,7 +13,7 @@ Which training sets: `TOWERFLOW_BENCH_TRAIN_RUNS`, comma-separated `name=run fol
 `towerflow pipeline run --date 2011-12-10 --holdout-days 39` leaves after
 `towerflow data import online-retail ...`). A missing folder is reported, not measured.
 
-The 10M-event synthetic training set (README figures), in its own `TOWERFLOW_HOME`:
+The 10M-event synthetic training set (docs/performance.md figures), in its own `TOWERFLOW_HOME`:
 
     towerflow data synth --users 190000 --items 50000 --days 30 --start 2025-01-01   # 10.4M events
     towerflow pipeline etl --start 2025-01-01 --end 2025-01-30 --holdout-days 7

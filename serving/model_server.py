@@ -47,11 +47,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
-import select
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -369,42 +364,6 @@ def _read_signature_defs(path: Path) -> dict:
     return dict(saved.meta_graphs[0].signature_def)
 
 
-def routes_text(routes: dict[str, _Route]) -> str:
-    """The routes file towerflow-predict follows (serving/native/predict_server.cc), one record a
-    line, tab-separated: `version <model> <version> <path>`, `label <model> <label> <version>`,
-    `sig <model> <version> <signature>`, then `in|out <alias> <tensor> <dtype enum> <rank|-1>
-    <dims...>` (-1: any size) for that signature. Inputs carry the shapes this server accepts."""
-    lines = []
-    for name, route in sorted(routes.items()):
-        for version, servable in sorted(route.available.items()):
-            if any(c in f"{name}{servable.path}" for c in "\t\n"):
-                continue  # not expressible in the file: the Python server answers for it
-            lines.append(f"version\t{name}\t{version}\t{servable.path}")
-            for sig_name, sig in sorted(servable.signatures.items()):
-                sig_def = servable.signature_defs.get(sig_name)
-                same = sig_def is not None and set(sig_def.inputs) == set(sig.inputs)
-                if not same or set(sig_def.outputs) != set(sig.outputs):
-                    continue
-                lines.append(f"sig\t{name}\t{version}\t{sig_name}")
-                for alias in sorted(sig.inputs):
-                    spec = sig.inputs[alias]
-                    sizes = [] if spec.dims is None else [str(-1 if d is None else d) for d in spec.dims]
-                    dims = ["-1"] if spec.dims is None else [str(len(sizes)), *sizes]
-                    lines.append("\t".join(["in", alias, sig_def.inputs[alias].name, str(spec.enum), *dims]))
-                for alias in sig.outputs:
-                    info = sig_def.outputs[alias]
-                    lines.append("\t".join(["out", alias, info.name, str(info.dtype), "-1"]))
-        lines += [f"label\t{name}\t{label}\t{version}" for label, version in sorted(route.labels.items())]
-    return "\n".join(lines) + "\n"
-
-
-def write_routes_file(path: Path, text: str) -> None:
-    """Replace `path` atomically (the reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 @dataclass
 class VersionState:
     """Where one version is in its life, as GetModelStatus reports it."""
@@ -470,10 +429,6 @@ class ModelManager:
         self._file_text: str | None = None
         self._file_failed = False
         self._file_error: str | None = None
-        # Where the loaded versions, labels and signatures are written for the native front
-        # (`towerflow-predict`) each time they change (`write_routes_to`); None: not written.
-        self._routes_file: Path | None = None
-        self._routes_written: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -760,19 +715,6 @@ class ModelManager:
             latest = available[max(available)] if available else None
             routes[name] = _Route(available, latest, dict(self._labels.get(name, {})))
         self._routes = routes
-        if self._routes_file is not None:
-            text = routes_text(routes)
-            if text != self._routes_written:  # every poll republishes; the front reloads on change
-                write_routes_file(self._routes_file, text)
-                self._routes_written = text
-
-    def write_routes_to(self, path: Path | None) -> None:
-        """Keep `path` (see `routes_text`) in step with the loaded versions from now on, starting
-        with a write now; None stops writing."""
-        with self._lock:
-            self._routes_file, self._routes_written = path, None
-            if path is not None:
-                self._publish_routes()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` (checked after each state change) or `timeout` seconds."""
@@ -939,34 +881,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-NATIVE_BUILD = Path(__file__).parent / "native" / "build" / "towerflow-predict"
-
-
-def native_binary(choice: str) -> Path | None:
-    """The towerflow-predict binary `choice` names: "auto" (the one `make native` built, if it
-    did), "off", or a path.
-
-    Raises:
-        FileNotFoundError: a path was given and is not an executable file.
-    """
-    if choice == "off":
-        return None
-    if choice == "auto":
-        return NATIVE_BUILD if NATIVE_BUILD.is_file() else None
-    path = Path(choice).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no towerflow-predict binary at {path} (build it with `make native`)")
-    return path
-
-
 class ModelServer:
     """The gRPC server: both services on one port, a small thread pool.
-
-    With `native` (the towerflow-predict binary), that C++ process listens on `host:port` instead
-    and answers Predict for the versions this server has loaded, through TensorFlow's C API;
-    anything it cannot answer exactly as this server would (other methods, versions it has not
-    loaded yet, bad requests) it forwards here, to a port on loopback. It follows the loaded
-    versions through a routes file this server rewrites on every change.
 
     Args:
         manager: the started or unstarted ModelManager to serve.
@@ -976,8 +892,6 @@ class ModelServer:
         max_workers: request threads. TF releases the GIL while a graph runs, so a few suffice.
         max_request_bytes: the largest request accepted (RESOURCE_EXHAUSTED beyond, before it is
             decoded); also the most values one Predict input may hold.
-        native: the towerflow-predict binary, or None to serve from Python alone.
-        native_threads: (intra-op, inter-op) TensorFlow threads for the native front (0: default).
     """
 
     def __init__(
@@ -988,20 +902,13 @@ class ModelServer:
         host: str = DEFAULT_HOST,
         max_workers: int = 4,
         max_request_bytes: int = MAX_REQUEST_BYTES,
-        native: Path | None = None,
-        native_threads: tuple[int, int] = (0, 0),
     ) -> None:
         self.manager = manager
         self.host = host
         self.port = port
         self.max_workers = max_workers
         self.max_request_bytes = max_request_bytes
-        self.native = native
-        self.native_threads = native_threads
         self._server: grpc.Server | None = None
-        self._native_proc: subprocess.Popen | None = None
-        self._routes_dir: tempfile.TemporaryDirectory | None = None
-        self.python_port: int | None = None
 
     def start(self) -> int:
         """Load the models (manager.start, if not started), then listen. Returns the bound port.
@@ -1018,8 +925,7 @@ class ModelServer:
         prediction = PredictionServicer(self.manager, max_values=self.max_request_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
-        # Behind the native front this server only answers what the front forwards: loopback.
-        listen = "127.0.0.1:0" if self.native else address(self.host, self.port)
+        listen = address(self.host, self.port)
         try:
             bound = server.add_insecure_port(listen)
         except RuntimeError as err:
@@ -1027,59 +933,15 @@ class ModelServer:
         if not bound:
             raise RuntimeError(f"cannot listen on {listen} (in use?)")
         server.start()
-        requested, self._server, self.port = self.port, server, bound
-        self.python_port = bound  # the Python server's own port (behind the native front: loopback)
-        if self.native:
-            try:
-                self.port = self._start_native(requested, upstream=bound)
-            except Exception:
-                self.stop(grace=0)
-                raise
-        log.info("model server listening on %s:%d%s", self.host, self.port, " (native front)" if self.native else "")
+        self._server, self.port = server, bound
+        log.info("model server listening on %s:%d", self.host, self.port)
         return self.port
-
-    def _start_native(self, port: int, upstream: int) -> int:
-        self._routes_dir = tempfile.TemporaryDirectory(prefix="towerflow-routes-")
-        routes = Path(self._routes_dir.name) / "routes"
-        self.manager.write_routes_to(routes)
-        intra, inter = self.native_threads
-        cmd = [str(self.native), "--listen", address(self.host, port), "--upstream", f"127.0.0.1:{upstream}"]
-        library = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
-        cmd += ["--routes", str(routes), "--tensorflow-library", str(library)]
-        cmd += ["--max-request-bytes", str(self.max_request_bytes)]
-        # It exits with this process, however this one ends (it watches its parent pid).
-        cmd += ["--intra-op", str(intra), "--inter-op", str(inter), "--parent-pid", str(os.getpid())]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        self._native_proc = proc
-        # It prints "towerflow-predict listening on port N ..." once its versions are loaded.
-        ready, _, _ = select.select([proc.stdout], [], [], 120)
-        line = proc.stdout.readline() if ready else ""
-        match = re.search(r"listening on port (\d+)", line)
-        if match is None:
-            raise RuntimeError(
-                f"towerflow-predict did not start on {self.host}:{port} (exit code {proc.poll()}); see its log above"
-            )
-        return int(match.group(1))
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop taking requests, let in-flight ones finish (up to `grace` s), then unload."""
-        if self._native_proc is not None:
-            self._native_proc.terminate()
-            try:
-                self._native_proc.wait(grace + 5)
-            except subprocess.TimeoutExpired:
-                self._native_proc.kill()
-                self._native_proc.wait()
-            self._native_proc.stdout.close()
-            self._native_proc = None
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
-        self.manager.write_routes_to(None)
-        if self._routes_dir is not None:
-            self._routes_dir.cleanup()
-            self._routes_dir = None
         self.manager.stop()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -263,7 +263,7 @@ def bench_report(
     results: Annotated[Path, typer.Argument(help="Results file written by `towerflow bench ... --out`.")],
     out: Annotated[Path | None, typer.Option(help="Write the markdown here instead of printing it.")] = None,
 ) -> None:
-    """Render the README's performance table (markdown) from a benchmark results file."""
+    """Render the performance table of docs/performance.md (markdown) from a benchmark results file."""
     from bench.report import load, render
 
     if not results.exists():

@@ -48,13 +48,6 @@ def model_server(
             help="As TF Serving's flag: a new label may name a version that is not loaded yet.",
         ),
     ] = True,
-    native: Annotated[
-        str | None,
-        typer.Option(
-            help="C++ front answering Predict (towerflow-predict): auto (if `make native` built it), off, "
-            "or its path (default TOWERFLOW_MODEL_SERVER_NATIVE, else auto)."
-        ),
-    ] = None,
 ) -> None:
     """Serve the model base over TF Serving's gRPC API, where tensorflow_model_server is not installed.
 
@@ -68,18 +61,13 @@ def model_server(
     base = model_base or settings.models_dir
     host = host or settings.model_server_host
     with console.status("starting the model server (importing TensorFlow, loading models)"):
-        from serving.model_server import ModelManager, ModelServer, ServingError, configure_threads, native_binary
+        from serving.model_server import ModelManager, ModelServer, ServingError, configure_threads
 
         threads = (
             tensorflow_intra_op_parallelism or settings.model_server_intra_op_threads,
             tensorflow_inter_op_parallelism or settings.model_server_inter_op_threads,
         )
         configure_threads(*threads)
-        try:
-            front = native_binary(native or settings.model_server_native)
-        except FileNotFoundError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False)
-            raise typer.Exit(1) from None
         manager = ModelManager(
             base,
             config,
@@ -92,8 +80,6 @@ def model_server(
             host=host,
             max_workers=workers or settings.model_server_workers,
             max_request_bytes=settings.model_server_max_request_bytes,
-            native=front,
-            native_threads=threads,
         )
         stop = threading.Event()
         # Handlers first, so a SIGTERM during start-up still ends in a clean stop.
@@ -106,8 +92,7 @@ def model_server(
             console.print(f"[bold red]error:[/] {getattr(err, 'message', err)}", highlight=False)
             raise typer.Exit(1) from None
     console.print(
-        f"model server on {host}:{bound}{' (C++ front: ' + str(front) + ')' if front else ''}: {base} "
-        f"(config {manager.config_path}); Ctrl-C to stop",
+        f"model server on {host}:{bound}: {base} (config {manager.config_path}); Ctrl-C to stop",
         highlight=False,
         soft_wrap=True,
     )

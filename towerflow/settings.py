@@ -48,9 +48,6 @@ class Settings(BaseSettings):
         model_server_intra_op_threads / model_server_inter_op_threads: TensorFlow's thread pools in
             the built-in model server (TF Serving's `--tensorflow_intra_op_parallelism` /
             `--tensorflow_inter_op_parallelism`); 0 = TensorFlow's default (one per core).
-        model_server_native: the built-in model server's C++ front (towerflow-predict, which
-            answers Predict through TensorFlow's C API): `auto` (when `make native` built it),
-            `off`, or the binary's path.
         model_server_target: `host:port` the gateway calls (default 127.0.0.1:<model_server_port>).
         gateway_host / gateway_port: where `towerflow serve` binds the HTTP gateway.
         airflow_db_url: Airflow's metadata DB (also read from AIRFLOW__DATABASE__SQL_ALCHEMY_CONN);
@@ -103,7 +100,6 @@ class Settings(BaseSettings):
     model_server_workers: int = 4
     model_server_intra_op_threads: int = Field(default=0, ge=0)
     model_server_inter_op_threads: int = Field(default=0, ge=0)
-    model_server_native: str = "auto"
     delta_engine: Literal["auto", "delta-rs", "spark"] = "auto"
     holdout_days: int = Field(default=7, ge=1)
     holdout_min_users: int = Field(default=100, ge=0)

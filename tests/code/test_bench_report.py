@@ -1,4 +1,4 @@
-"""bench.report: the README's performance table from a results file."""
+"""bench.report: the performance table of docs/performance.md from a results file."""
 
 import json
 from pathlib import Path

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 from serving import model_config as mc
 from serving import toy_models
 from serving.model_client import AsyncModelClient, ModelClient, predict_request
-from serving.model_server import MAX_REQUEST_BYTES, NATIVE_BUILD, ModelManager, ModelServer
+from serving.model_server import MAX_REQUEST_BYTES, ModelManager, ModelServer
 from towerflow.settings import Settings
 
 POLL = 0.2
@@ -105,38 +105,22 @@ def default_entries(base: Path, **labels: int) -> list[mc.ModelEntry]:
     ]
 
 
-def native_front() -> Path:
-    """The towerflow-predict binary; skips (fails under CI) when `make native` has not built it."""
-    if not NATIVE_BUILD.is_file():
-        if Settings().ci:
-            pytest.fail(f"CI must build the C++ front (make native): no {NATIVE_BUILD}")
-        pytest.skip(f"no {NATIVE_BUILD}: build it with `make native`")
-    return NATIVE_BUILD
-
-
 class Running:
-    """A started server plus the official stubs on a channel to it (`native`: behind the C++
-    front, which answers Predict itself where it can and forwards the rest)."""
+    """A started server plus the official stubs on a channel to it."""
 
-    def __init__(self, model_base: Path, native: Path | None = None, **manager_kwargs) -> None:
+    def __init__(self, model_base: Path, **manager_kwargs) -> None:
         self.manager = ModelManager(model_base, poll_seconds=POLL, **manager_kwargs)
-        self.server = ModelServer(self.manager, port=0, host="127.0.0.1", max_workers=4, native=native)
+        self.server = ModelServer(self.manager, port=0, host="127.0.0.1", max_workers=4)
         self.port = self.server.start()
         self.target = f"127.0.0.1:{self.port}"
         self.channel = grpc.insecure_channel(self.target)
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.client = ModelClient(self.target)
-        self._extra: list[grpc.Channel] = []
 
     def predict(self, model: str = "retrieval", inputs=None, **spec):
         request = predict_request(model, inputs or {"user_id": USERS}, **spec)
         return self.predictions.Predict(request, timeout=10)
-
-    def channel_to(self, port: int) -> grpc.Channel:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self._extra.append(channel)
-        return channel
 
     def states(self, model: str = "retrieval") -> dict[int, str]:
         return {s.version: s.state for s in self.client.status(model)}
@@ -144,15 +128,13 @@ class Running:
     def close(self) -> None:
         self.client.close()
         self.channel.close()
-        for channel in self._extra:
-            channel.close()
         self.server.stop(grace=1)
 
 
-@pytest.fixture(params=["python", "native"])
-def running(request: pytest.FixtureRequest, model_base: Path):
-    """The server alone, and behind its C++ front: every test using it holds for both."""
-    server = Running(model_base, native=native_front() if request.param == "native" else None)
+@pytest.fixture
+def running(model_base: Path):
+    """A server on `model_base`, closed after the test."""
+    server = Running(model_base)
     yield server
     server.close()
 
@@ -192,68 +174,6 @@ def test_ranking_scores_each_candidate(running: Running) -> None:
     assert out["scores"].shape == (2, 50)
     only = running.client.predict("ranking", {"user_id": USERS, "candidate_ids": candidates}, output_filter=["scores"])
     np.testing.assert_allclose(only["scores"], out["scores"])
-
-
-def test_native_front_answers_predict_itself_as_the_python_server_does(model_base: Path) -> None:
-    """Behind the C++ front, Predict for a loaded version is answered by the front (it says so in
-    its metadata), with the same outputs the Python server gives for the same request."""
-    server = Running(model_base, native=native_front())
-    python = prediction_service_pb2_grpc.PredictionServiceStub(server.channel_to(server.server.python_port))
-    candidates = [toy_models.item_ids(50)] * 2
-    requests = [
-        predict_request("retrieval", {"user_id": USERS}),
-        predict_request("retrieval", {"user_id": USERS}, version=1),
-        predict_request("retrieval", {"user_id": USERS}, version_label="canary", output_filter=["scores"]),
-        predict_request("ranking", {"user_id": USERS, "candidate_ids": candidates}),
-    ]
-    try:
-        for request in requests:
-            answer, call = server.predictions.Predict.with_call(request, timeout=10)
-            assert ("x-towerflow-predict", "native") in call.initial_metadata()
-            expected = python.Predict(request, timeout=10)
-            assert answer.model_spec == expected.model_spec
-            assert set(answer.outputs) == set(expected.outputs) and answer.outputs
-            for alias, tensor in expected.outputs.items():
-                got, want = tf.make_ndarray(answer.outputs[alias]), tf.make_ndarray(tensor)
-                assert got.dtype == want.dtype and got.shape == want.shape
-                if want.dtype == object:
-                    assert got.tolist() == want.tolist()
-                else:
-                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-        # What it cannot answer exactly (here: an input it does not know) goes to the Python server.
-        bad = predict_request("retrieval", {"user_id": USERS, "x": ["b"]})
-        err = rpc_error(lambda: server.predictions.Predict(bad, timeout=10))
-        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Sent extra: {x}" in err.details()
-    finally:
-        server.close()
-
-
-def test_native_front_stops_answering_for_a_version_the_moment_it_is_unloaded(model_base: Path) -> None:
-    """The front serves only routes matching the routes file as it is now: once the Python
-    server has unloaded a version, that version is NOT_FOUND at once, not after the front's poll."""
-    server = Running(model_base, native=native_front())
-    try:
-        _, call = server.predictions.Predict.with_call(predict_request("retrieval", {"user_id": USERS}, version=1))
-        assert ("x-towerflow-predict", "native") in call.initial_metadata()
-        mc.write_models_config(
-            model_base / "models.config",
-            [
-                mc.ModelEntry.under(model_base, "retrieval", policy=mc.VersionPolicy.specific(2)),
-                mc.ModelEntry.under(model_base, "ranking"),
-            ],
-        )
-        eventually(lambda: server.states() == {2: "AVAILABLE", 1: "END"})
-        assert rpc_error(lambda: server.predict(version=1)).code() == grpc.StatusCode.NOT_FOUND
-        eventually(
-            lambda: (
-                ("x-towerflow-predict", "native")
-                in server.predictions.Predict.with_call(predict_request("retrieval", {"user_id": USERS}))[
-                    1
-                ].initial_metadata()
-            )
-        )
-    finally:
-        server.close()
 
 
 def test_unknown_model_version_or_label(running: Running) -> None:
@@ -586,69 +506,6 @@ def test_tensorflow_thread_pools_follow_tf_serving_flags() -> None:
     assert out.stdout.split() == ["1", "2"]
 
 
-def test_native_front_outlives_the_thread_that_started_it(model_base: Path) -> None:
-    """The front watches its parent process, not the thread that spawned it: a server started
-    from a short-lived thread keeps its front after that thread has ended (PR_SET_PDEATHSIG,
-    used before, sent the front SIGTERM the moment the starting thread returned)."""
-    native = native_front()
-    started: list[Running] = []
-    thread = threading.Thread(target=lambda: started.append(Running(model_base, native=native)))
-    thread.start()
-    thread.join()
-    server = started[0]
-    try:
-        time.sleep(0.5)
-        assert server.server._native_proc.poll() is None
-        request = predict_request("retrieval", {"user_id": USERS}, version=1)
-        _, call = server.predictions.Predict.with_call(request, timeout=10)
-        assert ("x-towerflow-predict", "native") in call.initial_metadata()
-    finally:
-        server.close()
-
-
-def _running_pid(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def test_native_front_exits_when_its_model_server_is_killed(model_base: Path) -> None:
-    """SIGKILL gives the model server no chance to stop its front; the front sees its parent gone
-    and exits by itself instead of holding the port for versions nobody manages."""
-    native = native_front()
-    port = free_port()
-    env = {**os.environ, "TOWERFLOW_HOME": str(model_base.parent), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(port), "--host", "127.0.0.1"]
-    cmd += ["--native", str(native)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        first_stable_answer(proc, port)
-        fronts = [p for p in _children(proc.pid) if "towerflow-predict" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert len(fronts) == 1 and _running_pid(fronts[0])
-        proc.kill()
-        proc.wait(30)
-        eventually(lambda: not _running_pid(fronts[0]), timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-
-
 # ---- hardening: where it listens, how much one request may ask, which paths a reload may name ----
 
 
@@ -669,16 +526,13 @@ def listening(port: int) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("front", ["python", "native"])
-def test_the_server_listens_on_loopback_unless_given_a_host(model_base: Path, front: str) -> None:
+def test_the_server_listens_on_loopback_unless_given_a_host(model_base: Path) -> None:
     """It takes any config pushed to it and has no authentication: started without a host, only
-    this machine reaches it (behind the C++ front, the front and the server both)."""
-    native = native_front() if front == "native" else None
-    server = ModelServer(ModelManager(model_base, poll_seconds=POLL), port=0, native=native)
+    this machine reaches it."""
+    server = ModelServer(ModelManager(model_base, poll_seconds=POLL), port=0)
     port = server.start()
     try:
         assert listening(port) == {"127.0.0.1"}
-        assert listening(server.python_port) == {"127.0.0.1"}
     finally:
         server.stop(grace=1)
 
@@ -810,12 +664,11 @@ def contract_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-@pytest.mark.parametrize("front", ["python", "native"])
-def test_an_input_shaped_for_more_values_than_a_request_carries_is_refused(contract_base: Path, front: str) -> None:
+def test_an_input_shaped_for_more_values_than_a_request_carries_is_refused(contract_base: Path) -> None:
     """TF's compact form (fewer values than the shape, the last one repeated) lets a few bytes
     ask for a tensor of any size: refused before any decoding, as is a negative dimension, and a
-    shape whose count overflows 64 bits (which made the C++ front abort, taking the port down)."""
-    server = Running(contract_base, native=native_front() if front == "native" else None)
+    shape whose count overflows 64 bits."""
+    server = Running(contract_base)
     inputs = {
         "user_id": np.array([b"u0"], dtype=object),
         "user_recent__last_10_items": np.array([[b""] * 10], dtype=object),
