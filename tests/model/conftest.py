@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.gold import HoldoutSize, choose_cutoff
 from jobs.synth import SynthConfig, build_world, items_table, iter_days
 from models.data import Catalog
 from models.lookup import FrameLookup, FrameView
@@ -130,8 +131,23 @@ def world_of():
     return make_world
 
 
-def make_world(cfg: SynthConfig, holdout_days: int) -> World:
-    """The synthetic world of `cfg` without its bots, split `holdout_days` before its end."""
+def sized_holdout_days(events: pd.DataFrame, end: date, size: HoldoutSize) -> int:
+    """The holdout length the ETL would choose for `events` (`jobs.gold.choose_cutoff`, fed the
+    per-user days `jobs.gold.holdout_users` computes in Spark, here in pandas)."""
+    days = events.assign(day=events["timestamp"].dt.date)
+    chosen = days[days["action"].isin(["click", "add_to_cart", "purchase"])]
+    touched = days.groupby(["user_id", "item_id"])["day"].min().rename("touched")
+    per_item = chosen.groupby(["user_id", "item_id"])["day"].agg(["min", "max"]).join(touched)
+    users = per_item.groupby("user_id").agg(first=("min", "min"), last=("max", "max"), last_new=("touched", "max"))
+    arrays = {name: users[name].to_numpy().astype("datetime64[D]") for name in ("first", "last", "last_new")}
+    per_day = chosen.groupby("day").size().to_dict()
+    _, held = choose_cutoff(arrays, per_day, min(days["day"]), end, size)
+    return held["days"]
+
+
+def make_world(cfg: SynthConfig, holdout: int | HoldoutSize) -> World:
+    """The synthetic world of `cfg` without its bots, split `holdout` days before its end (or as
+    the ETL sizes a holdout by `holdout`)."""
     synth = build_world(cfg)
     events = pd.concat([t.to_pandas() for _, t in iter_days(cfg, synth)], ignore_index=True)
     events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
@@ -153,7 +169,9 @@ def make_world(cfg: SynthConfig, holdout_days: int) -> World:
         available=items["available"].to_numpy(),
     )
     run_date = cfg.start + timedelta(days=cfg.days)
-    cutoff = datetime.combine(run_date - timedelta(days=holdout_days), datetime.min.time(), UTC)
+    if isinstance(holdout, HoldoutSize):
+        holdout = sized_holdout_days(events, run_date - timedelta(days=1), holdout)
+    cutoff = datetime.combine(run_date - timedelta(days=holdout), datetime.min.time(), UTC)
     positives = events[events["action"].isin(["click", "add_to_cart", "purchase"])].rename(
         columns={"timestamp": "event_timestamp"}
     )
