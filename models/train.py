@@ -752,12 +752,20 @@ def train(
     """Train retrieval and ranking on data before `cutoff` in memory: the three steps back to
     back (see the module docstring; `models.lifecycle` runs them one process each)."""
     params = params or TrainParams()
+    return fit(training_set(data, cutoff, holdout_days, params, progress), params, progress)
+
+
+#: The settings `training_set` reads: training sets built with the same values are the same.
+TRAINING_SET_PARAMS = ("ranking_window_days", "ranking_max_rows", "rank_rows", "rank_candidates", "seed")
+
+
+def fit(ts: TrainingSet, params: TrainParams, progress: Progress = log.info) -> TrainedModels:
+    """Steps 2 and 3 in memory on a training set built with `params` (see TRAINING_SET_PARAMS)."""
     started = time.perf_counter()
-    ts = training_set(data, cutoff, holdout_days, params, progress)
     stage = retrieval_stage(ts, params, progress)
     ranker, rank_history = ranking_stage(ts, stage.candidates, params, progress)
     retrieval = {"users": len(stage.model.users), "history": stage.model.history}
     record = training_record(
         ts, params, retrieval, stage.candidates.labels, rank_history, time.perf_counter() - started
     )
-    return TrainedModels(stage.model, ranker, cutoff, record)
+    return TrainedModels(stage.model, ranker, ts.cutoff, record)

@@ -185,7 +185,7 @@ def tune(
     """
     from models.evaluate import evaluate, prepare, stage_baselines
     from models.export import export
-    from models.train import train
+    from models.train import TRAINING_SET_PARAMS, fit, training_set
 
     policy = policy or GatePolicy()
     started = time.perf_counter()
@@ -204,6 +204,7 @@ def tune(
     )
     rng = np.random.default_rng(base.seed)
     trials: list[Trial] = []
+    training_sets: dict[tuple[Any, ...], Any] = {}  # trials that differ only in model settings share one
     with tempfile.TemporaryDirectory(prefix="towerflow-tune-") as scratch:
         staged = stage_baselines(data, Path(scratch) / "baselines")
         report = evaluate(data, None, None, staged, progress=lambda _: None, rules=rules)
@@ -218,9 +219,12 @@ def tune(
             if trials and any(params == _apply(base, t.changes) for t in trials):
                 params = mutate(params, rng, space)  # a repeat teaches nothing: one more step
             trial_started = time.perf_counter()
-            models = train(
-                TrainingData(before, catalog, features), start, validation_days, params, progress=lambda _: None
-            )
+            key = tuple(getattr(params, name) for name in TRAINING_SET_PARAMS)
+            if key not in training_sets:
+                training_sets[key] = training_set(
+                    TrainingData(before, catalog, features), start, validation_days, params, lambda _: None
+                )
+            models = fit(training_sets[key], params, progress=lambda _: None)
             folder = Path(scratch) / f"trial-{len(trials)}"
             dirs = export(models, folder, start, {"fingerprint": f"tune-{len(trials)}"})
             scored = evaluate(data, dirs, None, {}, progress=lambda _: None, rules=rules)
