@@ -304,6 +304,22 @@ def choose_cutoff(
 HISTORY_ITEMS = 100
 
 
+def _year_of_each_day(rows: DataFrame, first: date, last: date) -> DataFrame:
+    """For each user and day in `first`..`last` on which the user has a row of `rows`, that
+    user's rows of the `PURCHASE_LOOKBACK_DAYS` days ending with the day (as `feature_date`)."""
+    from pyspark.sql import functions as F
+
+    active = (
+        rows.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
+        .select("user_id", F.col("event_date").alias("feature_date"))
+        .distinct()
+    )
+    return active.join(rows, "user_id").where(
+        (F.col("event_date") <= F.col("feature_date"))
+        & (F.col("event_date") > F.date_sub("feature_date", PURCHASE_LOOKBACK_DAYS))
+    )
+
+
 def transform_user_history(purchases: DataFrame, first: date, last: date) -> DataFrame:
     """Silver purchases -> GOLD_USER_HISTORY rows: for each user and day in `first`..`last` on
     which the user bought something, the (up to) 100 items bought most in the 365 days ending with
@@ -319,17 +335,8 @@ def transform_user_history(purchases: DataFrame, first: date, last: date) -> Dat
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    buyers = (
-        purchases.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
-        .select("user_id", F.col("event_date").alias("feature_date"))
-        .distinct()
-    )
     window = (
-        buyers.join(purchases, "user_id")
-        .where(
-            (F.col("event_date") <= F.col("feature_date"))
-            & (F.col("event_date") > F.date_sub("feature_date", PURCHASE_LOOKBACK_DAYS))
-        )
+        _year_of_each_day(purchases, first, last)
         .groupBy("user_id", "feature_date", "item_id")
         .agg(F.count("*").alias("n"), F.max("timestamp").alias("_last"))
     )
@@ -367,17 +374,8 @@ def transform_user_seen(interactions: DataFrame, first: date, last: date) -> Dat
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    active = (
-        interactions.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
-        .select("user_id", F.col("event_date").alias("feature_date"))
-        .distinct()
-    )
     per_item = (
-        active.join(interactions, "user_id")
-        .where(
-            (F.col("event_date") <= F.col("feature_date"))
-            & (F.col("event_date") > F.date_sub("feature_date", PURCHASE_LOOKBACK_DAYS))
-        )
+        _year_of_each_day(interactions, first, last)
         .groupBy("user_id", "feature_date", "item_id")
         .agg(
             F.max("timestamp").alias("_seen_at"),
