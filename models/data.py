@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from jobs.lake import Lake
@@ -129,10 +132,32 @@ def at_utc(day: date) -> datetime:
 # ------------------------------------------------------------------------------- feature columns
 
 
+def arrow_lists(values: pd.Series) -> pa.ListArray | None:
+    """The column as one Arrow list array when it is Arrow-backed (`read_frame`), else None."""
+    if not isinstance(values.dtype, pd.ArrowDtype):
+        return None
+    return pa.chunked_array(values.array.__arrow_array__()).combine_chunks()
+
+
+def _padded(lists: pa.ListArray, n: int, width: int, fill: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """[n, width] of `values` (one per list element, in order), each row's list cut at `width`."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+    row = np.repeat(np.arange(n), lengths)
+    position = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    keep = position < width
+    fill[row[keep], position[keep]] = values[keep]
+    return fill
+
+
 def _string_lists(values: pd.Series | None, n: int, width: int) -> np.ndarray:
     out = np.full((n, width), "", dtype=object)
     if values is None:
         return out
+    lists = arrow_lists(values)
+    if lists is not None:  # each distinct id one Python string, however often it repeats
+        encoded = pc.dictionary_encode(pc.list_flatten(lists))
+        words = encoded.dictionary.to_numpy(zero_copy_only=False)
+        return _padded(lists, n, width, out, words[encoded.indices.to_numpy()])
     for row, items in enumerate(values):
         if items is None or (isinstance(items, float) and np.isnan(items)):
             continue
@@ -145,12 +170,25 @@ def _number_lists(values: pd.Series | None, n: int, width: int) -> np.ndarray:
     out = np.zeros((n, width), dtype=np.float32)
     if values is None:
         return out
+    lists = arrow_lists(values)
+    if lists is not None:
+        numbers = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float32)
+        return _padded(lists, n, width, out, numbers)
     for row, numbers in enumerate(values):
         if numbers is None or (isinstance(numbers, float) and np.isnan(numbers)):
             continue
         numbers = list(numbers)[:width]
         out[row, : len(numbers)] = numbers
     return out
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A Parquet frame whose list columns stay Arrow arrays (`pd.ArrowDtype`) instead of one
+    Python list of new Python strings per row: a training set's histories repeat a few thousand
+    ids millions of times. The feature-column readers here take either form."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
 
 
 def numeric_columns(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:

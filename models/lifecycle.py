@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.lake import Lake
-from models.data import at_utc, catalog_from_frame, load_catalog, load_interactions
+from models.data import at_utc, catalog_from_frame, load_catalog, load_interactions, read_frame
 from models.gate import GatePolicy, decide
 from models.train import RankerCandidates, TrainingData, TrainingSet, TrainParams
 
@@ -216,7 +216,6 @@ def tune_run(
 MANIFEST = "manifest.json"
 STAGED_METADATA = Path("assets.extra") / "towerflow.json"  # written by models.export.save
 FRAMES = {  # TrainingSet attribute -> file in training_set/
-    "early": "retrieval_before_shift.parquet",
     "full": "retrieval_before_cutoff.parquet",
     "users": "ranker_users.parquet",
     "items": "ranker_items.parquet",
@@ -291,7 +290,7 @@ def load_training_set(folder: Path) -> TrainingSet:
     """What `save_training_set` wrote, as it was."""
     manifest = json.loads((folder / MANIFEST).read_text())
     return TrainingSet(
-        **{attr: pd.read_parquet(folder / name) for attr, name in FRAMES.items()},
+        **{attr: read_frame(folder / name) for attr, name in FRAMES.items()},
         catalog=catalog_from_frame(pd.read_parquet(folder / "catalog.parquet")),
         cutoff=datetime.fromisoformat(manifest["cutoff"]),
         shift=datetime.fromisoformat(manifest["shift"]),

@@ -27,6 +27,7 @@ import pandas as pd
 
 from models.data import (
     Catalog,
+    arrow_lists,
     dedup_pairs,
     history_inputs,
     numeric_columns,
@@ -207,13 +208,31 @@ def retrieval_dataset(inputs: dict[str, np.ndarray], rows: int, batch_size: int,
     Shuffling row numbers instead of the rows themselves keeps one copy of the columns: a
     shuffle buffer of whole rows held a second one, element by element (each row's 50-item
     history a tensor of its own). The order is the same for a seed either way (shuffle's
-    draws do not depend on what the elements are), so are the batches.
+    draws do not depend on what the elements are), so are the batches. String columns are
+    held as int32 codes into their distinct values, decoded per batch: a TensorFlow string
+    takes about 32 bytes, and the histories repeat the same few thousand ids millions of times.
     """
     tf = tensorflow()
-    columns = {name: tf.constant(values) for name, values in inputs.items()}
+    columns: dict[str, Any] = {}
+    for name, values in inputs.items():
+        if values.dtype == object:
+            codes, distinct = pd.factorize(values.ravel(), use_na_sentinel=False)
+            columns[name] = (
+                tf.constant(np.asarray(distinct)),
+                tf.constant(codes.astype(np.int32).reshape(values.shape)),
+            )
+        else:
+            columns[name] = tf.constant(values)
 
     def gather(at: Any) -> dict[str, Any]:
-        return {name: tf.gather(values, at) for name, values in columns.items()}
+        out = {}
+        for name, column in columns.items():
+            if isinstance(column, tuple):
+                distinct, codes = column
+                out[name] = tf.gather(distinct, tf.gather(codes, at))
+            else:
+                out[name] = tf.gather(column, at)
+        return out
 
     return (
         tf.data.Dataset.range(rows)
@@ -473,9 +492,9 @@ class TrainingSet:
     """What the three fits read: the point-in-time frames, looked up once (step 1 of 3).
 
     Attributes:
-        early: retrieval rows (positives with `retrieval` features as of each row) before `shift`:
-            the shifted model's training data.
-        full: retrieval rows before `cutoff`: the shipped model's training data.
+        full: retrieval rows (positives with `retrieval` features as of each row) before
+            `cutoff`: the shipped model's training data; those before `shift` (`early`) are the
+            shifted model's.
         users: the ranker's label users (sorted; they act both before `shift` and in the window)
             with `ranking` user features as of `shift`, one row each.
         items: the catalog's items (catalog order) with `ranking` item features as of `shift`.
@@ -486,7 +505,6 @@ class TrainingSet:
         data_versions: input table versions, for the run record.
     """
 
-    early: pd.DataFrame
     full: pd.DataFrame
     users: pd.DataFrame
     items: pd.DataFrame
@@ -496,6 +514,13 @@ class TrainingSet:
     shift: datetime
     examples: int
     data_versions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def early(self) -> pd.DataFrame:
+        """The rows before `shift`: a row's features are as of its own moment, so they are the
+        same whichever later cutoff the row was looked up for."""
+        moments = pd.to_datetime(self.full["event_timestamp"], utc=True)
+        return self.full[(moments < pd.Timestamp(self.shift)).to_numpy()].reset_index(drop=True)
 
 
 @dataclass
@@ -576,16 +601,14 @@ def training_set(
         rng = np.random.default_rng(params.seed)
         label_users = np.sort(rng.choice(label_users, max_users, replace=False))
     columns = ["user_id", "item_id", "event_timestamp"]
-    early_frame = data.features(early[columns], "retrieval")
     full_frame = data.features(examples[columns], "retrieval")
     users_at, items_at = features_at(data, label_users, data.catalog.item_ids, shift, "ranking")
     window = late.loc[late["user_id"].isin(set(label_users)), ["user_id", "item_id"]].reset_index(drop=True)
     progress(
-        f"training set: {len(early_frame):,} retrieval rows before {shift:%Y-%m-%d}, {len(full_frame):,} before "
+        f"training set: {len(early):,} retrieval rows before {shift:%Y-%m-%d}, {len(full_frame):,} before "
         f"{cutoff:%Y-%m-%d}; {len(label_users):,} ranker users, {len(window):,} window positives"
     )
     return TrainingSet(
-        early_frame,
         full_frame,
         users_at,
         items_at,
@@ -607,11 +630,21 @@ def reconsumption_share(frame: pd.DataFrame) -> float:
     history (`HISTORY_ITEMS`): how often users come back to what they have."""
     if frame.empty or HISTORY_ITEMS not in frame:
         return 0.0
-    hits = sum(
-        item in history
-        for item, history in zip(frame["item_id"], frame[HISTORY_ITEMS], strict=True)
-        if history is not None and not isinstance(history, float)
-    )
+    lists = arrow_lists(frame[HISTORY_ITEMS])
+    if lists is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = pc.list_parent_indices(lists)
+        items = pa.array(frame["item_id"].astype(str).to_numpy()).take(rows)
+        matched = pc.equal(pc.list_flatten(lists), items).to_numpy(zero_copy_only=False)
+        hits = len(np.unique(rows.to_numpy()[matched]))
+    else:
+        hits = sum(
+            item in history
+            for item, history in zip(frame["item_id"], frame[HISTORY_ITEMS], strict=True)
+            if history is not None and not isinstance(history, float)
+        )
     return hits / len(frame)
 
 
@@ -631,8 +664,10 @@ def retrieval_stage(ts: TrainingSet, params: TrainParams, progress: Progress = l
         f"retrieval: {reconsumption_share(ts.full):.1%} of the rows re-consume a history item; "
         f"history-first lists {'on' if params.history_candidates else 'off'}"
     )
-    progress(f"retrieval (for the ranker's candidates): {len(ts.early):,} rows before {ts.shift:%Y-%m-%d}")
-    shifted = fit_retrieval(ts.early, ts.catalog, params, progress)
+    early = ts.early
+    progress(f"retrieval (for the ranker's candidates): {len(early):,} rows before {ts.shift:%Y-%m-%d}")
+    shifted = fit_retrieval(early, ts.catalog, params, progress)
+    del early
     query = query_inputs(ts.users, pd.Timestamp(ts.shift))
     rows, _ = top_candidates(shifted, query, ts.shift, params.rank_candidates)
     rows, ranks = sample_depths(rows, params.rank_rows, params.seed)
@@ -655,8 +690,9 @@ def ranking_stage(
     ranker keeps factors fitted before the cutoff for serving (`Ranker.als`)."""
     extra = None
     if params.ranking_als:
-        progress(f"ALS for the ranker: {len(ts.early):,} rows before {ts.shift:%Y-%m-%d}")
-        before_shift = item_factors(ts.early, ts.catalog, params)
+        early = ts.early
+        progress(f"ALS for the ranker: {len(early):,} rows before {ts.shift:%Y-%m-%d}")
+        before_shift = item_factors(early, ts.catalog, params)
         extra = als_columns(before_shift, ts.users, candidates.rows, ts.catalog, pd.Timestamp(ts.shift))
     rows = ranking_rows(
         ts.users, ts.items, candidates.rows, candidates.ranks, ts.catalog, pd.Timestamp(ts.shift), extra

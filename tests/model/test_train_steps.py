@@ -151,12 +151,24 @@ def test_a_rerun_of_each_step_with_the_same_inputs_does_nothing(world, runs: Run
         train_retrieval(run, replace(PARAMS, seed=4))
 
 
+def _lists_as_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """List columns as Python lists, whether read back as Arrow arrays or built as objects."""
+    out = frame.copy()
+    for name, column in frame.items():
+        if isinstance(column.dtype, pd.ArrowDtype) and pa.types.is_list(column.dtype.pyarrow_dtype):
+            out[name] = pd.Series(column.array.__arrow_array__().to_pylist(), index=frame.index, dtype=object)
+        elif column.dtype == object and any(isinstance(v, list | np.ndarray) for v in column):
+            out[name] = column.map(lambda v: None if v is None else [x.item() if hasattr(x, "item") else x for x in v])
+    return out
+
+
 def test_the_training_set_reads_back_as_it_was_built(world, runs: Runs) -> None:
     data = TrainingData(world.examples, world.catalog, world.lookup)
     built = training_set(data, world.cutoff, _holdout(world), PARAMS)
     read = load_training_set(runs.apart.training_set)
     for name in ("early", "full", "users", "items", "window"):
-        pd.testing.assert_frame_equal(getattr(read, name), getattr(built, name).reset_index(drop=True), obj=name)
+        got, want = _lists_as_lists(getattr(read, name)), _lists_as_lists(getattr(built, name).reset_index(drop=True))
+        pd.testing.assert_frame_equal(got, want, obj=name)
     assert (read.cutoff, read.shift, read.examples) == (built.cutoff, built.shift, built.examples)
     assert read.catalog.item_ids.tolist() == built.catalog.item_ids.tolist()
     assert read.catalog.created_at.tolist() == built.catalog.created_at.tolist()
