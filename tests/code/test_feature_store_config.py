@@ -84,6 +84,7 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
         "user_features",
         "user_recent",
         "user_history",
+        "user_seen",
         "user_embeddings",
         "item_features",
         "item_trending",
@@ -104,8 +105,8 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
 
 
 def test_views_cover_the_gold_contract_columns() -> None:
-    """Every gold feature column is served by exactly one view of its entity (the history view
-    serves gold/user_history)."""
+    """Every gold feature column is served by exactly one view of its entity (the history and
+    seen views serve gold/user_history and gold/user_seen)."""
     from feast import FeatureView
 
     from towerflow import schemas
@@ -114,10 +115,13 @@ def test_views_cover_the_gold_contract_columns() -> None:
     for view in (o for o in fs.definitions(Settings()) if isinstance(o, FeatureView)):
         if view.name == "user_history":
             history = [f.name for f in view.features]
+        elif view.name == "user_seen":
+            seen = [f.name for f in view.features]
         elif "embeddings" not in view.name:
             fields[f"{view.entities[0]}_id"] += [f.name for f in view.features]
     meta = {"user_id", "item_id", "feature_date", "event_timestamp"}
     assert sorted(history) == sorted(set(schemas.GOLD_USER_HISTORY.names) - meta)
+    assert sorted(seen) == sorted(set(schemas.GOLD_USER_SEEN.names) - meta)
     assert sorted(fields["user_id"]) == sorted(set(schemas.GOLD_USER_FEATURES.names) - meta)
     assert sorted(fields["item_id"]) == sorted(set(schemas.GOLD_ITEM_FEATURES.names) - meta)
 
