@@ -56,9 +56,9 @@ def _start_server(base: Path, port: int) -> subprocess.Popen:
 def run() -> dict[str, object]:
     import tensorflow as tf
 
-    from serving import model_config as mc
     from serving import toy_models
     from serving.model_client import ModelClient, predict_request
+    from towerflow import model_config as mc
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "models"

@@ -298,10 +298,10 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
     from jobs import feature_store as fs
     from jobs.feature_samples import day_stamp, write_sample_gold
     from jobs.lake import Lake
-    from serving import model_config as mc
     from serving.auth import dev_secret, mint_token
     from serving.precomputed import write_precomputed
     from serving.toy_models import save_contract_ranking, save_contract_retrieval
+    from towerflow import model_config as mc
     from towerflow.settings import Settings
 
     procs: dict[str, subprocess.Popen] = {}

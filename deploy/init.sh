@@ -25,7 +25,7 @@ print(f"airflow admin password set in {path}")
 PY
 
 python - <<'PY'
-from serving.model_config import write_models_config
+from towerflow.model_config import write_models_config
 from towerflow.settings import get_settings
 
 config = get_settings().models_dir / "models.config"

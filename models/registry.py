@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from serving.model_config import (
+from towerflow.model_config import (
     ModelEntry,
     VersionPolicy,
     is_version_dir,

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import model_config as mc
+from towerflow import model_config as mc
 
 DEFAULT_SIGNATURE = "serving_default"
 # The model server's default request limit (serving.model_server.MAX_REQUEST_BYTES): a larger

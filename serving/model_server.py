@@ -68,7 +68,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import model_config as mc
+from towerflow import model_config as mc
 
 log = logging.getLogger("towerflow.model_server")
 

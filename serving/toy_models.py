@@ -296,7 +296,7 @@ def publish_contract_pair(
 ) -> None:
     """Publish `retrieval` and `ranking` toys under `model_base` with a models.config labelling
     `version` as `stable` (the layout `towerflow model-server` and the gateway expect)."""
-    from serving import model_config as mc
+    from towerflow import model_config as mc
 
     base = Path(model_base)
     save_contract_retrieval(base / "retrieval", version, catalog, dim=dim, k=k, seed=seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from models import registry
-from serving.model_config import list_versions, read_models_config
+from towerflow.model_config import list_versions, read_models_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ import pytest
 
 from models import registry
 from models.lifecycle import RunPaths, publish_run
-from serving.model_config import from_proto, parse
+from towerflow.model_config import from_proto, parse
 
 MODELS = ("retrieval", "ranking")
 

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import model_config as mc
+from towerflow import model_config as mc
 
 
 def make_version(base: Path, version: int | str, complete: bool = True) -> Path:

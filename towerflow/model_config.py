@@ -26,7 +26,7 @@ takes effect. With `--allow_version_labels_for_unavailable_models` it accepts su
 the label is new. So, in two steps:
 
     add_version(cfg, "retrieval", 5)                 # the server loads version 5
-    ...wait until GetModelStatus says 5 is AVAILABLE (serving.model_client.ModelClient)...
+    ...wait until GetModelStatus says 5 is AVAILABLE (serving.tfs_client.ModelClient)...
     set_label(cfg, "retrieval", "canary", 5)         # then move the label
 
 Writes are atomic (temp file + `os.replace`) and read-modify-write helpers hold an advisory lock
