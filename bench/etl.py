@@ -38,10 +38,10 @@ def _child(day_text: str) -> None:  # pragma: no cover - runs in the benchmark's
     itself for a doctest run and exits (no grpc_status installed).
     """
     from jobs.etl import run_etl
-    from jobs.lake import Lake
     from jobs.spark import get_spark
     from jobs.sparklake import SparkLake
     from towerflow import schemas as S
+    from towerflow.lake import Lake
     from towerflow.settings import get_settings
 
     settings = get_settings()
@@ -97,8 +97,8 @@ def _land_day(home: Path, target_events: int) -> int:
     import pyarrow.parquet as pq
 
     from jobs.ingest import import_items
-    from jobs.lake import Lake
     from jobs.synth import SynthConfig, build_world, generate_day, items_table
+    from towerflow.lake import Lake
     from towerflow.schemas import BRONZE_EVENTS, EVENTS_PARTITION
 
     users = round(target_events / EVENTS_PER_USER)

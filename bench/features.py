@@ -45,7 +45,7 @@ def _raw_hgetall(store: Any, client: Any, join_key: str) -> Callable[[list[str]]
     """Pipelined HGETALL of Feast's keys for these ids: the floor a Redis-backed read can reach."""
     from feast.infra.online_stores.helpers import _redis_key
 
-    from serving.feature_reader import _entity_key
+    from features.reader import _entity_key
 
     version = store.config.entity_key_serialization_version
 
@@ -59,10 +59,10 @@ def _raw_hgetall(store: Any, client: Any, join_key: str) -> Callable[[list[str]]
 
 
 def run() -> dict[str, object]:
+    from features.reader import FastFeatureReader, FeastFeatureReader
     from jobs import feature_store as fs
     from jobs.feature_samples import day_stamp, write_sample_gold
-    from jobs.lake import Lake
-    from serving.feature_reader import FastFeatureReader, FeastFeatureReader
+    from towerflow.lake import Lake
     from towerflow.settings import get_settings
 
     redis_url = get_settings().redis_url or "redis://127.0.0.1:6379/0"

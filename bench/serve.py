@@ -219,8 +219,8 @@ def _floor(settings: Any, store: Any, models: Path, embeddings: Any, users: list
     import tensorflow as tf
     from feast.infra.online_stores.helpers import _redis_key
 
-    from jobs.feature_store import redis_client
-    from serving.feature_reader import _entity_key
+    from features.reader import _entity_key
+    from features.store import redis_client
 
     rank = tf.saved_model.load(str(models / "ranking" / "1")).signatures["serving_default"]
     client = redis_client(store)
@@ -297,11 +297,11 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
 
     from jobs import feature_store as fs
     from jobs.feature_samples import day_stamp, write_sample_gold
-    from jobs.lake import Lake
     from serving.auth import dev_secret, mint_token
     from serving.precomputed import write_precomputed
     from serving.toy_models import save_contract_ranking, save_contract_retrieval
     from towerflow import model_config as mc
+    from towerflow.lake import Lake
     from towerflow.settings import Settings
 
     procs: dict[str, subprocess.Popen] = {}

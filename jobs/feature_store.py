@@ -1,12 +1,8 @@
-"""The feature store: one set of Feast definitions (feature_repo/), two environments.
+"""The feature store's batch side: apply the definitions, materialize, build training sets.
 
-- `embedded`: SQLite online store under TOWERFLOW_HOME, for a laptop without Redis.
-- `redis`: Redis online store at `settings.redis_url`.
-
-Both read the gold Delta tables through Feast's DuckDB offline store, which scans a table's
-current Delta snapshot (`delta_scan`); Feast's default file store lists Parquet files and, after an
-overwrite, serves old and new rows together (PLATFORM-NOTES.md). DuckDB's delta extension comes
-from the `duckdb-ext-delta` wheel, so nothing is downloaded at run time.
+Opening the store (two environments, embedded and redis), the online store and its client, and the
+materialization marker live in the features runtime package (features/), which the gateway
+imports too; their names are re-exported here for the jobs, the CLI and the tests.
 
 Typical use (a DAG task, the CLI):
 
@@ -18,124 +14,66 @@ Typical use (a DAG task, the CLI):
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlparse
 
+from features.marker import MARKER_KEY, marker_file, read_marker, write_marker
+from features.store import (
+    ENVIRONMENTS,
+    REPO_DIR,
+    FeatureStoreError,
+    env_of,
+    feature_store,
+    redis_client,
+    redis_connection_string,
+    redis_reachable,
+    repo_config,
+    repo_config_dict,
+    resolve_env,
+    use_bundled_duckdb_extensions,
+)
 from towerflow.settings import Settings
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     import pandas as pd
     import pyarrow as pa
-    from feast import FeatureStore, RepoConfig
+    from feast import FeatureStore
 
-ENVIRONMENTS = ("embedded", "redis")
-REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
+__all__ = [
+    # re-exported from features/
+    "ENVIRONMENTS",
+    "MARKER_KEY",
+    "REPO_DIR",
+    "FeatureStoreError",
+    "env_of",
+    "feature_store",
+    "read_marker",
+    "redis_client",
+    "redis_connection_string",
+    "redis_reachable",
+    "repo_config",
+    "repo_config_dict",
+    "resolve_env",
+    "use_bundled_duckdb_extensions",
+    "write_marker",
+    # the batch side
+    "ApplyReport",
+    "MaterializeReport",
+    "ViewMaterialization",
+    "apply",
+    "definitions",
+    "delete_online_project",
+    "materialize",
+    "training_set",
+    "write_feature_store_yaml",
+]
+
 #: Definition modules, in dependency order.
 REPO_MODULES = ("entities", "sources", "views", "services")
-
-
-class FeatureStoreError(RuntimeError):
-    """A feature-store operation cannot go ahead; the message says what to do."""
-
-
-# ------------------------------------------------------------------------------------------------
-# Configuration
-
-
-def redis_connection_string(url: str) -> str:
-    """Feast's Redis connection string (`host:port,db=N,...`) for a `redis://` URL.
-
-    Args:
-        url: `redis://[[user]:password@]host[:port][/db][?ssl=true]` or `rediss://...`; a bare
-            `host:port[,opts]` is returned unchanged.
-
-    Returns:
-        e.g. `"127.0.0.1:6379,db=5"` for `redis://127.0.0.1:6379/5`.
-    """
-    if "://" not in url:
-        return url
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss"):
-        raise FeatureStoreError(f"redis URL must start with redis:// or rediss://, got {url!r}")
-    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
-    query = parse_qs(parsed.query)
-    db = parsed.path.strip("/") or (query.get("db") or [""])[0]
-    if db and db != "0":
-        parts.append(f"db={int(db)}")
-    if parsed.username:
-        parts.append(f"username={unquote(parsed.username)}")
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
-    if parsed.scheme == "rediss" or (query.get("ssl") or [""])[0].lower() == "true":
-        parts.append("ssl=true")
-    return ",".join(parts)
-
-
-def redis_reachable(url: str, timeout: float = 0.5) -> bool:
-    """True when Redis at `url` answers PING within `timeout` seconds."""
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        return bool(client.ping())
-    except (redis.RedisError, OSError, ValueError):
-        return False
-
-
-def resolve_env(settings: Settings) -> str:
-    """The environment to use: `settings.feature_env`, or for `auto` Redis when it answers."""
-    if settings.feature_env != "auto":
-        if settings.feature_env == "redis" and not settings.redis_url:
-            raise FeatureStoreError("feature_env=redis needs TOWERFLOW_REDIS_URL (or REDIS_URL)")
-        return settings.feature_env
-    if settings.redis_url and redis_reachable(settings.redis_url):
-        return "redis"
-    return "embedded"
-
-
-def repo_config_dict(settings: Settings, env: str, project: str | None = None) -> dict[str, Any]:
-    """The `feature_store.yaml` content for one environment, as a dict.
-
-    Args:
-        settings: where the registry, SQLite file and Redis are.
-        env: `embedded` or `redis`.
-        project: Feast project name; defaults to `settings.feast_project`. It suffixes every
-            online key, so a unique name isolates a test run on a shared Redis.
-    """
-    if env not in ENVIRONMENTS:
-        raise FeatureStoreError(f"unknown feature environment {env!r}; choose from {ENVIRONMENTS}")
-    from jobs.feast_redis import STORE_TYPE
-
-    folder = settings.feature_registry_dir / env
-    if env == "redis":
-        if not settings.redis_url:
-            raise FeatureStoreError("the redis environment needs TOWERFLOW_REDIS_URL (or REDIS_URL)")
-        online = {"type": STORE_TYPE, "connection_string": redis_connection_string(settings.redis_url)}
-    else:
-        online = {"type": "sqlite", "path": str(folder / "online.db")}
-    return {
-        "project": project or settings.feast_project,
-        "provider": "local",
-        "registry": {"path": str(folder / "registry.db"), "cache_ttl_seconds": 60},
-        "offline_store": {"type": "duckdb"},
-        "online_store": online,
-        "entity_key_serialization_version": 3,
-    }
-
-
-def repo_config(settings: Settings, env: str | None = None, project: str | None = None) -> RepoConfig:
-    """A Feast `RepoConfig` for `env` (default: `resolve_env(settings)`)."""
-    from feast import RepoConfig
-
-    env = env or resolve_env(settings)
-    return RepoConfig(repo_path=REPO_DIR, **repo_config_dict(settings, env, project))
 
 
 def write_feature_store_yaml(settings: Settings, env: str, project: str | None = None) -> Path:
@@ -152,43 +90,6 @@ def write_feature_store_yaml(settings: Settings, env: str, project: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(repo_config_dict(settings, env, project), sort_keys=False))
     return path
-
-
-def use_bundled_duckdb_extensions() -> None:
-    """Point DuckDB (Feast's offline store runs on ibis' default DuckDB backend) at the delta
-    extension shipped in the `duckdb-ext-delta` wheel, and forbid downloads."""
-    import ibis
-
-    current = ibis.options.default_backend
-    if current is not None and getattr(current, "_towerflow_ext", False):
-        return
-    import duckdb_ext
-
-    ext_dir = Path(next(iter(duckdb_ext.__path__))) / "extensions"
-    backend = ibis.duckdb.connect(
-        extension_directory=str(ext_dir),
-        autoinstall_known_extensions=False,
-        autoload_known_extensions=False,
-    )
-    # Feast compares timestamps after casting to naive; the session zone must be UTC for that.
-    backend.raw_sql("SET TimeZone = 'UTC'")
-    backend._towerflow_ext = True
-    ibis.set_backend(backend)
-
-
-def feature_store(settings: Settings, env: str | None = None, project: str | None = None) -> FeatureStore:
-    """A `FeatureStore` over feature_repo/ for `env` (default: Redis if reachable, else embedded)."""
-    from feast import FeatureStore
-
-    use_bundled_duckdb_extensions()
-    config = repo_config(settings, env, project)
-    Path(config.registry.path).parent.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=config)
-
-
-def env_of(store: FeatureStore) -> str:
-    """`embedded` or `redis`: which online store `store` uses."""
-    return "embedded" if store.config.online_store.type == "sqlite" else "redis"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,7 +285,8 @@ def materialize(
             on_view(entry)
     report.seconds = time.perf_counter() - started
     if any(v.skipped is None for v in report.views):
-        report.marker = write_marker(store, report)
+        landed = {v.view: v.entities for v in report.views if v.skipped is None}
+        report.marker = write_marker(store, report.end, landed)
     return report
 
 
@@ -404,55 +306,7 @@ def _utc(when: datetime) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------------
-# Materialization marker: readers reload their snapshots when it changes.
-
-MARKER_KEY = "towerflow:feast:{project}:materialized"
-
-
-def redis_client(store: FeatureStore, *, asynchronous: bool = False):
-    """A redis-py client (`redis.asyncio` when `asynchronous`) for the store's Redis online store
-    (same connection string)."""
-    import redis
-    import redis.asyncio as aioredis
-    from feast.infra.online_stores.redis import RedisOnlineStore
-
-    nodes, kwargs = RedisOnlineStore._parse_connection_string(store.config.online_store.connection_string)
-    cls = aioredis.Redis if asynchronous else redis.Redis
-    return cls(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
-
-
-def _marker_file(store: FeatureStore) -> Path:
-    return Path(store.config.online_store.path).with_name(f"materialized-{store.project}.json")
-
-
-def write_marker(store: FeatureStore, report: MaterializeReport) -> str:
-    """Record that a materialization landed; returns the new marker (a unique version)."""
-    version = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-    body = json.dumps(
-        {
-            "version": version,
-            "end": report.end.isoformat(),
-            "views": {v.view: v.entities for v in report.views if v.skipped is None},
-        }
-    )
-    if env_of(store) == "redis":
-        redis_client(store).set(MARKER_KEY.format(project=store.project), body)
-    else:
-        path = _marker_file(store)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(body)
-        tmp.replace(path)  # atomic: readers never see half a file
-    return version
-
-
-def read_marker(store: FeatureStore, client: Any = None) -> dict[str, Any] | None:
-    """The last materialization's marker (`version`, `end`, `views`), or None."""
-    if env_of(store) == "redis":
-        raw = (client or redis_client(store)).get(MARKER_KEY.format(project=store.project))
-    else:
-        path = _marker_file(store)
-        raw = path.read_text() if path.exists() else None
-    return json.loads(raw) if raw else None
+# Online store clean-up
 
 
 def delete_online_project(store: FeatureStore) -> int:
@@ -465,7 +319,7 @@ def delete_online_project(store: FeatureStore) -> int:
         path = Path(store.config.online_store.path)
         existed = path.exists()
         path.unlink(missing_ok=True)
-        _marker_file(store).unlink(missing_ok=True)
+        marker_file(store).unlink(missing_ok=True)
         return int(existed)
     client = redis_client(store)
     suffix = store.project.encode()

@@ -28,7 +28,7 @@ class Scorer:
     """A model pair and the online feature reader it is fed from."""
 
     models: SavedModelPair
-    reader: Any  # serving.feature_reader.FastFeatureReader
+    reader: Any  # features.reader.FastFeatureReader
     versions: dict[str, int]
 
     def item_features(self, ids: Sequence[str]) -> Any:
@@ -56,8 +56,8 @@ class UserAnswer:
 
 def online_reader(settings: Any) -> Any:
     """The gateway's feature reader over the configured online store, item snapshot loaded."""
-    from jobs.feature_store import feature_store
-    from serving.feature_reader import FastFeatureReader
+    from features.reader import FastFeatureReader
+    from features.store import feature_store
 
     env = settings.feature_env
     if env == "auto":  # as the gateway: never an empty SQLite store because Redis blinked

@@ -2,7 +2,7 @@
 
 Rows (towerflow.schemas.BRONZE_IMPRESSIONS) accumulate in memory; a flush (when `batch_rows` are
 waiting, every `flush_s` seconds, and on shutdown) seals them into a batch with an id of its own
-and commits each waiting batch by one Delta write (`jobs.lake.Lake.write`, in a worker thread).
+and commits each waiting batch by one Delta write (`towerflow.lake.Lake.write`, in a worker thread).
 The id is a Delta application transaction in the same commit, so a batch whose write failed is
 retried under the same id and lands once, even when the failure came after the commit. Failed
 batches wait for the next flush, up to `max_rows` rows; beyond that the oldest rows are dropped
@@ -27,7 +27,7 @@ class ImpressionLogger:
     """Batches impression rows into Delta.
 
     Args:
-        lake: a `jobs.lake.Lake`.
+        lake: a `towerflow.lake.Lake`.
         uri: the table (`settings.table_uri("bronze", "impressions")`).
         batch_rows: flush when this many rows wait.
         flush_s: flush at least this often.

@@ -66,8 +66,8 @@ class Resources:
 
     def open_reader(self) -> None:
         """Open the Feast store and the fast reader, and load the item snapshot."""
-        from jobs.feature_store import feature_store
-        from serving.feature_reader import FastFeatureReader
+        from features.reader import FastFeatureReader
+        from features.store import feature_store
 
         env = self.settings.feature_env
         if env == "auto":  # never fall back to an empty SQLite store because Redis blinked
@@ -169,9 +169,9 @@ def _redis_client(settings: Settings) -> Any:
 
 async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True) -> Resources:
     """Open the gateway's clients (none needs its service to be up yet)."""
-    from jobs.lake import Lake
     from serving.experiments import load_experiment
     from serving.tfs_lean import AsyncModelClient
+    from towerflow.lake import Lake
 
     cooldown = settings.breaker_cooldown_s
     breakers = {

@@ -58,7 +58,7 @@ def _sync_client(target: Any) -> Any:
 
         return redis.Redis.from_url(target)
     if hasattr(target, "config") and hasattr(target.config, "online_store"):
-        from jobs.feature_store import env_of, redis_client
+        from features.store import env_of, redis_client
 
         if env_of(target) != "redis":
             raise ValueError("precomputed recommendations need Redis; this feature store is embedded")

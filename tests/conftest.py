@@ -64,7 +64,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def lake(home: Path):
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     return Lake(str(home / "lake"))
 
@@ -112,7 +112,7 @@ DAILY_SYNTH = {"users": 700, "items": 180, "days": 21, "seed": 9}
 @dataclass
 class DailyWorld:
     settings: Any  # towerflow.settings.Settings for the run's TOWERFLOW_HOME
-    lake: Any  # jobs.lake.Lake
+    lake: Any  # towerflow.lake.Lake
     run_date: str
 
 
@@ -131,9 +131,9 @@ def daily_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DailyWorld
     tables, features materialized up to the run date, models published as version 1."""
     from typer.testing import CliRunner
 
-    from jobs.lake import Lake
     from towerflow.airflow_runner import run_dag
     from towerflow.cli import app
+    from towerflow.lake import Lake
     from towerflow.settings import Settings
 
     home = tmp_path_factory.mktemp("daily")

@@ -45,7 +45,7 @@ def user_errors() -> Iterator[None]:
 
 
 def _lake(settings: Settings):
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     return Lake(settings.lake, settings.storage_options or None)
 

@@ -54,8 +54,8 @@ def etl(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jobs.etl import day_range, run_etl
-    from jobs.lake import Lake
     from jobs.quality import QualityGateError
+    from towerflow.lake import Lake
     from towerflow.settings import get_settings
 
     first, last = _day(day, "--date"), _day(day, "--date")

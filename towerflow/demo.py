@@ -49,11 +49,11 @@ def run(
 ) -> int:
     """Run the demo; returns the process exit code."""
     from jobs.ingest import summarize
-    from jobs.lake import Lake
     from jobs.synth import SynthConfig
     from models.registry import labels
     from towerflow.airflow_runner import run_dag
     from towerflow.cli import import_synth_landing, run_synth
+    from towerflow.lake import Lake
 
     total = 4 if serve else 3
     console.print(f"TOWERFLOW_HOME = {settings.home_dir}")
@@ -151,7 +151,7 @@ def run(
 
 def _a_user(settings: Settings) -> str:
     """A user with recent activity, so the sample shows personalised recommendations."""
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     lake = Lake(settings.lake)
     table = lake.read(lake.uri("gold", "user_features"), columns=["user_id", "feature_date"])

@@ -25,7 +25,7 @@ def run_days(run_date: str, lookback_days: int) -> tuple[date, date]:
 def ingest_landing_days(run_date: str) -> dict[str, int]:
     """Import the landing files of the days before `run_date` into bronze; returns counts."""
     from jobs.ingest import ingest_landing
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     settings = get_settings()
     lake = Lake(settings.lake, settings.storage_options or None)
@@ -46,7 +46,7 @@ def ingest_landing_days(run_date: str) -> dict[str, int]:
 
 
 def _lake(settings):
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     return Lake(settings.lake, settings.storage_options or None)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from features.reader import FeatureReader, InMemoryFeatureReader
 from jobs import feature_store as fs
-from serving.feature_reader import FeatureReader, InMemoryFeatureReader
 from towerflow.settings import Settings
 
 
@@ -43,7 +43,7 @@ def test_two_environments_differ_only_in_the_online_store(tmp_path: Path) -> Non
 
 
 def fs_store_type() -> str:
-    from jobs.feast_redis import STORE_TYPE
+    from features.redis_store import STORE_TYPE
 
     return STORE_TYPE
 

@@ -9,10 +9,10 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pytest
 
-from jobs.lake import Lake
 from models.registry import labels, list_models
 from tests.conftest import DAILY_CONF, DAILY_RUN_DATE, DAILY_SYNTH
 from towerflow.airflow_runner import run_dag
+from towerflow.lake import Lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.training, pytest.mark.slow]
 RUN_DATE = DAILY_RUN_DATE

@@ -10,9 +10,9 @@ import pytest
 
 from jobs import clean, gold
 from jobs.ingest import import_items, import_online_retail
-from jobs.lake import Lake
 from jobs.sparklake import spark_schema
 from towerflow import schemas as S
+from towerflow.lake import Lake
 
 pytestmark = pytest.mark.spark
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.gold import HoldoutSize
-from jobs.lake import Lake
 from towerflow import schemas as S
+from towerflow.lake import Lake
 
 pytestmark = pytest.mark.spark
 

@@ -148,7 +148,7 @@ def test_the_whole_online_retail_file_lands_once(home: Path, lake, online_retail
 
 
 def test_synth_lands_the_same_tables_for_the_same_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     tables = []
     for name in ("a", "b"):

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pytest
 
 import jobs.ingest
-import jobs.lake
+import towerflow.lake
 from jobs.ingest import import_events, import_online_retail
-from jobs.lake import Lake
+from towerflow.lake import Lake
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = (
@@ -56,7 +56,7 @@ def _table_uri(target: Any) -> str:
 
 def _patch_commits(monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     """Route every Delta data commit of the importer through `wrap(original)`."""
-    for module in (jobs.lake, jobs.ingest):
+    for module in (towerflow.lake, jobs.ingest):
         for name in COMMIT_FUNCTIONS:
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, wrap(getattr(module, name)))
@@ -137,8 +137,8 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 
-import jobs.ingest, jobs.lake
-from jobs.lake import Lake
+import jobs.ingest, towerflow.lake
+from towerflow.lake import Lake
 
 meet_dir, lake_root, events, items, me = sys.argv[1:]
 calls = [0]
@@ -155,7 +155,7 @@ def meeting(original):
     return commit
 
 
-for module in (jobs.lake, jobs.ingest):
+for module in (towerflow.lake, jobs.ingest):
     if hasattr(module, "write_deltalake"):
         module.write_deltalake = meeting(module.write_deltalake)
 report = jobs.ingest.import_events(Lake(lake_root), Path(events), items_path=Path(items))

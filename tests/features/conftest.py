@@ -27,7 +27,7 @@ def make_settings(home: Path, redis_url: str | None = None) -> Settings:
 
 def make_gold(home: Path, **kwargs: Any) -> SampleGold:
     from jobs.feature_samples import write_sample_gold
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     return write_sample_gold(Lake(str(home / "lake")), **kwargs)
 
@@ -60,7 +60,7 @@ def current_rows(store: Any, view: str, at: datetime) -> dict[str, dict[str, Any
 
 def expected_columns(store: Any, service: str, join_key: str, ids: list[str], at: datetime) -> dict[str, list]:
     """`{"<view>__<feature>": [value per id]}` for the service's views keyed by `join_key`."""
-    from serving.feature_reader import service_reads
+    from features.reader import service_reads
 
     out: dict[str, list] = {}
     for read in service_reads(store, service).get(join_key, []):

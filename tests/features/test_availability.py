@@ -10,13 +10,13 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from features.reader import FastFeatureReader, FeastFeatureReader, as_lists
 from jobs import feature_store as fs
 from jobs.feature_samples import day_stamp, item_feature_rows
-from jobs.lake import Lake
 from models.features import ITEM_NUMERIC
 from scoring.catalog import Catalog
 from scoring.rules import RuleConfig, apply_rules, rule_columns
-from serving.feature_reader import FastFeatureReader, FeastFeatureReader, as_lists
+from towerflow.lake import Lake
 
 pytestmark = pytest.mark.integration
 AVAILABLE = "item_features__available"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from serving.feature_reader import (
+from features.reader import (
     FastFeatureReader,
     FeastFeatureReader,
     FeatureReader,

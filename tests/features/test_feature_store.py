@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.reader import FastFeatureReader, FeastFeatureReader
 from jobs import feature_store as fs
 from jobs.feature_samples import item_feature_rows, overwrite_day, user_feature_rows
-from jobs.lake import Lake
-from serving.feature_reader import FastFeatureReader, FeastFeatureReader
+from towerflow.lake import Lake
 
 pytestmark = pytest.mark.integration
 POISON = 1_000_000

@@ -17,7 +17,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from jobs.lake import Lake
 from models.lifecycle import (
     REFIT,
     RunPaths,
@@ -30,6 +29,7 @@ from models.lifecycle import (
     train_retrieval,
 )
 from models.train import TrainingData, TrainParams, training_set
+from towerflow.lake import Lake
 
 pytestmark = pytest.mark.training
 

@@ -77,8 +77,8 @@ def item_columns(world: SampleWorld) -> dict[str, list[Any]]:
 
 def open_reader(settings: Any, service: str = "ranking") -> Any:
     """A `FastFeatureReader` over `settings`' online store (as the gateway opens it)."""
-    from jobs.feature_store import feature_store
-    from serving.feature_reader import FastFeatureReader
+    from features.reader import FastFeatureReader
+    from features.store import feature_store
 
     env = "redis" if settings.redis_url else "embedded"
     return FastFeatureReader(feature_store(settings, env), service)
@@ -141,7 +141,7 @@ def gateway_home(tmp_path_factory: pytest.TempPathFactory, gw) -> Iterator[Gatew
     """The world's gold tables, applied and materialized into the embedded (SQLite) store."""
     from jobs import feature_store as fs
     from jobs.feature_samples import write_world_gold
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     started = time.perf_counter()
     found = GatewayHome(tmp_path_factory.mktemp("gateway-world") / "home", f"tfgw_{uuid.uuid4().hex[:10]}", gw.world)
@@ -184,7 +184,7 @@ class TinyModels:
 def tiny_models(gateway_home: GatewayHome) -> TinyModels:
     """Retrieval and ranking trained once on the world (1 epoch, dim 8) with Feast's
     point-in-time lookup, exported and published as version 1."""
-    from jobs.feature_store import feature_store
+    from features.store import feature_store
     from models.data import catalog_from_frame
     from models.export import export
     from models.lookup import FeastLookup

@@ -88,9 +88,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
 
     from jobs import feature_store as fs
     from jobs.feature_samples import write_world_gold
-    from jobs.lake import Lake
     from models.registry import publish
     from serving.precomputed import write_precomputed
+    from towerflow.lake import Lake
     from towerflow.settings import Settings
 
     root = tmp_path_factory.mktemp("gateway-e2e")
@@ -235,7 +235,7 @@ def test_bad_input_over_http(stack) -> None:
 
 
 def test_impressions_reach_bronze(stack) -> None:
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     body = get(stack, "u3", count=4).json()
     lake = Lake(stack.settings.lake)

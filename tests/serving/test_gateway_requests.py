@@ -285,8 +285,8 @@ def _log(logger, request_id: str, n: int) -> None:
 
 @pytest.mark.parametrize("committed", [True, False], ids=["fails-after-commit", "fails-before-commit"])
 def test_a_retried_impression_batch_lands_once(tmp_path: Path, committed: bool) -> None:
-    from jobs.lake import Lake
     from serving.impressions import ImpressionLogger
+    from towerflow.lake import Lake
 
     lake = Lake(str(tmp_path / "lake"))
     uri = lake.uri("bronze", "impressions")
@@ -306,8 +306,8 @@ def test_a_retried_impression_batch_lands_once(tmp_path: Path, committed: bool) 
 
 
 def test_impressions_over_the_cap_drop_the_oldest(tmp_path: Path) -> None:
-    from jobs.lake import Lake
     from serving.impressions import ImpressionLogger
+    from towerflow.lake import Lake
 
     class Down:
         def write(self, *args, **kwargs):

@@ -197,7 +197,7 @@ def test_not_ready_when_model_server_is_down(make_client, gw) -> None:
 
 
 def test_impressions_land_in_delta_on_shutdown(make_client, gw, gateway_settings) -> None:
-    from jobs.lake import Lake
+    from towerflow.lake import Lake
 
     client = make_client()
     body = recs(client, gw, "u6", count=4)

@@ -67,7 +67,7 @@ class ZeroedRequestDay:
 
 def _offline(settings, lake, users: list[str], models) -> Lists:
     """Offline evaluation's scoring (`EvalData.scored`) at MOMENT, point-in-time features."""
-    from jobs.feature_store import feature_store
+    from features.store import feature_store
     from models.data import load_catalog
     from models.evaluate import features_at
     from models.lookup import FeastLookup

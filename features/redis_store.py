@@ -7,8 +7,8 @@ row is still dropped, so values pushed live by the stream worker (later event ti
 overwritten by the nightly batch.
 
 Selected in the generated feature_store.yaml as
-`online_store: {type: jobs.feast_redis.TowerflowRedisOnlineStore, ...}`; keys, fields and values
-are exactly Feast's, so Feast's readers (and ours) read them unchanged.
+`online_store: {type: features.redis_store.TowerflowRedisOnlineStore, ...}`; keys, fields and
+values are exactly Feast's, so Feast's readers (and ours: features/reader.py) read them unchanged.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from feast.infra.online_stores.redis import (
 )
 from google.protobuf.timestamp_pb2 import Timestamp
 
-STORE_TYPE = "jobs.feast_redis.TowerflowRedisOnlineStore"
+STORE_TYPE = "features.redis_store.TowerflowRedisOnlineStore"
 
 
 class TowerflowRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """Same options as Feast's `type: redis`."""
 
-    type: Literal["jobs.feast_redis.TowerflowRedisOnlineStore"] = STORE_TYPE  # type: ignore[assignment]
+    type: Literal["features.redis_store.TowerflowRedisOnlineStore"] = STORE_TYPE  # type: ignore[assignment]
 
 
 def _ts_bytes(when: Any) -> bytes:

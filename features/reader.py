@@ -1,12 +1,14 @@
-"""Online feature reads for the gateway: one user's features, and features of up to ~1000 items.
+"""Online feature reads: one user's features, and features of up to ~1000 items, for the gateway
+and batch precompute alike.
 
 `FeatureReader` is the seam. Three implementations pass one contract test
 (tests/features/test_feature_reader_contract.py):
 
 - `FeastFeatureReader`: Feast's `get_online_features`. The reference for what values must be.
 - `FastFeatureReader`: the same values, faster. Item features come from a process-local snapshot
-  loaded from the online store and reloaded when a new materialization lands (a marker written by
-  `jobs.feature_store.materialize`); the user is one Redis HGETALL decoded with Feast's own helpers.
+  loaded from the online store and reloaded when a new materialization lands (features/marker.py,
+  written by `jobs.feature_store.materialize`); the user is one Redis HGETALL decoded with Feast's
+  own helpers.
   Feast stays the source of truth: the feature service says which features, the online store
   holds the values, and decoding is Feast's.
 - `InMemoryFeatureReader`: a fake for unit tests of code around the seam (route tests run on
@@ -243,7 +245,7 @@ class FastFeatureReader:
         self._redis = None
         self._aredis = None
         if isinstance(store.config.online_store, RedisOnlineStoreConfig):
-            from jobs.feature_store import redis_client
+            from features.store import redis_client
 
             self._redis = redis_client(store)
             self._user_fields = self._hash_fields(self._user_reads)
@@ -285,7 +287,7 @@ class FastFeatureReader:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            from jobs.feature_store import redis_client
+            from features.store import redis_client
 
             client = redis_client(self._store, asynchronous=True)
             # As the sync client: no retries with backoff and the same socket timeouts (the
@@ -462,7 +464,7 @@ class FastFeatureReader:
 
     def marker_version(self) -> str | None:
         """The version of the last materialization (None before the first), read now."""
-        from jobs.feature_store import read_marker
+        from features.marker import read_marker
 
         marker = read_marker(self._store, self._redis)
         return marker["version"] if marker else None
