@@ -6,7 +6,7 @@ Models (serving.toy_models, built in a temp folder):
   top 100 and top 1000 (the gateway asks for 1000);
 - ranking: one user x 1000 candidate ids.
 Columns: `in_process` calls the concrete signature function with ready tensors; `grpc_stub` sends
-a prebuilt PredictRequest through the official stub; `grpc_client` is `ModelClient.predict`
+a prebuilt PredictRequest over the raw gRPC call; `grpc_client` is `ModelClient.predict`
 (numpy in, numpy out: what the gateway pays).
 """
 
@@ -57,7 +57,7 @@ def run() -> dict[str, object]:
     import tensorflow as tf
 
     from serving import toy_models
-    from serving.model_client import ModelClient, predict_request
+    from serving.tfs_client import ModelClient, predict_request
     from towerflow import model_config as mc
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,8 +87,8 @@ def run() -> dict[str, object]:
                 tensors = {k: tf.constant(v) for k, v in inputs.items()}
                 figures[f"{name}_in_process"] = _percentiles(lambda fn=fn, t=tensors: fn(**t))
                 request = predict_request(name, inputs)
-                stub = client._predict  # the official PredictionServiceStub
-                figures[f"{name}_grpc_stub"] = _percentiles(lambda r=request, s=stub: s.Predict(r, timeout=10))
+                call = client._call["Predict"]  # the unary call itself: no numpy either way
+                figures[f"{name}_grpc_stub"] = _percentiles(lambda r=request, c=call: c(r, timeout=10))
                 figures[f"{name}_grpc_client"] = _percentiles(lambda n=name, i=inputs, c=client: c.predict(n, i))
             client.close()
         finally:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from scoring.context import CONTEXT
-from serving.tfs_lean import DT_STRING, NUMPY_OF_DT, InputSpec
+from serving.tfs_client import DT_STRING, NUMPY_OF_DT, InputSpec
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"
@@ -149,7 +149,7 @@ def bind(
     """Fill every signature input (see module doc).
 
     Args:
-        specs: the signature's inputs (`tfs_lean.input_specs_of`).
+        specs: the signature's inputs (`tfs_client.input_specs_of`).
         user_id: the user.
         user_features: `{"<view>__<feature>": value}`: every user feature the reader serves,
             missing values as None.

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.tfs_lean import InputSpec
+from serving.tfs_client import InputSpec
 
 SIGNATURE = "serving_default"
 

@@ -21,7 +21,7 @@ from scoring.binding import UnboundInputError, bind, missing_sources
 from scoring.catalog import Catalog
 from scoring.context import request_context
 from scoring.rules import RuleConfig, apply_rules
-from serving.tfs_lean import InputSpec, names
+from serving.tfs_client import InputSpec, names
 
 RETRIEVAL, RANKING = "retrieval", "ranking"
 #: The ranking output naming what a published pair serves (`two_stage`, `retrieval`, a baseline).

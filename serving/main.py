@@ -1,7 +1,7 @@
 """The recommendation gateway (FastAPI): `create_app(settings)`.
 
 Resources open in `lifespan`, not at import: the model-server client (gRPC, TF Serving's API
-without TensorFlow: serving/tfs_lean.py), the online feature reader (`FastFeatureReader` over the
+without TensorFlow: serving/tfs_client.py), the online feature reader (`FastFeatureReader` over the
 Feast store), a `redis.asyncio` client
 (rate limits, precomputed recommendations), the in-memory item catalog (popular items; rebuilt
 when a new materialization lands) and the impression logger. None of them has to be reachable at
@@ -170,7 +170,7 @@ def _redis_client(settings: Settings) -> Any:
 async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True) -> Resources:
     """Open the gateway's clients (none needs its service to be up yet)."""
     from serving.experiments import load_experiment
-    from serving.tfs_lean import AsyncModelClient
+    from serving.tfs_client import AsyncModelClient
     from towerflow.lake import Lake
 
     cooldown = settings.breaker_cooldown_s

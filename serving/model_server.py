@@ -78,7 +78,7 @@ _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 DEFAULT_HOST = "127.0.0.1"
 # gRPC's 4 MB default is too small for ranking 1,000 candidates with features for a batch of
 # users; unbounded (TF Serving's choice) lets one client make the server buffer and decode
-# gigabytes. Clients send no more than this either (serving.model_client, serving.tfs_lean).
+# gigabytes. Clients send no more than this either (serving.tfs_client).
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 

@@ -46,7 +46,7 @@ from serving.breaker import Breaker
 from serving.experiments import Experiment, version_spec
 from serving.metrics import GatewayMetrics
 from serving.precomputed import read_precomputed
-from serving.tfs_lean import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
+from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 
 log = logging.getLogger(__name__)
 

@@ -540,7 +540,7 @@ def model_server_wait(settings):
             return None
 
     def wait(model: str, version: int) -> bool:
-        from serving.model_client import ModelClient
+        from serving.tfs_client import ModelClient
 
         client = ModelClient(target)
         try:

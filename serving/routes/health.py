@@ -53,13 +53,13 @@ async def readyz(resources: ResourcesDep, reader: ReaderDep) -> JSONResponse:
 async def _model(resources, name: str, reader) -> str:
     try:
         states = await resources.model_client.status(name, timeout=CHECK_TIMEOUT_S)
-        if any(state == "AVAILABLE" for _, state in states):
+        if any(s.state == "AVAILABLE" for s in states):
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 refused = await resources.recommender.refusal(reader, name)
             return refused or "ok"
     except Exception as err:  # noqa: BLE001 - report, never raise
         return _down(f"model {name}", err)
-    versions = ", ".join(f"version {version} is {state}" for version, state in states)
+    versions = ", ".join(f"version {s.version} is {s.state}" for s in states)
     return f"no version AVAILABLE ({versions})" if versions else "no version AVAILABLE"
 
 

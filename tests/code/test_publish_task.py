@@ -120,8 +120,8 @@ def test_publish_waits_for_a_configured_model_server_even_when_it_does_not_answe
         def close(self) -> None:
             pass
 
-    # In place of serving.model_client, whose import loads TensorFlow.
-    monkeypatch.setitem(sys.modules, "serving.model_client", types.SimpleNamespace(ModelClient=Server))
+    # In place of serving.tfs_client: no model server runs here.
+    monkeypatch.setitem(sys.modules, "serving.tfs_client", types.SimpleNamespace(ModelClient=Server))
     monkeypatch.setattr(tasks, "precompute", lambda run_date, version, max_users=50_000: 0)
     assert tasks.publish_models(RUN_DATE)["version"] == 1
     assert sorted(waited) == sorted((target, model, 1) for model in MODELS)

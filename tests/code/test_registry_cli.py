@@ -82,8 +82,8 @@ def test_promoting_an_unloaded_version_waits_for_the_model_server(
         def close(self) -> None:
             pass
 
-    # In place of serving.model_client, whose import loads TensorFlow.
-    monkeypatch.setitem(sys.modules, "serving.model_client", types.SimpleNamespace(ModelClient=Server))
+    # In place of serving.tfs_client: no model server runs here.
+    monkeypatch.setitem(sys.modules, "serving.tfs_client", types.SimpleNamespace(ModelClient=Server))
     promoted = runner.invoke(app, ["models", "promote", "retrieval", "2"])
     assert promoted.exit_code == 0, promoted.output
     assert waited == [("retrieval", 2)]

@@ -212,8 +212,8 @@ def tiny_models(gateway_home: GatewayHome) -> TinyModels:
 def model_server(tiny_models: TinyModels) -> Iterator[str]:
     """An in-process model server over the tiny model (it warms each signature up before it
     says AVAILABLE); yields its `host:port`."""
-    from serving.model_client import ModelClient
     from serving.model_server import ModelManager, ModelServer
+    from serving.tfs_client import ModelClient
 
     started = time.perf_counter()
     server = ModelServer(ModelManager(tiny_models.models_dir, poll_seconds=30), port=0, host="127.0.0.1", max_workers=4)

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from serving.tfs_client import VersionStatus
+
 
 @pytest.fixture
 def bare(tmp_path: Path, gw, gateway_home):
@@ -186,10 +188,10 @@ class _Models:
     def __init__(self, answer) -> None:
         self.answer = answer
 
-    async def status(self, name: str, timeout: float) -> list[tuple[int, str]]:
+    async def status(self, name: str, timeout: float) -> list[VersionStatus]:
         if isinstance(self.answer, BaseException):
             raise self.answer
-        return self.answer
+        return [VersionStatus(version, state) for version, state in self.answer]
 
 
 class _Redis:

@@ -238,8 +238,8 @@ def test_a_published_baseline_serves_by_the_model_path_and_says_so(make_client, 
     from models.baselines import TrainInteractions, fit_baselines
     from models.export import export_baselines
     from models.registry import publish
-    from serving.model_client import ModelClient
     from serving.model_server import ModelManager, ModelServer
+    from serving.tfs_client import ModelClient
 
     examples = gateway_home.world.examples()
     items = sorted(gateway_home.world.items["item_id"])

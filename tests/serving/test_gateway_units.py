@@ -15,7 +15,7 @@ from scoring import binding, rules
 from scoring.catalog import Catalog
 from serving.breaker import Breaker
 from serving.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
-from serving.tfs_lean import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_proto, to_ndarray
+from serving.tfs_client import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_proto, to_ndarray
 
 # -- rules -------------------------------------------------------------------------------------
 

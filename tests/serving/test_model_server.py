@@ -30,10 +30,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import model_config as mc
 from serving import toy_models
-from serving.model_client import AsyncModelClient, ModelClient, predict_request
 from serving.model_server import MAX_REQUEST_BYTES, ModelManager, ModelServer
+from serving.tfs_client import AsyncModelClient, ModelClient, predict_request
+from towerflow import model_config as mc
 from towerflow.settings import Settings
 
 POLL = 0.2
@@ -611,10 +611,10 @@ def test_a_request_over_the_size_limit_is_refused_before_it_is_decoded(running: 
     assert running.predict().model_spec.version.value == 2  # still serving
 
 
-def test_model_clients_send_no_more_than_the_server_accepts(model_base: Path) -> None:
-    """Both clients refuse a request over the server's limit, and over a limit of their own one
-    the server would have taken (4 KiB): the refusal is the client's."""
-    from serving import model_client, tfs_lean
+def test_the_client_sends_no_more_than_the_server_accepts(model_base: Path) -> None:
+    """The client, blocking and async, refuses a request over the server's limit, and over a limit
+    of its own one the server would have taken (4 KiB): the refusal is the client's."""
+    from serving import tfs_client
 
     huge = {"user_id": np.array([b"u" * MAX_REQUEST_BYTES], dtype=object)}
     big = {"user_id": np.array([b"u" * 4096], dtype=object)}
@@ -627,8 +627,8 @@ def test_model_clients_send_no_more_than_the_server_accepts(model_base: Path) ->
             assert rpc_error(lambda: client.predict("retrieval", big)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert client.predict("retrieval", small).version == 2
 
-        async def lean(inputs: dict, **kwargs) -> grpc.StatusCode | int:
-            client = tfs_lean.AsyncModelClient(server.target, **kwargs)
+        async def in_loop(inputs: dict, **kwargs) -> grpc.StatusCode | int:
+            client = AsyncModelClient(server.target, **kwargs)
             try:
                 return (await client.predict("retrieval", inputs)).version
             except grpc.RpcError as err:
@@ -636,12 +636,12 @@ def test_model_clients_send_no_more_than_the_server_accepts(model_base: Path) ->
             finally:
                 await client.close()
 
-        assert asyncio.run(lean(huge)) == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert asyncio.run(lean(big, max_request_bytes=2048)) == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert asyncio.run(lean(small, max_request_bytes=2048)) == 2
+        assert asyncio.run(in_loop(huge)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert asyncio.run(in_loop(big, max_request_bytes=2048)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert asyncio.run(in_loop(small, max_request_bytes=2048)) == 2
     finally:
         server.close()
-    assert model_client.MAX_REQUEST_BYTES == tfs_lean.MAX_REQUEST_BYTES == MAX_REQUEST_BYTES
+    assert tfs_client.MAX_REQUEST_BYTES == MAX_REQUEST_BYTES
     assert Settings.model_fields["model_server_max_request_bytes"].default == MAX_REQUEST_BYTES
 
 
