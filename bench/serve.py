@@ -297,8 +297,8 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
 
     from jobs import feature_store as fs
     from jobs.feature_samples import day_stamp, write_sample_gold
-    from serving.auth import dev_secret, mint_token
-    from serving.precomputed import write_precomputed
+    from serving.gateway.auth import dev_secret, mint_token
+    from serving.gateway.precomputed import write_precomputed
     from serving.toy_models import save_contract_ranking, save_contract_retrieval
     from towerflow import model_config as mc
     from towerflow.lake import Lake
@@ -348,7 +348,7 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
         model_cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(model_port)]
         model_cmd += ["--host", "127.0.0.1", "--poll-seconds", "30"]
         procs["model"] = subprocess.Popen(model_cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-        gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory"]
+        gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.gateway.main:create_app", "--factory"]
         gateway_cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         gateway_cmd += ["--loop", "uvloop", "--http", "httptools"]
         procs["gateway"] = subprocess.Popen(gateway_cmd, env=env, stdout=log, stderr=log, start_new_session=True)

@@ -1,7 +1,7 @@
 """Retrieval -> item features -> ranking -> rules: the one implementation of the two-stage path.
 
 The gateway runs these steps asynchronously over gRPC, with a time budget and a fallback around
-each (serving/recommender.py); `score` runs them back to back over any synchronous model caller
+each (serving/gateway/recommender.py); `score` runs them back to back over any synchronous model caller
 (SavedModels in process: offline evaluation, `towerflow recommend`, the daily precompute). Both
 bind inputs with `scoring.binding`, read the candidates with `candidates_of`, and finish with
 `scoring.rules.apply_rules`, so a list scored offline is the list the gateway serves for the same

@@ -130,7 +130,7 @@ def token(
     Signed with TOWERFLOW_JWT_KEY when set (HS256), else with a secret generated under
     $TOWERFLOW_HOME/secrets/ on first run, which the gateway also uses.
     """
-    from serving.auth import dev_secret, mint_token
+    from serving.gateway.auth import dev_secret, mint_token
     from towerflow.settings import get_settings
 
     if (user is None) == (service is None):
@@ -214,7 +214,7 @@ def serve(
             model_host,
         ]
         children.append(("model server", subprocess.Popen(cmd, env=env, start_new_session=True)))
-    gateway = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory"]
+    gateway = [sys.executable, "-m", "uvicorn", "serving.gateway.main:create_app", "--factory"]
     gateway += ["--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     gateway += ["--timeout-graceful-shutdown", "10"] + ([] if access_log else ["--no-access-log"])
     children.append(("gateway", subprocess.Popen(gateway, env=env, start_new_session=True)))

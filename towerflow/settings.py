@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     dq_max_day_ratio: float = 10.0
     feast_project: str = Field(default="towerflow", pattern=r"^[A-Za-z0-9_]+$")
     feature_env: Literal["auto", "redis", "embedded"] = "auto"
-    # Gateway (serving/main.py)
+    # Gateway (serving/gateway/main.py)
     model_server_target: str | None = None
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000

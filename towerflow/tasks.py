@@ -426,7 +426,7 @@ def evaluate_window(
     gateway = None
     if served:
         if token is None:
-            from serving.auth import ADMIN, ANY_USER, dev_secret, mint_token
+            from serving.gateway.auth import ADMIN, ANY_USER, dev_secret, mint_token
 
             token = mint_token(
                 settings.jwt_key or dev_secret(settings), subject="evaluate", scopes=[ANY_USER, ADMIN], ttl_s=3600
@@ -564,7 +564,7 @@ def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
 
     from scoring.batch import MODEL_PATH, open_scorer, recommend_users
     from scoring.rules import RuleConfig
-    from serving.precomputed import write_precomputed
+    from serving.gateway.precomputed import write_precomputed
 
     settings = get_settings()
     if not settings.redis_url:

@@ -201,7 +201,7 @@ def _exprs(dashboard: dict) -> list[str]:
 
 
 def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
-    from serving.metrics import GatewayMetrics
+    from serving.gateway.metrics import GatewayMetrics
 
     exported = set()
     for family in GatewayMetrics().registry.collect():

@@ -87,7 +87,7 @@ def open_reader(settings: Any, service: str = "ranking") -> Any:
 def token(scopes: str = "recommend:any", *, subject: str = "app", key: str = SECRET, **kwargs: Any) -> str:
     """A service token by default (it reads any user's recommendations); pass `subject=<user>`
     and `"recommend:read"` for a user token."""
-    from serving.auth import mint_token
+    from serving.gateway.auth import mint_token
 
     return mint_token(key, subject=subject, scopes=scopes.split(), **kwargs)
 
@@ -253,7 +253,7 @@ def start_client(settings: Any, reader: Any = None) -> Any:
     online store, or uses `reader`; either way its catalog is built from the reader's snapshot."""
     from fastapi.testclient import TestClient
 
-    from serving.main import create_app
+    from serving.gateway.main import create_app
 
     app = create_app(settings, open_feature_store=reader is None)
     client = TestClient(app)

@@ -89,7 +89,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
     from jobs import feature_store as fs
     from jobs.feature_samples import write_world_gold
     from models.registry import publish
-    from serving.precomputed import write_precomputed
+    from serving.gateway.precomputed import write_precomputed
     from towerflow.lake import Lake
     from towerflow.settings import Settings
 
@@ -128,7 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
         env.pop("TOWERFLOW_JWT_KEY", None)
         model_cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(model_port)]
         model_cmd += ["--host", "127.0.0.1", "--poll-seconds", "1"]
-        gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.main:create_app", "--factory", "--port", str(port)]
+        gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.gateway.main:create_app", "--factory", "--port", str(port)]
         gateway_cmd += ["--host", "127.0.0.1", "--no-access-log", "--loop", "uvloop"]
         procs["model"] = spawn(model_cmd, env, root / "model-server.log")
         procs["gateway"] = spawn(gateway_cmd, env, root / "gateway.log")

@@ -53,7 +53,7 @@ def test_a_user_token_reads_only_its_own_user(bare, gw) -> None:
 
 
 def test_a_token_reads_its_subject_unless_it_may_read_anyone() -> None:
-    from serving.auth import ANY_USER, AuthError, Principal, check_user
+    from serving.gateway.auth import ANY_USER, AuthError, Principal, check_user
 
     user = Principal("u1", frozenset({"recommend:read"}), "t1")
     check_user(user, "u1")
@@ -66,7 +66,7 @@ def test_a_token_reads_its_subject_unless_it_may_read_anyone() -> None:
 def test_token_cli_mints_user_and_service_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from serving.auth import TokenVerifier
+    from serving.gateway.auth import TokenVerifier
     from towerflow.cli import app
     from towerflow.settings import Settings
 
@@ -141,9 +141,9 @@ def test_request_sizes_are_bounded(bare, gw, params: dict, field: str, needle: s
 
 def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
     from scoring.catalog import Catalog
-    from serving.experiments import DEFAULT
-    from serving.metrics import GatewayMetrics
-    from serving.recommender import MODEL, POPULAR, Recommender, RuleConfig, Served, Timeouts
+    from serving.gateway.experiments import DEFAULT
+    from serving.gateway.metrics import GatewayMetrics
+    from serving.gateway.recommender import MODEL, POPULAR, Recommender, RuleConfig, Served, Timeouts
 
     recommender = Recommender(
         runner=None,
@@ -166,7 +166,7 @@ def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
 
 
 def test_the_response_counts_its_items_per_source(bare, gw) -> None:
-    from serving.schemas import RecommendationResponse
+    from serving.gateway.schemas import RecommendationResponse
 
     response = get(bare, gw.auth(), user_id="nobody", count=4)
     assert response.status_code == 200
@@ -218,7 +218,7 @@ def test_readiness_checks_say_unreachable_timed_out_or_no_version(monkeypatch: p
     import grpc
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from serving.routes import health
+    from serving.gateway.routes import health
 
     class Unavailable(grpc.RpcError):
         def code(self) -> grpc.StatusCode:
@@ -287,7 +287,7 @@ def _log(logger, request_id: str, n: int) -> None:
 
 @pytest.mark.parametrize("committed", [True, False], ids=["fails-after-commit", "fails-before-commit"])
 def test_a_retried_impression_batch_lands_once(tmp_path: Path, committed: bool) -> None:
-    from serving.impressions import ImpressionLogger
+    from serving.gateway.impressions import ImpressionLogger
     from towerflow.lake import Lake
 
     lake = Lake(str(tmp_path / "lake"))
@@ -308,7 +308,7 @@ def test_a_retried_impression_batch_lands_once(tmp_path: Path, committed: bool) 
 
 
 def test_impressions_over_the_cap_drop_the_oldest(tmp_path: Path) -> None:
-    from serving.impressions import ImpressionLogger
+    from serving.gateway.impressions import ImpressionLogger
     from towerflow.lake import Lake
 
     class Down:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from serving.schemas import RecommendationResponse
+from serving.gateway.schemas import RecommendationResponse
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ def test_rate_limit_per_token(make_client, gw) -> None:
 
 
 def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redis_url, redis_prefix) -> None:
-    from serving.precomputed import write_precomputed
+    from serving.gateway.precomputed import write_precomputed
 
     write_precomputed(
         redis_url, {"u1": ["i30", "i8", "i31", "i6", "i32"]}, "retrieval=1,ranking=1", prefix=redis_prefix
@@ -160,7 +160,7 @@ def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redi
 
 
 def test_a_short_precomputed_list_is_topped_up_and_says_so(make_client, gw, redis_url, redis_prefix) -> None:
-    from serving.precomputed import write_precomputed
+    from serving.gateway.precomputed import write_precomputed
 
     write_precomputed(redis_url, {"u1": ["i30", "i8", "i31", "i6", "i32"]}, "r=1", prefix=redis_prefix)
     client = make_client(model_server_target=f"127.0.0.1:{gw.free_port()}", retrieval_timeout_ms=200)
@@ -271,7 +271,7 @@ def test_a_published_baseline_serves_by_the_model_path_and_says_so(make_client, 
 
 
 def test_gateway_does_not_import_tensorflow() -> None:
-    code = "import sys, serving.main as m; m.create_app(); print('tensorflow' in sys.modules)"
+    code = "import sys, serving.gateway.main as m; m.create_app(); print('tensorflow' in sys.modules)"
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr

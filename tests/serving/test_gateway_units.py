@@ -13,8 +13,8 @@ import pytest
 
 from scoring import binding, rules
 from scoring.catalog import Catalog
-from serving.breaker import Breaker
-from serving.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
+from serving.gateway.breaker import Breaker
+from serving.gateway.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
 from serving.tfs_client import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_proto, to_ndarray
 
 # -- rules -------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_catalog_popular_in_context(gw) -> None:
 
 
 def test_dev_secret_is_created_once_and_verifies_minted_tokens(tmp_path: Path) -> None:
-    from serving.auth import AuthError, TokenVerifier, dev_secret, mint_token
+    from serving.gateway.auth import AuthError, TokenVerifier, dev_secret, mint_token
     from towerflow.settings import Settings
 
     settings = Settings(home=tmp_path)
@@ -312,7 +312,7 @@ def test_dev_secret_is_created_once_and_verifies_minted_tokens(tmp_path: Path) -
 
 
 def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
-    import serving.auth as auth
+    import serving.gateway.auth as auth
     from towerflow.settings import Settings
 
     settings = Settings(home=tmp_path)
@@ -332,7 +332,7 @@ def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
 def test_token_cli_prints_the_token_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from serving.auth import TokenVerifier
+    from serving.gateway.auth import TokenVerifier
     from towerflow.cli import app
     from towerflow.settings import Settings
 
@@ -353,7 +353,7 @@ def test_token_cli_prints_the_token_last(tmp_path: Path, monkeypatch: pytest.Mon
 def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> None:
     import redis
 
-    from serving.precomputed import read_popular_sync, read_precomputed_sync, recs_key, write_precomputed
+    from serving.gateway.precomputed import read_popular_sync, read_precomputed_sync, recs_key, write_precomputed
 
     client = redis.Redis.from_url(redis_url)
     try:

@@ -252,7 +252,7 @@ def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
     applies the request's rules when it serves a stored list)."""
     import redis
 
-    from serving.precomputed import read_precomputed_sync
+    from serving.gateway.precomputed import read_precomputed_sync
     from towerflow import tasks
 
     home = daily_world.settings.home_dir

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.metrics import GatewayMetrics
+from serving.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

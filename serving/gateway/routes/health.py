@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from serving.deps import ReaderDep, ResourcesDep
-from serving.schemas import Health
+from serving.gateway.deps import ReaderDep, ResourcesDep
+from serving.gateway.schemas import Health
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -7,7 +7,7 @@ Feast store), a `redis.asyncio` client
 when a new materialization lands) and the impression logger. None of them has to be reachable at
 start: the gateway starts, `/readyz` says what is missing, and requests degrade meanwhile.
 
-Run it with `towerflow serve`, or `uvicorn serving.main:create_app --factory`.
+Run it with `towerflow serve`, or `uvicorn serving.gateway.main:create_app --factory`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scoring.catalog import Catalog
 from scoring.rules import RuleConfig
-from serving.auth import TokenVerifier
-from serving.breaker import Breaker
-from serving.impressions import ImpressionLogger
-from serving.metrics import GatewayMetrics, HttpMetricsMiddleware
-from serving.ratelimit import RateLimiter
-from serving.recommender import ModelRunner, Recommender, Timeouts
-from serving.routes import health, recommend
+from serving.gateway.auth import TokenVerifier
+from serving.gateway.breaker import Breaker
+from serving.gateway.impressions import ImpressionLogger
+from serving.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
+from serving.gateway.ratelimit import RateLimiter
+from serving.gateway.recommender import ModelRunner, Recommender, Timeouts
+from serving.gateway.routes import health, recommend
 from towerflow.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def _redis_client(settings: Settings) -> Any:
 
 async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True) -> Resources:
     """Open the gateway's clients (none needs its service to be up yet)."""
-    from serving.experiments import load_experiment
+    from serving.gateway.experiments import load_experiment
     from serving.tfs_client import AsyncModelClient
     from towerflow.lake import Lake
 

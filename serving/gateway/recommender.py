@@ -42,10 +42,10 @@ from scoring.twostage import (
     ranking_inputs,
     retrieval_inputs,
 )
-from serving.breaker import Breaker
-from serving.experiments import Experiment, version_spec
-from serving.metrics import GatewayMetrics
-from serving.precomputed import read_precomputed
+from serving.gateway.breaker import Breaker
+from serving.gateway.experiments import Experiment, version_spec
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.precomputed import read_precomputed
 from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from serving.breaker import Breaker
-from serving.metrics import GatewayMetrics
+from serving.gateway.breaker import Breaker
+from serving.gateway.metrics import GatewayMetrics
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.auth import ADMIN, ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
-from serving.schemas import RecommendationQuery
+from serving.gateway.auth import ADMIN, ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
+from serving.gateway.schemas import RecommendationQuery
 
 if TYPE_CHECKING:
-    from serving.main import Resources
+    from serving.gateway.main import Resources
 
 #: Categories a 422 for an unknown one lists.
 MAX_LISTED = 20

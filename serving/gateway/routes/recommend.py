@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic_core import to_json
 
-from serving.deps import CheckedParams, RateLimited, ReaderDep, RecommendCaller, RequestMoment, ResourcesDep
-from serving.schemas import Problem, RecommendationResponse
+from serving.gateway.deps import CheckedParams, RateLimited, ReaderDep, RecommendCaller, RequestMoment, ResourcesDep
+from serving.gateway.schemas import Problem, RecommendationResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
