@@ -246,7 +246,7 @@ def materialize(
     that are expired at `end` and can never be served, so the window is all that can change
     online. Reading the whole window each time (not only what came since the last run) is what
     makes an ETL rerun of a day inside the window show up online; with the same-instant-replaces
-    rule (jobs/feast_redis.py) a rerun gives the same result. Views whose source table does not
+    rule (features/redis_store.py) a rerun gives the same result. Views whose source table does not
     exist yet (embeddings before the first training) are skipped and reported.
 
     Args:

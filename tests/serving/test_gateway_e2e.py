@@ -128,7 +128,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
         env.pop("TOWERFLOW_JWT_KEY", None)
         model_cmd = [sys.executable, "-m", "towerflow.cli", "model-server", "--port", str(model_port)]
         model_cmd += ["--host", "127.0.0.1", "--poll-seconds", "1"]
-        gateway_cmd = [sys.executable, "-m", "uvicorn", "serving.gateway.main:create_app", "--factory", "--port", str(port)]
+        gateway_cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "serving.gateway.main:create_app",
+            "--factory",
+            "--port",
+            str(port),
+        ]
         gateway_cmd += ["--host", "127.0.0.1", "--no-access-log", "--loop", "uvloop"]
         procs["model"] = spawn(model_cmd, env, root / "model-server.log")
         procs["gateway"] = spawn(gateway_cmd, env, root / "gateway.log")
