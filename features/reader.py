@@ -242,8 +242,8 @@ class FastFeatureReader:
         self._loading: threading.Thread | None = None
         self._snapshot: ItemSnapshot | None = None
         self._row_memo: dict[Hashable, tuple[ItemSnapshot, np.ndarray]] = {}
-        self._redis = None
-        self._aredis = None
+        self._redis: Any = None
+        self._aredis: tuple[Any, Any] | None = None  # (event loop, redis.asyncio client)
         if isinstance(store.config.online_store, RedisOnlineStoreConfig):
             from features.store import redis_client
 
@@ -315,7 +315,7 @@ class FastFeatureReader:
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
 
-        out = {}
+        out: dict[str, Any] = {}
         for field, column, vtype in self._user_fields:
             data = raw.get(field)
             if data is None:
@@ -386,8 +386,8 @@ class FastFeatureReader:
     ) -> np.ndarray | None:
         """Snapshot positions of `ids` via their catalog rows (see `item_features_in_memory`);
         None when the rows do not fit or an id is not in the snapshot (the lookup path decides)."""
-        key, at = rows
-        at = np.asarray(at, dtype=np.int64)
+        key, catalog_rows = rows
+        at = np.asarray(catalog_rows, dtype=np.int64)
         if at.shape != (len(ids),) or (len(at) and at.min() < 0):
             return None
         memo = self._row_memo.get(key)
@@ -477,7 +477,8 @@ class FastFeatureReader:
 
     def _maybe_reload(self) -> None:
         version = self.marker_version()
-        if version == self._snapshot.version or (self._loading and self._loading.is_alive()):
+        current = self._snapshot.version if self._snapshot is not None else None
+        if version == current or (self._loading and self._loading.is_alive()):
             return
         self._loading = threading.Thread(target=self.refresh, name="item-snapshot", daemon=True)
         self._loading.start()

@@ -111,7 +111,7 @@ def pool() -> descriptor_pool.DescriptorPool:
 
 
 @cache
-def message(full_name: str) -> type:
+def message(full_name: str) -> Any:
     """The message class for a proto full name, e.g. `tensorflow.serving.PredictRequest`."""
     return message_factory.GetMessageClass(pool().FindMessageTypeByName(full_name))
 
