@@ -34,7 +34,7 @@ import pyarrow.dataset as ds
 
 from jobs import clean, gold
 from jobs.lake import Lake
-from jobs.quality import BASELINE_DAYS, Gates, day_bounds, row_count_bounds
+from jobs.quality import BASELINE_DAYS, Gates, day_bounds
 from jobs.sparklake import SparkLake, commit_metadata
 from towerflow import schemas as S
 
@@ -114,34 +114,43 @@ class DailyEtl:
     def run_days(self, days: list[date]) -> list[Step]:
         """Bronze -> silver -> gold for consecutive `days` in one Spark pass per layer.
 
-        Every day is gated on its own; a failing day stops the run before anything downstream
-        of it - for any day of `days` - is written.
+        Every day is gated (all of them in one suite run per table, see `Gates.check_days`); a
+        failing day stops the run before anything downstream of it - for any day of `days` - is
+        written.
 
         Raises:
             QualityGateError: a suite failed.
         """
-        steps = [self.check_raw(day) for day in days]
+        steps = self.check_raw(days)
         steps += self.build_items()
         steps += self.build_interactions(days)
         steps += self.build_features(days[0], days[-1])
         return steps
 
-    def check_raw(self, day: date) -> Step:
-        """Gate 1: the day's bronze events."""
+    def check_raw(self, days: list[date]) -> list[Step]:
+        """Gate 1: the bronze events of `days` (consecutive), one step per day."""
         started = time.perf_counter()
         uri = self.uri(BRONZE_EVENTS)
-        events = self.lake.lake.read(uri, filter=ds.field("event_date") == pa.scalar(day, pa.date32()))
-        rows = 0 if events is None else len(events)
-        step = Step("check bronze/events", day.isoformat(), rows, self.version(BRONZE_EVENTS))
-        if rows == 0:
-            step.note = "no events this day"
-            return self._done(step, started)
-        params = _interval_params(day) | row_count_bounds(
-            trailing_rows(self.lake.lake, uri, "event_date", day), self.max_day_ratio
+        first, last = days[0], days[-1]
+        inside = (ds.field("event_date") >= pa.scalar(first, pa.date32())) & (
+            ds.field("event_date") <= pa.scalar(last, pa.date32())
         )
-        gate = self.gates.check_table("bronze_events", events, day.isoformat(), params, self._bronze_item_ids())
-        step.detail["expectations"] = gate.evaluated
-        return self._done(step, started)
+        events = self.lake.lake.read(uri, filter=inside)
+        by_day = _split_by_day(events, "event_date") if events is not None else {}
+        history = trailing_rows(self.lake.lake, uri, "event_date", first)
+        known = self._bronze_item_ids() if by_day else None
+        gates = self.gates.check_days("bronze_events", by_day, _interval_params, history, self.max_day_ratio, known)
+        version = self.version(BRONZE_EVENTS)
+        steps = []
+        for day in days:
+            step = Step("check bronze/events", day.isoformat(), len(by_day.get(day, ())), version)
+            if day in gates:
+                step.detail["expectations"] = gates[day].evaluated
+            else:
+                step.note = "no events this day"
+            steps.append(self._done(step, started))
+            started = time.perf_counter()
+        return steps
 
     def build_items(self) -> list[Step]:
         """silver/items: the current catalog, rebuilt only when bronze/items changed."""
@@ -190,13 +199,9 @@ class DailyEtl:
         uri = self.uri(SILVER_INTERACTIONS)
         by_day = _split_by_day(silver, "event_date")
         history = trailing_rows(self.lake.lake, uri, "event_date", first)
-        for day in days:
-            rows = by_day.get(day)
-            if rows is None:
-                continue  # no events: nothing to check, the day's partition is emptied
-            params = _interval_params(day) | row_count_bounds(history, self.max_day_ratio)
-            self.gates.check_table("silver_interactions", rows, day.isoformat(), params, known)
-            history.append(len(rows))
+        # A day without events has nothing to check; its partition is emptied.
+        checked = {day: by_day[day] for day in days if day in by_day}
+        self.gates.check_days("silver_interactions", checked, _interval_params, history, self.max_day_ratio, known)
         written = self.lake.write(
             silver,
             uri,
@@ -265,12 +270,9 @@ class DailyEtl:
                 continue
             splits[target] = by_day = _split_by_day(table, "feature_date")
             history = trailing_rows(self.lake.lake, self.uri(target), "feature_date", first)
-            for day in day_range(first, last):
-                if day not in by_day:
-                    continue  # nobody active in the 30 days: no rows to check
-                params = {"as_of": gold.as_of(day)} | row_count_bounds(history, self.max_day_ratio)
-                self.gates.check_table(suite, by_day[day], day.isoformat(), params)
-                history.append(len(by_day[day]))
+            # A day when nobody was active in the 30 days before has no rows to check.
+            checked = {day: by_day[day] for day in day_range(first, last) if day in by_day}
+            self.gates.check_days(suite, checked, _no_parameters, history, self.max_day_ratio)
         steps = []
         for _, table, target, schema in outputs:
             written = self.lake.write(
@@ -459,6 +461,32 @@ def run_etl(
     return EtlRun(start, end, first_holdout, steps, round(time.perf_counter() - started, 2))
 
 
+def check_features(lake: Lake, gates: Gates, days: list[date], max_ratio: float, chunk_days: int = 31) -> int:
+    """Gate 2: the gold feature tables of `days` as written, a chunk of days per suite run.
+
+    Returns:
+        The rows checked.
+
+    Raises:
+        QualityGateError: a day failed.
+    """
+    checked = 0
+    for start in range(0, len(days), chunk_days):
+        first, last = days[start], days[min(start + chunk_days, len(days)) - 1]
+        inside = (ds.field("feature_date") >= pa.scalar(first, pa.date32())) & (
+            ds.field("feature_date") <= pa.scalar(last, pa.date32())
+        )
+        for suite, target in (("gold_user_features", USER_FEATURES), ("gold_item_features", ITEM_FEATURES)):
+            uri = lake.uri(*target)
+            rows = lake.read(uri, filter=inside)
+            if rows is None or len(rows) == 0:
+                continue
+            history = trailing_rows(lake, uri, "feature_date", first)
+            gates.check_days(suite, _split_by_day(rows, "feature_date"), _no_parameters, history, max_ratio)
+            checked += len(rows)
+    return checked
+
+
 def trailing_rows(lake: Lake, uri: str, column: str, day: date, days: int = BASELINE_DAYS) -> list[int]:
     """Row counts of the latest `days` partitions before `day` that have rows, oldest first
     (the volume check's history; empty when there is none)."""
@@ -473,9 +501,13 @@ def trailing_rows(lake: Lake, uri: str, column: str, day: date, days: int = BASE
     return [n for n in counts if n]
 
 
-def _interval_params(day: date) -> dict[str, Any]:
-    start, end = day_bounds(day)
-    return {"interval_start": start, "interval_end": end}
+def _interval_params(first: date, last: date) -> dict[str, Any]:
+    """The data interval's bounds: from `first`'s start to `last`'s end."""
+    return {"interval_start": day_bounds(first)[0], "interval_end": day_bounds(last)[1]}
+
+
+def _no_parameters(first: date, last: date) -> dict[str, Any]:
+    return {}
 
 
 def _between(column: str, first: date, last: date) -> str:

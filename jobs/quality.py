@@ -20,7 +20,13 @@ handful of bad rows among ten million may be missed.
 
 Catalog membership ("known items") is checked through a derived column `unknown_item_id`
 (the item id where it is not in the catalog, else null) rather than a `value_set` of the whole
-catalog, which GX would render into every report page.
+catalog, which GX would render into every report page; a feature row's timestamp through a
+derived `as_of` (the end of its `feature_date`), so one check holds for any number of days.
+
+A range of days (a backfill, a catch-up) is validated in one suite run (`Gates.check_days`):
+the volume check per day, in Python, then the content of every day at once. Only when that run
+fails are the days run one by one, to name the first bad day and write its Data Docs page, so
+a failure reads as it would had each day been checked alone.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import json
 import logging
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -159,6 +165,15 @@ def with_unknown_items(frame: pd.DataFrame, known_items: set[str] | Any) -> pd.D
     return frame.assign(unknown_item_id=frame["item_id"].where(~known))
 
 
+def with_as_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus `as_of`: when each row's `feature_date` ends (the next midnight, UTC), the
+    `event_timestamp` a feature row must carry."""
+    import pandas as pd
+
+    ends = pd.to_datetime(frame["feature_date"]) + pd.Timedelta(days=1)
+    return frame.assign(as_of=ends.dt.tz_localize(UTC).astype(frame["event_timestamp"].dtype))
+
+
 class Gates:
     """Runs the repository's suites; one ephemeral GX context per process.
 
@@ -262,16 +277,73 @@ class Gates:
         known_items: set[str] | None = None,
     ) -> GateResult:
         """`check` on an Arrow slice: sampled above `max_rows`, plus `unknown_item_id` when
-        `known_items` is given.
+        `known_items` is given and `as_of` for feature rows.
 
         Raises:
             QualityGateError: an expectation failed.
         """
+        frame, fraction = self._frame(table, known_items)
+        return self.check(name, frame, interval, scale_row_bounds(parameters, fraction))
+
+    def _frame(self, table: pa.Table, known_items: set[str] | None) -> tuple[pd.DataFrame, float]:
+        """The rows to validate (a sample above `max_rows`), with the derived columns, and the
+        fraction of `table` they are."""
         sample, fraction = sample_rows(table, self.max_rows)
         frame = sample.to_pandas()
         if known_items is not None:
             frame = with_unknown_items(frame, known_items)
-        return self.check(name, frame, interval, scale_row_bounds(parameters, fraction))
+        if "feature_date" in frame and "event_timestamp" in frame:
+            frame = with_as_of(frame)
+        return frame, fraction
+
+    def check_days(
+        self,
+        name: str,
+        by_day: Mapping[date, pa.Table],
+        parameters: Callable[[date, date], dict[str, Any]],
+        history: list[int],
+        max_ratio: float,
+        known_items: set[str] | None = None,
+    ) -> dict[date, GateResult]:
+        """`check_table` for each day of `by_day` (in date order), in one suite run.
+
+        Args:
+            by_day: each day's rows; days without rows are left out.
+            parameters: the suite parameters of the days `first`..`last` other than the volume
+                check's (e.g. the interval's bounds).
+            history: row counts of the days before the first, oldest first; each checked day's
+                count is appended (the volume check's trailing baseline).
+            max_ratio: see `row_count_bounds`.
+
+        Raises:
+            QualityGateError: a day failed, naming the first day that did.
+        """
+        days = sorted(by_day)
+        if not days:
+            return {}
+        volume = {}
+        for day in days:
+            volume[day] = row_count_bounds(history, max_ratio)
+            low, high = volume[day]["min_rows"], volume[day]["max_rows"]
+            if len(by_day[day]) < low or (high is not None and len(by_day[day]) > high):
+                self.check_table(name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items)
+            history.append(len(by_day[day]))
+        if len(days) == 1:
+            day = days[0]
+            params = parameters(day, day) | volume[day]
+            return {day: self.check_table(name, by_day[day], day.isoformat(), params, known_items)}
+        import pyarrow as pa
+
+        first, last = days[0], days[-1]
+        frame, _ = self._frame(pa.concat_tables([by_day[day] for day in days]), known_items)
+        interval = f"{first.isoformat()}..{last.isoformat()}"
+        gate = self.validate(name, frame, interval, parameters(first, last) | {"min_rows": 1, "max_rows": None})
+        if not gate.success:
+            for day in days:  # names the first bad day, with its own report
+                self.check_table(name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items)
+            raise QualityGateError(name, interval, gate.failures, gate.report)  # bad only across days
+        log.info("gate %s %s: %d expectations passed on %d days", name, interval, gate.evaluated, len(days))
+        return dict.fromkeys(days, gate)
 
     def _run(self, name, frame, interval, parameters, *, with_docs: bool):
         from great_expectations.core.run_identifier import RunIdentifier

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs import gold, quality
+from jobs import quality
 from jobs.feature_samples import item_feature_rows
 from towerflow.schemas import WINDOWS
 
@@ -34,8 +34,8 @@ def _day(unavailable: set[str] = frozenset()) -> pa.Table:
 
 
 def _check(gates: quality.Gates, table) -> quality.GateResult:
-    params = {"as_of": gold.as_of(DAY)} | quality.row_count_bounds(len(table), 10)
-    return gates.validate("gold_item_features", table.to_pandas(), DAY.isoformat(), params)
+    params = quality.row_count_bounds(len(table), 10)
+    return gates.validate("gold_item_features", quality.with_as_of(table.to_pandas()), DAY.isoformat(), params)
 
 
 @pytest.mark.parametrize("unavailable", [set(), {"i3"}, set(ITEMS)], ids=["all-available", "one-gone", "none-left"])

@@ -13,8 +13,8 @@ from towerflow import schemas as S
 CONTRACTS = {
     "bronze_events": [*S.BRONZE_EVENTS.names, "unknown_item_id"],
     "silver_interactions": [*S.SILVER_INTERACTIONS.names, "unknown_item_id"],
-    "gold_user_features": S.GOLD_USER_FEATURES.names,
-    "gold_item_features": S.GOLD_ITEM_FEATURES.names,
+    "gold_user_features": [*S.GOLD_USER_FEATURES.names, "as_of"],
+    "gold_item_features": [*S.GOLD_ITEM_FEATURES.names, "as_of"],
 }
 
 
@@ -138,3 +138,55 @@ def test_a_quiet_day_of_a_small_shop_passes_and_its_corrupt_days_do_not() -> Non
         ("expect_column_values_to_be_in_set", "action"),
         ("expect_column_values_to_not_be_null", "event_id"),
     }
+
+
+def _bronze_day(day: date, n: int):
+    """`n` clean bronze rows of `day` as an Arrow table (without the derived column)."""
+    import pyarrow as pa
+
+    frame = bronze_frame(n).drop(columns="unknown_item_id")
+    seconds = pd.to_timedelta(range(n), unit="s")  # all inside the day
+    frame = frame.assign(
+        timestamp=pd.Timestamp(day, tz="UTC") + seconds, event_date=day, event_id=[f"{day}-{i}" for i in range(n)]
+    )
+    return pa.Table.from_pandas(frame, preserve_index=False).cast(S.BRONZE_EVENTS)
+
+
+def _interval(first: date, last: date) -> dict:
+    return {"interval_start": quality.day_bounds(first)[0], "interval_end": quality.day_bounds(last)[1]}
+
+
+DAYS = [date(2025, 1, d) for d in (3, 4, 5, 6)]
+
+
+def test_a_range_of_days_is_validated_in_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    gates = quality.Gates(None)
+    runs = []
+    validate = gates.validate
+    monkeypatch.setattr(gates, "validate", lambda *a, **k: runs.append(a[2]) or validate(*a, **k))
+    history = [100, 100]
+    results = gates.check_days("bronze_events", {d: _bronze_day(d, 100) for d in DAYS}, _interval, history, 10, {"i1"})
+    assert sorted(results) == DAYS and all(r.success for r in results.values())
+    assert runs == ["2025-01-03..2025-01-06"]
+    assert history == [100, 100, 100, 100, 100, 100]  # each checked day joins the volume baseline
+
+
+@pytest.mark.parametrize("broken", ["content", "volume"])
+def test_a_bad_day_in_a_range_is_named_as_if_checked_alone(tmp_path, broken: str) -> None:
+    gates = quality.Gates(tmp_path / "docs", docs="failures")
+    by_day = {d: _bronze_day(d, 100) for d in DAYS}
+    bad = DAYS[2]
+    if broken == "content":
+        actions = by_day[bad].column("action").to_pylist()
+        actions[:5] = ["hover"] * 5
+        at = by_day[bad].schema.get_field_index("action")
+        by_day[bad] = by_day[bad].set_column(at, by_day[bad].schema.field(at), [actions])
+        expected = {("expect_column_values_to_be_in_set", "action")}
+    else:
+        by_day[bad] = _bronze_day(bad, 100 * 20)  # twenty times the usual volume
+        expected = {("expect_table_row_count_to_be_between", None)}
+    with pytest.raises(quality.QualityGateError) as caught:
+        gates.check_days("bronze_events", by_day, _interval, [100, 100], 10, {"i1"})
+    assert caught.value.interval == bad.isoformat()
+    assert {(f.expectation, f.column) for f in caught.value.failures} == expected
+    assert caught.value.report is not None and caught.value.report.exists()
