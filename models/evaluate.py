@@ -254,7 +254,7 @@ def _python(value: Any) -> Any:
 
 
 def _column(values: pd.Series) -> np.ndarray:
-    """A feature column as the gateway's snapshot holds it (`serving.feature_reader.as_array`)."""
+    """A feature column as the gateway's snapshot holds it (`features.reader.as_array`)."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
     out = np.empty(len(values), dtype=object)
