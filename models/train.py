@@ -175,7 +175,7 @@ def fit_retrieval(
         frame: Feast training set rows: user_id, item_id, event_timestamp, `user_*` features.
         catalog: items (rows naming items outside it are dropped).
     """
-    tf = tensorflow()
+    from models.optimizers import lazy_adam
     from models.retrieval import TwoTower, probability_table
     from models.towers import CandidateTower, QueryTower
 
@@ -196,7 +196,7 @@ def fit_retrieval(
         catalog.item_ids, sorted(set(catalog.category)), catalog.description, catalog.price, params.dim
     )
     model = TwoTower(query, candidate, probability_table(list(counts.index), list(counts.values)), params.temperature)
-    model.compile(optimizer=tf.keras.optimizers.Adam(params.learning_rate))
+    model.compile(optimizer=lazy_adam(params.learning_rate))
     data = retrieval_dataset(inputs, len(frame), params.batch_size, params.seed)
     history = _fit(model, data, params.retrieval_epochs, len(frame), "retrieval", progress)
     return RetrievalModel(model, catalog, users, items, history, params.history_candidates)
