@@ -61,7 +61,7 @@ def _raw_hgetall(store: Any, client: Any, join_key: str) -> Callable[[list[str]]
 def run() -> dict[str, object]:
     from features.reader import FastFeatureReader, FeastFeatureReader
     from jobs import feature_store as fs
-    from jobs.feature_samples import day_stamp, write_sample_gold
+    from testsupport.feature_samples import day_stamp, write_sample_gold
     from towerflow.lake import Lake
     from towerflow.settings import get_settings
 

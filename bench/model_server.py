@@ -1,7 +1,7 @@
 """Model server latency: Predict over gRPC loopback against `towerflow model-server` (its own
 process, as TF Serving would be) vs the same signature called in process, one request at a time.
 
-Models (serving.toy_models, built in a temp folder):
+Models (testsupport.toy_models, built in a temp folder):
 - retrieval: 100k items x 64 dims, brute-force matmul + top_k inside the SavedModel, one user,
   top 100 and top 1000 (the gateway asks for 1000);
 - ranking: one user x 1000 candidate ids.
@@ -56,8 +56,8 @@ def _start_server(base: Path, port: int) -> subprocess.Popen:
 def run() -> dict[str, object]:
     import tensorflow as tf
 
-    from serving import toy_models
     from serving.tfs_client import ModelClient, predict_request
+    from testsupport import toy_models
     from towerflow import model_config as mc
 
     with tempfile.TemporaryDirectory() as tmp:

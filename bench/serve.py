@@ -296,10 +296,10 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
     import numpy as np
 
     from jobs import feature_store as fs
-    from jobs.feature_samples import day_stamp, write_sample_gold
     from serving.gateway.auth import dev_secret, mint_token
     from serving.gateway.precomputed import write_precomputed
-    from serving.toy_models import save_contract_ranking, save_contract_retrieval
+    from testsupport.feature_samples import day_stamp, write_sample_gold
+    from testsupport.toy_models import save_contract_ranking, save_contract_retrieval
     from towerflow import model_config as mc
     from towerflow.lake import Lake
     from towerflow.settings import Settings

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from jobs import quality
-from jobs.feature_samples import item_feature_rows
+from testsupport.feature_samples import item_feature_rows
 from towerflow.schemas import WINDOWS
 
 DAY = date(2025, 3, 1)

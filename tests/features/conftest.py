@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from jobs.feature_samples import SampleGold, day_stamp
+from testsupport.feature_samples import SampleGold, day_stamp
 from towerflow.settings import Settings
 
 
@@ -26,7 +26,7 @@ def make_settings(home: Path, redis_url: str | None = None) -> Settings:
 
 
 def make_gold(home: Path, **kwargs: Any) -> SampleGold:
-    from jobs.feature_samples import write_sample_gold
+    from testsupport.feature_samples import write_sample_gold
     from towerflow.lake import Lake
 
     return write_sample_gold(Lake(str(home / "lake")), **kwargs)

@@ -12,10 +12,10 @@ import pytest
 
 from features.reader import FastFeatureReader, FeastFeatureReader, as_lists
 from jobs import feature_store as fs
-from jobs.feature_samples import day_stamp, item_feature_rows
 from models.features import ITEM_NUMERIC
 from scoring.catalog import Catalog
 from scoring.rules import RuleConfig, apply_rules, rule_columns
+from testsupport.feature_samples import day_stamp, item_feature_rows
 from towerflow.lake import Lake
 
 pytestmark = pytest.mark.integration

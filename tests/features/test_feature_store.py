@@ -11,7 +11,7 @@ import pytest
 
 from features.reader import FastFeatureReader, FeastFeatureReader
 from jobs import feature_store as fs
-from jobs.feature_samples import item_feature_rows, overwrite_day, user_feature_rows
+from testsupport.feature_samples import item_feature_rows, overwrite_day, user_feature_rows
 from towerflow.lake import Lake
 
 pytestmark = pytest.mark.integration

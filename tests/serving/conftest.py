@@ -1,9 +1,9 @@
-"""Gateway fixtures: the real hot path. A small world's gold tables (jobs.feature_samples) applied
-and materialized through Feast, into the shared Redis (under a project of this session's own) and
-into the embedded SQLite store; a tiny model trained on the same world with models.train over
-Feast's point-in-time lookup, exported by models.export and published with models.registry, behind
-an in-process model server; apps built by `create_app`, which open `FastFeatureReader` over the
-online store themselves.
+"""Gateway fixtures: the real hot path. A small world's gold tables (testsupport.feature_samples)
+applied and materialized through Feast, into the shared Redis (under a project of this session's
+own) and into the embedded SQLite store; a tiny model trained on the same world with models.train
+over Feast's point-in-time lookup, exported by models.export and published with models.registry,
+behind an in-process model server; apps built by `create_app`, which open `FastFeatureReader` over
+the online store themselves.
 
 The world (`gw.world`): users `u0`..`u299`, items `i0`..`i59` in six categories (`i<n>` is in
 `CATEGORIES[n % 6]`, and the n-th most popular); i7 and i8 are unavailable. Users `u0`..`u9` did
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from jobs.feature_samples import SampleWorld, sample_world
+from testsupport.feature_samples import SampleWorld, sample_world
 
 N_USERS, N_ITEMS, DAYS = 300, 60, 14
 USERS = [f"u{n}" for n in range(10)]
@@ -140,7 +140,7 @@ class GatewayHome:
 def gateway_home(tmp_path_factory: pytest.TempPathFactory, gw) -> Iterator[GatewayHome]:
     """The world's gold tables, applied and materialized into the embedded (SQLite) store."""
     from jobs import feature_store as fs
-    from jobs.feature_samples import write_world_gold
+    from testsupport.feature_samples import write_world_gold
     from towerflow.lake import Lake
 
     started = time.perf_counter()

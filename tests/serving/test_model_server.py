@@ -1,7 +1,7 @@
 """The built-in model server answers the official TF Serving stubs as TF Serving would.
 
-Tiny SavedModels (serving.toy_models) are built once per module; each test copies them into its
-own model base and starts a server on a free port with a fast poll.
+Tiny SavedModels (testsupport.toy_models) are built once per module; each test copies them into
+its own model base and starts a server on a free port with a fast poll.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import toy_models
 from serving.model_server import MAX_REQUEST_BYTES, ModelManager, ModelServer
 from serving.tfs_client import AsyncModelClient, ModelClient, predict_request
+from testsupport import toy_models
 from towerflow import model_config as mc
 from towerflow.settings import Settings
 
