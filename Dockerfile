@@ -15,6 +15,8 @@ ENV PYTHONUNBUFFERED=1 \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
 
 WORKDIR /app
+# requirements.lock is compiled with the `dev` extra (pytest, ruff, mypy, moto, ...), so the image
+# still carries those tools; a production lock without that extra is issue 18's follow-up.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir uv==0.13.9 \
     && uv pip install --system --no-cache -r requirements.lock

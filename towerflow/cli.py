@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -243,12 +244,35 @@ def demo(
     raise typer.Exit(run(get_settings(), console, users, items, days, holdout_days, serve))
 
 
+def _source_checkout() -> Path | None:
+    """The repository `towerflow` was installed from in development mode (`pip install -e .`),
+    or None for an installed package (a wheel ships no `bench/`)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "setup.cfg").is_file() and (root / "bench" / "__init__.py").is_file() else None
+
+
+def _source_checkout_on_path() -> None:
+    """Make `bench/` (and the `testsupport/` it builds data with) importable: they are development
+    tools that live in the source checkout and are not part of the installed package."""
+    root = _source_checkout()
+    if root is None:
+        console.print(
+            "[red]error:[/] benchmarks run from a source checkout (bench/ is not part of the installed"
+            " package): clone the repository and `pip install -e .` it",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 @app.command()
 def bench(
     name: Annotated[str, typer.Argument(help="Benchmark name, or `all`.")],
     out: Annotated[Path | None, typer.Option(help="Append the JSON figures to this file.")] = None,
 ) -> None:
     """Run a benchmark: a human table, then one JSON line of figures last."""
+    _source_checkout_on_path()
     from bench import BENCHMARKS, run
 
     if name != "all" and name not in BENCHMARKS:
@@ -264,6 +288,7 @@ def bench_report(
     out: Annotated[Path | None, typer.Option(help="Write the markdown here instead of printing it.")] = None,
 ) -> None:
     """Render the performance table of docs/performance.md (markdown) from a benchmark results file."""
+    _source_checkout_on_path()
     from bench.report import load, render
 
     if not results.exists():

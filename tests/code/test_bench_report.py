@@ -1,11 +1,14 @@
-"""bench.report: the performance table of docs/performance.md from a results file."""
+"""bench.report: the performance table of docs/performance.md from a results file; `towerflow bench`
+and `bench-report` run from a source checkout only."""
 
 import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from bench.report import flatten, fmt, load, render
+from towerflow import cli
 
 MACHINE = {"machine": "x86_64", "cpus": 2, "memory_gb": 23.5, "python": "3.11.7"}
 
@@ -57,3 +60,21 @@ def test_a_broken_line_is_named(tmp_path: Path) -> None:
     path.write_text('{"bench": "synth"}\nnot json\n')
     with pytest.raises(ValueError, match="r.json:2"):
         load(path)
+
+
+def test_bench_report_renders_from_the_source_checkout(tmp_path: Path) -> None:
+    path = _write(tmp_path / "r.json", {"bench": "synth", "events": 7, **MACHINE})
+    result = CliRunner().invoke(cli.app, ["bench-report", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "| synth | events | 7 |" in result.output
+
+
+@pytest.mark.parametrize("command", [["bench", "synth"], ["bench-report", "r.json"]])
+def test_bench_commands_name_the_checkout_when_bench_is_not_installed(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_source_checkout", lambda: None)  # as from a wheel: no bench/ beside the package
+    result = CliRunner().invoke(cli.app, command)
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert "source checkout" in said and "pip install -e ." in said
