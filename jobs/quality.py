@@ -179,7 +179,8 @@ class Gates:
 
     Args:
         docs_dir: where Data Docs HTML goes (`$TOWERFLOW_HOME/reports/data_docs`); None: none.
-        docs: `failures` (a report for each failed gate), `all` (every validation) or `never`.
+        docs: `all` (a report for every validation, the pipeline's choice), `failures` (for failed
+            gates only; a failed gate then runs twice) or `never`.
         max_rows: larger slices are validated on a uniform sample of this many rows.
     """
 
@@ -265,7 +266,7 @@ class Gates:
         gate = self.validate(name, frame, interval, parameters)
         if not gate.success:
             raise QualityGateError(name, interval, gate.failures, gate.report)
-        log.info("gate %s %s: %d expectations passed", name, interval, gate.evaluated)
+        log.info("gate %s %s: %d expectations passed%s", name, interval, gate.evaluated, _docs_note(gate))
         return gate
 
     def check_table(
@@ -342,7 +343,14 @@ class Gates:
             for day in days:  # names the first bad day, with its own report
                 self.check_table(name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items)
             raise QualityGateError(name, interval, gate.failures, gate.report)  # bad only across days
-        log.info("gate %s %s: %d expectations passed on %d days", name, interval, gate.evaluated, len(days))
+        log.info(
+            "gate %s %s: %d expectations passed on %d days%s",
+            name,
+            interval,
+            gate.evaluated,
+            len(days),
+            _docs_note(gate),
+        )
         return dict.fromkeys(days, gate)
 
     def _run(self, name, frame, interval, parameters, *, with_docs: bool):
@@ -364,6 +372,11 @@ class Gates:
             return pages[-1]
         index = self.docs_dir / "index.html"
         return index if index.exists() else None
+
+
+def _docs_note(gate: GateResult) -> str:
+    """Where a passed gate's Data Docs page is, for the log line that reports it."""
+    return f"; Data Docs: {gate.report}" if gate.report is not None else ""
 
 
 def _failure(result) -> Failure:

@@ -80,6 +80,17 @@ def test_a_clean_day_passes_and_a_broken_one_names_what_failed(tmp_path) -> None
     assert caught.value.report.suffix == ".html"
 
 
+def test_a_passed_gate_writes_its_data_docs_and_logs_where(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    gates = quality.Gates(tmp_path / "docs", docs="all")
+    with caplog.at_level("INFO", logger="jobs.quality"):
+        gate = gates.check("bronze_events", bronze_frame(100), "2025-01-03", params(100))
+    assert gate.success and gate.report is not None and gate.report.suffix == ".html"
+    assert gate.report.is_relative_to(tmp_path / "docs" / "validations") and gate.report.exists()
+    index = tmp_path / "docs" / "index.html"
+    assert index.exists() and "bronze_events" in index.read_text()
+    assert f"Data Docs: {gate.report}" in caplog.text
+
+
 def test_guest_lines_of_invoices_may_lack_a_user(tmp_path) -> None:
     frame = bronze_frame(50)
     frame.loc[:9, "user_id"] = None
