@@ -88,8 +88,10 @@ def generated_password(env: dict[str, str], user: str = "admin") -> str | None:
         return None
 
 
-def _airflow(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "airflow", *args]
+def _airflow(
+    args: list[str], env: dict[str, str], log: Path | None = None, module: str = "airflow"
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", module, *args]
     if log is None:
         return subprocess.run(command, env=env, capture_output=True, text=True)
     with log.open("w") as handle:
@@ -109,6 +111,12 @@ def ensure_db(settings: Settings) -> None:
     marker.write_text(url)
 
 
+def task_logs_dir(settings: Settings, dag_id: str) -> Path:
+    """Where a DAG's task logs are, one file per try: `run_id=<run>/task_id=<task>/attempt=<n>.log`
+    (Airflow's default `base_log_folder` and `log_filename_template`)."""
+    return settings.airflow_home / "logs" / f"dag_id={dag_id}"
+
+
 def only_pattern(task_ids: Sequence[str]) -> str:
     """`--mark-success-pattern` that matches every task id except `task_ids` (fullmatch)."""
     return "(?!(?:" + "|".join(re.escape(t) for t in task_ids) + ")$).+"
@@ -121,7 +129,10 @@ def run_dag(
     conf: dict | None = None,
     only: Sequence[str] | None = None,
 ) -> tuple[bool, Path]:
-    """Run one DAG run in process for `run_date`; returns (succeeded, log file).
+    """Run one DAG run in process for `run_date`; returns (succeeded, the run's combined log).
+
+    The run is recorded in the metadata DB as a manual run, and each task's log lands where the
+    Airflow UI reads it (`task_logs_dir`; see `towerflow.airflow_dags_test`).
 
     Args:
         conf: the run's conf (DAG params), as `Trigger DAG w/ config` would pass it.
@@ -133,12 +144,12 @@ def run_dag(
     logs = settings.airflow_home / "runs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{dag_id}-{run_date}.log"
-    args = ["dags", "test", dag_id, run_date]
+    args = [dag_id, run_date]
     if conf:
         args += ["-c", json.dumps(conf)]
     if only:
         args += ["--mark-success-pattern", only_pattern(only)]
-    proc = _airflow(args, airflow_env(settings), log)
+    proc = _airflow(args, airflow_env(settings), log, module="towerflow.airflow_dags_test")
     text = log.read_text(errors="replace")
     # A run whose tasks never ran (e.g. a date before the DAG's start_date) still ends "success".
     ran = "[DAG TEST] end task" in text

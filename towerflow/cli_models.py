@@ -260,7 +260,7 @@ def run(
     tune_budget_minutes: Annotated[int, typer.Option(min=1, help="Time budget of --tune.")] = 30,
 ) -> None:
     """Run `towerflow_daily` for one date through Airflow (in process, `airflow dags test`)."""
-    from towerflow.airflow_runner import run_dag
+    from towerflow.airflow_runner import run_dag, task_logs_dir
     from towerflow.settings import get_settings
     from towerflow.tasks import report
 
@@ -283,6 +283,6 @@ def run(
     if not ok:
         failed = [line for line in log.read_text(errors="replace").splitlines() if "Error" in line or "failed" in line]
         console.print("[bold red]the run failed[/]; last errors:\n" + "\n".join(failed[-8:]))
-        console.print(f"full log: {log}")
+        console.print(f"full log: {log}; each task's log: {task_logs_dir(settings, 'towerflow_daily')}")
         raise typer.Exit(1)
     console.print(report(day))

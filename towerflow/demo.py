@@ -51,7 +51,7 @@ def run(
     from jobs.ingest import summarize
     from jobs.synth import SynthConfig
     from models.registry import labels
-    from towerflow.airflow_runner import run_dag
+    from towerflow.airflow_runner import run_dag, task_logs_dir
     from towerflow.cli import import_synth_landing, run_synth
     from towerflow.lake import Lake
 
@@ -74,7 +74,7 @@ def run(
     if not ok:
         console.print(f"[bold red]the daily run failed[/]; log: {log}")
         return 1
-    _done(console, started, f"log {log}")
+    _done(console, started, f"log {log}; each task's log: {task_logs_dir(settings, 'towerflow_daily')}")
 
     started = _stage(console, 3, total, "evaluation and published models")
     run_dir = settings.home_dir / "runs" / run_date
