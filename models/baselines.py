@@ -23,8 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from models.metrics import top_k
-
 #: Every servable baseline, and the ones that put the user's own history first.
 BASELINES = ("popular", "repeat_purchase", "item_knn", "als", "repeat_als")
 HISTORY_FIRST = {"repeat_purchase": "popular", "repeat_als": "als"}
@@ -207,65 +205,3 @@ def history_first(scores: np.ndarray, items: np.ndarray, counts: np.ndarray, day
     out = out.astype(np.float64)
     out[items] = 1e3 + counts + 1.0 / (1.0 + np.maximum(days_since, 0.0))
     return out
-
-
-# ------------------------------------------------------ top-k lists over training users
-
-
-def most_popular(
-    data: TrainInteractions,
-    eval_users: np.ndarray,
-    k: int,
-    exclude: sp.csr_matrix | None = None,
-    window_days: float = 30.0,
-) -> np.ndarray:
-    pop = popularity_scores(data, window_days).astype(np.float64)
-    scores = np.tile(pop, (len(eval_users), 1))
-    return top_k(scores, k, exclude[eval_users] if exclude is not None else None)
-
-
-def repeat_purchase(data: TrainInteractions, eval_users: np.ndarray, k: int, window_days: float = 30.0) -> np.ndarray:
-    """The user's own most frequent items (recent first on ties), padded with popular items."""
-    own = data.matrix().tocsr()[eval_users].toarray()
-    row_of = np.full(data.n_users, -1)
-    row_of[eval_users] = np.arange(len(eval_users))
-    mine = row_of[data.users] >= 0
-    recency = np.zeros_like(own)
-    np.maximum.at(recency, (row_of[data.users[mine]], data.items[mine]), 1.0 / (1.0 + data.age_days[mine]))
-    pop = popularity_scores(data, window_days)
-    pop = pop / (pop.max() + 1.0)
-    # Own items first (count, then recency), then popular items ordered by popularity.
-    scores = np.where(own > 0, 1e3 + own + recency, pop[None, :])
-    return top_k(scores, k)
-
-
-def item_knn(
-    data: TrainInteractions,
-    eval_users: np.ndarray,
-    k: int,
-    exclude: sp.csr_matrix | None = None,
-    neighbours: int = 100,
-    shrink: float = 10.0,
-) -> np.ndarray:
-    """Item-based kNN over the users' whole training history (binary)."""
-    rows, weights = item_neighbours(data, neighbours, shrink)
-    history = (data.matrix() > 0).tocsr()[eval_users]
-    scores = (
-        np.stack([knn_scores(rows, weights, history[u].indices, data.n_items) for u in range(len(eval_users))])
-        if len(eval_users)
-        else np.zeros((0, data.n_items))
-    )
-    return top_k(scores, k, exclude[eval_users] if exclude is not None else None)
-
-
-def implicit_als(
-    data: TrainInteractions,
-    eval_users: np.ndarray,
-    k: int,
-    exclude: sp.csr_matrix | None = None,
-    params: ALSParams = ALSParams(),
-) -> np.ndarray:
-    """Implicit ALS from the `implicit` package, each user's trained factors."""
-    user_factors, item_factors = fit_als(data, params)
-    scores = user_factors[eval_users] @ item_factors.T
-    return top_k(np.asarray(scores, dtype=np.float64), k, exclude[eval_users] if exclude is not None else None)

@@ -46,7 +46,6 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "new": {"exclude_purchased": True, "exclude_seen": False},
     "unseen": {"exclude_purchased": True, "exclude_seen": True},
 }
-CURVE_K = 100
 MODEL_LISTS = ("two_stage", "retrieval")
 PRODUCTION = "production"
 #: Metrics reported with bootstrap intervals (and compared pairwise).

@@ -14,7 +14,6 @@ import tensorflow_recommenders as tfrs
 
 from models.towers import CandidateTower, QueryTower
 
-QUERY_KEYS = ("user_id", "recent_items", "hour_of_day", "day_of_week")
 CANDIDATE_KEYS = ("item_id", "category", "description", "price", "age_days")
 
 

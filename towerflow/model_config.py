@@ -329,11 +329,6 @@ def set_label(path: str | Path, model: str, label: str, version: int) -> ModelEn
     return _update(path, model, change)
 
 
-def remove_label(path: str | Path, model: str, label: str) -> ModelEntry:
-    """Drop a label (e.g. end a canary). Missing labels are not an error."""
-    return _update(path, model, lambda e: replace(e, labels={k: v for k, v in e.labels.items() if k != label}))
-
-
 def _require_on_disk(entry: ModelEntry, version: int) -> None:
     if version not in list_versions(entry.base_path):
         raise FileNotFoundError(

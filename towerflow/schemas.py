@@ -77,7 +77,6 @@ SILVER_ITEMS = pa.schema(
 )
 
 WINDOWS = (1, 7, 30)
-COUNTED_ACTIONS = ("view", "click", "add_to_cart", "purchase")
 
 
 def _windowed(prefixes: tuple[str, ...]) -> list[pa.Field]:

@@ -148,16 +148,6 @@ def decode(raw: Mapping[Any, Any]) -> Precomputed | None:
     return Precomputed([str(i) for i in items], fields.get("model_version", ""), fields.get("generated_at", ""))
 
 
-def read_precomputed_sync(redis_or_store: Any, user_id: str, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:
-    """A user's stored recommendations (blocking client), or None."""
-    return decode(_sync_client(redis_or_store).hgetall(recs_key(prefix, user_id)))
-
-
-def read_popular_sync(redis_or_store: Any, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:
-    """The stored popular-items list (blocking client), or None."""
-    return decode(_sync_client(redis_or_store).hgetall(popular_key(prefix)))
-
-
 async def read_precomputed(client: Any, user_id: str, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:
     """A user's stored recommendations through `redis.asyncio` (one HGETALL), or None."""
     return decode(await client.hgetall(recs_key(prefix, user_id)))

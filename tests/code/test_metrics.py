@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.baselines import TrainInteractions, item_knn, most_popular, repeat_purchase
+from models.baselines import TrainInteractions, history_first, item_neighbours, knn_scores, popularity_scores
 from models.metrics import recall_curve, top_k, topk_metrics
 
 
@@ -51,21 +51,29 @@ def history() -> TrainInteractions:
     return TrainInteractions(users, items, age, np.ones(7), n_users=3, n_items=4)
 
 
-def test_most_popular_uses_the_recent_window(history: TrainInteractions) -> None:
-    recs = most_popular(history, np.array([1]), k=4, window_days=30)
-    assert recs[0, 0] == 2 and 3 not in recs[0, :3].tolist()
+def test_popularity_counts_the_recent_window_only(history: TrainInteractions) -> None:
+    order = np.argsort(-popularity_scores(history, window_days=30), kind="stable")
+    assert order[0] == 2 and order[-1] == 3  # item 3 was only bought 90 days ago
 
 
-def test_repeat_purchase_puts_own_items_first(history: TrainInteractions) -> None:
-    recs = repeat_purchase(history, np.array([0, 1]), k=3)
-    assert recs[0, :2].tolist() == [2, 0]
-    assert set(recs[1, :2].tolist()) == {0, 1}
+def test_history_first_puts_own_items_first_by_count_then_recency() -> None:
+    scores, own = np.array([0.9, 0.1, 0.5, 0.7]), np.array([2, 0])
+
+    def order(counts: list[float], days_since: list[float]) -> list[int]:
+        return np.argsort(-history_first(scores, own, np.array(counts), np.array(days_since))).tolist()
+
+    assert order([1.0, 3.0], [1.0, 9.0]) == [0, 2, 3, 1]  # own items by count, then the rest by score
+    assert order([2.0, 2.0], [1.0, 9.0]) == [2, 0, 3, 1]  # same count: the more recent first
 
 
-def test_item_knn_recommends_co_bought_items(history: TrainInteractions) -> None:
-    # user 1 bought 0 and 1; user 0 bought 0 and 2 -> for someone who bought 1, item 0 is closest.
-    recs = item_knn(history, np.array([1]), k=2, exclude=(history.matrix() > 0).astype(float).tocsr())
-    assert recs[0, 0] == 2
+def test_item_neighbours_score_co_bought_items(history: TrainInteractions) -> None:
+    # user 1 bought 0 and 1; user 0 bought 0 and 2 -> for someone who bought 1, item 0 is closest,
+    # and for the basket {0, 1} the best item not in it is 2.
+    rows, weights = item_neighbours(history)
+    assert rows[1, 0] == 0
+    scores = knn_scores(rows, weights, np.array([0, 1]), history.n_items)
+    scores[[0, 1]] = -np.inf
+    assert int(np.argmax(scores)) == 2
 
 
 def test_per_user_values_average_to_the_metrics() -> None:

@@ -353,7 +353,7 @@ def test_token_cli_prints_the_token_last(tmp_path: Path, monkeypatch: pytest.Mon
 def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> None:
     import redis
 
-    from serving.gateway.precomputed import read_popular_sync, read_precomputed_sync, recs_key, write_precomputed
+    from serving.gateway.precomputed import decode, popular_key, recs_key, write_precomputed
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -361,13 +361,13 @@ def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> N
             client, {"u1": ["a", "b"], "u2": ["c"]}, "r=3,k=2", prefix=redis_prefix, ttl_s=120, popular=["p"]
         )
         assert written == 2
-        stored = read_precomputed_sync(client, "u1", prefix=redis_prefix)
+        stored = decode(client.hgetall(recs_key(redis_prefix, "u1")))
         assert stored.items == ["a", "b"] and stored.model_version == "r=3,k=2" and stored.generated_at
         assert 0 < client.ttl(recs_key(redis_prefix, "u1")) <= 120
-        assert read_popular_sync(redis_url, prefix=redis_prefix).items == ["p"]
-        assert read_precomputed_sync(client, "nobody", prefix=redis_prefix) is None
+        assert decode(client.hgetall(popular_key(redis_prefix))).items == ["p"]
+        assert decode(client.hgetall(recs_key(redis_prefix, "nobody"))) is None
         write_precomputed(client, {"u1": ["z"]}, "r=4", prefix=redis_prefix)
-        assert read_precomputed_sync(client, "u1", prefix=redis_prefix).items == ["z"]
+        assert decode(client.hgetall(recs_key(redis_prefix, "u1"))).items == ["z"]
     finally:
         keys = list(client.scan_iter(match=f"{redis_prefix}*"))
         if keys:

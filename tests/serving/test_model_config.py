@@ -146,7 +146,6 @@ def test_set_label_refuses_versions_the_server_would_never_load(models: Path) ->
         mc.set_label(path, "nope", "canary", 1)
     assert mc.add_version(path, "retrieval", 3).policy == mc.VersionPolicy.specific(1, 2, 3)
     assert mc.set_label(path, "retrieval", "canary", 3).labels == {"canary": 3}
-    assert mc.remove_label(path, "retrieval", "canary").labels == {}
 
 
 def test_add_version_leaves_disk_following_policies_alone(models: Path) -> None:

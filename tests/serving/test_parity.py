@@ -252,7 +252,7 @@ def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
     applies the request's rules when it serves a stored list)."""
     import redis
 
-    from serving.gateway.precomputed import read_precomputed_sync
+    from serving.gateway.precomputed import decode, recs_key
     from towerflow import tasks
 
     home = daily_world.settings.home_dir
@@ -271,7 +271,7 @@ def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
         keys = sorted(k.decode() for k in client.scan_iter(f"{redis_prefix}recs:*", count=1000))
         assert written > 0 and len(keys) == written, (written, len(keys))
         users = [key.removeprefix(f"{redis_prefix}recs:") for key in keys[:40]]
-        stored = {user: read_precomputed_sync(client, user, prefix=redis_prefix) for user in users}
+        stored = {user: decode(client.hgetall(recs_key(redis_prefix, user))) for user in users}
     finally:
         stale = list(client.scan_iter(f"{redis_prefix}*", count=1000))
         if stale:
