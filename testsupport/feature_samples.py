@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from jobs.lake import Lake
+from jobs.gold import COUNTED, HISTORY_ITEMS, POSITIVE_ACTIONS, SMOOTHING_VIEWS, as_of
 from towerflow import schemas
+from towerflow.lake import Lake
 
 CATEGORIES = ("garden", "kitchen", "toys", "books", "lighting", "gifts")
 
@@ -35,8 +36,8 @@ class SampleGold:
 
 
 def day_stamp(day: date) -> datetime:
-    """`event_timestamp` of the feature rows of `day`: the next midnight, UTC."""
-    return datetime.combine(day + timedelta(days=1), time(), UTC)
+    """`event_timestamp` of the feature rows of `day`: the next midnight, UTC (as the ETL stamps them)."""
+    return as_of(day)
 
 
 def user_feature_rows(users: list[str], day: date, seed: int, *, bump: int = 0) -> pa.Table:
@@ -230,14 +231,8 @@ def overwrite_day(lake: Lake, table: str, rows: pa.Table, day: date) -> int | No
 
 
 # ------------------------------------------------------------------------------------------------
-# A small world of events, and the gold tables that follow from it.
-
-#: Gold counter prefix -> the action it counts (as jobs/gold.py).
-COUNTED = {"views": "view", "clicks": "click", "carts": "add_to_cart", "purchases": "purchase"}
-#: Actions that are training positives and enter a user's last items (as jobs/gold.py).
-POSITIVE_ACTIONS = ("click", "add_to_cart", "purchase")
-HISTORY_LEN = 100
-SMOOTHING_VIEWS = 20.0
+# A small world of events, and the gold tables that follow from it (with jobs/gold.py's counters,
+# positives, history length and smoothing).
 
 
 @dataclass(frozen=True)
@@ -414,7 +409,7 @@ def _history_rows(upto: pd.DataFrame, day: date) -> pa.Table:
     per_item = mine.groupby(["user_id", "item_id"])["timestamp"].agg(["count", "max"]).reset_index()
     per_item["last_day"] = (per_item["max"] - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
     per_item = per_item.sort_values(["user_id", "count", "last_day"], ascending=[True, False, False])
-    grouped = per_item.groupby("user_id", sort=False).head(HISTORY_LEN).groupby("user_id", sort=False)
+    grouped = per_item.groupby("user_id", sort=False).head(HISTORY_ITEMS).groupby("user_id", sort=False)
     users = sorted(today, key=_natural)
     lists = {name: grouped[column].agg(list) for name, column in (("items", "item_id"), ("counts", "count"))}
     lists["last_day"] = grouped["last_day"].agg(list)
