@@ -28,7 +28,9 @@ Set `date` when triggering to run for another day.
 
 Each task calls one function of `towerflow.tasks` with the run's date; XComs carry small summaries.
 The training tasks skip when their outputs for the same inputs (data versions, params, code) exist.
-Data Docs: `$TOWERFLOW_HOME/reports/data_docs`; evaluation: `$TOWERFLOW_HOME/runs/<date>/evaluation/`.
+Task logs: each task's Logs tab, runs of `towerflow pipeline run` included (files under
+`$TOWERFLOW_HOME/airflow/logs/`). Data Docs of every validation:
+`$TOWERFLOW_HOME/reports/data_docs/index.html`; evaluation: `$TOWERFLOW_HOME/runs/<date>/evaluation/`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ DEFAULT_ARGS = {
 
 @dag(
     dag_id="towerflow_daily",
+    description="Daily batch: landing files -> gated lake tables -> Feast -> train, evaluate, publish models",
     schedule="@daily",
     # None, so a run can be triggered for any historical date: Airflow creates no task for a date
     # before a start_date and calls such a run a success. With catchup off the scheduler starts
@@ -94,94 +97,138 @@ DEFAULT_ARGS = {
 def towerflow_daily():
     @task(execution_timeout=timedelta(minutes=20))
     def ingest_landing(run_date: str) -> dict:
+        """Import the landing files of the days before the run date into `bronze/events` and `bronze/items`; a
+        file imported before lands nothing."""
+
         from towerflow.tasks import ingest_landing_days
 
         return ingest_landing_days(run_date)
 
     @task
     def validate_raw(run_date: str) -> dict:
+        """Great Expectations suite `bronze_events` on the run's days of bronze events. A failure stops the run
+        here without retries. Data Docs: `$TOWERFLOW_HOME/reports/data_docs/index.html`; the log names the
+        page of this validation."""
+
         from towerflow.tasks import validate_raw
 
         return validate_raw(run_date)
 
     @task(execution_timeout=timedelta(hours=2))
     def build_silver(run_date: str) -> dict:
+        """`silver/items` and `silver/interactions`: dedup, unknown items, bots and spam out (each rule counted
+        in the XCom), sessions; gated by the `silver_interactions` suite before writing."""
+
         from towerflow.tasks import build_silver
 
         return build_silver(run_date)
 
     @task(execution_timeout=timedelta(hours=2), outlets=[*GOLD, *SPLIT])
     def build_gold(run_date: str, holdout_days: str) -> dict:
+        """Per-day user and item features (gated before writing), purchase history, and the time-based split:
+        the holdout is at least `holdout_days` days, longer until it holds enough users and events."""
+
         from towerflow.tasks import build_gold
 
         return build_gold(run_date, int(holdout_days))
 
     @task
     def validate_features(run_date: str) -> dict:
+        """Great Expectations suites `gold_user_features` and `gold_item_features` on the features as written.
+        Data Docs: `$TOWERFLOW_HOME/reports/data_docs/index.html`; the log names the pages."""
+
         from towerflow.tasks import validate_features
 
         return validate_features(run_date)
 
     @task(execution_timeout=timedelta(minutes=30))
     def materialize_features(run_date: str) -> dict:
+        """`feast apply` (unchanged objects skipped), then materialize the feature views to the online store up
+        to the run date."""
+
         from towerflow.tasks import materialize_features
 
         return materialize_features(run_date)
 
     @task(execution_timeout=timedelta(hours=6))
     def tune(run_date: str, params=None) -> dict:
+        """With the `tune` param: choose training settings on a validation window before the holdout, within
+        `tune_budget_minutes`. Without it: the defaults."""
+
         from towerflow.tasks import tune_models
 
         return tune_models(run_date, bool(params.get("tune")), params["tune_budget_minutes"], params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=1))
     def training_set(run_date: str, params=None) -> dict:
+        """Feast's point-in-time training sets, kept in the run folder (Parquet and a manifest). Skipped when
+        the same inputs were built before."""
+
         from towerflow.tasks import build_training_set
 
         return build_training_set(run_date, params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=2))
     def train_retrieval(run_date: str, params=None) -> dict:
+        """Train the two-tower retrieval models: one before the ranker's window to propose its labelled
+        candidates, and the one that ships, on everything before the cutoff."""
+
         from towerflow.tasks import train_retrieval
 
         return train_retrieval(run_date, params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=1))
     def train_ranking(run_date: str, params=None) -> dict:
+        """Train the deep & cross ranker on the retrieval model's candidates; stage both models."""
+
         from towerflow.tasks import train_ranking
 
         return train_ranking(run_date, params.get("epochs"))
 
     @task(execution_timeout=timedelta(hours=1))
     def evaluate(run_date: str) -> dict:
+        """Candidate vs production vs baselines on the holdout; HTML report in
+        `$TOWERFLOW_HOME/runs/<date>/evaluation/`."""
+
         from towerflow.tasks import evaluate_models
 
         return evaluate_models(run_date)
 
     @task.branch
     def gate(run_date: str, params=None) -> str:
+        """Decide what serves next: `refit` when the candidate beats production and the data passed both gates
+        (or `force_publish`), else `keep_production`."""
+
         from towerflow.tasks import gate_models
 
         return "refit" if gate_models(run_date, bool(params.get("force_publish")))["publish"] else "keep_production"
 
     @task(execution_timeout=timedelta(hours=3))
     def refit(run_date: str, params=None) -> dict:
+        """Train the chosen recipe again on everything before the run date, holdout included."""
+
         from towerflow.tasks import refit_models
 
         return refit_models(run_date, params.get("epochs"))
 
     @task(outlets=[MODELS])
     def publish(run_date: str) -> dict:
+        """New model versions, `models.config` labels and precomputed recommendations."""
+
         from towerflow.tasks import publish_models
 
         return publish_models(run_date)
 
     @task
     def keep_production() -> str:
+        """The gate kept the models in production; nothing to publish."""
+
         return "production unchanged"
 
     @task(trigger_rule="none_failed_min_one_success")
     def report(run_date: str) -> dict:
+        """What ran and what serves now."""
+
         from towerflow.tasks import report
 
         return report(run_date)
