@@ -66,7 +66,7 @@ def _etl(settings):
 
     spark = get_spark(settings.spark_master, settings.spark_driver_memory, settings.spark_conf)
     lake = SparkLake(spark, _lake(settings), engine=settings.delta_engine, staging_dir=settings.staging_dir)
-    gates = Gates(settings.data_docs_dir, "failures")
+    gates = Gates(settings.data_docs_dir, "all")
     return DailyEtl(lake, gates, max_day_ratio=settings.dq_max_day_ratio, on_step=lambda s: log.info("%s", s))
 
 
@@ -203,7 +203,7 @@ def validate_features(run_date: str) -> dict[str, int]:
     from jobs.quality import Gates
 
     settings = get_settings()
-    gates = Gates(settings.data_docs_dir, "failures")
+    gates = Gates(settings.data_docs_dir, "all")
     checked = check_features(_lake(settings), gates, etl_days(run_date), settings.dq_max_day_ratio)
     _write_quality(settings, run_date, "features", {"rows": checked})
     return {"rows_checked": checked}
