@@ -37,10 +37,10 @@ def _child(day_text: str) -> None:  # pragma: no cover - runs in the benchmark's
     Run as `python -m bench.etl DAY`, not `python -c`: under `-c` PySpark's connect module takes
     itself for a doctest run and exits (no grpc_status installed).
     """
-    from jobs.etl import run_etl
     from jobs.spark import get_spark
     from jobs.sparklake import SparkLake
     from towerflow import schemas as S
+    from towerflow import tasks
     from towerflow.lake import Lake
     from towerflow.settings import get_settings
 
@@ -48,26 +48,20 @@ def _child(day_text: str) -> None:  # pragma: no cover - runs in the benchmark's
     lake = Lake(settings.lake)
     day = date.fromisoformat(day_text)
     steps: dict[str, float] = {}
+    removed: dict[str, int] = {}
 
     def on_step(step) -> None:
         steps[step.name] = steps.get(step.name, 0.0) + step.seconds
+        for rule, n in step.detail.get("removed", {}).items():
+            removed[rule] = removed.get(rule, 0) + n
 
-    run = run_etl(
-        day,
-        day,
-        lake=lake,
-        spark_master=settings.spark_master,
-        spark_driver_memory=settings.spark_driver_memory,
-        spark_conf=settings.spark_conf,
-        staging_dir=settings.staging_dir,
-        docs_dir=settings.data_docs_dir,
-        on_step=on_step,
-    )
+    started = time.perf_counter()
+    tasks.etl({"start": day.isoformat(), "end": day.isoformat()}, holdout_days=1, on_step=on_step)
     done = {
-        "seconds": run.seconds,
+        "seconds": round(time.perf_counter() - started, 2),
         "steps": steps,
         "silver_rows": lake.count(lake.uri("silver", "interactions")),
-        "removed": run.removed(),
+        "removed": removed,
     }
     print("ETL_DONE", json.dumps(done), flush=True)  # noqa: T201 - read by the parent
     spark = get_spark(settings.spark_master, settings.spark_driver_memory, settings.spark_conf)

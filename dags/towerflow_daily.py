@@ -6,6 +6,8 @@ run at midnight handles the day that just ended (and catches up on days silver d
 Set `date` when triggering to run for another day.
 
 1. **ingest_landing**: landing files -> `bronze/events`, `bronze/items` (a file imported before lands nothing).
+   **plan_days**: the days this run processes, from the lake: from the first day gold lacks
+   through the day before the run date (at least that day); every ETL task gets them (an XCom).
 2. **validate_raw**: Great Expectations on each day's bronze events; a failure stops the run here.
 3. **build_silver**: dedup, unknown items, bots and spam out (each rule counted), sessions.
 4. **build_gold**: user and item features per day, purchase history, the time-based split (the
@@ -26,7 +28,8 @@ Set `date` when triggering to run for another day.
 14. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
 15. **report**: what ran and what serves now.
 
-Each task calls one function of `towerflow.tasks` with the run's date; XComs carry small summaries.
+Each task calls one function of `towerflow.tasks` with the run's date or days; XComs carry small
+summaries. `towerflow pipeline etl --start D1 --end D2` runs the ETL tasks in this order for D1..D2.
 The training tasks skip when their outputs for the same inputs (data versions, params, code) exist.
 Task logs: each task's Logs tab, runs of `towerflow pipeline run` included (files under
 `$TOWERFLOW_HOME/airflow/logs/`). Data Docs of every validation:
@@ -105,41 +108,50 @@ def towerflow_daily():
         return ingest_landing_days(run_date)
 
     @task
-    def validate_raw(run_date: str) -> dict:
+    def plan_days(run_date: str) -> dict:
+        """The days this run processes, from the lake: from the first day gold lacks through the day before the
+        run date. The ETL tasks get them as an XCom."""
+
+        from towerflow.tasks import plan_days
+
+        return plan_days(run_date)
+
+    @task
+    def validate_raw(days: dict) -> dict:
         """Great Expectations suite `bronze_events` on the run's days of bronze events. A failure stops the run
         here without retries. Data Docs: `$TOWERFLOW_HOME/reports/data_docs/index.html`; the log names the
         page of this validation."""
 
         from towerflow.tasks import validate_raw
 
-        return validate_raw(run_date)
+        return validate_raw(days)
 
     @task(execution_timeout=timedelta(hours=2))
-    def build_silver(run_date: str) -> dict:
+    def build_silver(days: dict) -> dict:
         """`silver/items` and `silver/interactions`: dedup, unknown items, bots and spam out (each rule counted
         in the XCom), sessions; gated by the `silver_interactions` suite before writing."""
 
         from towerflow.tasks import build_silver
 
-        return build_silver(run_date)
+        return build_silver(days)
 
     @task(execution_timeout=timedelta(hours=2), outlets=[*GOLD, *SPLIT])
-    def build_gold(run_date: str, holdout_days: str) -> dict:
+    def build_gold(days: dict, holdout_days: str) -> dict:
         """Per-day user and item features (gated before writing), purchase history, and the time-based split:
         the holdout is at least `holdout_days` days, longer until it holds enough users and events."""
 
         from towerflow.tasks import build_gold
 
-        return build_gold(run_date, int(holdout_days))
+        return build_gold(days, int(holdout_days))
 
     @task
-    def validate_features(run_date: str) -> dict:
+    def validate_features(days: dict) -> dict:
         """Great Expectations suites `gold_user_features` and `gold_item_features` on the features as written.
         Data Docs: `$TOWERFLOW_HOME/reports/data_docs/index.html`; the log names the pages."""
 
         from towerflow.tasks import validate_features
 
-        return validate_features(run_date)
+        return validate_features(days)
 
     @task(execution_timeout=timedelta(minutes=30))
     def materialize_features(run_date: str) -> dict:
@@ -233,13 +245,14 @@ def towerflow_daily():
 
         return report(run_date)
 
-    checked = validate_raw(RUN_DATE)
-    ingest_landing(RUN_DATE) >> checked
-    silver = build_silver(RUN_DATE)
+    days = plan_days(RUN_DATE)
+    ingest_landing(RUN_DATE) >> days
+    checked = validate_raw(days)
+    silver = build_silver(days)
     checked >> silver
-    gold = build_gold(RUN_DATE, HOLDOUT_DAYS)
+    gold = build_gold(days, HOLDOUT_DAYS)
     silver >> gold
-    features_ok = validate_features(RUN_DATE)
+    features_ok = validate_features(days)
     gold >> features_ok
     online = materialize_features(RUN_DATE)
     features_ok >> online

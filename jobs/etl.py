@@ -1,20 +1,18 @@
-"""The daily batch path: bronze -> silver -> gold, one day at a time, behind quality gates.
+"""The daily batch path: bronze -> silver -> gold for a range of days, behind quality gates.
 
-For each day D:
+The steps, each one DAG task (`towerflow.tasks`; `towerflow pipeline etl` runs the same tasks):
 
-1. `bronze/events` of D is checked by the `bronze_events` suite; a failure stops here.
-2. `silver/items` is rebuilt from `bronze/items` when that table has changed since the last build.
-3. `silver/interactions` of D: cleaned (jobs/clean.py), checked, then written over D's partition.
-4. `gold/user_features` and `gold/item_features` of D from silver's 30 days ending with D: both
-   checked, then both written over D's partition.
-
-Then, once per run, `gold/training_examples` (positives before the cutoff) and `gold/holdout`
-(positives from the cutoff to the run's last day) are rewritten.
+1. `bronze/events` of the days is checked by the `bronze_events` suite; a failure stops here.
+2. `silver/items` is rebuilt from `bronze/items` when that table has changed since the last build;
+   `silver/interactions` of the days: cleaned (jobs/clean.py), checked, then written over their
+   partitions.
+3. `gold/user_features` and `gold/item_features` of each day from silver's 30 days ending with it:
+   checked, then written over the day's partition; then `gold/training_examples` (positives
+   before the cutoff) and `gold/holdout` (positives from the cutoff to the last day).
+4. The gold feature tables as written are checked again (`check_features`).
 
 Every write replaces exactly its interval (a Delta predicate overwrite) and records the versions
 of the tables it was built from in the commit, so a rerun of a day leaves the same content.
-
-    python -m jobs.etl --date 2025-01-03          # same as `towerflow pipeline etl --date ...`
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -110,22 +107,6 @@ class DailyEtl:
         return step
 
     # ------------------------------------------------------------------------------------ days
-
-    def run_days(self, days: list[date]) -> list[Step]:
-        """Bronze -> silver -> gold for consecutive `days` in one Spark pass per layer.
-
-        Every day is gated (all of them in one suite run per table, see `Gates.check_days`); a
-        failing day stops the run before anything downstream of it - for any day of `days` - is
-        written.
-
-        Raises:
-            QualityGateError: a suite failed.
-        """
-        steps = self.check_raw(days)
-        steps += self.build_items()
-        steps += self.build_interactions(days)
-        steps += self.build_features(days[0], days[-1])
-        return steps
 
     def check_raw(self, days: list[date]) -> list[Step]:
         """Gate 1: the bronze events of `days` (consecutive), one step per day."""
@@ -369,98 +350,6 @@ class DailyEtl:
         return self._items
 
 
-@dataclass
-class EtlRun:
-    """Everything a run did, step by step."""
-
-    start: date
-    end: date
-    cutoff: date | None
-    steps: list[Step]
-    seconds: float
-
-    def removed(self) -> dict[str, int]:
-        """Rows removed per cleaning rule, summed over the run's days."""
-        totals = dict.fromkeys(clean.RULES, 0)
-        for step in self.steps:
-            for rule, n in step.detail.get("removed", {}).items():
-                totals[rule] += n
-        return totals
-
-
-def run_etl(
-    start: date,
-    end: date,
-    *,
-    lake: Lake,
-    spark_master: str = "local[*]",
-    spark_driver_memory: str = "4g",
-    spark_conf: dict[str, str] | None = None,
-    delta_engine: str = "auto",
-    staging_dir: Path | None = None,
-    docs_dir: Path | None = None,
-    data_docs: str = "failures",
-    cutoff: date | None = None,
-    holdout: gold.HoldoutSize = gold.HoldoutSize(),
-    examples: bool = True,
-    max_day_ratio: float = 10.0,
-    rules: clean.CleaningRules = clean.CleaningRules(),
-    chunk_days: int = 31,
-    on_step: Callable[[Step], None] | None = None,
-    on_day: Callable[[date], None] | None = None,
-) -> EtlRun:
-    """Run the daily batch path for `start`..`end` (inclusive), then the training sets.
-
-    Args:
-        start: first day.
-        end: last day.
-        lake: the lake (delta-rs access).
-        spark_master: Spark master URL.
-        spark_driver_memory: Spark driver heap.
-        spark_conf: extra Spark conf.
-        delta_engine: `auto`, `delta-rs` or `spark`.
-        staging_dir: scratch folder for Spark output.
-        docs_dir: where Data Docs go; None for none.
-        data_docs: `failures`, `all` or `never`.
-        cutoff: first holdout day; default: sized by `holdout` (`DailyEtl.holdout_cutoff`).
-        holdout: see `cutoff`.
-        examples: also rewrite gold/training_examples and gold/holdout.
-        max_day_ratio: allowed factor between a day's row count and its trailing baseline.
-        rules: cleaning thresholds.
-        chunk_days: days computed in one Spark pass (each day is still gated on its own; a
-            failing day stops its whole chunk from being written).
-        on_step: progress callback per step.
-        on_day: progress callback before each chunk, with its last day.
-
-    Raises:
-        QualityGateError: a suite failed; nothing downstream of the failing data was written.
-        ValueError: no bronze/events table, or `end` before `start`.
-    """
-    from jobs.spark import get_spark
-
-    started = time.perf_counter()
-    run_days = day_range(start, end)
-    if lake.table(lake.uri(*BRONZE_EVENTS)) is None:  # a wrong TOWERFLOW_HOME, or nothing imported
-        raise ValueError(f"no bronze/events table at {lake.uri(*BRONZE_EVENTS)}; import data first")
-    spark = get_spark(spark_master, spark_driver_memory, spark_conf)
-    spark_lake = SparkLake(spark, lake, engine=delta_engine, staging_dir=staging_dir)
-    etl = DailyEtl(spark_lake, Gates(docs_dir, data_docs), rules, max_day_ratio, on_step)
-    steps: list[Step] = []
-    for n in range(0, len(run_days), chunk_days):
-        chunk = run_days[n : n + chunk_days]
-        if on_day:
-            on_day(chunk[-1])
-        steps += etl.run_days(chunk)
-    first_holdout = None
-    if examples:
-        sized = None
-        if cutoff is None:
-            cutoff, sized = etl.holdout_cutoff(end, holdout)
-        first_holdout = cutoff
-        steps += etl.build_examples(first_holdout, end, holdout=sized)
-    return EtlRun(start, end, first_holdout, steps, round(time.perf_counter() - started, 2))
-
-
 def check_features(lake: Lake, gates: Gates, days: list[date], max_ratio: float, chunk_days: int = 31) -> int:
     """Gate 2: the gold feature tables of `days` as written, a chunk of days per suite run.
 
@@ -540,11 +429,3 @@ def day_range(start: date, end: date) -> list[date]:
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
-
-
-if __name__ == "__main__":  # pragma: no cover - a thin alias of the CLI
-    import sys
-
-    from towerflow.cli import app
-
-    app(["pipeline", "etl", *sys.argv[1:]])

@@ -42,20 +42,21 @@ def etl(
     examples: Annotated[
         bool, typer.Option("--examples/--no-examples", help="Rewrite gold/training_examples and holdout.")
     ] = True,
-    data_docs: Annotated[
-        str, typer.Option(help="Data Docs HTML for `failures`, `all` validations, or `never`.")
-    ] = "failures",
 ) -> None:
     """Clean, featurize and split one day (--date) or a range (--start/--end), behind quality gates.
 
-    A failed data-quality suite stops the run before anything downstream is written; the command
-    then exits with code 1, naming the failed expectations, and writes the GX report.
+    Runs the DAG's ETL tasks (validate_raw, build_silver, build_gold, validate_features) in the
+    DAG's order. A failed data-quality suite stops the run before anything downstream is written;
+    the command then exits with code 1, naming the failed expectations, and writes the GX report.
     """
+    import time
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from jobs.etl import day_range, run_etl
+    from jobs import clean
+    from jobs.etl import day_range
     from jobs.quality import QualityGateError
-    from towerflow.lake import Lake
+    from towerflow import tasks
     from towerflow.settings import get_settings
 
     first, last = _day(day, "--date"), _day(day, "--date")
@@ -67,19 +68,17 @@ def etl(
     if first is None or last is None:
         console.print("[bold red]error:[/] give --date YYYY-MM-DD, or --start (and --end) for a backfill")
         raise typer.Exit(2)
-    if data_docs not in ("failures", "all", "never"):
-        console.print("[bold red]error:[/] --data-docs is one of failures, all, never")
-        raise typer.Exit(2)
     try:
         n_days = len(day_range(first, last))
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(2) from None
     settings = get_settings()
-    lake = Lake(settings.lake, settings.storage_options or None)
     summary = Table(title=f"pipeline etl {first} .. {last}")
     for column in ("day", "step", "rows", "delta version", "seconds", "detail"):
         summary.add_column(column, justify="right" if column in ("rows", "delta version", "seconds") else "left")
+    removed = dict.fromkeys(clean.RULES, 0)
+    started = time.perf_counter()
 
     with Progress(
         TextColumn("{task.description}"),
@@ -91,10 +90,10 @@ def etl(
     ) as progress:
         task = progress.add_task("starting Spark", total=n_days)
 
-        def on_day(current: date) -> None:
-            progress.update(task, description=f"processing days up to {current}")
-
         def on_step(step) -> None:
+            progress.update(task, description=f"{step.name} {step.interval}")
+            for rule, n in step.detail.get("removed", {}).items():
+                removed[rule] += n
             detail = step.note or _detail(step.detail)
             if n_days <= 7 or step.name.startswith("gold/t") or step.name.startswith("gold/h"):
                 summary.add_row(
@@ -106,29 +105,14 @@ def etl(
                     detail,
                 )
             if step.name == "gold/item_features":
-                progress.advance(task)
+                bounds = [date.fromisoformat(d) for d in step.interval.split("..")]
+                progress.advance(task, len(day_range(bounds[0], bounds[-1])))
                 if n_days > 7:
-                    progress.console.print(f"{step.interval}: done", highlight=False)
+                    progress.console.print(f"{step.interval}: gold written", highlight=False)
 
+        days = {"start": first.isoformat(), "end": last.isoformat()}
         try:
-            run = run_etl(
-                first,
-                last,
-                lake=lake,
-                spark_master=settings.spark_master,
-                spark_driver_memory=settings.spark_driver_memory,
-                spark_conf=settings.spark_conf,
-                delta_engine=settings.delta_engine,
-                staging_dir=settings.staging_dir,
-                docs_dir=settings.data_docs_dir,
-                data_docs=data_docs,
-                cutoff=_day(cutoff, "--cutoff"),
-                holdout=settings.holdout_size(holdout_days),
-                examples=examples,
-                max_day_ratio=settings.dq_max_day_ratio,
-                on_step=on_step,
-                on_day=on_day,
-            )
+            tasks.etl(days, holdout_days, cutoff=_day(cutoff, "--cutoff"), examples=examples, on_step=on_step)
         except QualityGateError as err:
             progress.stop()
             console.print(summary)
@@ -140,14 +124,13 @@ def etl(
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             raise typer.Exit(2) from None
     console.print(summary)
-    removed = run.removed()
     rules = Table(title=f"cleaning rules, {first} .. {last}: rows removed from bronze/events")
     rules.add_column("rule")
     rules.add_column("rows", justify="right")
     for rule, n in removed.items():
         rules.add_row(rule, f"{n:,}")
     console.print(rules)
-    console.print(f"done in {run.seconds:.1f} s; lake: {settings.lake}", highlight=False)
+    console.print(f"done in {time.perf_counter() - started:.1f} s; lake: {settings.lake}", highlight=False)
 
 
 def _detail(detail: dict) -> str:

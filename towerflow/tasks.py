@@ -6,9 +6,14 @@ DAG files import this module inside their tasks, so nothing heavy loads at parse
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from towerflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from jobs.etl import Step
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ def _run_paths(settings, run_date: str):
     return RunPaths(settings.home_dir / "runs" / run_date)
 
 
-def _etl(settings):
+def _etl(settings, on_step: Callable[[Step], None] | None = None):
     """The ETL driver on this process's Spark session (reused across tasks run in one process)."""
     from jobs.etl import DailyEtl
     from jobs.quality import Gates
@@ -67,20 +72,19 @@ def _etl(settings):
     spark = get_spark(settings.spark_master, settings.spark_driver_memory, settings.spark_conf)
     lake = SparkLake(spark, _lake(settings), engine=settings.delta_engine, staging_dir=settings.staging_dir)
     gates = Gates(settings.data_docs_dir, "all")
-    return DailyEtl(lake, gates, max_day_ratio=settings.dq_max_day_ratio, on_step=lambda s: log.info("%s", s))
+    report = on_step or (lambda step: log.info("%s", step))
+    return DailyEtl(lake, gates, max_day_ratio=settings.dq_max_day_ratio, on_step=report)
 
 
-def plan_etl_days(run_date: str) -> list[date]:
-    """Days a run (re)builds, decided once by its first ETL task and kept in the run folder so
-    every later task works on the same days: from the first day gold does not have yet (or the
-    first bronze day) through the day before the run date; always at least that last day, so a
-    rerun rewrites its own interval and a run after missed days catches up."""
-    import json
-
+def plan_days(run_date: str) -> dict[str, str]:
+    """The days a run for `run_date` processes, from the lake's state: from the first day gold
+    does not have yet (or the first bronze day) through the day before the run date; always at
+    least that last day, so a rerun rewrites its own interval and a run after missed days catches
+    up. The DAG's first task decides it and hands it to the others (an XCom), so a retried task
+    works on the same days even after gold has moved."""
     from jobs.etl import day_range
 
-    settings = get_settings()
-    lake = _lake(settings)
+    lake = _lake(get_settings())
     last = date.fromisoformat(run_date) - timedelta(days=1)
 
     def days_of(layer: str, table: str, column: str) -> list[date]:
@@ -91,33 +95,30 @@ def plan_etl_days(run_date: str) -> list[date]:
 
     bronze = [d for d in days_of("bronze", "events", "event_date") if d <= last]
     done = days_of("gold", "user_features", "feature_date")
-    if not bronze:
-        days = [last]
-    else:
+    first = last
+    if bronze:
         first = bronze[0] if not done else min(max(done[-1] + timedelta(days=1), bronze[0]), last)
-        days = day_range(min(first, last), last)
-    run = _run_paths(settings, run_date)
-    run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / "etl_days.json").write_text(json.dumps([d.isoformat() for d in days]))
-    return days
+    days = day_range(min(first, last), last)
+    return {"start": days[0].isoformat(), "end": days[-1].isoformat()}
 
 
-def etl_days(run_date: str) -> list[date]:
-    """The days this run's first ETL task planned (see `plan_etl_days`)."""
+def _days(days: Mapping[str, str]) -> list[date]:
+    from jobs.etl import day_range
+
+    return day_range(date.fromisoformat(days["start"]), date.fromisoformat(days["end"]))
+
+
+def _run_date_of(days: Mapping[str, str]) -> str:
+    """The run that uses these days: the one for the day after the last (see `plan_days`)."""
+    return (date.fromisoformat(days["end"]) + timedelta(days=1)).isoformat()
+
+
+def _write_quality(settings, days: Mapping[str, str], name: str, detail: dict) -> None:
     import json
 
-    path = _run_paths(get_settings(), run_date).root / "etl_days.json"
-    if not path.exists():
-        return plan_etl_days(run_date)
-    return [date.fromisoformat(d) for d in json.loads(path.read_text())]
-
-
-def _write_quality(settings, run_date: str, name: str, detail: dict) -> None:
-    import json
-
-    run = _run_paths(settings, run_date)
+    run = _run_paths(settings, _run_date_of(days))
     run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / f"quality-{name}.json").write_text(json.dumps({"passed": True, **detail}, default=str))
+    (run.root / f"quality-{name}.json").write_text(json.dumps({"passed": True, **days, **detail}, default=str))
 
 
 # -------------------------------------------------------------------------------------- ETL
@@ -130,83 +131,114 @@ def bad_data_fails_fast(function):
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        import os
+
         from jobs.quality import QualityGateError
 
         try:
             return function(*args, **kwargs)
         except QualityGateError as err:
-            try:
-                from airflow.sdk.exceptions import AirflowFailException
-            except ImportError:  # pragma: no cover - outside Airflow the error itself is clear
-                raise err from None
+            if "AIRFLOW_CTX_DAG_ID" not in os.environ:  # the CLI and tests see the gate's own error
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
             raise AirflowFailException(str(err)) from err
 
     return wrapper
 
 
 @bad_data_fails_fast
-def validate_raw(run_date: str) -> dict[str, int]:
+def validate_raw(days: Mapping[str, str], on_step: Callable[[Step], None] | None = None) -> dict[str, int]:
     """Gate 1: every day's bronze events pass the raw suite (raises QualityGateError)."""
     settings = get_settings()
-    etl = _etl(settings)
-    days = plan_etl_days(run_date)
-    steps = etl.check_raw(days)
-    summary = {"days": len(days), "rows": sum(s.rows for s in steps)}
-    _write_quality(settings, run_date, "raw", summary)
-    log.info("bronze/events passed the raw suite for %s..%s: %s", days[0], days[-1], summary)
+    steps = _etl(settings, on_step).check_raw(_days(days))
+    summary = {"days": len(steps), "rows": sum(s.rows for s in steps)}
+    _write_quality(settings, days, "raw", summary)
+    log.info("bronze/events passed the raw suite for %s..%s: %s", days["start"], days["end"], summary)
     return summary
 
 
 @bad_data_fails_fast
-def build_silver(run_date: str) -> dict[str, int]:
-    """silver/items and silver/interactions for the run's days (gated inside)."""
-    settings = get_settings()
-    etl = _etl(settings)
-    days = etl_days(run_date)
-    steps = etl.build_items() + etl.build_interactions(days)
-    summary = {"days": len(days), "silver_rows": sum(s.rows for s in steps if s.name == "silver/interactions")}
+def build_silver(days: Mapping[str, str], on_step: Callable[[Step], None] | None = None) -> dict[str, int]:
+    """silver/items and silver/interactions for the days (gated inside)."""
+    etl = _etl(get_settings(), on_step)
+    steps = etl.build_items() + etl.build_interactions(_days(days))
+    summary = {
+        "days": len(_days(days)),
+        "silver_rows": sum(s.rows for s in steps if s.name == "silver/interactions"),
+    }
     for step in steps:
         for rule, n in step.detail.get("removed", {}).items():
             summary[f"removed_{rule}"] = summary.get(f"removed_{rule}", 0) + n
-    log.info("silver %s..%s: %s", days[0], days[-1], summary)
+    log.info("silver %s..%s: %s", days["start"], days["end"], summary)
     return summary
 
 
 @bad_data_fails_fast
-def build_gold(run_date: str, holdout_days: int) -> dict[str, int | str]:
-    """gold features (each day gated before writing), user history, and the training split: the
-    holdout is at least the last `holdout_days` days before the run, longer when those hold too
-    few users or events (`settings.holdout_size`); the examples are everything before it."""
+def build_gold(
+    days: Mapping[str, str],
+    holdout_days: int | None = None,
+    *,
+    cutoff: date | None = None,
+    examples: bool = True,
+    on_step: Callable[[Step], None] | None = None,
+) -> dict[str, int | str]:
+    """gold features for the days (each gated before writing), user history, and the training
+    split ending with the last day: the holdout is at least the last `holdout_days` days, longer
+    when those hold too few users or events (`settings.holdout_size`), or starts at `cutoff`
+    when given; the examples are everything before it. `examples=False` leaves the split as is."""
     settings = get_settings()
-    etl = _etl(settings)
-    days = etl_days(run_date)
+    etl = _etl(settings, on_step)
+    run_days = _days(days)
     steps = []
-    for start in range(0, len(days), 31):  # one Spark pass per month of days
-        chunk = days[start : start + 31]
+    for start in range(0, len(run_days), 31):  # one Spark pass per month of days
+        chunk = run_days[start : start + 31]
         steps += etl.build_features(chunk[0], chunk[-1])
-    end = date.fromisoformat(run_date) - timedelta(days=1)
-    cutoff, holdout = etl.holdout_cutoff(end, settings.holdout_size(holdout_days))
-    log.info("holdout %s..%s: %s", cutoff, end, holdout)
-    steps += etl.build_examples(cutoff, end, holdout=holdout)
-    summary: dict[str, int | str] = {"days": len(days), "cutoff": cutoff.isoformat()}
-    summary |= {f"holdout_{name}": n for name, n in holdout.items()}
+    summary: dict[str, int | str] = {"days": len(run_days)}
+    if examples:
+        end = run_days[-1]
+        holdout: dict[str, int] | None = None
+        if cutoff is None:
+            cutoff, holdout = etl.holdout_cutoff(end, settings.holdout_size(holdout_days))
+            summary |= {f"holdout_{name}": n for name, n in holdout.items()}
+        log.info("holdout %s..%s: %s", cutoff, end, holdout)
+        steps += etl.build_examples(cutoff, end, holdout=holdout)
+        summary["cutoff"] = cutoff.isoformat()
     for step in steps:
         summary[step.name] = int(summary.get(step.name, 0)) + step.rows
-    log.info("gold %s..%s: %s", days[0], days[-1], summary)
+    log.info("gold %s..%s: %s", days["start"], days["end"], summary)
     return summary
 
 
 @bad_data_fails_fast
-def validate_features(run_date: str) -> dict[str, int]:
+def validate_features(days: Mapping[str, str]) -> dict[str, int]:
     """Gate 2: the gold feature tables as written (Data Docs under reports/)."""
     from jobs.etl import check_features
     from jobs.quality import Gates
 
     settings = get_settings()
     gates = Gates(settings.data_docs_dir, "all")
-    checked = check_features(_lake(settings), gates, etl_days(run_date), settings.dq_max_day_ratio)
-    _write_quality(settings, run_date, "features", {"rows": checked})
+    checked = check_features(_lake(settings), gates, _days(days), settings.dq_max_day_ratio)
+    _write_quality(settings, days, "features", {"rows": checked})
     return {"rows_checked": checked}
+
+
+def etl(
+    days: Mapping[str, str],
+    holdout_days: int | None = None,
+    *,
+    cutoff: date | None = None,
+    examples: bool = True,
+    on_step: Callable[[Step], None] | None = None,
+) -> dict[str, dict]:
+    """The DAG's ETL tasks in the DAG's order, for `towerflow pipeline etl`: what a backfill
+    outside Airflow runs is what a DAG run runs."""
+    return {
+        "validate_raw": validate_raw(days, on_step),
+        "build_silver": build_silver(days, on_step),
+        "build_gold": build_gold(days, holdout_days, cutoff=cutoff, examples=examples, on_step=on_step),
+        "validate_features": validate_features(days),
+    }
 
 
 # --------------------------------------------------------------------------------- features

@@ -73,6 +73,7 @@ def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> Non
     order = daily["tasks"]
     pipeline = [
         "ingest_landing",
+        "plan_days",
         "validate_raw",
         "build_silver",
         "build_gold",

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.gold import HoldoutSize
+from tests.data.etl_tasks import run_etl_tasks
 from towerflow import schemas as S
 from towerflow.lake import Lake
 
@@ -43,16 +43,6 @@ def _per_day(table: pa.Table) -> dict[str, int]:
     return {c["values"].isoformat(): c["counts"] for c in counts}
 
 
-#: The last day of a run held out, whatever it holds.
-ONE_DAY = HoldoutSize(min_days=1, min_users=0, min_events=0)
-
-
-def run(lake: Lake, first: date, last: date, **kwargs):
-    from jobs.etl import run_etl
-
-    return run_etl(first, last, lake=lake, spark_master="local[2]", holdout=ONE_DAY, **kwargs)
-
-
 def content(lake: Lake, layer: str, table: str) -> pa.Table:
     """A table's rows in a fixed order (files and row order may differ between writes)."""
     rows = lake.read(lake.uri(layer, table))
@@ -73,7 +63,7 @@ def synth_home(tmp_path_factory: pytest.TempPathFactory, spark) -> Path:
     import_items(lake, landing.items_path, source="synth")
     for path in landing.day_paths:
         import_events(lake, path, source="synth", derive_items=False)
-    run(lake, FIRST, LAST, docs_dir=home / "reports" / "data_docs")
+    run_etl_tasks(lake, FIRST, LAST)
     return home
 
 
@@ -121,8 +111,8 @@ def test_rerunning_a_day_leaves_the_same_content(synth_home: Path, tmp_path: Pat
     lake = Lake(str(home / "lake"))
     before = {t: content(lake, *t) for t in TABLES}
     versions = {t: lake.version(lake.uri(*t)) for t in TABLES}
-    run(lake, date(2025, 1, 2), LAST)  # the last two days again
-    run(lake, LAST, LAST)  # and the last day once more
+    run_etl_tasks(lake, date(2025, 1, 2), LAST)  # the last two days again
+    run_etl_tasks(lake, LAST, LAST)  # and the last day once more
     for t in TABLES:
         assert content(lake, *t).equals(before[t]), f"{'/'.join(t)} changed on rerun"
     assert lake.version(lake.uri("silver", "interactions")) > versions[("silver", "interactions")]
@@ -182,7 +172,7 @@ def test_an_item_marked_unavailable_by_import_is_unavailable_in_gold_after_the_n
 
     imported = CliRunner().invoke(app, ["data", "import", "items", str(catalog)])
     assert imported.exit_code == 0, imported.output
-    run(lake, LAST, LAST)
+    run_etl_tasks(lake, LAST, LAST)
 
     items = {r["item_id"]: r for r in lake.read(lake.uri("silver", "items")).to_pylist()}
     features = lake.read(lake.uri("gold", "item_features"), filter=pc.field("feature_date") == pa.scalar(LAST))
@@ -202,7 +192,7 @@ def test_online_retail_counts_add_up(online_retail_file: Path, tmp_path: Path, s
     lake = Lake(str(tmp_path / "lake"))
     import_online_retail(lake, online_retail_file)
     first, last = date(2010, 12, 1), date(2010, 12, 3)
-    result = run(lake, first, last, examples=False)
+    result = run_etl_tasks(lake, first, last, examples=False)
     bronze = lake.read(
         lake.uri("bronze", "events"),
         filter=(pc.field("event_date") >= pa.scalar(first)) & (pc.field("event_date") <= pa.scalar(last)),

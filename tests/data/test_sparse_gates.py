@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from jobs.gold import HoldoutSize
+from tests.data.etl_tasks import run_etl_tasks
 from towerflow import schemas as S
 from towerflow.lake import Lake
 
@@ -22,15 +22,6 @@ FIRST = date(2025, 1, 1)
 #: Days of 0, 31, 0, 14, 26, 72, 2 and 3 events: empty days, and a quiet day after a busy one.
 DAYS, SEED = 8, 5
 LAST = FIRST + timedelta(days=DAYS - 1)
-
-#: The last day of a run held out, whatever it holds.
-ONE_DAY = HoldoutSize(min_days=1, min_users=0, min_events=0)
-
-
-def run(lake: Lake, first: date, last: date, **kwargs):
-    from jobs.etl import run_etl
-
-    return run_etl(first, last, lake=lake, spark_master="local[2]", holdout=ONE_DAY, **kwargs)
 
 
 def per_day(lake: Lake, layer: str, table: str, column: str) -> dict[date, int]:
@@ -50,7 +41,7 @@ def sparse_run(tmp_path_factory: pytest.TempPathFactory, spark):
     import_items(lake, landing.items_path, source="synth")
     for path in landing.day_paths:
         import_events(lake, path, source="synth", derive_items=False)
-    return home, lake, run(lake, FIRST, LAST, examples=False)
+    return home, lake, run_etl_tasks(lake, FIRST, LAST, examples=False)
 
 
 def test_valid_sparse_days_pass_every_gate(sparse_run) -> None:
@@ -98,7 +89,7 @@ def test_a_corrupt_sparse_day_is_stopped(sparse_run, tmp_path: Path, corruption:
     silver = lake.version(lake.uri("silver", "interactions"))
 
     with pytest.raises(QualityGateError) as caught:
-        run(lake, day, day)
+        run_etl_tasks(lake, day, day)
     assert caught.value.suite == "bronze_events"
     assert expected <= {(f.expectation, f.column) for f in caught.value.failures}
     assert lake.version(lake.uri("silver", "interactions")) == silver
