@@ -20,14 +20,10 @@ were made from: a step whose outputs carry the current fingerprint does nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,58 +34,20 @@ import pandas as pd
 from jobs.lake import Lake
 from models.data import at_utc, catalog_from_frame, load_catalog, load_interactions, read_frame
 from models.gate import GatePolicy, decide
+from models.runs import (
+    MANIFEST,
+    REFIT,
+    RunPaths,
+    code_version,
+    data_versions,
+    fingerprint,
+    read_json,
+    replacing,
+    staged_fingerprint,
+)
 from models.train import RankerCandidates, TrainingData, TrainingSet, TrainParams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one run's model artefacts live."""
-
-    root: Path
-
-    @property
-    def staged(self) -> Path:
-        return self.root / "staged"
-
-    @property
-    def record(self) -> Path:
-        return self.root / "train.json"
-
-    @property
-    def training_set(self) -> Path:
-        return self.root / "training_set"
-
-    @property
-    def candidates(self) -> Path:
-        return self.root / "ranker_candidates"
-
-    @property
-    def refit(self) -> Path:
-        """The chosen recipe refit through the run date (`refit_run`): what gets published."""
-        return self.root / "refit"
-
-    @property
-    def baselines(self) -> Path:
-        """Servable baseline pairs fitted on the run's training data, `<name>/{retrieval,ranking}`."""
-        return self.staged / "baselines"
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation"
-
-    @property
-    def decision(self) -> Path:
-        return self.root / "gate.json"
-
-    @property
-    def tuning(self) -> Path:
-        """`tune_run`'s report; its chosen settings are the run's (`run_params`)."""
-        return self.root / "tuning"
-
-
-REFIT = "refit.json"  # in the refit folder, once the refit is complete
 
 
 def holdout_of(lake: Lake, run_date: date) -> tuple[datetime, int]:
@@ -124,35 +82,6 @@ def read_examples(lake: Lake, table: str) -> pd.DataFrame:
     return frame.sort_values(["event_timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
 
 
-def data_versions(lake: Lake) -> dict[str, int | None]:
-    tables = [
-        ("silver", "interactions"),
-        ("silver", "items"),
-        ("gold", "user_features"),
-        ("gold", "item_features"),
-        ("gold", "user_history"),
-        ("gold", "training_examples"),
-        ("gold", "holdout"),
-    ]
-    return {f"{layer}/{name}": lake.version(lake.uri(layer, name)) for layer, name in tables}
-
-
-def fingerprint(versions: dict[str, Any], params: TrainParams, cutoff: datetime, code: str) -> str:
-    """What a model was trained from: a rerun with the same inputs has the same fingerprint."""
-    blob = json.dumps(
-        {"data": versions, "params": asdict(params), "cutoff": cutoff.isoformat(), "code": code},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def code_version() -> str:
-    from importlib.metadata import version
-
-    return version("towerflow")
-
-
 # ---------------------------------------------------------------------------------- training
 
 
@@ -160,7 +89,7 @@ def run_params(run: RunPaths, params: TrainParams) -> TrainParams:
     """`params` with the settings the run's tuning chose, when it tuned (`tune_run`)."""
     from models.tune import tuned_params
 
-    chosen = _read_json(run.tuning / "tuning.json")
+    chosen = read_json(run.tuning / "tuning.json")
     return params if chosen is None else tuned_params(params, chosen["best"])
 
 
@@ -213,8 +142,6 @@ def tune_run(
     }
 
 
-MANIFEST = "manifest.json"
-STAGED_METADATA = Path("assets.extra") / "towerflow.json"  # written by models.export.save
 FRAMES = {  # TrainingSet attribute -> file in training_set/
     "full": "retrieval_before_cutoff.parquet",
     "users": "ranker_users.parquet",
@@ -224,34 +151,6 @@ FRAMES = {  # TrainingSet attribute -> file in training_set/
 META_KEYS = ("run_date", "cutoff", "holdout_days", "params", "data_versions", "code_version", "fingerprint")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _staged_fingerprint(model_dir: Path) -> str | None:
-    meta = _read_json(model_dir / STAGED_METADATA)
-    return None if meta is None else meta.get("fingerprint")
-
-
-@contextmanager
-def _replacing(folder: Path) -> Iterator[Path]:
-    """A temporary sibling to write `folder`'s files into, swapped in when the block ends without
-    error: a reader finds the old folder or the new one (whose manifest is written last), never
-    half of one."""
-    tmp = folder.parent / f".tmp-{folder.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by a crashed attempt
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-
-
 def _training_manifest(run: RunPaths, params: TrainParams) -> dict[str, Any]:
     """The run's training-set manifest, checked against `params` and this code.
 
@@ -259,7 +158,7 @@ def _training_manifest(run: RunPaths, params: TrainParams) -> dict[str, Any]:
         FileNotFoundError: the training set was not built yet.
         ValueError: it was built with other parameters or another code version.
     """
-    manifest = _read_json(run.training_set / MANIFEST)
+    manifest = read_json(run.training_set / MANIFEST)
     if manifest is None:
         raise FileNotFoundError(f"no training set in {run.training_set}: run the training_set step first")
     cutoff = datetime.fromisoformat(manifest["cutoff"])
@@ -279,7 +178,7 @@ def _meta(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def save_training_set(ts: TrainingSet, folder: Path, manifest: dict[str, Any]) -> None:
     """The training set's frames and catalog as Parquet, then its manifest."""
-    with _replacing(folder) as tmp:
+    with replacing(folder) as tmp:
         for attr, name in FRAMES.items():
             getattr(ts, attr).to_parquet(tmp / name, index=False)
         ts.catalog.frame().to_parquet(tmp / "catalog.parquet", index=False)
@@ -311,7 +210,7 @@ def save_candidates(candidates: RankerCandidates, ts: TrainingSet, folder: Path,
             "label": candidates.labels.ravel(),
         }
     )
-    with _replacing(folder) as tmp:
+    with replacing(folder) as tmp:
         frame.to_parquet(tmp / "candidates.parquet", index=False)
         (tmp / "vocabulary.json").write_text(json.dumps(list(candidates.items)))
         (tmp / MANIFEST).write_text(json.dumps({**manifest, "per_user": per_user}, indent=2, default=str))
@@ -363,7 +262,7 @@ def build_training_set(
         cutoff = at_utc(run_date)
     versions = data_versions(lake)
     print_ = fingerprint(versions, params, cutoff, code_version())
-    manifest = _read_json(run.training_set / MANIFEST)
+    manifest = read_json(run.training_set / MANIFEST)
     skipped = manifest is not None and manifest.get("fingerprint") == print_
     if skipped:
         progress(f"the training set for these inputs is already in {run.training_set} ({print_})")
@@ -414,11 +313,11 @@ def train_retrieval(run: RunPaths, params: TrainParams, progress=log.info) -> di
 
     manifest = _training_manifest(run, params)
     print_ = manifest["fingerprint"]
-    done = _read_json(run.candidates / MANIFEST)
+    done = read_json(run.candidates / MANIFEST)
     skipped = (
         done is not None
         and done.get("fingerprint") == print_
-        and _staged_fingerprint(run.staged / "retrieval") == print_
+        and staged_fingerprint(run.staged / "retrieval") == print_
     )
     if skipped:
         progress(f"the retrieval model and ranker candidates for these inputs are already in {run.root} ({print_})")
@@ -467,14 +366,14 @@ def train_ranking(run: RunPaths, params: TrainParams, progress=log.info) -> dict
 
     manifest = _training_manifest(run, params)
     print_ = manifest["fingerprint"]
-    retrieval = _read_json(run.candidates / MANIFEST)
+    retrieval = read_json(run.candidates / MANIFEST)
     if retrieval is None or retrieval.get("fingerprint") != print_:
         raise FileNotFoundError(f"no ranker candidates for this training set in {run.candidates}: run train_retrieval")
-    record = _read_json(run.record)
+    record = read_json(run.record)
     skipped = (
         record is not None
         and record.get("fingerprint") == print_
-        and _staged_fingerprint(run.staged / "ranking") == print_
+        and staged_fingerprint(run.staged / "ranking") == print_
     )
     if skipped:
         progress(f"models for these inputs are already staged in {run.staged} ({print_})")
@@ -674,14 +573,14 @@ def refit_run(
         return {"refit": False, "reason": "the gate keeps production"}
     recommender = decision.get("recommender", "two_stage")
     refit = RunPaths(run.refit)
-    done = _read_json(refit.root / REFIT)
+    done = read_json(refit.root / REFIT)
     if done is not None and done.get("recommender") == recommender:
         progress(f"{recommender} is already refit through {run_date} in {refit.root}")
         return {"refit": True, "skipped": True, **done}
     started = time.perf_counter()
     if recommender in ("two_stage", "retrieval"):
         # The ranker's window keeps the evaluated length; only the cutoff moves to the run date.
-        evaluated = _read_json(run.training_set / MANIFEST)
+        evaluated = read_json(run.training_set / MANIFEST)
         window = None
         if evaluated is not None:
             window = (datetime.fromisoformat(evaluated["cutoff"]) - datetime.fromisoformat(evaluated["shift"])).days
@@ -728,7 +627,7 @@ def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict
     meta["metrics"] = {v: report["metrics"][v].get(recommender) for v in report["metrics"]}
     meta["gate"] = decision
     source = run
-    refit = _read_json(run.refit / REFIT)
+    refit = read_json(run.refit / REFIT)
     if refit is not None and refit.get("recommender") == recommender:
         source = RunPaths(run.refit)
         meta["refit"] = refit  # the evaluated recipe, trained again through the run date

@@ -57,7 +57,7 @@ def _lake(settings):
 
 
 def _run_paths(settings, run_date: str):
-    from models.lifecycle import RunPaths
+    from models.runs import RunPaths
 
     return RunPaths(settings.home_dir / "runs" / run_date)
 
@@ -307,7 +307,8 @@ def tune_models(run_date: str, enabled: bool, budget_minutes: float, epochs: int
     the same inputs keeps the choice it already made."""
     import json
 
-    from models.lifecycle import code_version, data_versions, fingerprint, holdout_of, tune_run
+    from models.lifecycle import holdout_of, tune_run
+    from models.runs import code_version, data_versions, fingerprint
 
     settings = get_settings()
     run = _run_paths(settings, run_date)
@@ -571,62 +572,11 @@ def model_server_wait(settings):
 
 
 def precompute(run_date: str, version: int, max_users: int = 50_000) -> int:
-    """Recommendations for the users active on the run's last day, from the published version,
-    as `towerflow recommend` makes them (online features, the gateway's scoring and rules), into
-    Redis: the gateway serves them when the model path is down. Needs Redis."""
-    from dataclasses import replace
+    """Batch recommendations of the published `version` for the run's active users, into Redis
+    (`models.predict.precompute`)."""
+    from models.predict import precompute as predict
 
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    from scoring.batch import MODEL_PATH, open_scorer, recommend_users
-    from scoring.rules import RuleConfig
-    from serving.gateway.precomputed import write_precomputed
-
-    settings = get_settings()
-    if not settings.redis_url:
-        log.info("no Redis configured: precomputed recommendations are skipped (embedded mode)")
-        return 0
-    lake = _lake(settings)
-    at = datetime.combine(date.fromisoformat(run_date), datetime.min.time(), UTC)
-    last_day = date.fromisoformat(run_date) - timedelta(days=1)
-    active = lake.read(
-        lake.uri("gold", "user_features"),
-        columns=["user_id"],
-        filter=ds.field("feature_date") == pa.scalar(last_day, pa.date32()),
-    )
-    users = sorted(set(active.column("user_id").to_pylist()))[:max_users] if active is not None else []
-    if not users:
-        return 0
-    scorer = open_scorer(settings, str(version))
-    # The whole list, purchases kept: the gateway applies the request's rules when it serves it.
-    rules = replace(RuleConfig.from_settings(settings, count=100), exclude_purchased=False)
-    step = max(1, len(users) // 10)
-    answers = recommend_users(
-        scorer,
-        users,
-        at,
-        rules,
-        progress=lambda n: log.info("precomputed %d of %d users", n, len(users)) if n % step == 0 else None,
-    )
-    by_user = {a.user_id: [item for item, _ in a.items] for a in answers if a.path == MODEL_PATH}
-    snapshot = scorer.reader.snapshot
-    popularity = snapshot.column_arrays().get("item_features__popularity")
-    popular = None
-    if popularity is not None:
-        ids = list(snapshot.index)  # in snapshot order; the arrays end with one slot for unknown ids
-        order = np.argsort(-np.nan_to_num(popularity[: len(ids)], nan=-np.inf), kind="stable")[:200]
-        popular = [ids[n] for n in order]
-    return write_precomputed(
-        settings.redis_url,
-        by_user,
-        f"retrieval={version},ranking={version}",
-        prefix=settings.redis_prefix,
-        ttl_s=settings.precomputed_ttl_s,
-        generated_at=at,
-        popular=popular,
-    )
+    return predict(get_settings(), date.fromisoformat(run_date), version, max_users)
 
 
 def report(run_date: str) -> dict[str, object]:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from models.gate import GatePolicy
-from models.lifecycle import RunPaths, gate_run, publish_run
+from models.lifecycle import gate_run, publish_run
 from models.registry import labels, list_models
+from models.runs import RunPaths
 
 pytestmark = pytest.mark.training
 

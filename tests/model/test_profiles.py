@@ -36,7 +36,8 @@ def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, w
     from models.evaluate import evaluate, prepare, stage_baselines, write_report
     from models.export import export
     from models.gate import GatePolicy
-    from models.lifecycle import RunPaths, gate_run, publish_run
+    from models.lifecycle import gate_run, publish_run
+    from models.runs import RunPaths
     from models.train import TrainingData, TrainParams, train
 
     cfg, min_days = PROFILE_WORLDS[profile]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from models import registry
-from models.lifecycle import RunPaths, publish_run
+from models.lifecycle import publish_run
+from models.runs import RunPaths
 from towerflow.model_config import from_proto, parse
 
 MODELS = ("retrieval", "ranking")

@@ -18,8 +18,6 @@ import pyarrow as pa
 import pytest
 
 from models.lifecycle import (
-    REFIT,
-    RunPaths,
     build_training_set,
     load_training_set,
     publish_run,
@@ -28,6 +26,7 @@ from models.lifecycle import (
     train_ranking,
     train_retrieval,
 )
+from models.runs import REFIT, RunPaths
 from models.train import TrainingData, TrainParams, training_set
 from towerflow.lake import Lake
 
@@ -40,7 +39,8 @@ PARAMS = TrainParams(
 STEP = """
 import json, sys
 from pathlib import Path
-from models.lifecycle import RunPaths, train_ranking, train_retrieval
+from models.lifecycle import train_ranking, train_retrieval
+from models.runs import RunPaths
 from models.train import TrainParams
 step = {"train_retrieval": train_retrieval, "train_ranking": train_ranking}[sys.argv[1]]
 print(json.dumps(step(RunPaths(Path(sys.argv[2])), TrainParams(**json.loads(sys.argv[3])))))
