@@ -5,7 +5,7 @@ UV_VERSION ?= 0.13.9
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench airflow clean-var
+.PHONY: demo test lint bench airflow protos clean-var
 
 # The environment is rebuilt only when the lock or the package metadata change.
 $(STAMP): requirements.lock setup.cfg pyproject.toml
@@ -39,6 +39,11 @@ bench: $(STAMP)
 	@mkdir -p $(dir $(BENCH_OUT)) && rm -f $(BENCH_OUT)
 	@$(BIN)/towerflow bench all --out $(BENCH_OUT)
 	@$(BIN)/towerflow bench-report $(BENCH_OUT)
+
+# TF Serving's API descriptors for the gateway's client, regenerated after upgrading
+# tensorflow-serving-api (tests/serving/test_tfs_descriptors.py fails while they differ).
+protos: $(STAMP)
+	@$(BIN)/python -m tools.tfs_descriptors
 
 clean-var:
 	rm -rf var

@@ -17,29 +17,27 @@ Errors are `grpc.RpcError`s carrying TF Serving's status codes (NOT_FOUND, INVAL
 
 Why no TensorFlow: `tensorflow_serving.apis.*_pb2` import `tensorflow.core.framework.*_pb2`, and
 importing any `tensorflow.*` module runs `tensorflow/__init__.py` (seconds and some 1,600 modules)
-for a process that only needs a dozen message types. This module reads the serialized `.proto`
-descriptors out of the installed `tensorflow-serving-api` / `tensorflow` `_pb2` files (as text,
-never importing them), registers them in a private descriptor pool and builds the message classes
-from it, so the wire format is exactly the official one. A private pool (not protobuf's default)
-means a process that also imports TensorFlow (tests, the model server) sees no clashes.
+for a process that only needs a dozen message types. The official `.proto` descriptors come as one
+`FileDescriptorSet` generated at build time (`serving/tfs_apis.binpb`, by `tools.tfs_descriptors`
+from the installed `tensorflow-serving-api`); this module registers them in a private descriptor
+pool and builds the message classes from it, so the wire format is exactly the official one and
+the client needs neither package installed. A private pool (not protobuf's default) means a
+process that also imports TensorFlow (tests, the model server) sees no clashes.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import importlib.util
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
-from google.protobuf import any_pb2, descriptor_pool, message_factory, wrappers_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 if TYPE_CHECKING:
     from towerflow.model_config import ModelEntry
@@ -59,54 +57,16 @@ def channel_options(max_request_bytes: int = MAX_REQUEST_BYTES) -> list[tuple[st
 # ------------------------------------------------------------------------------------------------
 # Messages, from a private descriptor pool
 
-#: The `_pb2` modules whose messages the client sends or reads (dependencies are followed).
-_ROOTS = (
-    "tensorflow_serving.apis.predict_pb2",
-    "tensorflow_serving.apis.get_model_metadata_pb2",
-    "tensorflow_serving.apis.get_model_status_pb2",
-    "tensorflow_serving.apis.model_management_pb2",
-)
-_WELL_KNOWN = {"google.protobuf.any_pb2": any_pb2, "google.protobuf.wrappers_pb2": wrappers_pb2}
-_IMPORT = re.compile(r"^from ([\w.]+) import (\w+_pb2)", re.M)
-
-
-def _module_file(module: str) -> Path:
-    """The `.py` file of `module`, found without importing its package (no TF start-up)."""
-    top, _, rest = module.partition(".")
-    spec = importlib.util.find_spec(top)  # top-level find_spec does not run __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{top} is not installed (needed for TF Serving's protos)")
-    return Path(next(iter(spec.submodule_search_locations))) / (rest.replace(".", "/") + ".py")
-
-
-def _serialized_file(source: str, module: str) -> bytes:
-    """The bytes a generated `_pb2` module passes to `AddSerializedFile(...)`."""
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "AddSerializedFile" and node.args:
-            return ast.literal_eval(node.args[0])
-    raise ImportError(f"{module}: no serialized descriptor found (unexpected protoc output)")
+DESCRIPTORS = "tfs_apis.binpb"  # package data of `serving`, dependencies before dependants
 
 
 @cache
 def pool() -> descriptor_pool.DescriptorPool:
     """A private descriptor pool holding TF Serving's API protos and their dependencies."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(resources.files("serving").joinpath(DESCRIPTORS).read_bytes())
     private = descriptor_pool.DescriptorPool()
-    done: set[str] = set()
-
-    def add(module: str) -> None:
-        if module in done:
-            return
-        done.add(module)
-        if module.startswith("google.protobuf."):
-            private.AddSerializedFile(_WELL_KNOWN[module].DESCRIPTOR.serialized_pb)
-            return
-        source = _module_file(module).read_text()
-        for package, name in _IMPORT.findall(source):
-            add(f"{package}.{name}")  # dependencies first, as the pool requires
-        private.AddSerializedFile(_serialized_file(source, module))
-
-    for root in _ROOTS:
-        add(root)
+    for file in files.file:
+        private.Add(file)
     return private
 
 

@@ -1,0 +1,1 @@
+"""Build-time tools of the source checkout (not shipped): generators of checked-in artefacts."""
