@@ -4,6 +4,7 @@
   the gateway.
 - `feature_samples`: small seeded gold tables in the contract schemas, standing in for the ETL's
   output, for the feature store and the gateway.
+- `baselines`: numpy references of the served baselines, which the exported graphs must match.
 
 Importable from a source checkout: pytest puts the repository on `sys.path` (setup.cfg
 `pythonpath`), and `towerflow bench` does the same for `bench/`.

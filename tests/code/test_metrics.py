@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.baselines import TrainInteractions, history_first, item_neighbours, knn_scores, popularity_scores
+from models.baselines import TrainInteractions, item_neighbours, popularity_scores
 from models.metrics import recall_curve, top_k, topk_metrics
+from testsupport.baselines import history_first, knn_scores
 
 
 def _truth(rows: list[list[int]], n_items: int) -> sp.csr_matrix:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.baselines import BASELINES, TrainInteractions, fit_baselines, fold_in, history_first, knn_scores
+from models.baselines import BASELINES, TrainInteractions, fit_baselines
 from models.features import HISTORY_COUNTS, HISTORY_ITEMS, HISTORY_LAST_DAY, HISTORY_LEN, REQUEST_DAY, USER_ID
+from testsupport.baselines import fold_in, history_first, knn_scores
 
 N_USERS, N_ITEMS = 60, 40
 
