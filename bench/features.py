@@ -43,8 +43,7 @@ def _time(fn: Callable[[Any], Any], inputs: list[Any]) -> dict[str, float]:
 
 def _raw_hgetall(store: Any, client: Any, join_key: str) -> Callable[[list[str]], list[dict]]:
     """Pipelined HGETALL of Feast's keys for these ids: the floor a Redis-backed read can reach."""
-    from feast.infra.online_stores.helpers import _redis_key
-
+    from features.feast_compat import redis_key
     from features.reader import _entity_key
 
     version = store.config.entity_key_serialization_version
@@ -52,7 +51,7 @@ def _raw_hgetall(store: Any, client: Any, join_key: str) -> Callable[[list[str]]
     def read(ids: list[str]) -> list[dict]:
         with client.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.hgetall(_redis_key(store.project, _entity_key(join_key, i), version))
+                pipe.hgetall(redis_key(store.project, _entity_key(join_key, i), version))
             return pipe.execute()
 
     return read

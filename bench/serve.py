@@ -217,8 +217,8 @@ def _floor(settings: Any, store: Any, models: Path, embeddings: Any, users: list
     """numpy top-1000 + one Redis HGETALL + one in-process ranking call, sequentially."""
     import numpy as np
     import tensorflow as tf
-    from feast.infra.online_stores.helpers import _redis_key
 
+    from features.feast_compat import redis_key
     from features.reader import _entity_key
     from features.store import redis_client
 
@@ -235,7 +235,7 @@ def _floor(settings: Any, store: Any, models: Path, embeddings: Any, users: list
         scores = embeddings @ user_vectors[n % len(users)]
         top = np.argpartition(-scores, K)[:K]
         top = top[np.argsort(-scores[top])]
-        client.hgetall(_redis_key(store.project, _entity_key("user_id", users[n % len(users)]), version))
+        client.hgetall(redis_key(store.project, _entity_key("user_id", users[n % len(users)]), version))
         rank(
             user_id=tf.constant([b"u1"]),
             item_id=tf.constant([[i.encode() for i in ids[top]]]),

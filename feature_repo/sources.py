@@ -1,23 +1,23 @@
 """Sources: the gold Delta tables (batch) and the push sources the stream worker writes to.
 
-Feature rows of day D carry `event_timestamp` = D + 1 day 00:00 UTC (towerflow/schemas.py), so a
-point-in-time join gives an example only what was known before it happened.
+A table's path is relative to the lake, `gold/<table>`; the environment's feature_store.yaml names
+the lake (`offline_store.lake`, read by features/offline_store.py), so these definitions hold no
+machine's path. Feature rows of day D carry `event_timestamp` = D + 1 day 00:00 UTC
+(towerflow/schemas.py), so a point-in-time join gives an example only what was known before it
+happened.
 """
 
 from feast import FileSource, PushSource
 from feast.data_format import DeltaFormat
 
-from feature_repo.paths import TABLE_TAG, table_path
-
 
 def _gold(table: str, description: str) -> FileSource:
     return FileSource(
         name=f"gold_{table}",
-        path=table_path("gold", table),
+        path=f"gold/{table}",
         file_format=DeltaFormat(),
         timestamp_field="event_timestamp",
         description=description,
-        tags={TABLE_TAG: f"gold/{table}"},
     )
 
 

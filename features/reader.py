@@ -109,7 +109,9 @@ def _online_read(store: FeatureStore, read: ViewRead, join_key: str, ids: Sequen
     """Feast's lower-level online read, decoded: one list of values per id (None when missing)."""
     from feast.type_map import feast_value_type_to_python_type
 
-    online = store._get_provider().online_store  # Feast's own store object: same reads as Feast's
+    from features.feast_compat import online_store
+
+    online = online_store(store)  # Feast's own store object: same reads as Feast's
     keys = [_entity_key(join_key, i) for i in ids]
     rows = online.online_read(store.config, read.fv, keys, list(read.features))
     out = []
@@ -255,10 +257,10 @@ class FastFeatureReader:
     @staticmethod
     def _hash_fields(reads: list[ViewRead]) -> list[tuple[bytes, str, Any]]:
         """(Redis hash field, output column, value type) per feature, as Feast lays them out."""
-        from feast.infra.online_stores.helpers import _mmh3
+        from features.feast_compat import redis_field
 
         return [
-            (_mmh3(f"{r.view}:{f}"), f"{r.alias}__{f}", t)
+            (redis_field(r.view, f), f"{r.alias}__{f}", t)
             for r in reads
             for f, t in zip(r.features, r.value_types, strict=True)
         ]
@@ -306,10 +308,10 @@ class FastFeatureReader:
             self._aredis = None
 
     def _user_key(self, user_id: str) -> bytes:
-        from feast.infra.online_stores.helpers import _redis_key
+        from features.feast_compat import redis_key
 
         config = self._store.config
-        return _redis_key(config.project, _entity_key(USER_KEY, user_id), config.entity_key_serialization_version)
+        return redis_key(config.project, _entity_key(USER_KEY, user_id), config.entity_key_serialization_version)
 
     def _decode_user(self, raw: Mapping[bytes, bytes]) -> dict[str, Any]:
         from feast.protos.feast.types.Value_pb2 import Value
@@ -516,10 +518,12 @@ class FastFeatureReader:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        from features.offline_store import source_uri
+
         seen: list[pa.Array] = []
         for read in self._snap_reads:
             try:
-                table = DeltaTable(read.fv.batch_source.path)
+                table = DeltaTable(source_uri(self._store.config, read.fv.batch_source))
             except TableNotFoundError:
                 continue
             seen.append(table.to_pyarrow_dataset().to_table(columns=[ITEM_KEY]).column(ITEM_KEY).combine_chunks())

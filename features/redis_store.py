@@ -6,9 +6,10 @@ Feast would keep the old values. Here a row at the same instant replaces the sto
 row is still dropped, so values pushed live by the stream worker (later event times) are never
 overwritten by the nightly batch.
 
-Selected in the generated feature_store.yaml as
+Selected in feature_repo/redis/feature_store.yaml as
 `online_store: {type: features.redis_store.TowerflowRedisOnlineStore, ...}`; keys, fields and
 values are exactly Feast's, so Feast's readers (and ours: features/reader.py) read them unchanged.
+The connection string may also be a `redis://` URL (what TOWERFLOW_REDIS_URL holds).
 """
 
 from __future__ import annotations
@@ -16,21 +17,28 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from feast import FeatureView, RepoConfig, utils
-from feast.infra.online_stores.helpers import _redis_key
-from feast.infra.online_stores.redis import (
-    RedisOnlineStore,
-    RedisOnlineStoreConfig,
-    _versioned_fv_name,
-)
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import field_validator
+
+from features.feast_compat import redis_key, redis_store_client, redis_ts_field
 
 STORE_TYPE = "features.redis_store.TowerflowRedisOnlineStore"
 
 
 class TowerflowRedisOnlineStoreConfig(RedisOnlineStoreConfig):
-    """Same options as Feast's `type: redis`."""
+    """Same options as Feast's `type: redis`; `connection_string` may be a `redis://` URL."""
 
     type: Literal["features.redis_store.TowerflowRedisOnlineStore"] = STORE_TYPE  # type: ignore[assignment]
+
+    @field_validator("connection_string")
+    @classmethod
+    def _from_url(cls, value: str) -> str:
+        from features.store import redis_connection_string
+
+        if "${" in value:
+            raise ValueError(f"connection_string: {value!r} names an unset environment variable; set it")
+        return redis_connection_string(value)
 
 
 def _ts_bytes(when: Any) -> bytes:
@@ -44,9 +52,9 @@ class TowerflowRedisOnlineStore(RedisOnlineStore):
 
     def online_write_batch(self, config: RepoConfig, table: FeatureView, data, progress) -> None:
         if data and not config.online_store.skip_dedup:
-            client = self._get_client(config.online_store)
-            ts_field = f"_ts:{_versioned_fv_name(table, config)}"
-            keys = [_redis_key(config.project, key, config.entity_key_serialization_version) for key, *_ in data]
+            client = redis_store_client(self, config.online_store)
+            ts_field = redis_ts_field(table, config)
+            keys = [redis_key(config.project, key, config.entity_key_serialization_version) for key, *_ in data]
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hget(key, ts_field)

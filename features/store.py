@@ -1,19 +1,21 @@
 """Opening the feature store: one set of Feast definitions (feature_repo/), two environments.
 
-- `embedded`: SQLite online store under TOWERFLOW_HOME, for a laptop without Redis.
-- `redis`: Redis online store at `settings.redis_url` (features/redis_store.py).
+Each environment is a feature_store.yaml in feature_repo/, the files the `feast` CLI reads:
 
-Both read the gold Delta tables through Feast's DuckDB offline store, which scans a table's
-current Delta snapshot (`delta_scan`); Feast's default file store lists Parquet files and, after an
-overwrite, serves old and new rows together (PLATFORM-NOTES.md). DuckDB's delta extension comes
-from the `duckdb-ext-delta` wheel, so nothing is downloaded at run time.
+- `embedded` (feature_repo/feature_store.yaml): SQLite online store under TOWERFLOW_HOME, for a
+  laptop without Redis.
+- `redis` (feature_repo/redis/feature_store.yaml): Redis online store (features/redis_store.py).
 
-The jobs (apply, materialize, training sets: jobs/feature_store.py) and the gateway (online reads:
-features/reader.py) open the store the same way, through `feature_store(settings, env)`.
+Both read the gold Delta tables through DuckDB (features/offline_store.py). The towerflow side
+reads the same files, with `${TOWERFLOW_HOME}` and `${TOWERFLOW_REDIS_URL}` taken from its settings,
+the lake from `settings.lake` and the project from `settings.feast_project`: the jobs (apply,
+materialize, training sets: jobs/feature_store.py) and the gateway (online reads:
+features/reader.py) open the store through `feature_store(settings, env)`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -82,34 +84,38 @@ def resolve_env(settings: Settings) -> str:
     return "embedded"
 
 
+def yaml_path(env: str) -> Path:
+    """The environment's feature_store.yaml (what `feast -f <it>` reads)."""
+    if env not in ENVIRONMENTS:
+        raise FeatureStoreError(f"unknown feature environment {env!r}; choose from {ENVIRONMENTS}")
+    return REPO_DIR / "feature_store.yaml" if env == "embedded" else REPO_DIR / env / "feature_store.yaml"
+
+
 def repo_config_dict(settings: Settings, env: str, project: str | None = None) -> dict[str, Any]:
-    """The `feature_store.yaml` content for one environment, as a dict.
+    """The environment's feature_store.yaml as a dict, with its variables taken from `settings`.
+
+    `${TOWERFLOW_HOME}` becomes `settings.home_dir` and `${TOWERFLOW_REDIS_URL}` `settings.redis_url`;
+    other `${VAR}`s are expanded from the environment, as the `feast` CLI does. The lake is
+    `settings.lake`, so TOWERFLOW_LAKE_URI applies here too.
 
     Args:
-        settings: where the registry, SQLite file and Redis are.
+        settings: where the home, the lake and Redis are.
         env: `embedded` or `redis`.
         project: Feast project name; defaults to `settings.feast_project`. It suffixes every
             online key, so a unique name isolates a test run on a shared Redis.
     """
-    if env not in ENVIRONMENTS:
-        raise FeatureStoreError(f"unknown feature environment {env!r}; choose from {ENVIRONMENTS}")
-    from features.redis_store import STORE_TYPE
+    import yaml
 
-    folder = settings.feature_registry_dir / env
-    if env == "redis":
-        if not settings.redis_url:
-            raise FeatureStoreError("the redis environment needs TOWERFLOW_REDIS_URL (or REDIS_URL)")
-        online = {"type": STORE_TYPE, "connection_string": redis_connection_string(settings.redis_url)}
-    else:
-        online = {"type": "sqlite", "path": str(folder / "online.db")}
-    return {
-        "project": project or settings.feast_project,
-        "provider": "local",
-        "registry": {"path": str(folder / "registry.db"), "cache_ttl_seconds": 60},
-        "offline_store": {"type": "duckdb"},
-        "online_store": online,
-        "entity_key_serialization_version": 3,
-    }
+    path = yaml_path(env)
+    if env == "redis" and not settings.redis_url:
+        raise FeatureStoreError("the redis environment needs TOWERFLOW_REDIS_URL (or REDIS_URL)")
+    text = path.read_text()
+    for name, value in (("TOWERFLOW_HOME", str(settings.home_dir)), ("TOWERFLOW_REDIS_URL", settings.redis_url)):
+        text = text.replace("${" + name + "}", value or "")
+    config: dict[str, Any] = yaml.safe_load(os.path.expandvars(text))
+    config["project"] = project or settings.feast_project
+    config["offline_store"]["lake"] = settings.lake
+    return config
 
 
 def repo_config(settings: Settings, env: str | None = None, project: str | None = None) -> RepoConfig:
@@ -120,33 +126,10 @@ def repo_config(settings: Settings, env: str | None = None, project: str | None 
     return RepoConfig(repo_path=REPO_DIR, **repo_config_dict(settings, env, project))
 
 
-def use_bundled_duckdb_extensions() -> None:
-    """Point DuckDB (Feast's offline store runs on ibis' default DuckDB backend) at the delta
-    extension shipped in the `duckdb-ext-delta` wheel, and forbid downloads."""
-    import ibis
-
-    current = ibis.options.default_backend
-    if current is not None and getattr(current, "_towerflow_ext", False):
-        return
-    import duckdb_ext
-
-    ext_dir = Path(next(iter(duckdb_ext.__path__))) / "extensions"
-    backend = ibis.duckdb.connect(
-        extension_directory=str(ext_dir),
-        autoinstall_known_extensions=False,
-        autoload_known_extensions=False,
-    )
-    # Feast compares timestamps after casting to naive; the session zone must be UTC for that.
-    backend.raw_sql("SET TimeZone = 'UTC'")
-    backend._towerflow_ext = True
-    ibis.set_backend(backend)
-
-
 def feature_store(settings: Settings, env: str | None = None, project: str | None = None) -> FeatureStore:
     """A `FeatureStore` over feature_repo/ for `env` (default: Redis if reachable, else embedded)."""
     from feast import FeatureStore
 
-    use_bundled_duckdb_extensions()
     config = repo_config(settings, env, project)
     Path(config.registry.path).parent.mkdir(parents=True, exist_ok=True)
     return FeatureStore(config=config)
@@ -162,8 +145,9 @@ def redis_client(store: FeatureStore, *, asynchronous: bool = False) -> Any:
     (same connection string)."""
     import redis
     import redis.asyncio as aioredis
-    from feast.infra.online_stores.redis import RedisOnlineStore
 
-    nodes, kwargs = RedisOnlineStore._parse_connection_string(store.config.online_store.connection_string)
+    from features.feast_compat import parse_redis_connection_string
+
+    nodes, kwargs = parse_redis_connection_string(store.config.online_store.connection_string)
     cls = aioredis.Redis if asynchronous else redis.Redis
     return cls(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)

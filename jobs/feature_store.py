@@ -4,10 +4,13 @@ Opening the store (two environments, embedded and redis), the online store and i
 materialization marker live in the features runtime package (features/), which the gateway
 imports too; their names are re-exported here for the jobs, the CLI and the tests.
 
+The definitions are feature_repo/'s, registered with Feast's own plan and apply (the same as
+`feast apply` with the environment's feature_store.yaml).
+
 Typical use (a DAG task, the CLI):
 
     store = feature_store(settings)
-    apply(store, settings)
+    apply(store)
     materialize(store, end=data_interval_end)
     frame = training_set(store, examples, "ranking")
 """
@@ -34,7 +37,7 @@ from features.store import (
     repo_config,
     repo_config_dict,
     resolve_env,
-    use_bundled_duckdb_extensions,
+    yaml_path,
 )
 from towerflow.settings import Settings
 
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # heavy imports stay inside functions
     import pandas as pd
     import pyarrow as pa
     from feast import FeatureStore
+    from feast.repo_contents import RepoContents
 
 __all__ = [
     # re-exported from features/
@@ -58,79 +62,60 @@ __all__ = [
     "repo_config",
     "repo_config_dict",
     "resolve_env",
-    "use_bundled_duckdb_extensions",
     "write_marker",
+    "yaml_path",
     # the batch side
     "ApplyReport",
     "MaterializeReport",
     "ViewMaterialization",
     "apply",
-    "definitions",
     "delete_online_project",
     "materialize",
+    "plan",
+    "repo_contents",
     "training_set",
-    "write_feature_store_yaml",
 ]
-
-#: Definition modules, in dependency order.
-REPO_MODULES = ("entities", "sources", "views", "services")
-
-
-def write_feature_store_yaml(settings: Settings, env: str, project: str | None = None) -> Path:
-    """Write `<feature_registry_dir>/<env>/feature_store.yaml` for the `feast` CLI and UI.
-
-    Registry commands work with it, e.g. `feast -c feature_repo -f <that file> feature-views list`
-    or `feast ui`. Register definitions with `towerflow features apply`, not `feast apply`: the
-    `feast` CLI imports each repo file as a top-level module next to our package imports of the
-    same files and then sees every object twice.
-    """
-    import yaml
-
-    path = settings.feature_registry_dir / env / "feature_store.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(repo_config_dict(settings, env, project), sort_keys=False))
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
-# Definitions and apply
+# Definitions, plan and apply
 
 
-def definitions(settings: Settings) -> list[Any]:
-    """Every Feast object in feature_repo/, with its sources pointed at `settings`' lake.
+def repo_contents(project: str) -> RepoContents:
+    """feature_repo/'s objects as `feast plan` collects them (feature_repo/definitions.py).
 
-    The repository resolves paths once, at import; re-pointing here keeps the definitions the
-    same while letting one process work with several homes (tests, benchmarks).
+    A fresh copy each call: Feast fills in inferred fields when it plans, and the repository's
+    own module objects stay as written.
     """
     import copy
-    import importlib
 
-    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
+    from feast import Entity, FeatureService, FeatureView, Project
+    from feast.data_source import DataSource, PushSource
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.repo_contents import RepoContents
 
-    from feature_repo.paths import TABLE_TAG
+    import feature_repo.definitions as definitions
 
-    kinds = (Entity, FileSource, PushSource, FeatureView, FeatureService)
-    objects: list[Any] = []
-    for name in REPO_MODULES:
-        module = importlib.import_module(f"feature_repo.{name}")
-        found = [v for k, v in vars(module).items() if not k.startswith("_") and isinstance(v, kinds)]
-        objects += [copy.deepcopy(v) for v in found]
-    unique = {(type(o).__name__, o.name): o for o in objects}
-
-    def repoint(source: Any) -> None:
-        if isinstance(source, PushSource):
-            source = source.batch_source
-        if isinstance(source, FileSource) and TABLE_TAG in source.tags:
-            layer, table = source.tags[TABLE_TAG].split("/", 1)
-            source.file_options.uri = settings.table_uri(layer, table)
-
-    for obj in unique.values():
-        if isinstance(obj, FeatureView):
-            repoint(obj.batch_source)
-            repoint(obj.stream_source)
-        elif isinstance(obj, FileSource | PushSource):
-            repoint(obj)
-    return list(unique.values())
+    objects = copy.deepcopy([getattr(definitions, name) for name in definitions.__all__])
+    sources = [o for o in objects if isinstance(o, DataSource)]
+    views = [o for o in objects if isinstance(o, FeatureView)]
+    # Sources reached only through a push source or a view are registered too, as feast does.
+    for nested in [s.batch_source for s in sources if isinstance(s, PushSource)] + [
+        s for v in views for s in (v.batch_source, v.stream_source)
+    ]:
+        if nested is not None and not any(nested is s for s in sources):
+            sources.append(nested)
+    return RepoContents(
+        projects=[Project(name=project)],
+        data_sources=sources,
+        feature_views=views,
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        entities=[o for o in objects if isinstance(o, Entity)] + [DUMMY_ENTITY],
+        feature_services=[o for o in objects if isinstance(o, FeatureService)],
+        permissions=[],
+    )
 
 
 @dataclass
@@ -144,63 +129,65 @@ class ApplyReport:
     project: str
 
 
-def apply(store: FeatureStore, settings: Settings) -> ApplyReport:
-    """Register feature_repo/'s definitions and create online tables; a rerun changes nothing.
+def plan(store: FeatureStore) -> list[str]:
+    """What `feast plan` would change in the registry: `"<transition> <kind> <name>"` per object.
 
-    Objects identical to the registered ones are not re-applied, so a second run is a no-op
-    (`changed` is empty).
+    Feast's plan compares a feature view's embedded sources with their registry timestamps, so
+    after a materialization it reports every view as updated although nothing was declared
+    differently (`feast plan` prints these too); such views are not counted here.
     """
+    from feast.diff.property_diff import TransitionType
+
+    registry_diff, _, _ = store.plan(repo_contents(store.project))
+    return [
+        f"{d.transition_type.name.lower()} {d.feast_object_type.value} {d.name}"
+        for d in registry_diff.feast_object_diffs
+        if d.transition_type != TransitionType.UNCHANGED and not _timestamps_only(d)
+    ]
+
+
+def _timestamps_only(diff: Any) -> bool:
+    """True when a feature view differs from its registered self only in its sources' meta."""
+    props = diff.feast_object_property_diffs
+    return bool(props) and all(
+        p.property_name in ("batch_source", "stream_source")
+        and _sans_meta(p.val_existing) == _sans_meta(p.val_declared)
+        for p in props
+    )
+
+
+def _sans_meta(source: Any) -> bytes:
+    clone = type(source)()
+    clone.CopyFrom(source)
+    clone.ClearField("meta")
+    if clone.HasField("batch_source"):  # a push source's own batch source
+        clone.batch_source.ClearField("meta")
+    return clone.SerializeToString(deterministic=True)
+
+
+def apply(store: FeatureStore, settings: Settings | None = None) -> ApplyReport:
+    """Register feature_repo/'s definitions and create online tables, as `feast apply` does.
+
+    Feast's plan decides what changed; when nothing did, nothing is applied, so a rerun is a
+    no-op (`changed` is empty). Objects registered but no longer defined are deleted.
+
+    Args:
+        store: the feature store (`feature_store(settings, env)`).
+        settings: not needed (the store's config carries the home and the lake); accepted so
+            that callers written for the earlier `apply(store, settings)` keep working.
+    """
+    from feast.repo_operations import extract_objects_for_apply_delete
+
     start = time.perf_counter()
-    objects = definitions(settings)
-    changed = [f"{type(o).__name__} {o.name}" for o in objects if _differs(store, o)]
+    changed = plan(store)
+    repo = repo_contents(store.project)
     if changed:
-        store.apply(objects)
+        to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, repo)
+        store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     counts: dict[str, int] = {}
-    for obj in objects:
+    for obj in [*repo.entities[:-1], *repo.data_sources, *repo.feature_views, *repo.feature_services]:
         counts[type(obj).__name__] = counts.get(type(obj).__name__, 0) + 1
     return ApplyReport(counts, changed, time.perf_counter() - start, env_of(store), store.project)
-
-
-def _differs(store: FeatureStore, obj: Any) -> bool:
-    """True when `obj` is not registered in this form (registry bookkeeping aside)."""
-    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
-
-    getters = {
-        Entity: store.get_entity,
-        FeatureView: store.get_feature_view,
-        FeatureService: store.get_feature_service,
-        FileSource: store.get_data_source,
-        PushSource: store.get_data_source,
-    }
-    getter = next(g for kind, g in getters.items() if isinstance(obj, kind))
-    try:
-        current = getter(obj.name)
-    except Exception:  # not registered, or no registry file yet
-        return True
-    return _spec(current) != _spec(obj)
-
-
-def _spec(obj: Any) -> bytes:
-    proto = obj.to_proto()
-    spec = getattr(proto, "spec", proto)
-    _strip_meta(spec)
-    return spec.SerializeToString(deterministic=True)
-
-
-def _strip_meta(message: Any) -> None:
-    """Clear what the registry fills in itself (created/updated times, entity columns it infers
-    from the entities) at every depth, leaving what the definitions say."""
-    for descriptor, value in message.ListFields():
-        if descriptor.name in ("meta", "entity_columns"):
-            message.ClearField(descriptor.name)
-        elif descriptor.message_type is not None:
-            if descriptor.is_repeated:
-                values = value.values() if hasattr(value, "values") else value
-                for item in values:
-                    if hasattr(item, "ListFields"):
-                        _strip_meta(item)
-            else:
-                _strip_meta(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,6 +249,8 @@ def materialize(
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from features.offline_store import source_uri
+
     started = time.perf_counter()
     end = _utc(end)
     report = MaterializeReport(end=end)
@@ -269,7 +258,7 @@ def materialize(
         if views is not None and fv.name not in views:
             continue
         window_start = _utc(start) if start else end - fv.ttl
-        path = fv.batch_source.path
+        path = source_uri(store.config, fv.batch_source)
         view_started = time.perf_counter()
         try:
             table = DeltaTable(path)
@@ -376,7 +365,6 @@ def training_set(
     frame["__row"] = range(len(frame))
     service = store.get_feature_service(feature_service)
     _require_tables(store, service)
-    use_bundled_duckdb_extensions()
     job = store.get_historical_features(entity_df=frame, features=service, full_feature_names=True)
     out = job.to_df()
     return out.sort_values("__row").drop(columns="__row").reset_index(drop=True)
@@ -386,8 +374,10 @@ def _require_tables(store: FeatureStore, service: Any) -> None:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from features.offline_store import source_uri
+
     for projection in service.feature_view_projections:
-        path = store.get_feature_view(projection.name).batch_source.path
+        path = source_uri(store.config, store.get_feature_view(projection.name).batch_source)
         try:
             DeltaTable(path)
         except TableNotFoundError:

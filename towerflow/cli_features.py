@@ -39,24 +39,40 @@ def _store(env: str | None):
         raise typer.Exit(1) from None
 
 
-def apply_command(env: EnvOption = None) -> None:
-    """Register feature_repo/ (entities, sources, views, services) and create online tables.
+def plan_command(env: EnvOption = None) -> None:
+    """Show what `apply` would change in the registry (Feast's plan), changing nothing.
 
-    Idempotent: unchanged definitions are not re-applied. Also writes the environment's
-    feature_store.yaml so the `feast` CLI and UI can be pointed at the same registry.
+    The same as `feast plan` in feature_repo/ with the environment's feature_store.yaml
+    (`feast -f redis/feature_store.yaml plan` for redis), with paths from towerflow's settings.
     """
     from jobs import feature_store as fs
 
-    settings, store = _store(env)
+    _, store = _store(env)
+    with console.status(f"feast plan ({fs.env_of(store)}, project {store.project})"):
+        changes = fs.plan(store)
+    console.print(f"feast plan: {fs.env_of(store)}, project {store.project}, registry {store.config.registry.path}")
+    for change in changes:
+        console.print(f"  {change}")
+    console.print(f"{len(changes)} change(s)" if changes else "no changes (already applied)")
+
+
+def apply_command(env: EnvOption = None) -> None:
+    """Register feature_repo/ (entities, sources, views, services) and create online tables.
+
+    Feast's own plan and apply over the environment's feature_store.yaml (feature_repo/), so the
+    result is the same as `feast apply`; unchanged definitions are not re-applied.
+    """
+    from jobs import feature_store as fs
+
+    _, store = _store(env)
     with console.status(f"feast apply ({fs.env_of(store)}, project {store.project})"):
-        report = fs.apply(store, settings)
-    yaml_path = fs.write_feature_store_yaml(settings, report.env, store.project)
+        report = fs.apply(store)
     table = Table(title=f"feast apply: {report.env}, project {report.project}", show_header=False)
     for kind, n in report.objects.items():
         table.add_row(kind, str(n))
     table.add_row("changed", ", ".join(report.changed) if report.changed else "nothing (already applied)")
     table.add_row("seconds", f"{report.seconds:.1f}")
-    table.add_row("feature_store.yaml", str(yaml_path))
+    table.add_row("feature_store.yaml", str(fs.yaml_path(report.env)))
     console.print(table)
 
 
@@ -100,8 +116,9 @@ def materialize_command(
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the top-level app."""
     features = typer.Typer(
-        help="Feature store (Feast over gold Delta tables): apply, materialize.", no_args_is_help=True
+        help="Feature store (Feast over gold Delta tables): plan, apply, materialize.", no_args_is_help=True
     )
+    features.command("plan")(plan_command)
     features.command("apply")(apply_command)
     features.command("materialize")(materialize_command)
     app.add_typer(features, name="features")

@@ -32,14 +32,23 @@ def test_other_schemes_are_refused() -> None:
 
 
 def test_two_environments_differ_only_in_the_online_store(tmp_path: Path) -> None:
+    from features.offline_store import STORE_TYPE as LAKE_STORE
+
     settings = Settings(home=tmp_path, redis_url="redis://cache:6379/4")
     embedded = fs.repo_config_dict(settings, "embedded")
     redis = fs.repo_config_dict(settings, "redis", project="p1")
     assert embedded["online_store"] == {"type": "sqlite", "path": str(tmp_path / "feast/embedded/online.db")}
-    assert redis["online_store"] == {"type": fs_store_type(), "connection_string": "cache:6379,db=4"}
-    assert embedded["offline_store"] == redis["offline_store"] == {"type": "duckdb"}
+    assert redis["online_store"] == {"type": fs_store_type(), "connection_string": "redis://cache:6379/4"}
+    assert fs.repo_config(settings, "redis").online_store.connection_string == "cache:6379,db=4"
+    lake = {"type": LAKE_STORE, "lake": str(tmp_path / "lake")}
+    assert embedded["offline_store"] == redis["offline_store"] == lake
     assert embedded["project"] == "towerflow" and redis["project"] == "p1"
     assert embedded["registry"]["path"].startswith(str(settings.feature_registry_dir))
+
+
+def test_the_lake_follows_the_settings(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, lake_uri="s3://bucket/lake")
+    assert fs.repo_config_dict(settings, "embedded")["offline_store"]["lake"] == "s3://bucket/lake"
 
 
 def fs_store_type() -> str:
@@ -62,24 +71,38 @@ def test_auto_falls_back_to_embedded_when_redis_does_not_answer(tmp_path: Path) 
     assert fs.resolve_env(Settings(home=tmp_path, feature_env="embedded")) == "embedded"
 
 
-def test_generated_yaml_is_a_valid_feast_config(tmp_path: Path) -> None:
-    import yaml
-    from feast import RepoConfig
+@pytest.mark.parametrize("env", fs.ENVIRONMENTS)
+def test_committed_yaml_loads_as_the_feast_cli_loads_it(tmp_path: Path, monkeypatch, env: str) -> None:
+    """`feast -f <yaml>` substitutes ${VAR}s from the environment; no path of a machine is committed."""
+    from feast.repo_config import load_repo_config
 
-    settings = Settings(home=tmp_path, redis_url="redis://cache:6379/4")
-    for env in fs.ENVIRONMENTS:
-        path = fs.write_feature_store_yaml(settings, env)
-        config = RepoConfig(repo_path=fs.REPO_DIR, **yaml.safe_load(path.read_text()))
-        assert config.offline_store.type == "duckdb"
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("TOWERFLOW_REDIS_URL", "redis://cache:6379/4")
+    config = load_repo_config(fs.REPO_DIR, fs.yaml_path(env))
+    assert config.offline_store.lake == f"{tmp_path}/lake"
+    assert config.registry.path == f"{tmp_path}/feast/{env}/registry.db"
+    if env == "redis":
+        assert config.online_store.connection_string == "cache:6379,db=4"
+    else:
+        assert config.online_store.path == f"{tmp_path}/feast/embedded/online.db"
+    assert "/work/" not in fs.yaml_path(env).read_text()
 
 
-def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> None:
-    from feast import FeatureService, FeatureView
+def test_unset_home_is_named_in_the_error(monkeypatch) -> None:
+    from feast.repo_config import FeastConfigError, load_repo_config
 
-    settings = Settings(home=tmp_path / "a")
-    objects = fs.definitions(settings)
-    views = {o.name: o for o in objects if isinstance(o, FeatureView)}
-    services = {o.name for o in objects if isinstance(o, FeatureService)}
+    monkeypatch.delenv("TOWERFLOW_HOME", raising=False)
+    with pytest.raises(FeastConfigError, match="export TOWERFLOW_HOME"):
+        load_repo_config(fs.REPO_DIR, fs.yaml_path("embedded"))
+
+
+def test_sources_are_relative_to_the_lake_the_config_names(tmp_path: Path) -> None:
+    from feast import FeatureService, FeatureView, FileSource
+
+    from features.offline_store import source_uri
+
+    contents = fs.repo_contents("p1")
+    views = {v.name: v for v in contents.feature_views}
     assert set(views) == {
         "user_features",
         "user_recent",
@@ -90,29 +113,28 @@ def test_definitions_point_every_source_at_the_settings_lake(tmp_path: Path) -> 
         "item_trending",
         "item_embeddings",
     }
-    assert services == {"retrieval", "ranking"}
+    assert {s.name for s in contents.feature_services if isinstance(s, FeatureService)} == {"retrieval", "ranking"}
+    files = [s for s in contents.data_sources if isinstance(s, FileSource)]
+    assert {s.path for s in files} == {
+        f"gold/{v}"
+        for v in ("user_features", "item_features", "user_history", "user_seen", "user_embeddings", "item_embeddings")
+    }
+    config = fs.repo_config(Settings(home=tmp_path / "a"), "embedded")
     lake = str((tmp_path / "a").resolve() / "lake" / "gold")
     for view in views.values():
-        assert view.batch_source.path.startswith(lake)
-        if view.stream_source is not None:
-            assert view.stream_source.batch_source.path.startswith(lake)
-    # The repository's own module objects are left as they were.
-    other = fs.definitions(Settings(home=tmp_path / "b"))
-    assert (
-        next(o for o in other if o.name == "user_features").batch_source.path
-        != views["user_features"].batch_source.path
-    )
+        assert isinstance(view, FeatureView)
+        assert source_uri(config, view.batch_source).startswith(lake)
+    # Each call is a fresh copy: planning one store's objects leaves the repository's as written.
+    assert fs.repo_contents("p2").feature_views[0] is not contents.feature_views[0]
 
 
 def test_views_cover_the_gold_contract_columns() -> None:
     """Every gold feature column is served by exactly one view of its entity (the history and
     seen views serve gold/user_history and gold/user_seen)."""
-    from feast import FeatureView
-
     from towerflow import schemas
 
     fields: dict[str, list[str]] = {"user_id": [], "item_id": []}
-    for view in (o for o in fs.definitions(Settings()) if isinstance(o, FeatureView)):
+    for view in fs.repo_contents("p").feature_views:
         if view.name == "user_history":
             history = [f.name for f in view.features]
         elif view.name == "user_seen":

@@ -47,9 +47,11 @@ def open_store(settings: Settings, env: str):
 
 def current_rows(store: Any, view: str, at: datetime) -> dict[str, dict[str, Any]]:
     """id -> gold row (as a dict) with the latest event_timestamp <= `at` within the view's TTL."""
+    from features.offline_store import source_uri
+
     fv = store.get_feature_view(view)
     key = fv.join_keys[0]
-    table = DeltaTable(fv.batch_source.path).to_pyarrow_table()
+    table = DeltaTable(source_uri(store.config, fv.batch_source)).to_pyarrow_table()
     ts = table.column("event_timestamp")
     table = table.filter(pc.and_(pc.less_equal(ts, at), pc.greater_equal(ts, at - fv.ttl)))
     rows: dict[str, dict[str, Any]] = {}
