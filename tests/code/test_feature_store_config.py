@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from features.reader import FeatureReader, InMemoryFeatureReader
+from features.reader import FeatureReader
 from jobs import feature_store as fs
+from testsupport.feature_reader import InMemoryFeatureReader
 from towerflow.settings import Settings
 
 

@@ -10,11 +10,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from features.reader import FastFeatureReader, FeastFeatureReader, as_lists
+from features.reader import FastFeatureReader, FeastFeatureReader
 from jobs import feature_store as fs
 from models.features import ITEM_NUMERIC
 from scoring.catalog import Catalog
 from scoring.rules import RuleConfig, apply_rules, rule_columns
+from testsupport.feature_reader import as_lists
 from testsupport.feature_samples import day_stamp, item_feature_rows
 from towerflow.lake import Lake
 

@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from features.reader import (
-    FastFeatureReader,
-    FeastFeatureReader,
-    FeatureReader,
-    InMemoryFeatureReader,
-    as_lists,
-    service_reads,
-)
+from features.reader import FastFeatureReader, FeastFeatureReader, FeatureReader, service_reads
+from testsupport.feature_reader import InMemoryFeatureReader, as_lists
 
 pytestmark = pytest.mark.integration
 SERVICE = "ranking"

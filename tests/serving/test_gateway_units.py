@@ -71,7 +71,8 @@ def test_freshness_boost_halves_per_half_life() -> None:
 
 
 def test_rules_and_binding_take_the_snapshots_arrays_as_they_take_lists() -> None:
-    from features.reader import as_array, as_lists
+    from features.reader import as_array
+    from testsupport.feature_reader import as_lists
 
     columns = {
         "item_features__category": ["x", None, "y", "x"],
