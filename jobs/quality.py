@@ -192,22 +192,13 @@ class Gates:
         self.docs_dir, self.docs = docs_dir, docs if docs_dir is not None else "never"
         self.max_rows = max_rows
         self._gx = gx
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        if self.docs != "never":
+        if self.docs == "never":
+            self.context = gx.get_context(mode="ephemeral")
+        else:
             assert docs_dir is not None
             docs_dir.mkdir(parents=True, exist_ok=True)
-            self.context.add_data_docs_site(
-                site_name="towerflow",
-                site_config={
-                    "class_name": "SiteBuilder",
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": str(docs_dir),
-                    },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                },
-            )
+            self.context = gx.get_context(mode="ephemeral", project_config=_docs_config(docs_dir))
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self._asset = self.context.data_sources.add_pandas("towerflow").add_dataframe_asset("slices")
         self._suites: dict[str, Any] = {}
         self._checkpoints: dict[tuple[str, bool], Any] = {}
@@ -372,6 +363,30 @@ class Gates:
             return pages[-1]
         index = self.docs_dir / "index.html"
         return index if index.exists() else None
+
+
+def _docs_config(docs_dir: Path):
+    """An ephemeral GX context's config whose Data Docs site in `docs_dir` accumulates across
+    processes: validation results kept on disk (`docs_dir/.validation_results`) and an index
+    builder that deletes no other process's pages (`jobs.gx_docs`)."""
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
+
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults())
+    config.stores[config.validation_results_store_name] = {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir / ".validation_results"),
+        },
+    }
+    config.data_docs_sites = {
+        "towerflow": {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "KeepingSiteIndexBuilder", "module_name": "jobs.gx_docs"},
+        }
+    }
+    return config
 
 
 def _docs_note(gate: GateResult) -> str:

@@ -91,6 +91,22 @@ def test_a_passed_gate_writes_its_data_docs_and_logs_where(tmp_path, caplog: pyt
     assert f"Data Docs: {gate.report}" in caplog.text
 
 
+def test_data_docs_keep_the_pages_of_earlier_processes(tmp_path) -> None:
+    # Each Airflow task builds its own Gates (a new GX context): a later task's gate must not
+    # remove an earlier task's pages, and the index lists them all.
+    first = quality.Gates(tmp_path / "docs", docs="all").check(
+        "bronze_events", bronze_frame(100), "2025-01-03", params(100)
+    )
+    second = quality.Gates(tmp_path / "docs", docs="all").check(
+        "bronze_events", bronze_frame(90), "2025-01-04", params(90)
+    )
+    assert first.report is not None and first.report.exists()
+    assert second.report is not None and second.report.exists()
+    index = (tmp_path / "docs" / "index.html").read_text()
+    assert "bronze_events-2025-01-03" in index and "bronze_events-2025-01-04" in index
+    assert (tmp_path / "docs" / "expectations" / "bronze_events.html").exists()
+
+
 def test_guest_lines_of_invoices_may_lack_a_user(tmp_path) -> None:
     frame = bronze_frame(50)
     frame.loc[:9, "user_id"] = None
