@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ class DailyWorld:
     settings: Any  # towerflow.settings.Settings for the run's TOWERFLOW_HOME
     lake: Any  # towerflow.lake.Lake
     run_date: str
+    started: datetime  # wall-clock time (UTC) just before the run
 
 
 def failure_of(log: str, context: int = 4000) -> str:
@@ -144,9 +146,10 @@ def daily_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DailyWorld
         result = CliRunner().invoke(app, ["data", "synth", *options])
         assert result.exit_code == 0, result.output
         settings = Settings()
+        started = datetime.now(UTC)
         ok, log = run_dag(settings, "towerflow_daily", DAILY_RUN_DATE, DAILY_CONF)
         assert ok, failure_of(log.read_text())
-        yield DailyWorld(settings, Lake(settings.lake), DAILY_RUN_DATE)
+        yield DailyWorld(settings, Lake(settings.lake), DAILY_RUN_DATE, started)
     finally:
         if old is None:
             os.environ.pop("TOWERFLOW_HOME", None)

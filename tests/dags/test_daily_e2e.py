@@ -11,6 +11,7 @@ import pytest
 
 from models.registry import labels, list_models
 from tests.conftest import DAILY_CONF, DAILY_RUN_DATE, DAILY_SYNTH
+from tests.dags.test_airflow_ui import read_run
 from towerflow.airflow_runner import run_dag
 from towerflow.lake import Lake
 
@@ -93,6 +94,9 @@ def test_bad_data_fails_the_run_at_its_gate_and_production_stays(world) -> None:
     text = log.read_text()
     assert not ok
     assert "task_id=validate_raw" in text and "data-quality gate 'bronze_events' failed" in text
+    failed = read_run(settings, "towerflow_daily", "2025-01-23", ["validate_raw"])["tis"]["validate_raw"]
+    assert failed["state"] == "failed" and failed["try_number"] == 1  # bad data is not retried
+    assert "data-quality gate 'bronze_events' failed" in "\n".join(failed["log"])  # the UI's Logs tab says why
     assert lake.version(lake.uri("silver", "interactions")) == silver_version
     assert labels(settings.models_dir, "retrieval") == {"stable": 1, "canary": 1}
     assert [i.version for i in list_models(settings.models_dir) if i.model == "retrieval"] == [1]
