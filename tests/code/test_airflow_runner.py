@@ -1,7 +1,9 @@
-"""Pure parts of towerflow.airflow_runner."""
+"""Pure parts of towerflow.airflow_runner and towerflow.airflow_dags_test."""
 
 import re
+from datetime import UTC, datetime
 
+from towerflow.airflow_dags_test import log_record, starting_now
 from towerflow.airflow_runner import airflow_env, only_pattern
 from towerflow.settings import Settings
 
@@ -48,3 +50,24 @@ def test_standalone_env_is_small_and_local(tmp_path, monkeypatch) -> None:
     (tmp_path / "airflow").mkdir()
     (tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": "s3"}))
     assert generated_password(env) == "s3"
+
+
+def test_a_console_line_becomes_a_task_log_record_with_its_own_time_and_level() -> None:
+    line = "2026-12-06T16:26:05.253904Z [warning  ] gate bronze_events passed [jobs.quality] loc=quality.py:1"
+    assert log_record(line) == {
+        "timestamp": "2026-12-06T16:26:05.253904Z",
+        "level": "warning",
+        "event": "gate bronze_events passed [jobs.quality] loc=quality.py:1",
+    }
+    spark = log_record("26/12/06 16:26:07 WARN Utils: Your hostname resolves to a loopback address")
+    assert spark["event"].startswith("26/12/06 16:26:07 WARN") and "level" not in spark
+    assert datetime.fromisoformat(spark["timestamp"]) <= datetime.now(UTC)  # read time, as Airflow parses it
+
+
+def test_a_dags_test_run_starts_at_the_wall_clock_not_its_logical_date() -> None:
+    seen = {}
+    create = starting_now(lambda **kwargs: seen.update(kwargs))
+    before = datetime.now(UTC)
+    create(logical_date=datetime(2011, 11, 1, tzinfo=UTC), start_date=datetime(2011, 11, 1, tzinfo=UTC))
+    assert seen["logical_date"] == datetime(2011, 11, 1, tzinfo=UTC)
+    assert before <= seen["start_date"] <= datetime.now(UTC)

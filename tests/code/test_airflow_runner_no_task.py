@@ -16,7 +16,7 @@ NO_TASK_LOG = (
 
 
 def test_a_run_with_no_task_fails_and_its_log_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_airflow(args, env, log=None):
+    def fake_airflow(args, env, log=None, module="airflow"):
         log.write_text(NO_TASK_LOG)
         return subprocess.CompletedProcess(args, 0)
 
