@@ -214,7 +214,7 @@ def serve(
             model_host,
         ]
         children.append(("model server", subprocess.Popen(cmd, env=env, start_new_session=True)))
-    gateway = [sys.executable, "-m", "uvicorn", "serving.gateway.main:create_app", "--factory"]
+    gateway = [sys.executable, "-m", "uvicorn", "serving.gateway.main:serve_app", "--factory"]
     gateway += ["--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     gateway += ["--timeout-graceful-shutdown", "10"] + ([] if access_log else ["--no-access-log"])
     children.append(("gateway", subprocess.Popen(gateway, env=env, start_new_session=True)))

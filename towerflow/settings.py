@@ -7,17 +7,26 @@ and most hosting platforms set.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from jobs.gold import HoldoutSize
 
 LAYERS = ("landing", "bronze", "silver", "gold")
+PREFIX = "TOWERFLOW_"
+# Read by other tools, not settings: the CLI's client token, benchmarks and test services.
+_NOT_SETTINGS = ("TOWERFLOW_TOKEN", "TOWERFLOW_BENCH_", "TOWERFLOW_TEST_")
+_warned: set[str] = set()
+
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -72,6 +81,10 @@ class Settings(BaseSettings):
         popular_size: popular items held in memory for the fallback path.
         precomputed_ttl_s: how long precomputed recommendations live in Redis.
         impressions_batch_rows / impressions_flush_s: impression log flush triggers.
+        log_format: `text`, or `json` (one object a line with the request id; `towerflow.logs`).
+
+    A `TOWERFLOW_*` variable that names no setting (a typo, or a setting since renamed) is
+    logged once as a warning.
     """
 
     model_config = SettingsConfigDict(env_prefix="TOWERFLOW_", env_file=".env", env_ignore_empty=True, extra="ignore")
@@ -139,6 +152,14 @@ class Settings(BaseSettings):
     precomputed_ttl_s: int = 3 * 86_400
     impressions_batch_rows: int = 5_000
     impressions_flush_s: float = 5.0
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _warn_unknown_variables(self) -> Settings:
+        for name in sorted(unknown_variables(os.environ) - _warned):
+            _warned.add(name)
+            log.warning("%s names no setting; it is ignored (see towerflow/settings.py)", name)
+        return self
 
     @cached_property
     def home_dir(self) -> Path:
@@ -213,6 +234,19 @@ class Settings(BaseSettings):
     def staging_dir(self) -> Path:
         """Scratch space for Spark output on its way into delta-rs."""
         return self.home_dir / "staging"
+
+
+def unknown_variables(names: Iterable[str]) -> set[str]:
+    """The `TOWERFLOW_*` names among `names` that no setting reads."""
+    known = {f"{PREFIX}{field.upper()}" for field in Settings.model_fields}
+    for field in Settings.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            known |= {str(choice).upper() for choice in field.validation_alias.choices}
+    return {
+        name
+        for name in names
+        if name.upper().startswith(PREFIX) and name.upper() not in known and not name.upper().startswith(_NOT_SETTINGS)
+    }
 
 
 def get_settings() -> Settings:

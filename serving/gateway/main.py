@@ -7,7 +7,7 @@ Feast store), a `redis.asyncio` client
 when a new materialization lands) and the impression logger. None of them has to be reachable at
 start: the gateway starts, `/readyz` says what is missing, and requests degrade meanwhile.
 
-Run it with `towerflow serve`, or `uvicorn serving.gateway.main:create_app --factory`.
+Run it with `towerflow serve`, or `uvicorn serving.gateway.main:serve_app --factory`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from serving.gateway.impressions import ImpressionLogger
 from serving.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
 from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.recommender import ModelRunner, Recommender, Timeouts
+from serving.gateway.request_ids import RequestIdMiddleware
 from serving.gateway.routes import health, recommend
 from towerflow.settings import Settings, get_settings
 
@@ -268,11 +269,22 @@ def create_app(settings: Settings | None = None, *, open_feature_store: bool = T
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the metrics and the routes see the id
     app.include_router(recommend.router)
     app.include_router(health.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The gateway as a server process runs it (`towerflow serve`; `uvicorn --factory`): the
+    process's logging set up from the settings (`TOWERFLOW_LOG_FORMAT`), then `create_app`."""
+    from towerflow.logs import configure
+
+    settings = get_settings()
+    configure(settings.log_format)
+    return create_app(settings)
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -47,6 +47,7 @@ from serving.gateway.experiments import Experiment, version_spec
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.precomputed import read_precomputed
 from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
+from towerflow.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,8 @@ class Recommender:
             exclude_purchased=exclude_purchased,
             exclude_seen=exclude_seen,
         )
-        served = Served(uuid.uuid4().hex, user_id, [], POPULAR, None, self.experiment.id, arm.name)
+        request_id = REQUEST_ID.get() or uuid.uuid4().hex
+        served = Served(request_id, user_id, [], POPULAR, None, self.experiment.id, arm.name)
         # The model server's breaker is open: the precomputed list will be wanted, so it is read
         # while the user's features are (one Redis round trip of waiting instead of two).
         stored = None

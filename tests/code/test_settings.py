@@ -27,3 +27,30 @@ def test_object_store_lake_root(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_layer_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown lake layer"):
         Settings().table_uri("platinum", "events")
+
+
+def test_a_towerflow_variable_naming_no_setting_is_reported_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from towerflow.settings import unknown_variables
+
+    names = ["TOWERFLOW_HOME", "REDIS_URL", "TOWERFLOW_REDIS_URL", "TOWERFLOW_TOKEN", "TOWERFLOW_BENCH_RATE"]
+    assert unknown_variables([*names, "TOWERFLOW_RANKING_TIMEOUT_MS", "PATH"]) == set()
+    assert unknown_variables(["TOWERFLOW_RANKNIG_TIMEOUT_MS", "TOWERFLOW_HOME"]) == {"TOWERFLOW_RANKNIG_TIMEOUT_MS"}
+
+    monkeypatch.setenv("TOWERFLOW_GATEWAY_PROT", "9000")
+    with caplog.at_level("WARNING", logger="towerflow.settings"):
+        Settings()
+        Settings()
+    warned = [r.getMessage() for r in caplog.records if "TOWERFLOW_GATEWAY_PROT" in r.getMessage()]
+    assert len(warned) == 1 and "names no setting" in warned[0]
+
+
+def test_log_format_is_text_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("TOWERFLOW_LOG_FORMAT", "json")
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("TOWERFLOW_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings()

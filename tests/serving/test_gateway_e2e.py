@@ -10,6 +10,7 @@ while traffic flows and expect no 5xx, the fallback path, and recovery without i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -122,6 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
             "TOWERFLOW_MODEL_SERVER_TARGET": f"127.0.0.1:{model_port}",
             "TOWERFLOW_BREAKER_COOLDOWN_S": "0.5",
             "TOWERFLOW_IMPRESSIONS_FLUSH_S": "1",
+            "TOWERFLOW_LOG_FORMAT": "json",
             "TOWERFLOW_RATE_LIMIT_USER": "100000",
             "TF_CPP_MIN_LOG_LEVEL": "3",
         }
@@ -132,7 +134,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
             sys.executable,
             "-m",
             "uvicorn",
-            "serving.gateway.main:create_app",
+            "serving.gateway.main:serve_app",
             "--factory",
             "--port",
             str(port),
@@ -219,6 +221,18 @@ def test_recommendations_over_http(stack) -> None:
             "ranking": "1",
             "recommender": "two_stage",
         }
+
+
+def test_gateway_logs_are_json_lines_and_a_request_id_comes_back(stack) -> None:
+    response = stack.http.get("/v1/recommendations", params={"user_id": "u1"}, headers={"X-Request-ID": "e2e-req-0001"})
+    assert response.headers["x-request-id"] == response.json()["request_id"] == "e2e-req-0001"
+    entries = []
+    for line in (stack.root / "gateway.log").read_text().splitlines():
+        if line.startswith("{"):
+            entries.append(json.loads(line))
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert any(e["logger"].startswith("uvicorn") for e in entries)  # the server's own lines too
+    assert any(e["logger"] == "serving.gateway.main" and e["message"].startswith("catalog rebuilt") for e in entries)
 
 
 def test_bad_input_over_http(stack) -> None:

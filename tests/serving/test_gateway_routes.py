@@ -38,6 +38,17 @@ def test_model_path_returns_count_distinct_known_unpurchased_items(client, gw) -
     assert len(body["request_id"]) == 32
 
 
+def test_the_request_id_is_the_callers_when_sane_and_echoed_in_a_header(client, gw) -> None:
+    headers = {**gw.auth(), "X-Request-ID": "lb-4f2a-0001"}
+    given = client.get("/v1/recommendations", params={"user_id": "u1"}, headers=headers)
+    assert given.json()["request_id"] == given.headers["x-request-id"] == "lb-4f2a-0001"
+    for sent in ({}, {"X-Request-ID": "not sane; id"}):
+        response = client.get("/v1/recommendations", params={"user_id": "u1"}, headers={**gw.auth(), **sent})
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+        assert len(response.headers["x-request-id"]) == 32
+    assert client.get("/healthz").headers["x-request-id"]
+
+
 def test_the_embedded_store_serves_the_same_model_path_without_redis(client, gw, tmp_path) -> None:
     """The gateway over the embedded (SQLite) online store, with no Redis at all, reads the same
     features as over Redis: the same list for the same user and moment."""
