@@ -88,10 +88,15 @@ class TaskLogTee:
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 text, marker, command = line.partition(MARKER)
-                if text or not marker:
-                    self._copy(text + b"\n")
-                if marker:
-                    self._switch(json.loads(command))
+                try:
+                    if text or not marker:
+                        self._copy(text + b"\n")
+                    if marker:
+                        self._switch(json.loads(command))
+                except Exception as err:  # the pipe must keep draining, or the run blocks
+                    self._task = None
+                    self._synced.set()
+                    os.write(self._out, f"towerflow: task log copy failed: {err!r}\n".encode())
 
     def _copy(self, line: bytes) -> None:
         os.write(self._out, line)
