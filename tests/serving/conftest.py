@@ -135,6 +135,14 @@ class GatewayHome:
 
         return Settings(home=self.home, feast_project=self.project, **overrides)
 
+    def own_lake(self, folder: Path) -> str:
+        """A lake of a test's own (its bronze/impressions) that reads the session's gold tables,
+        where the gateway's item snapshot finds the catalog's ids."""
+        lake = folder / "lake"
+        lake.mkdir(parents=True, exist_ok=True)
+        (lake / "gold").symlink_to(self.home / "lake" / "gold", target_is_directory=True)
+        return str(lake)
+
 
 @pytest.fixture(scope="session")
 def gateway_home(tmp_path_factory: pytest.TempPathFactory, gw) -> Iterator[GatewayHome]:
@@ -236,7 +244,7 @@ def gateway_settings(
     """The session's home and Feast project with the shared Redis; a lake of this test's own
     (impressions), its own experiments file and Redis key prefix."""
     return gateway_home.settings(
-        lake_uri=str(tmp_path / "lake"),
+        lake_uri=gateway_home.own_lake(tmp_path),
         experiments_path=tmp_path / "experiments.json",
         redis_url=redis_url,
         redis_prefix=redis_prefix,

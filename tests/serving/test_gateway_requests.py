@@ -19,7 +19,7 @@ from serving.tfs_client import VersionStatus
 @pytest.fixture
 def bare(tmp_path: Path, gw, gateway_home):
     settings = gateway_home.settings(
-        lake_uri=str(tmp_path / "lake"),
+        lake_uri=gateway_home.own_lake(tmp_path),
         experiments_path=tmp_path / "experiments.json",
         redis_url=None,
         feature_env="embedded",

@@ -49,11 +49,11 @@ def test_the_request_id_is_the_callers_when_sane_and_echoed_in_a_header(client, 
     assert client.get("/healthz").headers["x-request-id"]
 
 
-def test_the_embedded_store_serves_the_same_model_path_without_redis(client, gw, tmp_path) -> None:
+def test_the_embedded_store_serves_the_same_model_path_without_redis(client, gw, gateway_home, tmp_path) -> None:
     """The gateway over the embedded (SQLite) online store, with no Redis at all, reads the same
     features as over Redis: the same list for the same user and moment."""
     settings = client.app.state.settings.model_copy(
-        update={"redis_url": None, "feature_env": "embedded", "lake_uri": str(tmp_path / "sqlite-lake")}
+        update={"redis_url": None, "feature_env": "embedded", "lake_uri": gateway_home.own_lake(tmp_path / "sqlite")}
     )
     embedded = gw.start_client(settings)
     try:
