@@ -79,7 +79,7 @@ def run() -> dict[str, object]:
         store = fs.feature_store(settings, "redis", project=f"tfbench_{uuid.uuid4().hex[:8]}")
         try:
             with console.status("feast apply + materialize to Redis"):
-                apply_s = fs.apply(store, settings).seconds
+                apply_s = fs.apply(store).seconds
                 mat = fs.materialize(store, day_stamp(gold.days[-1]))
             feast = FeastFeatureReader(store, SERVICE)
             fast = FastFeatureReader(store, SERVICE, check_interval_s=1.0)

@@ -316,7 +316,7 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
         with console.status(f"gold tables ({ITEMS:,} items, {USERS:,} users), feast apply + materialize"):
             gold = write_sample_gold(Lake(settings.lake), users=USERS, items=ITEMS, days=1, embeddings=False)
             store = fs.feature_store(settings, "redis")
-            fs.apply(store, settings)
+            fs.apply(store)
             mat = fs.materialize(store, day_stamp(gold.days[-1]))
         with console.status("toy models (retrieval 100k x 64, top 1000; ranking) and precomputed recs"):
             embeddings = np.random.default_rng(1).standard_normal((ITEMS, DIM)).astype(np.float32)

@@ -39,7 +39,6 @@ from features.store import (
     resolve_env,
     yaml_path,
 )
-from towerflow.settings import Settings
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     import pandas as pd
@@ -165,16 +164,15 @@ def _sans_meta(source: Any) -> bytes:
     return clone.SerializeToString(deterministic=True)
 
 
-def apply(store: FeatureStore, settings: Settings | None = None) -> ApplyReport:
+def apply(store: FeatureStore) -> ApplyReport:
     """Register feature_repo/'s definitions and create online tables, as `feast apply` does.
 
     Feast's plan decides what changed; when nothing did, nothing is applied, so a rerun is a
     no-op (`changed` is empty). Objects registered but no longer defined are deleted.
 
     Args:
-        store: the feature store (`feature_store(settings, env)`).
-        settings: not needed (the store's config carries the home and the lake); accepted so
-            that callers written for the earlier `apply(store, settings)` keep working.
+        store: the feature store (`feature_store(settings, env)`); its config carries the
+            home and the lake.
     """
     from feast.repo_operations import extract_objects_for_apply_delete
 

@@ -250,7 +250,7 @@ def materialize_features(run_date: str) -> dict[str, object]:
 
     settings = get_settings()
     store = fs.feature_store(settings)
-    applied = fs.apply(store, settings)
+    applied = fs.apply(store)
     end = datetime.combine(date.fromisoformat(run_date), datetime.min.time(), UTC)
     report = fs.materialize(store, end)
     summary = {

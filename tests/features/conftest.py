@@ -41,7 +41,7 @@ def open_store(settings: Settings, env: str):
     from jobs import feature_store as fs
 
     store = fs.feature_store(settings, env, project=f"tft_{uuid.uuid4().hex[:10]}")
-    fs.apply(store, settings)
+    fs.apply(store)
     return store
 
 

@@ -18,10 +18,8 @@ pytestmark = pytest.mark.integration
 POISON = 1_000_000
 
 
-def test_apply_twice_changes_nothing(fx, store, gold_home) -> None:
-    home, _ = gold_home
-    settings = fx.make_settings(home, "redis://127.0.0.1:6379/0")
-    again = fs.apply(store, settings)
+def test_apply_twice_changes_nothing(store) -> None:
+    again = fs.apply(store)
     assert again.changed == []
     assert again.objects == {"Entity": 2, "FileSource": 6, "PushSource": 2, "FeatureView": 8, "FeatureService": 2}
 

@@ -156,7 +156,7 @@ def gateway_home(tmp_path_factory: pytest.TempPathFactory, gw) -> Iterator[Gatew
     settings = found.settings(redis_url=None)
     write_world_gold(Lake(settings.lake), gw.world)
     store = fs.feature_store(settings, "embedded")
-    fs.apply(store, settings)
+    fs.apply(store)
     fs.materialize(store, gw.world.end)
     SETUP_SECONDS["gold + SQLite store"] = time.perf_counter() - started
     yield found
@@ -173,7 +173,7 @@ def redis_store(gateway_home: GatewayHome, redis_url: str) -> Iterator[Any]:
     settings = gateway_home.settings(redis_url=redis_url)
     store = fs.feature_store(settings, "redis")
     try:
-        fs.apply(store, settings)
+        fs.apply(store)
         fs.materialize(store, gateway_home.world.end)
         SETUP_SECONDS["Redis store"] = time.perf_counter() - started
         yield store

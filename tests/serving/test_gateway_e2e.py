@@ -103,7 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
         settings = Settings(home=home, redis_url=redis_server.url, feature_env="redis", redis_prefix=PREFIX)
         gold = write_world_gold(Lake(settings.lake), gw.world)
         store = fs.feature_store(settings, "redis")
-        fs.apply(store, settings)
+        fs.apply(store)
         fs.materialize(store, gw.world.end)
         publish(settings.models_dir, tiny_models.staged, tiny_models.meta)
         n_items = len(gold.items)
