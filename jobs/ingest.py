@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import Required, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -627,15 +628,26 @@ def import_items(lake: Lake, path: Path, *, source: str = "items") -> ImportRepo
     return land(lake, source=source, batch=batch, rows_read=len(raw), events=None, items=items, rejects=rejects)
 
 
-def summarize(lake: Lake) -> dict[str, dict[str, object]]:
+class BronzeSummary(TypedDict, total=False):
+    """One bronze table in `summarize`: rows and Delta version; for events also the count per
+    action and the first and last timestamps."""
+
+    rows: Required[int]
+    version: Required[int | None]
+    actions: dict[str, int]
+    first: str
+    last: str
+
+
+def summarize(lake: Lake) -> dict[str, BronzeSummary]:
     """Row counts, versions and time range of the bronze tables, for printing."""
-    summary: dict[str, dict[str, object]] = {}
+    summary: dict[str, BronzeSummary] = {}
     for table in ("events", "items"):
         uri = lake.uri("bronze", table)
         data = lake.dataset(uri)
         if data is None:
             continue
-        entry: dict[str, object] = {"rows": data.count_rows(), "version": lake.version(uri)}
+        entry: BronzeSummary = {"rows": data.count_rows(), "version": lake.version(uri)}
         if table == "events":
             actions = data.to_table(columns=["action", "timestamp"])
             counts = actions.group_by("action").aggregate([("action", "count")]).to_pylist()

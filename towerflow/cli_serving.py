@@ -133,10 +133,11 @@ def token(
     from serving.gateway.auth import dev_secret, mint_token
     from towerflow.settings import get_settings
 
-    if (user is None) == (service is None):
+    subjects = [name for name in (user, service) if name is not None]
+    if len(subjects) != 1:
         console.print("[bold red]error:[/] give either --user U (a user token) or --service NAME (a service token)")
         raise typer.Exit(2)
-    subject = user if user is not None else service
+    subject = subjects[0]
     scopes = scopes or ("recommend:read" if user is not None else "recommend:any")
     settings = get_settings()
     if settings.jwt_jwks_url:

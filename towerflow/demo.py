@@ -154,7 +154,10 @@ def _a_user(settings: Settings) -> str:
     from towerflow.lake import Lake
 
     lake = Lake(settings.lake)
-    table = lake.read(lake.uri("gold", "user_features"), columns=["user_id", "feature_date"])
+    uri = lake.uri("gold", "user_features")
+    table = lake.read(uri, columns=["user_id", "feature_date"])
+    if table is None:
+        raise FileNotFoundError(f"no user features at {uri}: the daily pipeline has not run")
     frame = table.to_pandas()
     latest = frame[frame["feature_date"] == frame["feature_date"].max()]
     return str(sorted(latest["user_id"])[0]) if len(latest) else str(frame["user_id"].iloc[0])

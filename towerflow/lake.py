@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+
+#: How `Lake.write` commits: add rows, or replace the table (or, with a predicate, the rows it matches).
+WriteMode = Literal["append", "overwrite"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Lake:
         uri: str,
         data: pa.Table | pa.RecordBatchReader,
         *,
-        mode: str = "append",
+        mode: WriteMode = "append",
         partition_by: list[str] | None = None,
         predicate: str | None = None,
         batch_id: str | None = None,
@@ -86,15 +89,29 @@ class Lake:
         custom = {k: str(v) for k, v in (metadata or {}).items()}
         if batch_id:
             custom["towerflow.batch"] = batch_id
-        write_deltalake(
-            uri,
-            data,
-            mode=mode,
-            partition_by=partition_by,
-            predicate=predicate,
-            storage_options=self._opts(),
-            commit_properties=CommitProperties(custom_metadata=custom, app_transactions=txns),
-        )
+        commit = CommitProperties(custom_metadata=custom, app_transactions=txns)
+        if mode == "overwrite":
+            write_deltalake(
+                uri,
+                data,
+                mode="overwrite",
+                partition_by=partition_by,
+                predicate=predicate,
+                storage_options=self._opts(),
+                commit_properties=commit,
+            )
+        else:
+            # deltalake's overloads take `predicate` with mode="overwrite" only; its implementation
+            # takes it with "append" too (and rejects rows that do not match).
+            write_deltalake(  # type: ignore[call-overload]
+                uri,
+                data,
+                mode="append",
+                partition_by=partition_by,
+                predicate=predicate,
+                storage_options=self._opts(),
+                commit_properties=commit,
+            )
         return self.version(uri)
 
     def dataset(self, uri: str, version: int | None = None) -> ds.Dataset | None:

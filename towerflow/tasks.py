@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from towerflow.settings import get_settings
 
@@ -376,7 +376,7 @@ def train_ranking(run_date: str, epochs: int | None = None) -> dict[str, object]
     return summary
 
 
-def evaluate_models(run_date: str) -> dict[str, object]:
+def evaluate_models(run_date: str) -> dict[str, Any]:
     """Candidate vs production vs baselines on the holdout; JSON + HTML report in the run folder."""
     from models.lifecycle import evaluate_run
     from models.registry import labelled_dirs
@@ -401,7 +401,7 @@ def _rules(settings):
     return RuleConfig.from_settings(settings)
 
 
-def evaluate_version(run_date: str, version: int) -> dict[str, object]:
+def evaluate_version(run_date: str, version: int) -> dict[str, Any]:
     """A published version (as the candidate) vs stable vs baselines on the run date's holdout."""
     from models.lifecycle import evaluate_run
     from models.registry import MODELS, labelled_dirs
@@ -433,7 +433,7 @@ def evaluate_window(
     url: str | None = None,
     token: str | None = None,
     progress=log.info,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """A published version (default: stable) and the baselines on what users bought in
     `start..end`, scored as of `start`; with `served`, the running gateway's answers beside it.
     Reports go to `runs/window-<start>-<end>/evaluation`."""

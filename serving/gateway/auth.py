@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import jwt
 
@@ -99,6 +99,10 @@ def check_user(principal: Principal, user_id: str) -> None:
     raise AuthError(403, message, challenge)
 
 
+@overload
+def dev_secret(settings: Settings, *, create: Literal[True] = True) -> str: ...
+@overload
+def dev_secret(settings: Settings, *, create: bool) -> str | None: ...
 def dev_secret(settings: Settings, *, create: bool = True) -> str | None:
     """The development signing secret under `<home>/secrets/`, created (mode 600) when absent."""
     path: Path = settings.secrets_dir / DEV_SECRET_FILE

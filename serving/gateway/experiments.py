@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -92,7 +93,14 @@ def load_experiment(path: Path) -> Experiment:
         raise ValueError(f"experiment config {path} is invalid: {err}") from None
 
 
-def version_spec(label_or_version: str) -> dict[str, object]:
+class VersionSpec(TypedDict, total=False):
+    """Which version a model-server call names: a number, or a label (one of the two)."""
+
+    version: int
+    version_label: str
+
+
+def version_spec(label_or_version: str) -> VersionSpec:
     """`{"version": n}` for a number, else `{"version_label": label}` (ModelClient keywords)."""
     if label_or_version.isdigit():
         return {"version": int(label_or_version)}

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -42,6 +42,7 @@ from towerflow.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 CATALOG_REFRESH_S = 5.0
 FEATURE_SERVICE = "ranking"
+_E = TypeVar("_E", bound=Exception)
 
 
 @dataclass
@@ -291,9 +292,18 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc[1:]) or str(loc[0]) if loc else "request"
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+def _expect(exc: Exception, kind: type[_E]) -> _E:
+    """`exc` as the exception type its handler was registered for (Starlette types every handler
+    as taking any `Exception`)."""
+    if not isinstance(exc, kind):
+        raise TypeError(f"handler for {kind.__name__} called with {type(exc).__name__}") from exc
+    return exc
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 with one readable `message` (e.g. `count: Input should be less than or equal to 100`),
     each error once."""
+    exc = _expect(exc, RequestValidationError)
     # FastAPI caches a dependency's value, not its errors: a failing dependency that several
     # others need (the query parameters) is solved, and reported, once per path to it.
     errors = list({(tuple(e.get("loc", ())), e.get("type"), e.get("msg")): e for e in exc.errors()}.values())
@@ -304,9 +314,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     )
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    exc = _expect(exc, StarletteHTTPException)
     return JSONResponse(
         status_code=exc.status_code,
         content={"message": str(exc.detail), "detail": exc.detail},
-        headers=getattr(exc, "headers", None),
+        headers=exc.headers,
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import tensorflow as tf
@@ -34,12 +35,21 @@ def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
+class ConcreteFunction(Protocol):
+    """What a signature uses of a loaded `tf.types.experimental.ConcreteFunction` (TensorFlow
+    ships no type information: its own class is `Any` to the type checker)."""
+
+    captured_inputs: Sequence[tf.Tensor]
+
+    def __call__(self, **kwargs: tf.Tensor) -> dict[str, tf.Tensor]: ...
+
+
 @dataclass(frozen=True)
 class Signature:
     """A callable signature of a loaded version, with what Predict needs precomputed."""
 
     name: str
-    fn: Callable
+    fn: ConcreteFunction
     inputs: dict[str, InputSpec]
     outputs: tuple[str, ...]
     flat_order: tuple[str, ...] = ()  # input aliases in tf.nest order (sorted)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from pydantic_core import to_json
 
@@ -10,7 +12,7 @@ from serving.gateway.schemas import Problem, RecommendationResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid bearer token."},
     403: {
         "model": Problem,
