@@ -115,6 +115,8 @@ def derive_category(description: Column) -> Column:
         pattern = r"\b(" + words.replace("-", r"\-") + r")"
         cond = text.rlike(pattern)
         expr = F.when(cond, F.lit(category)) if expr is None else expr.when(cond, F.lit(category))
+    if expr is None:
+        raise ValueError("CATEGORY_KEYWORDS lists no categories")
     return expr.otherwise(F.lit(OTHER_CATEGORY))
 
 

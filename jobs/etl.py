@@ -324,7 +324,8 @@ class DailyEtl:
             .count()
             .collect()
         )
-        first_day = silver.agg(F.min("event_date")).first()[0]
+        first = silver.agg(F.min("event_date")).first()  # an aggregate without groups: one row
+        first_day = None if first is None else first[0]
         if first_day is None:
             raise ValueError(f"silver/interactions has no rows up to {end}: build silver first")
         arrays = {name: users.column(name).to_numpy(zero_copy_only=False) for name in ("first", "last", "last_new")}

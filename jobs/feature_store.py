@@ -43,7 +43,8 @@ from features.store import (
 if TYPE_CHECKING:  # heavy imports stay inside functions
     import pandas as pd
     import pyarrow as pa
-    from feast import FeatureStore
+    from feast import FeatureStore, FeatureView
+    from feast.data_source import DataSource
     from feast.repo_contents import RepoContents
 
 __all__ = [
@@ -255,8 +256,13 @@ def materialize(
     for fv in sorted(store.list_feature_views(), key=lambda v: v.name):
         if views is not None and fv.name not in views:
             continue
-        window_start = _utc(start) if start else end - fv.ttl
-        path = source_uri(store.config, fv.batch_source)
+        if start:
+            window_start = _utc(start)
+        elif fv.ttl is not None:
+            window_start = end - fv.ttl
+        else:
+            raise ValueError(f"feature view {fv.name} has no ttl: give the window start")
+        path = source_uri(store.config, _batch_source(fv))
         view_started = time.perf_counter()
         try:
             table = DeltaTable(path)
@@ -368,6 +374,13 @@ def training_set(
     return out.sort_values("__row").drop(columns="__row").reset_index(drop=True)
 
 
+def _batch_source(view: FeatureView) -> DataSource:
+    """The view's offline source (Feast types it optional; every view of feature_repo/ has one)."""
+    if view.batch_source is None:
+        raise ValueError(f"feature view {view.name} has no batch source")
+    return view.batch_source
+
+
 def _require_tables(store: FeatureStore, service: Any) -> None:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
@@ -375,7 +388,7 @@ def _require_tables(store: FeatureStore, service: Any) -> None:
     from features.offline_store import source_uri
 
     for projection in service.feature_view_projections:
-        path = source_uri(store.config, store.get_feature_view(projection.name).batch_source)
+        path = source_uri(store.config, _batch_source(store.get_feature_view(projection.name)))
         try:
             DeltaTable(path)
         except TableNotFoundError:

@@ -1,5 +1,5 @@
 """The lake for the jobs: `Lake` lives in towerflow/lake.py, shared with the gateway (impressions)."""
 
-from towerflow.lake import Lake
+from towerflow.lake import Lake, WriteMode
 
-__all__ = ["Lake"]
+__all__ = ["Lake", "WriteMode"]

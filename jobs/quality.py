@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,9 +114,17 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+class RowBounds(TypedDict):
+    """The volume check's suite parameters: at least `min_rows`, at most `max_rows` (None: no
+    upper bound)."""
+
+    min_rows: int
+    max_rows: int | None
+
+
 def row_count_bounds(
     history: Sequence[int] | int | None, max_ratio: float, min_change: int = MIN_ROW_CHANGE
-) -> dict[str, int | None]:
+) -> RowBounds:
     """Suite parameters for the volume check, against the median of the last `BASELINE_DAYS`
     counts of `history`: within `max_ratio` of it either way, or within `min_change` rows of it,
     whichever is wider; at least one row when there is no history.
@@ -313,7 +321,7 @@ class Gates:
         days = sorted(by_day)
         if not days:
             return {}
-        volume = {}
+        volume: dict[date, RowBounds] = {}
         for day in days:
             volume[day] = row_count_bounds(history, max_ratio)
             low, high = volume[day]["min_rows"], volume[day]["max_rows"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jobs.lake import Lake
+from jobs.lake import Lake, WriteMode
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -190,7 +190,7 @@ class SparkLake:
         *,
         predicate: str | None = None,
         partition_by: list[str] | None = None,
-        mode: str = "overwrite",
+        mode: WriteMode = "overwrite",
         metadata: Mapping[str, Any] | None = None,
     ) -> Written:
         """Commit a result to a Delta table in one atomic commit.

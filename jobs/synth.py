@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -106,6 +107,16 @@ HOURLY = np.array(
 )
 
 
+class Volumes(TypedDict, total=False):
+    """The `SynthConfig` fields a profile may set (its volumes)."""
+
+    users: int
+    items: int
+    sessions_per_user_day: float
+    views_per_session: float
+    bots: int | None
+
+
 @dataclass(frozen=True)
 class Profile:
     """A shape of data: what the catalog holds, how people consume it, and how much of it.
@@ -138,7 +149,7 @@ class Profile:
     repeats: bool = True
     quiet_days: float = 0.0
     quiet_scale: float = 1.0
-    defaults: dict[str, object] = field(default_factory=dict)
+    defaults: Volumes = field(default_factory=Volumes)
 
 
 PROFILES = {
@@ -210,14 +221,38 @@ class SynthConfig:
             raise ValueError(f"unknown synth profile {self.profile!r}; choose from {', '.join(PROFILES)}")
 
     @classmethod
-    def of(cls, profile: str = "retail", **knobs: object) -> SynthConfig:
-        """The config of `profile`: its volumes, then `knobs` that are not None.
+    def of(
+        cls,
+        profile: str = "retail",
+        *,
+        users: int | None = None,
+        items: int | None = None,
+        days: int | None = None,
+        seed: int | None = None,
+        start: date | None = None,
+        sessions_per_user_day: float | None = None,
+        views_per_session: float | None = None,
+        bots: int | None = None,
+    ) -> SynthConfig:
+        """The config of `profile`: its volumes, then the knobs given (not None).
 
         Raises:
             ValueError: an unknown profile.
         """
-        given = {name: value for name, value in knobs.items() if value is not None}
-        return replace(cls(profile=profile), **{**PROFILES[profile].defaults, **given})
+        base = replace(cls(profile=profile), **PROFILES[profile].defaults)
+        return replace(
+            base,
+            users=base.users if users is None else users,
+            items=base.items if items is None else items,
+            days=base.days if days is None else days,
+            seed=base.seed if seed is None else seed,
+            start=base.start if start is None else start,
+            sessions_per_user_day=base.sessions_per_user_day
+            if sessions_per_user_day is None
+            else sessions_per_user_day,
+            views_per_session=base.views_per_session if views_per_session is None else views_per_session,
+            bots=base.bots if bots is None else bots,
+        )
 
     @property
     def shape(self) -> Profile:
@@ -377,7 +412,8 @@ def generate_day(cfg: SynthConfig, world: World, day: int, drift: np.ndarray, se
     bought = (carted if shape.cart else clicked) & (rng.random(len(v_item)) < _sigmoid(0.2 + 0.5 * appeal))
     quantity = 1 + rng.poisson(np.where(favourite, 2.0, shape.basket), len(v_item))
 
-    parts = [
+    # (users, items, seconds, action, quantity: one for all rows or one per row) per funnel step
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, int | np.ndarray]] = [
         (v_user, v_item, v_time, ACTION_VIEW, 0),
         (
             v_user[clicked],
