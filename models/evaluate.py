@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -40,8 +40,17 @@ from scoring.rules import RuleConfig
 from scoring.twostage import ModelCaller, Scored, is_cold, popular_items, score, topped_up
 
 log = logging.getLogger(__name__)
+
+
+class Exclusions(TypedDict):
+    """The gateway's exclusion settings (`RuleConfig` fields) for one variant's lists."""
+
+    exclude_purchased: bool
+    exclude_seen: bool
+
+
 #: Variant -> the gateway's exclusion settings for its lists.
-VARIANTS: dict[str, dict[str, bool]] = {
+VARIANTS: dict[str, Exclusions] = {
     "all": {"exclude_purchased": False, "exclude_seen": False},
     "new": {"exclude_purchased": True, "exclude_seen": False},
     "unseen": {"exclude_purchased": True, "exclude_seen": True},
@@ -213,15 +222,15 @@ def features_at(features: Any, catalog: Catalog, users: Sequence[str], moment: d
     """The users' and the catalog's point-in-time features at `moment`, to score users as the
     gateway would at that moment (no holdout: the truth and history are empty)."""
     stamp = pd.Timestamp(moment)
-    users = np.array(list(users))
-    empty = sp.csr_matrix((len(users), len(catalog)))
+    user_ids = np.array(list(users))
+    empty = sp.csr_matrix((len(user_ids), len(catalog)))
     columns = features.columns("ranking")
-    user_rows = pd.DataFrame({"user_id": users, "item_id": "", "event_timestamp": stamp})
+    user_rows = pd.DataFrame({"user_id": user_ids, "item_id": "", "event_timestamp": stamp})
     item_rows = pd.DataFrame({"user_id": "", "item_id": catalog.item_ids, "event_timestamp": stamp})
     return EvalData(
         cutoff=moment,
         catalog=catalog,
-        users=users,
+        users=user_ids,
         truth=empty,
         seen=empty,
         train=baselines.TrainInteractions(
@@ -265,7 +274,7 @@ def _column(values: pd.Series) -> np.ndarray:
 
 
 def item_lookup(
-    item_ids: Sequence[str], frame: pd.DataFrame, columns: Sequence[str]
+    item_ids: Sequence[str] | np.ndarray, frame: pd.DataFrame, columns: Sequence[str]
 ) -> Callable[[Sequence[str]], dict[str, Any]]:
     """Item features for candidate ids from a frame with one row per `item_ids` entry; an id
     the frame lacks gets missing values (NaN / None), as the gateway's snapshot gives."""

@@ -87,7 +87,7 @@ def retrieval_module(retrieval, at: datetime, k: int = RETRIEVAL_K):
     ids = retrieval.catalog.item_ids.astype(str)
     boost = retrieval.history_candidates
 
-    class Retrieval(tf.Module):
+    class Retrieval(tf.Module):  # type: ignore[name-defined]  # tf is imported lazily (untyped)
         def __init__(self) -> None:
             super().__init__()
             self.query = retrieval.model.query
@@ -212,7 +212,7 @@ def passthrough_module(recommender: str):
         RETRIEVAL_SCORE: tf.TensorSpec([None, None], tf.float32, name=RETRIEVAL_SCORE),
     }
 
-    class PassThrough(tf.Module):
+    class PassThrough(tf.Module):  # type: ignore[name-defined]  # tf is imported lazily (untyped)
         @tf.function(input_signature=[specs])
         def serve(self, inputs):
             scores = inputs[RETRIEVAL_SCORE]
@@ -252,7 +252,7 @@ def baseline_module(name: str, fitted, item_ids, user_ids, k: int = RETRIEVAL_K)
     # Ties (and users with nothing to go on) fall back to popularity, below any real signal.
     prior = (popularity / (popularity.max() + 1.0) * 1e-6).astype(np.float32)
 
-    class Baseline(tf.Module):
+    class Baseline(tf.Module):  # type: ignore[name-defined]  # tf is imported lazily (untyped)
         def __init__(self) -> None:
             super().__init__()
             self.item_ids = tf.Variable(ids, trainable=False, name="item_ids")

@@ -95,10 +95,10 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
 
     best: dict[str, tuple[str, float]] = {}
     for variant in variants:
-        scored = [(n, value(variant, n)) for n in BASELINES if value(variant, n) is not None]
+        scored = [(n, score) for n in BASELINES if (score := value(variant, n)) is not None]
         if not scored:
             raise ValueError(f"no baseline is scored on {metric} in {variant}: the gate compares against them")
-        best[variant] = max(scored, key=lambda pair: pair[1] or 0.0)  # type: ignore[arg-type]
+        best[variant] = max(scored, key=lambda pair: pair[1])
 
     options = [n for n in (*TRAINED, *BASELINES) if all(value(v, n) is not None for v in variants)]
     top = {v: max(value(v, n) or 0.0 for n in options) for v in variants}

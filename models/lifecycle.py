@@ -263,10 +263,11 @@ def build_training_set(
     versions = data_versions(lake)
     print_ = fingerprint(versions, params, cutoff, code_version())
     manifest = read_json(run.training_set / MANIFEST)
-    skipped = manifest is not None and manifest.get("fingerprint") == print_
-    if skipped:
+    if manifest is not None and manifest.get("fingerprint") == print_:
+        skipped = True
         progress(f"the training set for these inputs is already in {run.training_set} ({print_})")
     else:
+        skipped = False
         started = time.perf_counter()
         examples = read_examples(lake, "training_examples")
         if through_run_date:
@@ -314,14 +315,15 @@ def train_retrieval(run: RunPaths, params: TrainParams, progress=log.info) -> di
     manifest = _training_manifest(run, params)
     print_ = manifest["fingerprint"]
     done = read_json(run.candidates / MANIFEST)
-    skipped = (
+    if (
         done is not None
         and done.get("fingerprint") == print_
         and staged_fingerprint(run.staged / "retrieval") == print_
-    )
-    if skipped:
+    ):
+        skipped = True
         progress(f"the retrieval model and ranker candidates for these inputs are already in {run.root} ({print_})")
     else:
+        skipped = False
         started = time.perf_counter()
         ts = load_training_set(run.training_set)
         stage = retrieval_stage(ts, params, progress)
@@ -370,14 +372,15 @@ def train_ranking(run: RunPaths, params: TrainParams, progress=log.info) -> dict
     if retrieval is None or retrieval.get("fingerprint") != print_:
         raise FileNotFoundError(f"no ranker candidates for this training set in {run.candidates}: run train_retrieval")
     record = read_json(run.record)
-    skipped = (
+    if (
         record is not None
         and record.get("fingerprint") == print_
         and staged_fingerprint(run.staged / "ranking") == print_
-    )
-    if skipped:
+    ):
+        skipped = True
         progress(f"models for these inputs are already staged in {run.staged} ({print_})")
     else:
+        skipped = False
         started = time.perf_counter()
         ts = load_training_set(run.training_set)
         candidates = load_candidates(run.candidates, ts)

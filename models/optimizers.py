@@ -18,7 +18,7 @@ def lazy_adam(learning_rate: float) -> Any:
     """A `LazyAdam` (a `tf.keras.optimizers.Adam`) with `learning_rate`."""
     tf = tensorflow()
 
-    class LazyAdam(tf.keras.optimizers.Adam):
+    class LazyAdam(tf.keras.optimizers.Adam):  # type: ignore[name-defined]  # tf is imported lazily (untyped)
         def update_step(self, gradient: Any, variable: Any) -> Any:
             if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
                 return super().update_step(gradient, variable)

@@ -25,7 +25,7 @@ from models.features import (
 PAD = ""  # padding of string lists (recent items, history)
 
 
-def id_embedding(vocabulary: Sequence[str], dim: int, name: str, oov_buckets: int = 1) -> tf.keras.Model:
+def id_embedding(vocabulary: Sequence[str] | np.ndarray, dim: int, name: str, oov_buckets: int = 1) -> tf.keras.Model:
     """`StringLookup` -> `Embedding`; unknown ids share `oov_buckets` learned rows, "" is masked.
 
     Args:
@@ -143,9 +143,9 @@ class CandidateTower(tf.keras.Model):
 
     def __init__(
         self,
-        items: Sequence[str],
+        items: Sequence[str] | np.ndarray,
         categories: Sequence[str],
-        descriptions: Sequence[str],
+        descriptions: Sequence[str] | np.ndarray,
         prices: np.ndarray,
         dim: int = 64,
         max_tokens: int = 5_000,
@@ -153,7 +153,9 @@ class CandidateTower(tf.keras.Model):
         super().__init__(name="candidate_tower")
         self.item_embedding = id_embedding(items, dim, "item")
         self.category_embedding = id_embedding(categories, 16, "category")
-        edges = np.unique(np.quantile(prices[np.isfinite(prices)], np.linspace(0, 1, 11)[1:-1])) if len(prices) else []
+        edges: np.ndarray | list[float] = (
+            np.unique(np.quantile(prices[np.isfinite(prices)], np.linspace(0, 1, 11)[1:-1])) if len(prices) else []
+        )
         self.price_bucket = tf.keras.layers.Discretization(bin_boundaries=list(map(float, edges)))
         self.price_embedding = tf.keras.layers.Embedding(len(edges) + 1, 8, name="price_bucket")
         self.text = tf.keras.layers.TextVectorization(max_tokens=max_tokens, output_mode="tf_idf", name="words")

@@ -453,7 +453,7 @@ def fit_ranking(
         collaborative=bool(rows.extra),
         history_len=params.history_len,
     )
-    sample = slice(None)
+    sample: slice | np.ndarray = slice(None)
     if len(rows) > ADAPT_ROWS:
         sample = np.sort(np.random.default_rng(params.seed).choice(len(rows), ADAPT_ROWS, replace=False))
     ranker.numeric.adapt(rows.take(sample, {*USER_NUMERIC, *ITEM_NUMERIC}))

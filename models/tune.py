@@ -118,7 +118,8 @@ def tuned_params(base: TrainParams, chosen: Mapping[str, Any]) -> TrainParams:
     unknown = set(chosen) - set(SPACE)
     if unknown:
         raise ValueError(f"tuned settings {sorted(unknown)} are not tunable ({', '.join(SPACE)})")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()}
+    # JSON values of tunable fields (checked against SPACE above): lists back to tuples
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()}
     return replace(base, **values)
 
 
