@@ -32,6 +32,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 USER_KEY = "user_id"
@@ -262,6 +263,11 @@ class FastFeatureReader:
                 out.update(zip(read.columns, values, strict=True))
             return out
         return self._decode_user(self._redis.hgetall(self._user_key(user_id)))
+
+    @property
+    def online_redis(self) -> Redis | None:
+        """The Redis client over the online store (None when the store is not Redis)."""
+        return self._redis
 
     @property
     def reads_users_async(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from serving.gateway.auth import ADMIN, ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
 from serving.gateway.schemas import RecommendationQuery
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # main imports the routes, which import this module; features/ imports Feast
+    from features.reader import FeatureReader
     from serving.gateway.main import Resources
 
 #: Categories a 422 for an unknown one lists.
@@ -37,13 +38,15 @@ async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-async def get_reader(request: Request) -> Any:
+async def get_reader(request: Request) -> FeatureReader | None:
     """The online feature reader (None while the feature store cannot be opened)."""
-    return request.app.state.resources.reader
+    resources: Resources = request.app.state.resources
+    return resources.reader
 
 
-ResourcesDep = Annotated[Any, Depends(get_resources)]
-ReaderDep = Annotated[Any, Depends(get_reader)]
+# Forward references: FastAPI only needs the `Depends`, and leaves a name it cannot resolve as is.
+ResourcesDep = Annotated["Resources", Depends(get_resources)]
+ReaderDep = Annotated["FeatureReader | None", Depends(get_reader)]
 
 
 async def recommendation_params(params: Annotated[RecommendationQuery, Query()]) -> RecommendationQuery:

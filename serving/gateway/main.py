@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -39,6 +39,14 @@ from serving.gateway.request_ids import RequestIdMiddleware
 from serving.gateway.routes import health, recommend
 from towerflow.settings import Settings, get_settings
 
+if TYPE_CHECKING:  # opened in `lifespan`, imported there
+    from feast import FeatureStore
+    from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+
+    from features.reader import FastFeatureReader
+    from serving.tfs_client import AsyncModelClient
+
 log = logging.getLogger(__name__)
 CATALOG_REFRESH_S = 5.0
 FEATURE_SERVICE = "ranking"
@@ -51,18 +59,18 @@ class Resources:
 
     settings: Settings
     metrics: GatewayMetrics
-    model_client: Any
-    redis: Any
+    model_client: AsyncModelClient
+    redis: AsyncRedis | None
     verifier: TokenVerifier
     limiter: RateLimiter
     recommender: Recommender
     impressions: ImpressionLogger
     executor: ThreadPoolExecutor
     breakers: dict[str, Breaker]
-    reader: Any = None
-    store: Any = None
+    reader: FastFeatureReader | None = None
+    store: FeatureStore | None = None
     open_feature_store: bool = True
-    tasks: list[asyncio.Task] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # -- feature store and catalog (blocking; run in a thread) ----------------------------------
 
@@ -76,7 +84,7 @@ class Resources:
             env = "redis" if self.settings.redis_url else "embedded"
         store = feature_store(self.settings, env)
         reader = FastFeatureReader(store, FEATURE_SERVICE)
-        _fail_fast(getattr(reader, "_redis", None))
+        _fail_fast(reader.online_redis)
         self.store, self.reader = store, reader
         reader.refresh()
 
@@ -86,19 +94,17 @@ class Resources:
             if not self.open_feature_store:
                 return
             self.open_reader()
-        snapshot = getattr(self.reader, "snapshot", None)  # also triggers the reader's marker check
-        if snapshot is None:
-            return
+        if self.reader is None:
+            raise RuntimeError("open_reader did not set the feature reader")
+        snapshot = self.reader.snapshot  # also triggers the reader's marker check
         catalog = self.recommender.catalog
         if not len(catalog) or snapshot.version != catalog.version:
             self.recommender.catalog = Catalog.from_snapshot(snapshot, top=self.settings.popular_size)
             self.metrics.catalog_items.set(len(self.recommender.catalog))
             log.info("catalog rebuilt: %d items (snapshot %s)", len(self.recommender.catalog), snapshot.version)
         self.metrics.snapshot_age.set(time.time() - snapshot.loaded_at)
-        marker_version = getattr(self.reader, "marker_version", None)
-        if marker_version is not None:  # the reader's own client: no new connection every few seconds
-            latest = marker_version()
-            self.metrics.snapshot_stale.set(int(latest is not None and latest != snapshot.version))
+        latest = self.reader.marker_version()  # the reader's own client: no new connection every few seconds
+        self.metrics.snapshot_stale.set(int(latest is not None and latest != snapshot.version))
 
     async def _catalog_loop(self) -> None:
         while True:
@@ -133,12 +139,12 @@ class Resources:
         await self.model_client.close()
         if self.redis is not None:
             await self.redis.aclose()
-        if hasattr(self.reader, "aclose"):
+        if self.reader is not None:
             await self.reader.aclose()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _fail_fast(client: Any) -> None:
+def _fail_fast(client: Redis | None) -> None:
     """No retries with backoff on the reader's Redis client (redis-py's default sleeps up to
     ~7 s per call while Redis is down, holding a feature thread); the breaker retries instead."""
     if client is None:
@@ -150,7 +156,7 @@ def _fail_fast(client: Any) -> None:
     client.connection_pool.connection_kwargs.update(socket_timeout=1.0, socket_connect_timeout=0.5)
 
 
-def _redis_client(settings: Settings) -> Any:
+def _redis_client(settings: Settings) -> AsyncRedis | None:
     """`redis.asyncio` client with tight timeouts and no retries: a slow Redis degrades a
     request instead of stalling it."""
     if not settings.redis_url:
