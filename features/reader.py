@@ -339,7 +339,7 @@ class FastFeatureReader:
         self,
         item_ids: Sequence[str],
         columns: Collection[str] | None = None,
-        rows: tuple[Hashable, Sequence[int]] | None = None,
+        rows: tuple[Hashable, Sequence[int] | np.ndarray] | None = None,
     ) -> dict[str, Any] | None:
         """`item_features` as numpy columns (`as_array`: numbers float64 with NaN where missing)
         when the snapshot answers every id and no view is live, else None (the caller then reads
@@ -379,7 +379,7 @@ class FastFeatureReader:
         return out
 
     def _remembered_positions(
-        self, snapshot: ItemSnapshot, ids: list[str], rows: tuple[Hashable, Sequence[int]]
+        self, snapshot: ItemSnapshot, ids: list[str], rows: tuple[Hashable, Sequence[int] | np.ndarray]
     ) -> np.ndarray | None:
         """Snapshot positions of `ids` via their catalog rows (see `item_features_in_memory`);
         None when the rows do not fit or an id is not in the snapshot (the lookup path decides)."""

@@ -16,7 +16,7 @@ from serving.gateway.auth import ADMIN, ANY_USER, READ, AuthError, Principal, ch
 from serving.gateway.schemas import RecommendationQuery
 
 if TYPE_CHECKING:  # main imports the routes, which import this module; features/ imports Feast
-    from features.reader import FeatureReader
+    from features.reader import FastFeatureReader
     from serving.gateway.main import Resources
 
 #: Categories a 422 for an unknown one lists.
@@ -38,7 +38,7 @@ async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-async def get_reader(request: Request) -> FeatureReader | None:
+async def get_reader(request: Request) -> FastFeatureReader | None:
     """The online feature reader (None while the feature store cannot be opened)."""
     resources: Resources = request.app.state.resources
     return resources.reader
@@ -46,7 +46,7 @@ async def get_reader(request: Request) -> FeatureReader | None:
 
 # Forward references: FastAPI only needs the `Depends`, and leaves a name it cannot resolve as is.
 ResourcesDep = Annotated["Resources", Depends(get_resources)]
-ReaderDep = Annotated["FeatureReader | None", Depends(get_reader)]
+ReaderDep = Annotated["FastFeatureReader | None", Depends(get_reader)]
 
 
 async def recommendation_params(params: Annotated[RecommendationQuery, Query()]) -> RecommendationQuery:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -48,6 +48,9 @@ from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.precomputed import read_precomputed
 from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 from towerflow.logs import REQUEST_ID
+
+if TYPE_CHECKING:  # features/ imports Feast: opened in the app's lifespan
+    from features.reader import FastFeatureReader
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +203,7 @@ class Recommender:
 
     async def recommend(
         self,
-        reader: Any,
+        reader: FastFeatureReader | None,
         *,
         user_id: str,
         count: int,
@@ -235,7 +238,7 @@ class Recommender:
         try:
             user = await (user_read if user_read is not None else self.read_user(reader, user_id))
             self._count_user(user)
-            if user is None:
+            if user is None or reader is None:  # no reader: no user read either
                 served.reason = "online_store_unavailable"
             elif is_cold(user):
                 served.reason = "cold_start"
@@ -272,7 +275,7 @@ class Recommender:
         async with asyncio.timeout(self.timeouts.features):
             return await loop.run_in_executor(self.executor, fn, *args)
 
-    async def read_user(self, reader: Any, user_id: str) -> dict[str, Any] | None:
+    async def read_user(self, reader: FastFeatureReader | None, user_id: str) -> dict[str, Any] | None:
         """The user's features; None when the online store is unreachable (or its breaker open).
         Failures count against the store's breaker here; the lookup's metric is counted by the
         request that uses it."""
@@ -281,7 +284,7 @@ class Recommender:
             return None
         try:
             with self.metrics.time("user_features"):
-                if getattr(reader, "reads_users_async", False):  # Redis: on the loop, no thread hop
+                if reader.reads_users_async:  # Redis: on the loop, no thread hop
                     async with asyncio.timeout(self.timeouts.features):
                         user = await reader.user_features_async(user_id)
                 else:
@@ -305,7 +308,7 @@ class Recommender:
     async def _model_path(
         self,
         served: Served,
-        reader: Any,
+        reader: FastFeatureReader,
         user: dict[str, Any],
         labels: Mapping[str, str],
         rules: RuleConfig,
@@ -336,7 +339,7 @@ class Recommender:
 
     async def _run_models(
         self,
-        reader: Any,
+        reader: FastFeatureReader,
         user_id: str,
         user: dict[str, Any],
         labels: Mapping[str, str],
@@ -360,16 +363,13 @@ class Recommender:
         # Gathered from memory: only the columns ranking's signature and the rules read. The
         # signature is the one predict will use (cached per version; a miss is a model-server call,
         # so it is fetched outside the feature stage and fails as the model path would).
-        in_memory = getattr(reader, "item_features_in_memory", None)
-        wanted = None
-        if in_memory is not None and hasattr(reader, "item_columns"):
-            async with asyncio.timeout(self.timeouts.ranking):  # a cache miss asks the model server
-                _, rank_specs = await self.runner.specs("ranking", labels["ranking"])
-            wanted = self._wanted_columns(rank_specs, reader.item_columns)
+        async with asyncio.timeout(self.timeouts.ranking):  # a cache miss asks the model server
+            _, rank_specs = await self.runner.specs("ranking", labels["ranking"])
+        wanted = self._wanted_columns(rank_specs, reader.item_columns)
         try:
             with self.metrics.time("item_features"):
                 # From memory when the reader can (no thread hop); else off the loop (I/O).
-                items = in_memory(ids, wanted, catalog_rows) if in_memory is not None else None
+                items = reader.item_features_in_memory(ids, wanted, catalog_rows)
                 if items is None:
                     items = await self._in_thread(reader.item_features, ids)
         except Exception as err:  # noqa: BLE001
@@ -392,11 +392,13 @@ class Recommender:
             versions[RECOMMENDER] = names(served_by.ravel()[:1])[0]
         return list(chosen), versions
 
-    def check_version(self, reader: Any, model: str, version: int, specs: Mapping[str, InputSpec]) -> None:
+    def check_version(
+        self, reader: FastFeatureReader, model: str, version: int, specs: Mapping[str, InputSpec]
+    ) -> None:
         """Raise `UnboundInputError` when `reader` serves no source for one of the signature's
         inputs; remembered per version and reader columns (a version is refused, never fed zeros)."""
-        user_columns = tuple(getattr(reader, "user_columns", ()))
-        item_columns = tuple(getattr(reader, "item_columns", ()))
+        user_columns = tuple(reader.user_columns)
+        item_columns = tuple(reader.item_columns)
         key = (model, version, frozenset(specs), user_columns, item_columns)
         if key in self._checked:
             return
@@ -408,7 +410,7 @@ class Recommender:
         self.unbound.pop(model, None)
         self._checked.add(key)
 
-    async def refusal(self, reader: Any, model: str) -> str | None:
+    async def refusal(self, reader: FastFeatureReader | None, model: str) -> str | None:
         """Why a version an experiment arm routes `model` to is refused, in words, or None.
         (Fetches the signatures through the runner's cache.)"""
         if reader is None:
