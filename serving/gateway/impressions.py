@@ -16,9 +16,12 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.gateway.metrics import GatewayMetrics
+
+if TYPE_CHECKING:  # opened by the app (deltalake)
+    from towerflow.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class ImpressionLogger:
 
     def __init__(
         self,
-        lake: Any,
+        lake: Lake,
         uri: str,
         *,
         batch_rows: int = 5_000,

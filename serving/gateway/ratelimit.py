@@ -12,10 +12,13 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from serving.gateway.breaker import Breaker
 from serving.gateway.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        client: Any,
+        client: Redis | None,
         *,
         prefix: str,
         user_limit: int,
@@ -92,6 +95,8 @@ class RateLimiter:
         return ALLOW
 
     async def _count(self, window: int, limits: list[tuple[str, str, int]]) -> list[int]:
+        if self.client is None:  # no Redis configured: fails open, as an unreachable Redis does
+            raise ConnectionError("no Redis configured for rate limits")
         async with self.client.pipeline(transaction=False) as pipe:
             for scope, key, _ in limits:
                 name = f"{self.prefix}rl:{window}:{scope[0]}:{key}"

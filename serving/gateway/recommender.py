@@ -50,6 +50,8 @@ from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_sp
 from towerflow.logs import REQUEST_ID
 
 if TYPE_CHECKING:  # features/ imports Feast: opened in the app's lifespan
+    from redis.asyncio import Redis
+
     from features.reader import FastFeatureReader
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,7 @@ class Recommender:
         self,
         *,
         runner: ModelRunner,
-        redis: Any,
+        redis: Redis | None,
         prefix: str,
         experiment: Experiment,
         rules: RuleConfig,
