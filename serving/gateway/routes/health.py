@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 from fastapi import APIRouter, Request, Response
@@ -15,6 +16,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from serving.gateway.deps import ReaderDep, ResourcesDep
 from serving.gateway.schemas import Health
+
+if TYPE_CHECKING:  # main imports this module; features/ imports Feast
+    from features.reader import FastFeatureReader
+    from serving.gateway.main import Resources
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -50,7 +55,7 @@ async def readyz(resources: ResourcesDep, reader: ReaderDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-async def _model(resources, name: str, reader) -> str:
+async def _model(resources: Resources, name: str, reader: FastFeatureReader | None) -> str:
     try:
         states = await resources.model_client.status(name, timeout=CHECK_TIMEOUT_S)
         if any(s.state == "AVAILABLE" for s in states):
@@ -63,7 +68,7 @@ async def _model(resources, name: str, reader) -> str:
     return f"no version AVAILABLE ({versions})" if versions else "no version AVAILABLE"
 
 
-async def _online_store(resources, reader) -> str:
+async def _online_store(resources: Resources, reader: FastFeatureReader | None) -> str:
     if reader is None:
         return "not open (feature store not applied, or unreachable at start)"
     try:
@@ -73,11 +78,12 @@ async def _online_store(resources, reader) -> str:
     return "ok"
 
 
-async def _redis(resources) -> str:
+async def _redis(resources: Resources) -> str:
     if resources.redis is None:
         return "not configured (no TOWERFLOW_REDIS_URL): no rate limits, no precomputed recommendations"
     try:
-        await asyncio.wait_for(resources.redis.ping(), CHECK_TIMEOUT_S)
+        # redis-py types a command's result as `Awaitable | value`, shared by its sync and asyncio clients
+        await asyncio.wait_for(resources.redis.ping(), CHECK_TIMEOUT_S)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001
         return _down("redis", err)
     return "ok"
