@@ -26,7 +26,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:  # imported where used: the gateway reads through redis.asyncio only
+    import redis
+    from feast import FeatureStore
+    from redis.asyncio import Redis as AsyncRedis
+
+#: Where `write_precomputed` writes: a redis-py client, a `redis://` URL, or a Feast store whose
+#: online store is Redis.
+RedisTarget: TypeAlias = "redis.Redis | str | FeatureStore"
 
 DEFAULT_PREFIX = "towerflow:"
 DEFAULT_TTL_S = 3 * 86_400
@@ -51,19 +60,20 @@ def popular_key(prefix: str) -> str:
     return f"{prefix}popular"
 
 
-def _sync_client(target: Any) -> Any:
+def _sync_client(target: RedisTarget) -> redis.Redis:
     """A blocking redis-py client for a client, URL or Feast store with a Redis online store."""
+    import redis
+
     if isinstance(target, str):
-        import redis
-
         return redis.Redis.from_url(target)
-    if hasattr(target, "config") and hasattr(target.config, "online_store"):
-        from features.store import env_of, redis_client
+    if isinstance(target, redis.Redis):
+        return target
+    from features.store import env_of, redis_client
 
-        if env_of(target) != "redis":
-            raise ValueError("precomputed recommendations need Redis; this feature store is embedded")
-        return redis_client(target)
-    return target
+    if env_of(target) != "redis":
+        raise ValueError("precomputed recommendations need Redis; this feature store is embedded")
+    client: redis.Redis = redis_client(target)
+    return client
 
 
 def _fields(items: Sequence[str], model_version: str, generated_at: str) -> dict[str, str]:
@@ -71,7 +81,7 @@ def _fields(items: Sequence[str], model_version: str, generated_at: str) -> dict
 
 
 def write_precomputed(
-    redis_or_store: Any,
+    redis_or_store: RedisTarget,
     recs: Mapping[str, Sequence[str]],
     model_version: str,
     *,
@@ -113,7 +123,7 @@ def write_precomputed(
 
 
 def write_popular(
-    redis_or_store: Any,
+    redis_or_store: RedisTarget,
     items: Sequence[str],
     source: str,
     *,
@@ -148,6 +158,7 @@ def decode(raw: Mapping[Any, Any]) -> Precomputed | None:
     return Precomputed([str(i) for i in items], fields.get("model_version", ""), fields.get("generated_at", ""))
 
 
-async def read_precomputed(client: Any, user_id: str, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:
+async def read_precomputed(client: AsyncRedis, user_id: str, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:
     """A user's stored recommendations through `redis.asyncio` (one HGETALL), or None."""
-    return decode(await client.hgetall(recs_key(prefix, user_id)))
+    # redis-py types a command's result as `Awaitable | value`, shared by its sync and asyncio clients
+    return decode(await client.hgetall(recs_key(prefix, user_id)))  # type: ignore[misc]

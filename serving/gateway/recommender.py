@@ -45,7 +45,7 @@ from scoring.twostage import (
 from serving.gateway.breaker import Breaker
 from serving.gateway.experiments import Experiment, version_spec
 from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.precomputed import read_precomputed
+from serving.gateway.precomputed import Precomputed, read_precomputed
 from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 from towerflow.logs import REQUEST_ID
 
@@ -450,9 +450,11 @@ class Recommender:
         if n - hits:
             self.metrics.features.labels("item", "miss").inc(n - hits)
 
-    async def _read_stored(self, user_id: str) -> Any:
+    async def _read_stored(self, user_id: str) -> Precomputed | None:
         """The user's precomputed list within the Redis budget, timed as the `precomputed` stage."""
         with self.metrics.time("precomputed"):
+            if self.redis is None:  # fails as an unreachable Redis does: popular instead
+                raise ConnectionError("no Redis configured for precomputed recommendations")
             read = read_precomputed(self.redis, user_id, prefix=self.prefix)
             async with asyncio.timeout(self.timeouts.redis):
                 return await read
