@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 import jwt
 
@@ -169,7 +169,7 @@ class TokenVerifier:
         self.audience = settings.jwt_audience
         self.algorithms = list(settings.jwt_algorithms)
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
-        self._key: Any = settings.jwt_key or (None if self._jwks else dev_secret(settings))
+        self._key: str | None = settings.jwt_key or (None if self._jwks else dev_secret(settings))
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     @property
@@ -198,6 +198,8 @@ class TokenVerifier:
     def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
+            if key is None:  # __init__ sets a secret whenever there is no JWKS URL
+                raise RuntimeError("no key to verify tokens with: neither a JWKS URL nor a secret")
             claims = jwt.decode(
                 token,
                 key,
