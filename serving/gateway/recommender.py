@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # features/ imports Feast: opened in the app's lifespan
     from features.reader import FastFeatureReader
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MODEL, CACHED, POPULAR = "model", "cached", "fallback_popular"
 #: The ranking output naming what a published pair serves (`models.export.RECOMMENDER`).
@@ -272,7 +273,7 @@ class Recommender:
 
     # -- stages ----------------------------------------------------------------------------------
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, fn: Callable[..., _T], *args: object) -> _T:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.timeouts.features):
             return await loop.run_in_executor(self.executor, fn, *args)
@@ -371,9 +372,10 @@ class Recommender:
         try:
             with self.metrics.time("item_features"):
                 # From memory when the reader can (no thread hop); else off the loop (I/O).
-                items = reader.item_features_in_memory(ids, wanted, catalog_rows)
-                if items is None:
-                    items = await self._in_thread(reader.item_features, ids)
+                in_memory = reader.item_features_in_memory(ids, wanted, catalog_rows)
+                items: Mapping[str, Any] = (
+                    in_memory if in_memory is not None else await self._in_thread(reader.item_features, ids)
+                )
         except Exception as err:  # noqa: BLE001
             self.metrics.features.labels("item", "error").inc(len(ids))
             raise StageError("online_store_unavailable") from err

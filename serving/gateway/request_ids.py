@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from towerflow.logs import REQUEST_ID
 
@@ -18,17 +19,17 @@ _SANE = re.compile(rb"^[A-Za-z0-9._-]{8,64}$")
 class RequestIdMiddleware:
     """Pure ASGI (no extra task), so the id reaches the routes and everything they await."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = next((value for name, value in scope.get("headers", ()) if name == HEADER), b"")
         request_id = given.decode("ascii") if _SANE.match(given) else uuid.uuid4().hex
 
-        async def send_with_id(message: dict) -> None:
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), (HEADER, request_id.encode())]}
             await send(message)
