@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal
@@ -48,8 +49,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(log_format: Literal["text", "json"], level: int = logging.INFO, stream=None) -> logging.Handler:
-    """Route every log record of this process through one handler in `log_format`; returns it."""
-    handler = logging.StreamHandler(stream)
+    """Route every log record of this process through one handler in `log_format`, writing to
+    `stream` (default: stdout, where a container's log collector reads and where uvicorn writes
+    its access log); returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT))
     root = logging.getLogger()

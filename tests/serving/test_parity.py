@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -147,11 +148,15 @@ def _serving_env(home, port: int, model_port: int) -> dict[str, str]:
 
 
 def _start_serving(env: dict[str, str], port: int, model_port: int) -> subprocess.Popen:
+    """`towerflow serve` with its output in a file under the home (a pipe nobody reads would
+    stall the processes once full)."""
     cmd = [sys.executable, "-m", "towerflow.cli", "serve", "--port", str(port), "--model-port", str(model_port)]
-    serve = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = Path(env["TOWERFLOW_HOME"]) / f"serve-{port}.log"
+    with log.open("ab") as out:
+        serve = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        assert serve.poll() is None, serve.stderr.read()[-3000:]
+        assert serve.poll() is None, log.read_text(errors="replace")[-3000:]
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return serve
