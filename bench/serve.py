@@ -21,6 +21,8 @@ Cases, each `TOWERFLOW_BENCH_SECONDS` long (default 60) at `TOWERFLOW_BENCH_RATE
   under the same load: what this machine, the framework and the generator cost before any work.
 
 Targets (issue 6): full p99 < 25 ms at 100 req/s; full p50 <= 2x floor p50; cached p99 < 3 ms.
+Beside them, for the full and cached paths, the gateway's own CPU per request and its time outside
+model calls (from its /metrics): the part production keeps when TF Serving replaces the stand-in.
 Beside them, how steadily this machine runs code at all (`bench.cpu_stalls`, measured with the
 stack idle): on a VM whose vCPUs slow to a tenth of their speed for tens of milliseconds every
 second or two, no service meets a p99 target shorter than those windows.
@@ -188,6 +190,43 @@ def _gateway_stats(url: str) -> dict[str, Any]:
                 served[f"{sample.labels['path']}/{sample.labels['reason'] or '-'}"] = sample.value
     means = {stage: round(sums[stage] / counts[stage] * 1e3, 3) for stage in sums if counts.get(stage)}
     return {"stage_mean_ms": means, "served": served}
+
+
+MODEL_STAGES = ("retrieval", "ranking")  # the time inside model-server calls
+
+
+def _request_sums(url: str) -> dict[str, float]:
+    """Cumulative seconds and counts of `/v1/recommendations` requests and of the model stages,
+    from the gateway's /metrics: two readings bracket a case."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums = {"requests": 0.0, "seconds": 0.0, "model_seconds": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+        for sample in family.samples:
+            if sample.labels.get("route") == "/v1/recommendations":
+                if sample.name == "towerflow_gateway_http_request_seconds_sum":
+                    sums["seconds"] += sample.value
+                elif sample.name == "towerflow_gateway_http_request_seconds_count":
+                    sums["requests"] += sample.value
+            elif sample.name == "towerflow_gateway_stage_seconds_sum" and sample.labels["stage"] in MODEL_STAGES:
+                sums["model_seconds"] += sample.value
+    return sums
+
+
+def _gateway_own(before: dict[str, float], after: dict[str, float], cpu_seconds: float) -> dict[str, float]:
+    """What production keeps when TF Serving replaces the stand-in: per request, the gateway's
+    own CPU and its time outside model calls (the whole request as the gateway timed it, less
+    the retrieval and ranking stages)."""
+    requests = max(1.0, after["requests"] - before["requests"])
+    inside = after["model_seconds"] - before["model_seconds"]
+    whole = after["seconds"] - before["seconds"]
+    return {
+        "gateway_cpu_ms_per_request": round(cpu_seconds / requests * 1e3, 3),
+        "gateway_ms_per_request": round(whole / requests * 1e3, 3),
+        "model_calls_ms_per_request": round(inside / requests * 1e3, 3),
+        "outside_model_calls_ms_per_request": round((whole - inside) / requests * 1e3, 3),
+    }
 
 
 def _cpu_seconds(procs: dict[str, subprocess.Popen]) -> dict[str, float]:
@@ -387,12 +426,13 @@ def run() -> dict[str, object]:
             stalls = cpu_stalls.probe()
         with console.status(f"full path: {rate:g} req/s for {seconds:g} s"):
             _run_load(url, token, users_file, min(10.0, seconds), rate)  # warm-up, not reported
-            before = _cpu_seconds(running.procs)
+            before, sums = _cpu_seconds(running.procs), _request_sums(url)
             full = _run_load(url, token, users_file, seconds, rate)
+            spent = _cpu_seconds(running.procs)
             cpu_ms = {
-                name: round((spent - before[name]) / max(1, full["requests"]) * 1e3, 2)
-                for name, spent in _cpu_seconds(running.procs).items()
+                name: round((used - before[name]) / max(1, full["requests"]) * 1e3, 2) for name, used in spent.items()
             }
+            own = {"full": _gateway_own(sums, _request_sums(url), spent["gateway"] - before["gateway"])}
             stats = _gateway_stats(url)  # cumulative since start (warm-up included)
         with console.status("floor: numpy top-1000 + one Redis read + in-process ranking"):
             floor = _floor(running.settings, running.store, running.models, running.embeddings, running.users)
@@ -401,7 +441,11 @@ def run() -> dict[str, object]:
         running.procs["model"].wait(30)
         _wait(lambda: running.get("/v1/recommendations?user_id=u1").json()["path"] == "cached", 30, "cached path")
         with console.status(f"cached path (model server stopped): {rate:g} req/s for {seconds:g} s"):
+            gateway = {"gateway": running.procs["gateway"]}
+            before, sums = _cpu_seconds(gateway), _request_sums(url)
             cached = _run_load(url, token, users_file, seconds, rate)
+            spent = _cpu_seconds(gateway)["gateway"] - before["gateway"]
+            own["cached"] = _gateway_own(sums, _request_sums(url), spent)
         with console.status(f"HTTP floor (empty FastAPI route): {rate:g} req/s for {seconds:g} s"):
             http_floor = _http_floor(Path(tmp), users_file, seconds, rate)
     table = Table(title=f"GET /v1/recommendations, {rate:g} req/s for {seconds:g} s ({ITEMS:,} items, top {K})")
@@ -417,6 +461,12 @@ def run() -> dict[str, object]:
         )
     table.add_row("floor (in process)", *(f"{floor[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")), "", "", "")
     console.print(table)
+    split = Table(title="the gateway's own share, per request (means; what stays when TF Serving serves the models)")
+    for column in ("path", "gateway CPU ms", "gateway time ms", "inside model calls ms", "outside model calls ms"):
+        split.add_column(column, justify="left" if column == "path" else "right")
+    for name, fig in own.items():
+        split.add_row(name, *(f"{v:.2f}" for v in fig.values()))
+    console.print(split)
     console.print(cpu_stalls.describe(stalls), soft_wrap=True)
     late = {n: (f["sender_late_p50_ms"], f["sender_late_p99_ms"]) for n, f in (("full", full), ("cached", cached))}
     console.print(f"load generator woke late by (p50, p99 ms; not counted in latency): {late}", soft_wrap=True)
@@ -439,6 +489,8 @@ def run() -> dict[str, object]:
     figures["gateway_stage_mean_ms"] = stats["stage_mean_ms"]
     figures["gateway_served"] = stats["served"]
     figures["full_cpu_ms_per_request"] = cpu_ms
+    for name, fig in own.items():
+        figures.update({f"{name}_{key}": value for key, value in fig.items()})
     figures["loadavg_1m"] = round(load[0], 2)
     figures["full_p99_under_25ms"] = full["p99_ms"] < 25
     figures["full_p50_within_2x_floor"] = full["p50_ms"] <= 2 * floor["p50_ms"]
