@@ -236,7 +236,7 @@ class Recommender:
         # The model server's breaker is open: the precomputed list will be wanted, so it is read
         # while the user's features are (one Redis round trip of waiting instead of two).
         stored = None
-        if self.breakers["model_server"].skipping and self.breakers["redis"].allow():
+        if self.redis is not None and self.breakers["model_server"].skipping and self.breakers["redis"].allow():
             stored = asyncio.ensure_future(self._read_stored(user_id))
         try:
             user = await (user_read if user_read is not None else self.read_user(reader, user_id))
@@ -467,6 +467,8 @@ class Recommender:
         """Serve the precomputed list when there is one (`pending`: its read, already started);
         False otherwise."""
         breaker = self.breakers["redis"]
+        if self.redis is None:  # none configured (embedded mode): nothing stored, nothing failed
+            return False
         if pending is None and not breaker.allow():
             self.metrics.precomputed.labels("error").inc()
             return False

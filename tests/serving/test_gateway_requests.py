@@ -165,6 +165,22 @@ def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
     assert recommender._done(full, {}, RuleConfig(count=5)).sources == {MODEL: 5}
 
 
+def test_without_redis_configured_no_redis_errors_are_counted(bare, gw) -> None:
+    """Embedded mode has no Redis by design: no rate limits and no precomputed lists, but no
+    failures either (the model server, down in this fixture, is counted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for n in range(5):
+        assert bare.get("/v1/recommendations", params={"user_id": f"u{n}"}, headers=gw.auth()).status_code == 200
+    errors = {
+        sample.labels["dependency"]: sample.value
+        for family in text_string_to_metric_families(bare.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "towerflow_gateway_dependency_errors_total"
+    }
+    assert errors.get("redis", 0) == 0 and errors.get("model_server", 0) > 0, errors
+
+
 def test_the_response_counts_its_items_per_source(bare, gw) -> None:
     from serving.gateway.schemas import RecommendationResponse
 
