@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         precomputed_ttl_s: how long precomputed recommendations live in Redis.
         impressions_batch_rows / impressions_flush_s: impression log flush triggers.
         log_format: `text`, or `json` (one object a line with the request id; `towerflow.logs`).
+        stream_backend: the event stream (streams/): `auto` (Kafka when `kafka_bootstrap_servers`
+            is set, else Redis Streams when `redis_url` is set, else the local durable queue),
+            `redis`, `kafka` or `local`.
+        kafka_bootstrap_servers: Kafka brokers (`host:port,...`; also KAFKA_BOOTSTRAP_SERVERS).
+        stream_name: the events stream (Redis key suffix / Kafka topic / local queue name).
+        stream_reclaim_after_s: a record read but not acked this long is handed to another consumer.
 
     A `TOWERFLOW_*` variable that names no setting (a typo, or a setting since renamed) is
     logged once as a warning.
@@ -153,6 +159,13 @@ class Settings(BaseSettings):
     impressions_batch_rows: int = 5_000
     impressions_flush_s: float = 5.0
     log_format: Literal["text", "json"] = "text"
+    # Event stream (streams/)
+    stream_backend: Literal["auto", "redis", "kafka", "local"] = "auto"
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOWERFLOW_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+    )
+    stream_name: str = Field(default="events", pattern=r"^[A-Za-z0-9._-]+$")
+    stream_reclaim_after_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _warn_unknown_variables(self) -> Settings:
@@ -229,6 +242,11 @@ class Settings(BaseSettings):
             min_events=self.holdout_min_events,
             max_days=self.holdout_max_days,
         )
+
+    @property
+    def streams_dir(self) -> Path:
+        """The local durable queue's files (the embedded event stream)."""
+        return self.home_dir / "streams"
 
     @property
     def staging_dir(self) -> Path:
