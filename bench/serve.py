@@ -334,9 +334,9 @@ def stack(root: Path, console: Any) -> Iterator[Stack]:
     """redis-server, gold + Feast materialize, toy models, model server and gateway, all under `root`."""
     import numpy as np
 
+    from features.precomputed import write_precomputed
     from jobs import feature_store as fs
     from serving.gateway.auth import dev_secret, mint_token
-    from serving.gateway.precomputed import write_precomputed
     from testsupport.feature_samples import day_stamp, write_sample_gold
     from testsupport.toy_models import save_contract_ranking, save_contract_retrieval
     from towerflow import model_config as mc

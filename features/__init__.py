@@ -6,6 +6,8 @@
 - `redis_store`: Feast's Redis online store with same-instant rows replacing.
 - `feast_compat`: every private Feast name the package uses.
 - `marker`: the materialization marker readers reload on.
+- `precomputed`: precomputed recommendation lists in Redis (the pipeline writes, the gateway
+  reads, the stream worker drops a user's list when they act).
 - `reader`: online feature reads (`FastFeatureReader`, Feast's reference, an in-memory fake).
 
 It imports nothing from jobs/, models/ or serving/.

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from towerflow.schemas import WINDOWS
+from towerflow.schemas import COUNTED, WINDOWS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-#: Schema column prefix -> silver action.
-COUNTED = {"views": "view", "clicks": "click", "carts": "add_to_cart", "purchases": "purchase"}
 #: Actions that are positives for training: a person chose the item.
 POSITIVE_ACTIONS = ("click", "add_to_cart", "purchase")
 LOOKBACK_DAYS = max(WINDOWS)

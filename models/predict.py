@@ -36,9 +36,9 @@ def precompute(
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    from features.precomputed import write_precomputed
     from scoring.batch import MODEL_PATH, open_scorer, recommend_users
     from scoring.rules import RuleConfig
-    from serving.gateway.precomputed import write_precomputed
 
     if not settings.redis_url:
         log.info("no Redis configured: precomputed recommendations are skipped (embedded mode)")

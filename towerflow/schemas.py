@@ -6,6 +6,8 @@ import pyarrow as pa
 
 #: Actions an event may carry. Cancellations come from retail returns (Online Retail "C" invoices).
 ACTIONS = ("view", "click", "add_to_cart", "purchase", "cancellation")
+#: The per-action counters of the feature views (`<counter>_<window>d`) and the action each counts.
+COUNTED = {"views": "view", "clicks": "click", "carts": "add_to_cart", "purchases": "purchase"}
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

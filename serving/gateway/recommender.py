@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import numpy as np
 
+from features.precomputed import Precomputed, read_precomputed
 from scoring import binding
 from scoring.binding import UnboundInputError
 from scoring.catalog import EMPTY, Catalog
@@ -45,7 +46,6 @@ from scoring.twostage import (
 from serving.gateway.breaker import Breaker
 from serving.gateway.experiments import Experiment, version_spec
 from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.precomputed import Precomputed, read_precomputed
 from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 from towerflow.logs import REQUEST_ID
 

@@ -87,9 +87,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
+    from features.precomputed import write_precomputed
     from jobs import feature_store as fs
     from models.registry import publish
-    from serving.gateway.precomputed import write_precomputed
     from testsupport.feature_samples import write_world_gold
     from towerflow.lake import Lake
     from towerflow.settings import Settings

@@ -149,7 +149,7 @@ def test_rate_limit_per_token(make_client, gw) -> None:
 
 
 def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redis_url, redis_prefix) -> None:
-    from serving.gateway.precomputed import write_precomputed
+    from features.precomputed import write_precomputed
 
     write_precomputed(
         redis_url, {"u1": ["i30", "i8", "i31", "i6", "i32"]}, "retrieval=1,ranking=1", prefix=redis_prefix
@@ -171,7 +171,7 @@ def test_model_server_down_serves_precomputed_then_popular(make_client, gw, redi
 
 
 def test_a_short_precomputed_list_is_topped_up_and_says_so(make_client, gw, redis_url, redis_prefix) -> None:
-    from serving.gateway.precomputed import write_precomputed
+    from features.precomputed import write_precomputed
 
     write_precomputed(redis_url, {"u1": ["i30", "i8", "i31", "i6", "i32"]}, "r=1", prefix=redis_prefix)
     client = make_client(model_server_target=f"127.0.0.1:{gw.free_port()}", retrieval_timeout_ms=200)

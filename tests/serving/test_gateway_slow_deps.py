@@ -56,7 +56,7 @@ def slow(make_client, delay_proxy, model_server: str, redis_url: str, redis_pref
     behind delay proxies (`.redis`, `.model`), with u1's precomputed list stored, warmed up on the
     model path. Its feature reader reads the online store past the proxy, unless
     `online_store_slow` (then the app opens it over the proxied Redis, as it would in production)."""
-    from serving.gateway.precomputed import write_precomputed
+    from features.precomputed import write_precomputed
 
     write_precomputed(redis_url, {"u1": STORED}, "retrieval=1,ranking=1", prefix=redis_prefix)
     redis_at = urlsplit(redis_url)

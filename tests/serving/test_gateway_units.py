@@ -354,7 +354,7 @@ def test_token_cli_prints_the_token_last(tmp_path: Path, monkeypatch: pytest.Mon
 def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> None:
     import redis
 
-    from serving.gateway.precomputed import decode, popular_key, recs_key, write_precomputed
+    from features.precomputed import decode, popular_key, recs_key, write_precomputed
 
     client = redis.Redis.from_url(redis_url)
     try:

@@ -257,7 +257,7 @@ def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
     applies the request's rules when it serves a stored list)."""
     import redis
 
-    from serving.gateway.precomputed import decode, recs_key
+    from features.precomputed import decode, recs_key
     from towerflow import tasks
 
     home = daily_world.settings.home_dir
