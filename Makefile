@@ -5,7 +5,7 @@ UV_VERSION ?= 0.13.9
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench airflow protos clean-var
+.PHONY: demo test lint locks bench airflow protos clean-var
 
 # The environment is rebuilt only when the lock or the package metadata change.
 $(STAMP): requirements.lock setup.cfg pyproject.toml
@@ -27,6 +27,22 @@ lint: $(STAMP)
 	@$(BIN)/ruff format --check --quiet .
 	@$(BIN)/ruff check dags/ --select AIR3
 	@$(BIN)/mypy
+
+# Recompile the locks from setup.cfg with uv $(UV_VERSION); existing pins stay unless a range in
+# setup.cfg moves them (`make locks UV_ARGS=--upgrade` moves them all). requirements.lock (every
+# role + dev) is what `make` and CI install. The role locks take its pins (-c), so each is a subset
+# of it: requirements/gateway.lock (the slim gateway image, Dockerfile.gateway) and
+# requirements/production.lock (every role, no dev tools: the main image).
+COMPILE = $(BIN)/uv pip compile -q --python-version 3.11 --custom-compile-command "make locks" $(UV_ARGS) setup.cfg
+ROLE_LOCK = -c requirements.lock --override requirements/overrides.txt
+locks: | $(BIN)/uv
+	$(COMPILE) --extra all --extra dev -o requirements.lock
+	$(COMPILE) --extra gateway $(ROLE_LOCK) -o requirements/gateway.lock
+	$(COMPILE) --extra all $(ROLE_LOCK) -o requirements/production.lock
+
+$(BIN)/uv:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 
 # Airflow UI with the project's DAGs ($$TOWERFLOW_HOME/airflow, SQLite unless TOWERFLOW_AIRFLOW_DB_URL
 # names PostgreSQL); prints the URL and the admin password once healthy; Ctrl-C stops it.
