@@ -1,5 +1,6 @@
-# The towerflow image: the locked Python environment, Java 17 for Spark, and the project.
-# Used by every towerflow service in docker-compose.yml (Airflow components, gateway, model server).
+# The towerflow image: the locked Python environment of every role, Java 17 for Spark, and the
+# project. Used by the Airflow components in docker-compose.yml (their tasks run Spark, Feast and
+# TensorFlow) and by `towerflow model-server`; the gateway has its own slim image (Dockerfile.gateway).
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
@@ -15,11 +16,11 @@ ENV PYTHONUNBUFFERED=1 \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
 
 WORKDIR /app
-# requirements.lock is compiled with the `dev` extra (pytest, ruff, mypy, moto, ...), so the image
-# still carries those tools; a production lock without that extra is issue 18's follow-up.
-COPY requirements.lock ./
+# requirements/production.lock: every role (`towerflow[all]`), no development tools (`make locks`).
+# --no-deps: the lock is the whole environment (see requirements/overrides.txt for why).
+COPY requirements/production.lock requirements/
 RUN pip install --no-cache-dir uv==0.13.9 \
-    && uv pip install --system --no-cache -r requirements.lock
+    && uv pip install --system --no-cache --no-deps -r requirements/production.lock
 COPY . .
 RUN uv pip install --system --no-deps -e .
 

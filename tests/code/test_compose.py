@@ -29,6 +29,10 @@ SECRETS = {
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 AIRFLOW = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
+#: service -> the Dockerfile its image is built from
+DOCKERFILES = {**dict.fromkeys([*AIRFLOW, "airflow-init"], "Dockerfile"), "gateway": "Dockerfile.gateway"}
+#: Dockerfile -> the lock it installs (`make locks`)
+IMAGE_LOCKS = {"Dockerfile": "requirements/production.lock", "Dockerfile.gateway": "requirements/gateway.lock"}
 SERVICES = {"postgres", "redis", "airflow-init", *AIRFLOW, "tf-serving", "gateway", "prometheus", "grafana"}
 # service -> {dependency: condition}
 DEPENDS_ON = {
@@ -148,7 +152,7 @@ def test_gateway_calls_tf_serving_and_redis(config: dict) -> None:
     assert env["REDIS_URL"].startswith("redis://redis:6379")
     assert env["TOWERFLOW_JWT_KEY"] == SECRETS["TOWERFLOW_JWT_KEY"]
     assert "--no-model-server" in gateway["command"]
-    assert "http://localhost:8000/healthz" in gateway["healthcheck"]["test"]
+    assert "http://localhost:8000/healthz" in " ".join(gateway["healthcheck"]["test"])
 
 
 def test_airflow_publishes_through_tf_serving(config: dict) -> None:
@@ -162,11 +166,46 @@ def test_airflow_publishes_through_tf_serving(config: dict) -> None:
     assert services["gateway"]["environment"]["TOWERFLOW_MODEL_SERVER_TARGET"] == "tf-serving:8500"
 
 
-def test_towerflow_services_are_built_from_the_dockerfile(config: dict) -> None:
-    for name in [*AIRFLOW, "airflow-init", "gateway"]:
+def test_towerflow_services_are_built_from_their_dockerfiles(config: dict) -> None:
+    for name, dockerfile in DOCKERFILES.items():
         build = config["services"][name]["build"]
-        assert Path(build["context"]).resolve() == REPO and build.get("dockerfile", "Dockerfile") == "Dockerfile"
-    assert (REPO / "Dockerfile").is_file()
+        assert Path(build["context"]).resolve() == REPO, name
+        assert build.get("dockerfile", "Dockerfile") == dockerfile, name
+        assert (REPO / dockerfile).is_file(), dockerfile
+    images = {name: config["services"][name]["image"] for name in DOCKERFILES}
+    assert images["gateway"] not in {image for name, image in images.items() if name != "gateway"}
+
+
+def _installed_locks(dockerfile: str) -> dict[str, str]:
+    """`{lock file in the checkout: how it is installed}` for each lock the Dockerfile copies in
+    and installs with `-r`."""
+    text = (REPO / dockerfile).read_text()
+    copied = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and parts[1].endswith(".lock"):
+            source, target = parts[1], parts[-1]
+            copied[target + Path(source).name if target.endswith("/") else target] = source
+    installs = re.findall(r"uv pip install ([^\\\n]*?)-r (\S+)", text)
+    return {copied.get(path, path): flags.strip() for flags, path in installs}
+
+
+@pytest.mark.parametrize(("dockerfile", "lock"), sorted(IMAGE_LOCKS.items()))
+def test_each_image_installs_its_role_lock_as_locked(dockerfile: str, lock: str) -> None:
+    """The image installs the role lock it names (not the developer lock with its test tools), a
+    lock `make locks` writes, with --no-deps: the lock is the whole environment."""
+    installed = _installed_locks(dockerfile)
+    assert list(installed) == [lock], f"{dockerfile} installs {sorted(installed)}, expected {lock}"
+    assert (REPO / lock).is_file(), f"{lock} does not exist: run `make locks`"
+    assert "--no-deps" in installed[lock].split(), f"{dockerfile} resolves {lock} again"
+
+
+def test_the_gateway_image_is_slim() -> None:
+    """Python slim, no Java or other system packages, the project installed without dependencies."""
+    text = (REPO / "Dockerfile.gateway").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    assert "apt-get" not in text and "openjdk" not in text
+    assert re.search(r"pip install [^\n]*--no-deps", text.split("COPY . ")[-1])
 
 
 def test_mounted_config_files_exist(config: dict) -> None:
