@@ -14,6 +14,8 @@ from towerflow.settings import get_settings
 
 if TYPE_CHECKING:
     from jobs.etl import Step
+    from models.gate import GatePolicy
+    from towerflow.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +295,10 @@ def _train_params(settings, run_date: str, epochs: int | None):
     return replace(params, retrieval_epochs=epochs, ranking_epochs=epochs) if epochs else params
 
 
-def _policy(settings):
+def _policy(settings: TrainingSettings) -> GatePolicy:
     from models.gate import GatePolicy
 
-    variants = tuple(dict.fromkeys(settings.gate_variants.split(",")))
+    variants = tuple(dict.fromkeys(settings.gate_variants))
     return GatePolicy(metric=settings.gate_metric, variants=variants, margin=settings.gate_margin)
 
 
