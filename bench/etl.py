@@ -128,7 +128,7 @@ def _land_day(home: Path, target_events: int) -> int:
     from jobs.ingest import import_items
     from jobs.synth import SynthConfig, build_world, generate_day, items_table
     from towerflow.lake import Lake
-    from towerflow.schemas import BRONZE_EVENTS, EVENTS_PARTITION
+    from towerflow.schemas import BRONZE_EVENTS, EVENTS_PARTITION, as_schema
 
     users = round(target_events / EVENTS_PER_USER)
     cfg = SynthConfig(users=users, items=50_000, days=1, seed=11, start=DAY, sessions_per_user_day=1.0)
@@ -147,7 +147,7 @@ def _land_day(home: Path, target_events: int) -> int:
     events = events.append_column("event_date", pa.array([DAY] * n, pa.date32()))
     lake.write(
         lake.uri("bronze", "events"),
-        events.select(BRONZE_EVENTS.names).cast(BRONZE_EVENTS),
+        as_schema(events, BRONZE_EVENTS),
         partition_by=EVENTS_PARTITION,
     )
     del events, world

@@ -299,6 +299,7 @@ def silver_columns(flagged: DataFrame) -> DataFrame:
         "price",
         "session_id",
         "source",
+        "request_id",
         "event_date",
         "removed_by",
     )

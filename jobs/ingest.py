@@ -25,7 +25,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from jobs.lake import Lake
-from towerflow.schemas import ACTIONS, BRONZE_EVENTS, BRONZE_ITEMS, EVENTS_PARTITION
+from towerflow.schemas import ACTIONS, BRONZE_EVENTS, BRONZE_ITEMS, EVENTS_PARTITION, as_schema
 
 ONLINE_RETAIL_COLUMNS = (
     "InvoiceNo",
@@ -197,8 +197,7 @@ def _text(values: pd.Series) -> pd.Series:
 
 
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    table = pa.Table.from_pandas(frame[schema.names], preserve_index=False)
-    return table.cast(schema)
+    return as_schema(pa.Table.from_pandas(frame[[n for n in schema.names if n in frame]], preserve_index=False), schema)
 
 
 def transform_online_retail(

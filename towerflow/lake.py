@@ -97,6 +97,7 @@ class Lake:
                 mode="overwrite",
                 partition_by=partition_by,
                 predicate=predicate,
+                schema_mode="merge",  # a table from before a nullable column was added gains it
                 storage_options=self._opts(),
                 commit_properties=commit,
             )
@@ -109,6 +110,7 @@ class Lake:
                 mode="append",
                 partition_by=partition_by,
                 predicate=predicate,
+                schema_mode="merge",
                 storage_options=self._opts(),
                 commit_properties=commit,
             )

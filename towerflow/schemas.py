@@ -25,6 +25,7 @@ BRONZE_EVENTS = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("import_batch", pa.string(), nullable=False),
         pa.field("source_row", pa.int64(), nullable=False),
+        pa.field("request_id", pa.string()),  # the recommendation a streamed event came from
         pa.field("event_date", pa.date32(), nullable=False),
     ]
 )
@@ -62,6 +63,7 @@ SILVER_INTERACTIONS = pa.schema(
         pa.field("price", pa.float64()),
         pa.field("session_id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("request_id", pa.string()),  # attribution of clicks and purchases to impressions
         pa.field("event_date", pa.date32(), nullable=False),
     ]
 )
@@ -199,3 +201,19 @@ GOLD_USER_SEEN = pa.schema(
         pa.field("bought", pa.list_(pa.string())),
     ]
 )
+
+
+def as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns, in its order and types; a nullable column it lacks
+    (one added to the schema since the rows were made) comes back all null.
+
+    Raises:
+        ValueError: a non-nullable column is missing.
+    """
+    missing = [f.name for f in schema if f.name not in table.column_names and not f.nullable]
+    if missing:
+        raise ValueError(f"rows lack column(s) {', '.join(missing)}")
+    columns = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema
+    ]
+    return pa.table(columns, names=schema.names).cast(schema)

@@ -31,6 +31,7 @@ def events(spark, rows: list[dict]):
         "source": "test",
         "import_batch": "b1",
         "source_row": 0,
+        "request_id": None,
         "event_date": DAY,
     }
     full = [{**base, "event_id": f"e{n}", "source_row": n, **row} for n, row in enumerate(rows)]
@@ -119,6 +120,12 @@ def test_sessions_split_after_30_minutes_and_cancellations_keep_positive_quantit
     assert silver["a"]["session_id"] == silver["b"]["session_id"] == "u1-20250103-1"
     assert silver["c"]["session_id"] == silver["d"]["session_id"] == "u1-20250103-2"
     assert silver["d"]["quantity"] == 3
+
+
+def test_a_streamed_click_keeps_its_request_id_in_silver(spark) -> None:
+    rows = [{"event_id": "a", "action": "click", "request_id": "req-1"}, {"event_id": "b"}]
+    silver = {r["event_id"]: r for r in clean.transform_interactions(events(spark, rows), items(spark)).collect()}
+    assert silver["a"]["request_id"] == "req-1" and silver["b"]["request_id"] is None
 
 
 def test_items_take_the_latest_row_and_derive_missing_categories(spark) -> None:

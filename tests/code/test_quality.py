@@ -47,6 +47,7 @@ def bronze_frame(n: int) -> pd.DataFrame:
             "source": ["t"] * n,
             "import_batch": ["b"] * n,
             "source_row": list(range(n)),
+            "request_id": [None] * n,
             "event_date": [date(2025, 1, 3)] * n,
         }
     )
@@ -176,7 +177,7 @@ def _bronze_day(day: date, n: int):
     frame = frame.assign(
         timestamp=pd.Timestamp(day, tz="UTC") + seconds, event_date=day, event_id=[f"{day}-{i}" for i in range(n)]
     )
-    return pa.Table.from_pandas(frame, preserve_index=False).cast(S.BRONZE_EVENTS)
+    return S.as_schema(pa.Table.from_pandas(frame, preserve_index=False), S.BRONZE_EVENTS)
 
 
 def _interval(first: date, last: date) -> dict:

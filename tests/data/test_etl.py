@@ -137,7 +137,9 @@ def test_a_corrupt_day_is_stopped_by_the_gate(synth_home: Path, tmp_path: Path, 
     n = len(frame) // 20
     frame.loc[frame.index[:n], "user_id"] = None
     frame.loc[frame.index[n : 2 * n], "action"] = "hover"
-    lake.write(lake.uri("bronze", "events"), pa.Table.from_pandas(frame, preserve_index=False).cast(S.BRONZE_EVENTS))
+    lake.write(
+        lake.uri("bronze", "events"), S.as_schema(pa.Table.from_pandas(frame, preserve_index=False), S.BRONZE_EVENTS)
+    )
     versions = {t: lake.version(lake.uri(*t)) for t in TABLES}
 
     result = CliRunner().invoke(app, ["pipeline", "etl", "--date", "2025-01-04"])

@@ -64,7 +64,9 @@ def land_day(lake: Lake, frame: pd.DataFrame, day: date) -> None:
     """Write `frame` (one day's bronze rows) into bronze/events as `day`."""
     shift = pd.Timestamp(day, tz="UTC") - frame["timestamp"].dt.floor("D")
     frame = frame.assign(timestamp=frame["timestamp"] + shift, event_date=day)
-    lake.write(lake.uri("bronze", "events"), pa.Table.from_pandas(frame, preserve_index=False).cast(S.BRONZE_EVENTS))
+    lake.write(
+        lake.uri("bronze", "events"), S.as_schema(pa.Table.from_pandas(frame, preserve_index=False), S.BRONZE_EVENTS)
+    )
 
 
 @pytest.mark.parametrize("corruption", ["replayed 100 times", "unknown actions and null users"])
