@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from towerflow.settings import Settings
+from towerflow.settings import FeatureSettings
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     from feast import FeatureStore, RepoConfig
@@ -73,7 +73,7 @@ def redis_reachable(url: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def resolve_env(settings: Settings) -> str:
+def resolve_env(settings: FeatureSettings) -> str:
     """The environment to use: `settings.feature_env`, or for `auto` Redis when it answers."""
     if settings.feature_env != "auto":
         if settings.feature_env == "redis" and not settings.redis_url:
@@ -91,7 +91,7 @@ def yaml_path(env: str) -> Path:
     return REPO_DIR / "feature_store.yaml" if env == "embedded" else REPO_DIR / env / "feature_store.yaml"
 
 
-def repo_config_dict(settings: Settings, env: str, project: str | None = None) -> dict[str, Any]:
+def repo_config_dict(settings: FeatureSettings, env: str, project: str | None = None) -> dict[str, Any]:
     """The environment's feature_store.yaml as a dict, with its variables taken from `settings`.
 
     `${TOWERFLOW_HOME}` becomes `settings.home_dir` and `${TOWERFLOW_REDIS_URL}` `settings.redis_url`;
@@ -118,7 +118,7 @@ def repo_config_dict(settings: Settings, env: str, project: str | None = None) -
     return config
 
 
-def repo_config(settings: Settings, env: str | None = None, project: str | None = None) -> RepoConfig:
+def repo_config(settings: FeatureSettings, env: str | None = None, project: str | None = None) -> RepoConfig:
     """A Feast `RepoConfig` for `env` (default: `resolve_env(settings)`)."""
     from feast import RepoConfig
 
@@ -126,7 +126,7 @@ def repo_config(settings: Settings, env: str | None = None, project: str | None 
     return RepoConfig(repo_path=REPO_DIR, **repo_config_dict(settings, env, project))
 
 
-def feature_store(settings: Settings, env: str | None = None, project: str | None = None) -> FeatureStore:
+def feature_store(settings: FeatureSettings, env: str | None = None, project: str | None = None) -> FeatureStore:
     """A `FeatureStore` over feature_repo/ for `env` (default: Redis if reachable, else embedded)."""
     from feast import FeatureStore
 

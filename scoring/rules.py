@@ -15,9 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from towerflow.settings import ScoringSettings
 
 #: Item features the rules read (any view: `<view>__<feature>`).
 RULE_ITEM_FEATURES = ("category", "available", "age_days")
@@ -58,8 +61,8 @@ class RuleConfig:
     popular_size: int = 500
 
     @classmethod
-    def from_settings(cls, settings: Any, count: int = 10) -> RuleConfig:
-        """The gateway's rule settings (`towerflow.settings.Settings`), for `count` items."""
+    def from_settings(cls, settings: ScoringSettings, count: int = 10) -> RuleConfig:
+        """The rules as configured (`towerflow.settings.ScoringSettings`), for `count` items."""
         return cls(
             count=count,
             category_cap=settings.category_cap,

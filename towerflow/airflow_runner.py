@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from towerflow.settings import Settings
+from towerflow.settings import AirflowSettings
 
 
 def dags_folder() -> Path:
@@ -20,7 +20,7 @@ def dags_folder() -> Path:
     return Path(dags.__file__).resolve().parent
 
 
-def airflow_env(settings: Settings) -> dict[str, str]:
+def airflow_env(settings: AirflowSettings) -> dict[str, str]:
     """Environment for an Airflow process that sees the project's DAGs and settings."""
     env = {
         **os.environ,
@@ -40,7 +40,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
-def standalone_env(settings: Settings) -> dict[str, str]:
+def standalone_env(settings: AirflowSettings) -> dict[str, str]:
     """Environment for `airflow standalone`: the project's DAGs, a LocalExecutor, one API worker
     and one DAG-parsing process (a 2-core machine), and the simple auth manager's `admin` user,
     whose password Airflow generates into `password_file`."""
@@ -69,7 +69,7 @@ def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def api_url(settings: Settings) -> str:
+def api_url(settings: AirflowSettings) -> str:
     return f"http://{_local(settings.airflow_api_host)}:{settings.airflow_api_port}"
 
 
@@ -98,7 +98,7 @@ def _airflow(
         return subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
 
 
-def ensure_db(settings: Settings) -> None:
+def ensure_db(settings: AirflowSettings) -> None:
     """Create or upgrade Airflow's metadata DB (idempotent; a few seconds the first time)."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     marker = settings.airflow_home / ".migrated"
@@ -111,7 +111,7 @@ def ensure_db(settings: Settings) -> None:
     marker.write_text(url)
 
 
-def task_logs_dir(settings: Settings, dag_id: str) -> Path:
+def task_logs_dir(settings: AirflowSettings, dag_id: str) -> Path:
     """Where a DAG's task logs are, one file per try: `run_id=<run>/task_id=<task>/attempt=<n>.log`
     (Airflow's default `base_log_folder` and `log_filename_template`)."""
     return settings.airflow_home / "logs" / f"dag_id={dag_id}"
@@ -123,7 +123,7 @@ def only_pattern(task_ids: Sequence[str]) -> str:
 
 
 def run_dag(
-    settings: Settings,
+    settings: AirflowSettings,
     dag_id: str,
     run_date: str,
     conf: dict | None = None,
