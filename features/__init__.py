@@ -4,6 +4,7 @@
   from the environment's feature_store.yaml.
 - `offline_store`: Feast's DuckDB offline store, reading sources under the yaml's lake root.
 - `redis_store`: Feast's Redis online store with same-instant rows replacing.
+- `registry_store`: Feast's file registry, creating its folder on a new home.
 - `feast_compat`: every private Feast name the package uses.
 - `marker`: the materialization marker readers reload on.
 - `precomputed`: precomputed recommendation lists in Redis (the pipeline writes, the gateway

@@ -130,9 +130,7 @@ def feature_store(settings: FeatureSettings, env: str | None = None, project: st
     """A `FeatureStore` over feature_repo/ for `env` (default: Redis if reachable, else embedded)."""
     from feast import FeatureStore
 
-    config = repo_config(settings, env, project)
-    Path(config.registry.path).parent.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=config)
+    return FeatureStore(config=repo_config(settings, env, project))  # the yaml's registry store makes its folder
 
 
 def env_of(store: FeatureStore) -> str:

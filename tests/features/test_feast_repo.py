@@ -1,6 +1,6 @@
 """feature_repo/ as a Feast user runs it: `feast plan` / `feast apply` in the folder, with only
-TOWERFLOW_HOME set, and `FeatureStore(repo_path=...)`; towerflow's own commands see the same
-registry."""
+TOWERFLOW_HOME set (a new home: nothing under it made beforehand), and
+`FeatureStore(repo_path=...)`; towerflow's own commands see the same registry."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def cli_home(tmp_path_factory: pytest.TempPathFactory, fx) -> SimpleNamespace:
     with the `feast` CLI."""
     home = tmp_path_factory.mktemp("feast-cli-home").resolve()
     gold = fx.make_gold(home, users=6, items=8, days=2, examples_per_day=5)
-    (home / "feast" / "embedded").mkdir(parents=True)  # `make demo` leaves it; Feast makes one level only
+    assert not (home / "feast").exists()  # a new home: the yaml's registry store makes the folders
     first = feast(home, "plan")
     applied = feast(home, "apply")
     again = feast(home, "plan")
@@ -93,8 +93,8 @@ def test_feature_store_from_the_repo_path_reads_what_towerflow_materialized(cli_
 
 
 def test_redis_environment_plans_from_its_own_yaml(tmp_path: Path, redis_url: str) -> None:
-    (tmp_path / "feast" / "redis").mkdir(parents=True)
-    output = feast(tmp_path.resolve(), "-f", "redis/feature_store.yaml", "plan", TOWERFLOW_REDIS_URL=redis_url)
+    home = tmp_path.resolve() / "new-home"  # not there yet
+    output = feast(home, "-f", "redis/feature_store.yaml", "plan", TOWERFLOW_REDIS_URL=redis_url)
     for view in VIEWS:
         assert f"Created feature view {view}" in output
     assert "sqlite" not in output
