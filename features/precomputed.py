@@ -81,7 +81,8 @@ def drop_precomputed(client: redis.Redis, user_ids: Sequence[str], *, prefix: st
     path, which sees the new actions). Returns how many lists there were."""
     if not user_ids:
         return 0
-    return int(client.delete(*(recs_key(prefix, u) for u in user_ids)))
+    deleted: int = client.delete(*(recs_key(prefix, u) for u in user_ids))  # type: ignore[assignment]
+    return deleted
 
 
 def _fields(items: Sequence[str], model_version: str, generated_at: str) -> dict[str, str]:

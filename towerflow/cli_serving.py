@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
     app.command("model-server")(model_server)
     app.command("token")(token)
     app.command("serve")(serve)
+    app.command("stream-worker")(stream_worker)
 
 
 def model_server(
@@ -166,6 +167,44 @@ def token(
     print(jwt_token)  # noqa: T201 - the token is the command's output (last line of stdout)
 
 
+def stream_worker(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (default: none).")
+    ] = None,
+    online: Annotated[
+        bool, typer.Option("--online/--no-online", help="Update online features (off: the lake only).")
+    ] = True,
+) -> None:
+    """Consume the event stream: users' recent actions and counters online within a second,
+    every event into the lake's bronze/events once. Ctrl-C or SIGTERM stops it after the batch in
+    hand; a kill loses nothing (un-acked events are handed to the next worker)."""
+    from serving.stream_worker.worker import open_worker
+    from towerflow.logs import configure
+    from towerflow.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_format)
+    worker = open_worker(settings, online=online)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=worker.metrics.registry)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(
+        f"stream worker: {type(worker.stream).__name__} {worker.stream.name!r} -> online features, "
+        f"{worker.sink.uri}; Ctrl-C to stop",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        worker.run(stop)
+    finally:
+        worker.close()
+    console.print("stream worker stopped")
+
+
 def serve(
     port: Annotated[int | None, typer.Option(help="Gateway HTTP port (default 8000).")] = None,
     model_port: Annotated[int | None, typer.Option(help="Model server gRPC port (default 8500).")] = None,
@@ -181,13 +220,22 @@ def serve(
             help="Start the built-in model server (off: use TOWERFLOW_MODEL_SERVER_TARGET, e.g. TF Serving).",
         ),
     ] = True,
+    stream_worker: Annotated[
+        bool,
+        typer.Option(
+            "--stream-worker/--no-stream-worker",
+            help="Start the stream worker (off: run `towerflow stream-worker` elsewhere).",
+        ),
+    ] = True,
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
 ) -> None:
-    """Run the model server and the gateway in the foreground; Ctrl-C or SIGTERM stops both.
+    """Run the model server, the gateway and the stream worker in the foreground; Ctrl-C or
+    SIGTERM stops them.
 
     Each runs as a child process in its own session, so one Ctrl-C reaches only this command,
-    which then stops the gateway first (in-flight requests finish, impressions flush) and the
-    model server second. If either child dies, the other is stopped and the exit code is 1.
+    which then stops the stream worker and the gateway first (in-flight requests finish,
+    impressions flush) and the model server last. If a child dies, the others are stopped and the
+    exit code is 1.
     """
     import os
     import subprocess
@@ -219,6 +267,9 @@ def serve(
     gateway += ["--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     gateway += ["--timeout-graceful-shutdown", "10"] + ([] if access_log else ["--no-access-log"])
     children.append(("gateway", subprocess.Popen(gateway, env=env, start_new_session=True)))
+    if stream_worker:
+        worker = [sys.executable, "-m", "towerflow.cli", "stream-worker"]
+        children.append(("stream worker", subprocess.Popen(worker, env=env, start_new_session=True)))
     target = env["TOWERFLOW_MODEL_SERVER_TARGET"] if model_server else settings.model_target
     console.print(
         f"gateway on http://{host}:{port} (docs at /docs), model server on {target}; Ctrl-C to stop",

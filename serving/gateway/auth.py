@@ -31,11 +31,12 @@ from towerflow.settings import Settings
 READ = "recommend:read"
 ANY_USER = "recommend:any"
 ADMIN = "recommend:admin"
+EVENTS_WRITE = "events:write"
 SCOPES = {
     READ: "Read the recommendations of the token's own user (its `sub`).",
     ANY_USER: "Read any user's recommendations (service tokens).",
     ADMIN: "Set the moment a request is for (`X-Request-Time`): replays and parity checks.",
-    "events:write": "Send events (clicks, views, purchases).",
+    EVENTS_WRITE: "Send events (clicks, views, purchases).",
     "experiments:read": "Read experiment results.",
 }
 DEV_SECRET_FILE = "jwt-hs256.key"

@@ -4,7 +4,8 @@ Resources open in `lifespan`, not at import: the model-server client (gRPC, TF S
 without TensorFlow: serving/tfs_client.py), the online feature reader (`FastFeatureReader` over the
 Feast store), a `redis.asyncio` client
 (rate limits, precomputed recommendations), the in-memory item catalog (popular items; rebuilt
-when a new materialization lands) and the impression logger. None of them has to be reachable at
+when a new materialization lands), the impression logger and the event stream (streams/, for
+`POST /v1/events`). None of them has to be reachable at
 start: the gateway starts, `/readyz` says what is missing, and requests degrade meanwhile.
 
 Run it with `towerflow serve`, or `uvicorn serving.gateway.main:serve_app --factory`.
@@ -36,7 +37,7 @@ from serving.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
 from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.recommender import ModelRunner, Recommender, Timeouts
 from serving.gateway.request_ids import RequestIdMiddleware
-from serving.gateway.routes import health, recommend
+from serving.gateway.routes import events, health, recommend
 from towerflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # opened in `lifespan`, imported there
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # opened in `lifespan`, imported there
 
     from features.reader import FastFeatureReader
     from serving.tfs_client import AsyncModelClient
+    from streams.base import EventStream
 
 log = logging.getLogger(__name__)
 CATALOG_REFRESH_S = 5.0
@@ -65,6 +67,7 @@ class Resources:
     limiter: RateLimiter
     recommender: Recommender
     impressions: ImpressionLogger
+    events: EventStream
     executor: ThreadPoolExecutor
     breakers: dict[str, Breaker]
     reader: FastFeatureReader | None = None
@@ -136,6 +139,7 @@ class Resources:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.impressions.close()
+        await asyncio.to_thread(self.events.close)
         await self.model_client.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -179,6 +183,7 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
     """Open the gateway's clients (none needs its service to be up yet)."""
     from serving.gateway.experiments import load_experiment
     from serving.tfs_client import AsyncModelClient
+    from streams import open_stream
     from towerflow.lake import Lake
 
     cooldown = settings.breaker_cooldown_s
@@ -234,6 +239,7 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         limiter=limiter,
         recommender=recommender,
         impressions=impressions,
+        events=open_stream(settings),
         executor=executor,
         breakers=breakers,
         open_feature_store=open_feature_store,
@@ -278,6 +284,7 @@ def create_app(settings: Settings | None = None, *, open_feature_store: bool = T
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: the metrics and the routes see the id
     app.include_router(recommend.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -97,6 +97,12 @@ class GatewayMetrics:
         self.impressions = Counter(
             "towerflow_gateway_impressions", "Impression rows written or dropped.", ["result"], registry=r
         )
+        self.events = Counter(
+            "towerflow_gateway_events",
+            "Events posted: accepted into the stream, or not (the stream unavailable).",
+            ["result"],
+            registry=r,
+        )
 
     @contextmanager
     def time(self, stage: str) -> Iterator[None]:

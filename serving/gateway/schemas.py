@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,6 +11,12 @@ MAX_COUNT = 100
 MAX_EXCLUDE = 1000
 #: Longest user id, item id or category name a request may carry.
 MAX_ID_LENGTH = 128
+#: Most events one `POST /v1/events` may carry, and the largest body it reads.
+MAX_EVENTS = 1000
+MAX_EVENTS_BODY_BYTES = 1024 * 1024
+#: How far ahead of the gateway's clock an event's timestamp may be (clock skew).
+MAX_FUTURE = timedelta(minutes=5)
+EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 
 class RecommendationQuery(BaseModel):
@@ -95,3 +102,52 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class EventIn(BaseModel):
+    """One user action, as an app posts it to `POST /v1/events`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    action: Literal["view", "click", "add_to_cart", "purchase", "cancellation"]
+    timestamp: datetime | None = Field(
+        None, description="When it happened (ISO 8601; naive = UTC); default: when the gateway accepts it."
+    )
+    quantity: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+    price: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    request_id: str | None = Field(
+        None,
+        max_length=64,
+        description="The `request_id` of the recommendation response the action came from (attribution).",
+    )
+    event_id: str | None = Field(
+        None,
+        pattern=EVENT_ID_PATTERN,
+        description="Idempotency key (1-64 of A-Z a-z 0-9 . _ : -): an event sent twice lands once. "
+        "Assigned when missing; the response returns it.",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        if value > datetime.now(UTC) + MAX_FUTURE:
+            raise ValueError(f"{value.isoformat()} is in the future")
+        return value
+
+
+class EventBatch(BaseModel):
+    """Up to `MAX_EVENTS` events, accepted or rejected whole."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="How many events the stream now holds.")
+    event_ids: list[str] = Field(description="Each event's id, in the order posted (assigned where missing).")

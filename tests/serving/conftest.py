@@ -133,7 +133,7 @@ class GatewayHome:
     def settings(self, **overrides: Any) -> Any:
         from towerflow.settings import Settings
 
-        return Settings(home=self.home, feast_project=self.project, **overrides)
+        return Settings(**{"home": self.home, "feast_project": self.project, **overrides})
 
     def own_lake(self, folder: Path) -> str:
         """A lake of a test's own (its bronze/impressions) that reads the session's gold tables,

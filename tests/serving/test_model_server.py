@@ -586,7 +586,8 @@ def test_serve_starts_its_model_server_on_the_configured_host(monkeypatch: pytes
     monkeypatch.setenv("TOWERFLOW_MODEL_SERVER_HOST", "127.0.0.2")
     with pytest.raises(typer.Exit):
         cli_serving.serve(port=18000, model_port=18500, host=None, model_server=True, access_log=False)
-    (model_cmd, model_env), (_, gateway_env) = started
+    (model_cmd, model_env), (_, gateway_env), (worker_cmd, _) = started
+    assert worker_cmd[-1] == "stream-worker"
     assert model_cmd[model_cmd.index("--host") + 1] == "127.0.0.2"
     assert (
         model_env["TOWERFLOW_MODEL_SERVER_TARGET"] == gateway_env["TOWERFLOW_MODEL_SERVER_TARGET"] == "127.0.0.2:18500"
@@ -597,7 +598,7 @@ def test_serve_starts_its_model_server_on_the_configured_host(monkeypatch: pytes
         cli_serving.serve(
             port=18000, model_port=18500, model_host="0.0.0.0", host=None, model_server=True, access_log=False
         )
-    (model_cmd, _), (_, gateway_env) = started
+    (model_cmd, _), (_, gateway_env), *_ = started
     assert model_cmd[model_cmd.index("--host") + 1] == "0.0.0.0"
     assert gateway_env["TOWERFLOW_MODEL_SERVER_TARGET"] == "127.0.0.1:18500"
     assert cli_serving.model_target("::", 1) == "127.0.0.1:1"

@@ -1,0 +1,165 @@
+"""The stream worker: events from the stream into online features and the lake.
+
+Each micro-batch: decode (a record that is not an event goes to the dead letters with the
+reason), update online features through Feast's push sources and drop the users' precomputed
+lists (`online.OnlineUpdater`), merge into `bronze/events` (`sink.EventSink`), then ack. A batch
+is acked only after the lake has it, so a worker killed at any moment loses nothing: its
+un-acked records go to the next worker, and the merge on `event_id` lands each once. Online
+updates are not transactional with the lake: a batch delivered twice counts its events twice in
+today's online counters (the recent-items list is unaffected); the next daily run recomputes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from serving.stream_worker.online import OnlineUpdater
+from serving.stream_worker.sink import EventSink
+from streams.base import EventStream, StreamRecord
+from streams.events import Event, EventFormatError
+
+if TYPE_CHECKING:
+    from towerflow.settings import Settings
+
+log = logging.getLogger(__name__)
+GROUP = "stream-worker"
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class WorkerMetrics:
+    """Prometheus metrics of one worker process (its own registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.events = Counter(
+            "towerflow_stream_events",
+            "Events handled: landed in the lake, already there (a redelivery or a repeated id), dead-lettered.",
+            ["result"],
+            registry=r,
+        )
+        self.stage = Histogram("towerflow_stream_stage_seconds", "Time per micro-batch stage.", ["stage"], registry=r)
+        self.freshness = Histogram(
+            "towerflow_stream_event_to_online_seconds",
+            "From the gateway accepting an event to its online features being written.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.failures = Counter("towerflow_stream_failures", "Micro-batch stages that failed.", ["stage"], registry=r)
+        self.lag = Gauge("towerflow_stream_lag", "Records the worker's group has not acked.", registry=r)
+
+
+@dataclass
+class StreamWorker:
+    """Consumes the event stream in micro-batches.
+
+    Attributes:
+        stream: the event stream.
+        sink: where events land in the lake.
+        online: the online-feature updater; None skips online updates (lake only).
+        group / consumer: the consumer group and this worker's name in it.
+        batch_size: most records per micro-batch.
+        poll_s: how long a read waits for the first record.
+    """
+
+    stream: EventStream
+    sink: EventSink
+    online: OnlineUpdater | None
+    group: str = GROUP
+    consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    batch_size: int = 500
+    poll_s: float = 0.2
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+
+    def step(self) -> int:
+        """Read and handle one micro-batch; returns how many records it held."""
+        records = self.stream.read(self.group, self.consumer, self.batch_size, self.poll_s)
+        if records:
+            self.handle(records)
+        return len(records)
+
+    def handle(self, records: Sequence[StreamRecord]) -> None:
+        events: list[Event] = []
+        done: list[StreamRecord] = []
+        for record in records:
+            try:
+                events.append(Event.decode(record.value))
+                done.append(record)
+            except EventFormatError as err:
+                self.stream.dead_letter(self.group, record, str(err))
+                self.metrics.events.labels("dead_letter").inc()
+                log.warning("record %s dead-lettered: %s", record.id, err)
+        if events:
+            self._online(events)
+            with self.metrics.stage.labels("lake").time():
+                landed = self.sink.write(events, batch_id=f"{self.stream.name}:{self.group}:{records[0].id}")
+            self.metrics.events.labels("landed").inc(landed)
+            self.metrics.events.labels("duplicate").inc(len(events) - landed)
+        self.stream.ack(self.group, done)
+
+    def _online(self, events: Sequence[Event]) -> None:
+        """Online features first (freshness); a failure there delays no event's way to the lake."""
+        if self.online is None:
+            return
+        try:
+            with self.metrics.stage.labels("online").time():
+                self.online.apply(events)
+        except Exception as err:  # noqa: BLE001 - the lake is the record; online catches up tomorrow
+            self.metrics.failures.labels("online").inc()
+            log.warning("online update of %d events failed: %s", len(events), err)
+            return
+        now = datetime.now(UTC)
+        for event in events:
+            self.metrics.freshness.observe(max((now - event.received_at).total_seconds(), 0.0))
+
+    def run(self, stop: threading.Event) -> None:
+        """Handle micro-batches until `stop` is set; a failing batch is retried after a pause."""
+        pause = 0.5
+        while not stop.is_set():
+            try:
+                self.step()
+                pause = 0.5
+            except Exception as err:  # noqa: BLE001 - keep consuming; the records are redelivered
+                self.metrics.failures.labels("batch").inc()
+                log.warning("micro-batch failed (retried after %.1f s): %s", pause, err)
+                stop.wait(pause)
+                pause = min(pause * 2, 10.0)
+            try:
+                self.metrics.lag.set(self.stream.lag(self.group))
+            except Exception:  # noqa: BLE001, S110 - a gauge must not stop the worker
+                pass
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def open_worker(settings: Settings, *, online: bool = True) -> StreamWorker:
+    """The worker for `settings`: its stream, the lake sink and the online store."""
+    from streams import open_stream
+    from towerflow.lake import Lake
+
+    lake = Lake(settings.lake, settings.storage_options or None)
+    sink = EventSink(lake, settings.table_uri("bronze", "events"))
+    return StreamWorker(stream=open_stream(settings), sink=sink, online=open_online(settings) if online else None)
+
+
+def open_online(settings: Settings) -> OnlineUpdater:
+    """The Feast store the gateway reads (the same choice of environment) and its Redis."""
+    import redis
+
+    from features.store import feature_store
+
+    env = settings.feature_env
+    if env == "auto":  # the gateway's rule: Redis when configured, never a silent SQLite fallback
+        env = "redis" if settings.redis_url else "embedded"
+    store = feature_store(settings, env)
+    client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    return OnlineUpdater(store, client, redis_prefix=settings.redis_prefix)
