@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import httpx
 from rich.console import Console
+from rich.table import Table
 
 from towerflow.settings import Settings
 
@@ -130,11 +131,13 @@ def run(
             time.sleep(1.0)
         _done(console, started, f"GET {url} -> {answer.status_code}")
         console.print_json(answer.text)
+        if answer.status_code == 200:
+            _show_freshness(console, gateway, token, url, answer.json())
         console.print(
             f"\ngateway docs: {gateway}/docs   metrics: {gateway}/metrics\n"
             f"try it:  curl -H 'Authorization: Bearer {token}' '{url}'\n"
             "Airflow UI: `make airflow` (prints the URL and admin password)\n"
-            "Ctrl-C stops the model server and the gateway."
+            "Ctrl-C stops the model server, the gateway and the stream worker."
         )
         process.wait()
     except KeyboardInterrupt:
@@ -161,3 +164,25 @@ def _a_user(settings: Settings) -> str:
     frame = table.to_pandas()
     latest = frame[frame["feature_date"] == frame["feature_date"].max()]
     return str(sorted(latest["user_id"])[0]) if len(latest) else str(frame["user_id"].iloc[0])
+
+
+def _show_freshness(console: Console, gateway: str, token: str, url: str, before: dict) -> None:
+    """Post clicks on the last three recommended items as events, then ask again: the stream
+    worker puts them in the user's recent actions within a second, and the answer changes."""
+    headers = {"Authorization": f"Bearer {token}"}
+    clicked = [item["item_id"] for item in before["items"][-3:]]
+    events = [
+        {"user_id": before["user_id"], "item_id": item, "action": "click", "request_id": before["request_id"]}
+        for item in clicked
+    ]
+    posted = httpx.post(f"{gateway}/v1/events", json={"events": events}, headers=headers, timeout=10.0)
+    console.print(f"\nPOST /v1/events (clicks on {', '.join(clicked)}) -> {posted.status_code} {posted.text}")
+    time.sleep(1.0)
+    after = httpx.get(url, headers=headers, timeout=10.0).json()
+    table = Table(title=f"user {before['user_id']}: top 10 before and 1 s after the clicks")
+    table.add_column("#", justify="right")
+    table.add_column(f"before ({before['path']})")
+    table.add_column(f"after ({after.get('path')})")
+    for n, (old, new) in enumerate(zip(before["items"], after.get("items", []), strict=False), 1):
+        table.add_row(str(n), old["item_id"], new["item_id"])
+    console.print(table)
