@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from streams.base import DeadLetter, EventStream, StreamError, StreamRecord
 
 if TYPE_CHECKING:
-    from towerflow.settings import Settings
+    from towerflow.settings import StreamSettings
 
 __all__ = ["DeadLetter", "EventStream", "StreamError", "StreamRecord", "open_stream"]
 
 
-def open_stream(settings: Settings, *, name: str | None = None) -> EventStream:
+def open_stream(settings: StreamSettings, *, name: str | None = None) -> EventStream:
     """The event stream `settings` name (`stream_backend`), not connected yet.
 
     `auto` takes Kafka when `kafka_bootstrap_servers` is set, else Redis Streams when `redis_url`

@@ -124,6 +124,8 @@ class KafkaEventStream:
         with self._lock, self._errors("read"):
             member = self._member(group, consumer)
             got = member.reclaim(max_records, self.reclaim_after_s)
+            if got and len(got) < max_records:  # poll anyway: it keeps the consumer in its group
+                got += member.take(member.consumer.consume(max_records - len(got), 0))
             deadline = time.monotonic() + timeout_s
             while not got:
                 left = deadline - time.monotonic()
@@ -407,6 +409,13 @@ class _Partition:
         self.next = self.low
         self.acked = set(self.prior.acked())
 
+    def ack(self, offset: int) -> None:
+        """Mark `offset` done; one below the commit point is done already."""
+        self.outstanding.pop(offset, None)
+        point = self.commit_point()
+        if point is None or offset >= point:
+            self.acked.add(offset)
+
     def commit_point(self) -> int | None:
         """The lowest offset not acked yet (what the group may commit)."""
         point = min(self.outstanding) if self.outstanding else self.next
@@ -506,11 +515,7 @@ class _Member:
         return got
 
     def acked(self, partition: int, offset: int) -> None:
-        state = self.state(partition)
-        state.outstanding.pop(offset, None)
-        low = state.commit_point()
-        if low is None or offset >= low:
-            state.acked.add(offset)
+        self.state(partition).ack(offset)
 
     def commit(self, partitions: set[int]) -> None:
         """Commit each partition's lowest un-acked offset, with the delivery counts as metadata."""
