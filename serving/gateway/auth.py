@@ -26,7 +26,7 @@ from typing import Literal, overload
 
 import jwt
 
-from towerflow.settings import Settings
+from towerflow.settings import GatewaySettings
 
 READ = "recommend:read"
 ANY_USER = "recommend:any"
@@ -101,10 +101,10 @@ def check_user(principal: Principal, user_id: str) -> None:
 
 
 @overload
-def dev_secret(settings: Settings, *, create: Literal[True] = True) -> str: ...
+def dev_secret(settings: GatewaySettings, *, create: Literal[True] = True) -> str: ...
 @overload
-def dev_secret(settings: Settings, *, create: bool) -> str | None: ...
-def dev_secret(settings: Settings, *, create: bool = True) -> str | None:
+def dev_secret(settings: GatewaySettings, *, create: bool) -> str | None: ...
+def dev_secret(settings: GatewaySettings, *, create: bool = True) -> str | None:
     """The development signing secret under `<home>/secrets/`, created (mode 600) when absent."""
     path: Path = settings.secrets_dir / DEV_SECRET_FILE
     if path.exists():
@@ -165,7 +165,7 @@ class TokenVerifier:
             used (created if absent, so `towerflow token` and the gateway agree).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.algorithms = list(settings.jwt_algorithms)
