@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from streams.base import DeadLetter, StreamError, StreamRecord
 
@@ -33,8 +35,8 @@ class RedisEventStream:
         name: the stream; its key is `<prefix><name>`.
         prefix: key prefix (`Settings.redis_prefix`); tests pass one of their own.
         reclaim_after_s: an entry read and not acked this long goes to the next reader of its group.
-        timeout_s: connect and per-command socket timeout; a blocking `read` waits in slices
-            shorter than it.
+        timeout_s: connect and per-command socket timeout (a command is tried at most twice); a
+            blocking `read` waits in slices shorter than it.
 
     The connection opens on first use, so constructing one never fails.
     """
@@ -187,8 +189,13 @@ class RedisEventStream:
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
+            # One immediate retry (a pooled connection the server closed), not redis-py's default
+            # three with backoff: a Redis that is down shows as StreamError within 2 * timeout_s.
             self._client = redis.Redis.from_url(
-                self._url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+                self._url,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                retry=Retry(NoBackoff(), 1),
             )
         return self._client
 
