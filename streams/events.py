@@ -1,7 +1,8 @@
-"""Events on the stream: what the gateway appends and the stream worker reads.
+"""Records on the stream: what the gateway appends and the stream worker reads.
 
-One record per event, keyed by user id (so one user's events keep their order where the stream
-partitions); the value is a JSON object with a `kind` of `event` and the fields of `Event`.
+Two kinds, told apart by the JSON value's `kind`: `event` (one user action, `Event`) and
+`impression` (what one recommendation response showed, `Impression`). Both are keyed by user
+id, so one user's records keep their order where the stream partitions. `decode` reads either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from towerflow.schemas import ACTIONS
 
 KIND = "event"
+IMPRESSION_KIND = "impression"
 
 
 class EventFormatError(ValueError):
@@ -89,6 +91,76 @@ class Event:
             if isinstance(err, EventFormatError):
                 raise
             raise EventFormatError(str(err)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """The items one recommendation response showed, best first.
+
+    Attributes:
+        request_id: the response's id (clicks quote it).
+        user_id: who was shown them.
+        items / scores: item ids and their scores (None on the precomputed path), in list order.
+        path: the serving path (`model`, `cached`, `fallback_popular`).
+        experiment_id / arm: the A/B assignment.
+        retrieval_version / ranking_version: the models on the model path; None off it.
+        timestamp: when the response was made (UTC).
+    """
+
+    request_id: str
+    user_id: str
+    items: tuple[str, ...]
+    scores: tuple[float | None, ...]
+    path: str
+    experiment_id: str
+    arm: str
+    retrieval_version: str | None
+    ranking_version: str | None
+    timestamp: datetime
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"kind": IMPRESSION_KIND, **asdict(self)}
+        body["items"], body["scores"] = list(self.items), list(self.scores)
+        body["timestamp"] = self.timestamp.isoformat()
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Impression:
+        items, scores = body.get("items"), body.get("scores")
+        if not isinstance(items, list) or not isinstance(scores, list) or len(items) != len(scores):
+            raise EventFormatError("items and scores: expected two lists of the same length")
+        return cls(
+            request_id=_text(body, "request_id"),
+            user_id=_text(body, "user_id"),
+            items=tuple(str(i) for i in items),
+            scores=tuple(None if s is None else float(s) for s in scores),
+            path=_text(body, "path"),
+            experiment_id=_text(body, "experiment_id"),
+            arm=_text(body, "arm"),
+            retrieval_version=body.get("retrieval_version"),
+            ranking_version=body.get("ranking_version"),
+            timestamp=_moment(body, "timestamp"),
+        )
+
+
+def decode(raw: bytes) -> Event | Impression:
+    """The event or impression in a stream record's value.
+
+    Raises:
+        EventFormatError: not JSON, of no known kind, or a field missing or of the wrong type.
+    """
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EventFormatError(f"not JSON: {err}") from None
+    if isinstance(body, dict) and body.get("kind") == IMPRESSION_KIND:
+        try:
+            return Impression.from_body(body)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, EventFormatError):
+                raise
+            raise EventFormatError(str(err)) from None
+    return Event.decode(raw)
 
 
 def _text(body: dict[str, Any], name: str) -> str:

@@ -325,7 +325,8 @@ class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, Str
             per-stage time budgets; past one the request degrades instead of waiting.
         breaker_cooldown_s: after a dependency fails, skip it for this long, then probe again.
         experiments_path: A/B config (JSON); default `<home>/experiments.json`, absent = one arm.
-        impressions_batch_rows / impressions_flush_s: impression log flush triggers.
+        impressions_batch / impressions_flush_s: the impression log appends to the event stream
+            when this many responses wait, and at least this often.
     """
 
     gateway_host: str = "127.0.0.1"
@@ -344,7 +345,7 @@ class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, Str
     redis_timeout_ms: float = 50.0
     breaker_cooldown_s: float = 1.0
     experiments_path: Path | None = None
-    impressions_batch_rows: int = 5_000
+    impressions_batch: int = Field(default=500, ge=1)
     impressions_flush_s: float = 5.0
 
     @property

@@ -184,7 +184,6 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
     from serving.gateway.experiments import load_experiment
     from serving.tfs_client import AsyncModelClient
     from streams import open_stream
-    from towerflow.lake import Lake
 
     cooldown = settings.breaker_cooldown_s
     breakers = {
@@ -223,13 +222,11 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         breaker=breakers["redis"],
         metrics=metrics,
     )
+    events = open_stream(settings)
     impressions = ImpressionLogger(
-        Lake(settings.lake, settings.storage_options or None),
-        settings.table_uri("bronze", "impressions"),
-        batch_rows=settings.impressions_batch_rows,
-        flush_s=settings.impressions_flush_s,
-        metrics=metrics,
+        events, batch_records=settings.impressions_batch, flush_s=settings.impressions_flush_s, metrics=metrics
     )
+
     resources = Resources(
         settings=settings,
         metrics=metrics,
@@ -239,7 +236,7 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         limiter=limiter,
         recommender=recommender,
         impressions=impressions,
-        events=open_stream(settings),
+        events=events,
         executor=executor,
         breakers=breakers,
         open_feature_store=open_feature_store,
@@ -286,6 +283,14 @@ def create_app(settings: Settings | None = None, *, open_feature_store: bool = T
     app.include_router(recommend.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            events.add_body_schemas(default_openapi())
+        return app.openapi_schema or default_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     return app

@@ -1,23 +1,24 @@
-"""The lake sink: streamed events into Delta `bronze/events`, each event id once.
+"""The lake sinks: streamed events into Delta `bronze/events` (each event id once) and
+impressions into `bronze/impressions` (each request id and position once).
 
-A micro-batch is merged on `event_id` (insert when not matched), so an event delivered again
-after a crash, or posted again by a client, does not land twice. The merge reads only the
+A micro-batch is merged on its key (insert when not matched), so a record delivered again after a
+crash, or an event posted again by a client, does not land twice. The merge reads only the
 partitions of the batch's days and their neighbours (a retried event whose timestamp defaulted to
-its arrival may fall on the next day). Rows carry `source = "stream"`, the batch id in
-`import_batch` and their place in the batch in `source_row`, the same columns imported events have,
-so the daily ETL reads them alike.
+its arrival may fall on the next day). Event rows carry `source = "stream"`, the batch id in
+`import_batch` and their place in the batch in `source_row`, the columns imported events have, so
+the daily ETL reads them alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from streams.events import Event
-from towerflow.schemas import BRONZE_EVENTS, EVENTS_PARTITION
+from streams.events import Event, Impression
+from towerflow.schemas import BRONZE_EVENTS, BRONZE_IMPRESSIONS, EVENTS_PARTITION, IMPRESSIONS_PARTITION
 
 if TYPE_CHECKING:
     from towerflow.lake import Lake
@@ -27,10 +28,7 @@ SOURCE = "stream"
 
 def bronze_rows(events: Sequence[Event], batch_id: str) -> pa.Table:
     """The events as `bronze/events` rows, each event id once (the first of repeats)."""
-    first: dict[str, Event] = {}
-    for event in events:
-        first.setdefault(event.event_id, event)
-    unique = list(first.values())
+    unique = _first(events, lambda e: e.event_id)
     columns = {
         "event_id": [e.event_id for e in unique],
         "user_id": [e.user_id for e in unique],
@@ -50,41 +48,97 @@ def bronze_rows(events: Sequence[Event], batch_id: str) -> pa.Table:
     return pa.table(columns, schema=BRONZE_EVENTS)
 
 
-class EventSink:
-    """Merges micro-batches of events into `bronze/events`.
+def impression_rows(impressions: Sequence[Impression]) -> pa.Table:
+    """The impressions as `bronze/impressions` rows, one per item shown, each response once."""
+    rows: dict[str, list[Any]] = {name: [] for name in BRONZE_IMPRESSIONS.names}
+    for shown in _first(impressions, lambda i: i.request_id):
+        for position, (item_id, score) in enumerate(zip(shown.items, shown.scores, strict=True), start=1):
+            rows["request_id"].append(shown.request_id)
+            rows["user_id"].append(shown.user_id)
+            rows["item_id"].append(item_id)
+            rows["position"].append(position)
+            rows["score"].append(score)
+            rows["served_path"].append(shown.path)
+            rows["experiment_id"].append(shown.experiment_id)
+            rows["arm"].append(shown.arm)
+            rows["retrieval_version"].append(shown.retrieval_version)
+            rows["ranking_version"].append(shown.ranking_version)
+            rows["timestamp"].append(shown.timestamp)
+            rows["event_date"].append(shown.timestamp.date())
+    return pa.table(rows, schema=BRONZE_IMPRESSIONS)
+
+
+def _first(records: Sequence[Any], key: Any) -> list[Any]:
+    first: dict[Hashable, Any] = {}
+    for record in records:
+        first.setdefault(key(record), record)
+    return list(first.values())
+
+
+class MergeSink:
+    """Merges micro-batches of rows into one Delta table on a key.
 
     Args:
         lake: the lake.
-        uri: the table (`settings.table_uri("bronze", "events")`).
+        uri: the table.
+        keys: the columns that identify a row (a row whose key is in the table is skipped).
+        partition_by: the table's partition columns (a `date` column first: the merge's pruning).
     """
 
-    def __init__(self, lake: Lake, uri: str) -> None:
+    def __init__(self, lake: Lake, uri: str, keys: Sequence[str], partition_by: Sequence[str]) -> None:
         self.lake = lake
         self.uri = uri
+        self.keys = tuple(keys)
+        self.partition_by = list(partition_by)
 
-    def write(self, events: Sequence[Event], batch_id: str) -> int:
-        """Land the events not in the table yet; returns how many landed."""
+    def write(self, rows: pa.Table, batch_id: str) -> int:
+        """Land the rows whose key is not in the table yet; returns how many landed."""
         from deltalake import CommitProperties
 
-        rows = bronze_rows(events, batch_id)
         if not rows.num_rows:
             return 0
         table = self.lake.table(self.uri)
-        if table is None:  # the first events of a new lake
-            self.lake.write(self.uri, rows, partition_by=EVENTS_PARTITION, batch_id=batch_id)
+        if table is None:  # the first rows of a new lake
+            self.lake.write(self.uri, rows, partition_by=self.partition_by, batch_id=batch_id)
             return rows.num_rows
-        days = sorted({d + timedelta(days=k) for d in rows.column("event_date").to_pylist() for k in (-1, 0, 1)})
+        day = self.partition_by[0]
+        days = sorted({d + timedelta(days=k) for d in rows.column(day).to_pylist() for k in (-1, 0, 1)})
         listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+        matched = " AND ".join(f"t.{k} = s.{k}" for k in self.keys)
         merged = (
             table.merge(
                 rows,
-                predicate=f"t.event_id = s.event_id AND t.event_date IN ({listed})",
-                merge_schema=True,  # a lake from before a column was added
+                predicate=f"{matched} AND t.{day} IN ({listed})",
                 source_alias="s",
                 target_alias="t",
+                merge_schema=True,  # a lake from before a column was added
                 commit_properties=CommitProperties(custom_metadata={"towerflow.batch": batch_id}),
             )
             .when_not_matched_insert_all()
             .execute()
         )
         return int(merged.get("num_target_rows_inserted", 0))
+
+
+class EventSink:
+    """`bronze/events` (merged on `event_id`) and `bronze/impressions` (on request id and
+    position), under one lake.
+
+    Args:
+        lake: the lake.
+        events_uri / impressions_uri: the two tables (`settings.table_uri("bronze", ...)`).
+    """
+
+    def __init__(self, lake: Lake, events_uri: str, impressions_uri: str) -> None:
+        self.lake = lake
+        self.uri = events_uri
+        self.events = MergeSink(lake, events_uri, ["event_id"], EVENTS_PARTITION)
+        self.impressions = MergeSink(lake, impressions_uri, ["request_id", "position"], IMPRESSIONS_PARTITION)
+
+    def write(self, events: Sequence[Event], batch_id: str) -> int:
+        """Land the events not in `bronze/events` yet; returns how many landed."""
+        return self.events.write(bronze_rows(events, batch_id), batch_id)
+
+    def write_impressions(self, impressions: Sequence[Impression], batch_id: str) -> int:
+        """Land the impressions not in `bronze/impressions` yet; returns rows (items shown) landed."""
+        return self.impressions.write(impression_rows(impressions), batch_id)

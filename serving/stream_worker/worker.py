@@ -1,8 +1,10 @@
-"""The stream worker: events from the stream into online features and the lake.
+"""The stream worker: events from the stream into online features and the lake, impressions
+into the lake.
 
-Each micro-batch: decode (a record that is not an event goes to the dead letters with the
-reason), update online features through Feast's push sources and drop the users' precomputed
-lists (`online.OnlineUpdater`), merge into `bronze/events` (`sink.EventSink`), then ack. A batch
+Each micro-batch: decode (a record that is neither an event nor an impression goes to the dead
+letters with the reason), update online features from the events through Feast's push sources
+and drop the users' precomputed lists (`online.OnlineUpdater`), merge the events into
+`bronze/events` and the impressions into `bronze/impressions` (`sink.EventSink`), then ack. A batch
 is acked only after the lake has it, so a worker killed at any moment loses nothing: its
 un-acked records go to the next worker, and the merge on `event_id` lands each once. Online
 updates are not transactional with the lake: a batch delivered twice counts its events twice in
@@ -25,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from serving.stream_worker.online import OnlineUpdater
 from serving.stream_worker.sink import EventSink
 from streams.base import EventStream, StreamRecord
-from streams.events import Event, EventFormatError
+from streams.events import Event, EventFormatError, Impression, decode
 
 if TYPE_CHECKING:
     from towerflow.settings import Settings
@@ -54,6 +56,9 @@ class WorkerMetrics:
             registry=r,
         )
         self.failures = Counter("towerflow_stream_failures", "Micro-batch stages that failed.", ["stage"], registry=r)
+        self.impressions = Counter(
+            "towerflow_stream_impressions", "Impression rows (items shown) landed in the lake.", registry=r
+        )
         self.lag = Gauge("towerflow_stream_lag", "Records the worker's group has not acked.", registry=r)
 
 
@@ -88,21 +93,32 @@ class StreamWorker:
 
     def handle(self, records: Sequence[StreamRecord]) -> None:
         events: list[Event] = []
+        impressions: list[Impression] = []
         done: list[StreamRecord] = []
         for record in records:
             try:
-                events.append(Event.decode(record.value))
-                done.append(record)
+                decoded = decode(record.value)
             except EventFormatError as err:
                 self.stream.dead_letter(self.group, record, str(err))
                 self.metrics.events.labels("dead_letter").inc()
                 log.warning("record %s dead-lettered: %s", record.id, err)
+                continue
+            if isinstance(decoded, Event):
+                events.append(decoded)
+            else:
+                impressions.append(decoded)
+            done.append(record)
+        batch_id = f"{self.stream.name}:{self.group}:{records[0].id}" if records else ""
         if events:
             self._online(events)
             with self.metrics.stage.labels("lake").time():
-                landed = self.sink.write(events, batch_id=f"{self.stream.name}:{self.group}:{records[0].id}")
+                landed = self.sink.write(events, batch_id)
             self.metrics.events.labels("landed").inc(landed)
             self.metrics.events.labels("duplicate").inc(len(events) - landed)
+        if impressions:
+            with self.metrics.stage.labels("impressions").time():
+                shown = self.sink.write_impressions(impressions, f"{batch_id}:impressions")
+            self.metrics.impressions.inc(shown)
         self.stream.ack(self.group, done)
 
     def _online(self, events: Sequence[Event]) -> None:
@@ -147,7 +163,7 @@ def open_worker(settings: Settings, *, online: bool = True) -> StreamWorker:
     from towerflow.lake import Lake
 
     lake = Lake(settings.lake, settings.storage_options or None)
-    sink = EventSink(lake, settings.table_uri("bronze", "events"))
+    sink = EventSink(lake, settings.table_uri("bronze", "events"), settings.table_uri("bronze", "impressions"))
     return StreamWorker(stream=open_stream(settings), sink=sink, online=open_online(settings) if online else None)
 
 

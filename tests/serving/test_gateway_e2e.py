@@ -142,9 +142,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
         gateway_cmd += ["--host", "127.0.0.1", "--no-access-log", "--loop", "uvloop"]
         procs["model"] = spawn(model_cmd, env, root / "model-server.log")
         procs["gateway"] = spawn(gateway_cmd, env, root / "gateway.log")
+        worker_cmd = [sys.executable, "-m", "towerflow.cli", "stream-worker"]
+        procs["worker"] = spawn(worker_cmd, env, root / "stream-worker.log")
         token = (
             subprocess.run(
-                [sys.executable, "-m", "towerflow.cli", "token", "--service", "e2e"],
+                [
+                    sys.executable,
+                    "-m",
+                    "towerflow.cli",
+                    "token",
+                    "--service",
+                    "e2e",
+                    "--scopes",
+                    "recommend:any events:write",
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -179,11 +190,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, gw: SimpleNamespace, tiny_mo
         yield ns
         http.close()
     except BaseException:
-        for name in ("gateway.log", "model-server.log"):
+        for name in ("gateway.log", "model-server.log", "stream-worker.log"):
             if (root / name).exists():
                 sys.stderr.write(f"--- {name}\n{(root / name).read_text()[-4000:]}\n")
         raise
     finally:
+        stop(procs.get("worker"))
         stop(procs.get("gateway"))
         stop(procs.get("model"))
         redis_server.stop()
@@ -270,6 +282,30 @@ def test_impressions_reach_bronze(stack) -> None:
     wait_for(landed, 15, "impressions flushed")
 
 
+def test_a_posted_click_reaches_the_online_store_and_the_lake(stack) -> None:
+    """Through the processes as deployed: gateway -> Redis stream -> `towerflow stream-worker`
+    -> Feast push (the user's recent items) and bronze/events."""
+    from features.store import feature_store
+    from towerflow.lake import Lake
+
+    item = stack.gold.items[-1]
+    event = {"user_id": "u4", "item_id": item, "action": "click", "event_id": f"e2e-{item}"}
+    posted = stack.http.post("/v1/events", json=event)
+    assert posted.status_code == 202, posted.text
+    lake = Lake(stack.settings.lake)
+    uri = stack.settings.table_uri("bronze", "events")
+
+    def landed():
+        table = lake.read(uri)
+        return table is not None and event["event_id"] in table.column("event_id").to_pylist()
+
+    wait_for(landed, 30, "the click in bronze/events")
+    online = feature_store(stack.settings, "redis").get_online_features(  # the worker's Feast push
+        features=["user_recent:last_10_items"], entity_rows=[{"user_id": "u4"}]
+    )
+    assert online.to_dict()["last_10_items"][0][0] == item
+
+
 def test_schemathesis_finds_no_server_errors(stack) -> None:
     st = Path(sys.executable).with_name("st")
     need(st.exists(), "schemathesis CLI (st) is not installed")
@@ -278,7 +314,8 @@ def test_schemathesis_finds_no_server_errors(stack) -> None:
     cmd += ["-H", f"Authorization: Bearer {stack.token}", "--request-timeout", "10"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "Tested: 3" in out.stdout, out.stdout[-2000:]  # it did call every operation
+    assert "Tested: 4" in out.stdout, out.stdout[-2000:]  # it did call every operation
+    assert "Authentication failed" not in out.stdout, out.stdout[-2000:]  # past the token, into each route
 
 
 class Traffic:

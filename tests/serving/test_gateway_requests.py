@@ -270,23 +270,39 @@ def test_readiness_checks_say_unreachable_timed_out_or_no_version(monkeypatch: p
 # -- impressions -----------------------------------------------------------------------------------
 
 
-class _FailingLake:
-    """A lake whose first write fails: after its commit (`committed=True`, as when the answer is
-    lost) or before it."""
+class _FailingStream:
+    """A real local stream whose first append fails: after the records landed (`landed=True`, as
+    when the confirmation is lost) or before."""
 
-    def __init__(self, lake, *, committed: bool) -> None:
-        self.lake = lake
-        self.committed = committed
+    def __init__(self, stream, *, landed: bool) -> None:
+        self.stream = stream
+        self.landed = landed
         self.calls = 0
 
-    def write(self, uri, data, **kwargs):
+    def append(self, records):
+        from streams.base import StreamError
+
         self.calls += 1
-        if self.calls == 1 and not self.committed:
-            raise OSError("connection reset before the commit")
-        version = self.lake.write(uri, data, **kwargs)
+        if self.calls == 1 and not self.landed:
+            raise StreamError("connection reset before the append")
+        self.stream.append(records)
         if self.calls == 1:
-            raise OSError("connection reset after the commit")
-        return version
+            raise StreamError("connection reset after the append")
+
+
+def _land(stream, tmp_path: Path) -> list[dict]:
+    """What the stream worker lands in bronze/impressions from everything on `stream`."""
+    from serving.stream_worker.sink import EventSink
+    from serving.stream_worker.worker import StreamWorker
+    from towerflow.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    sink = EventSink(lake, lake.uri("bronze", "events"), lake.uri("bronze", "impressions"))
+    worker = StreamWorker(stream=stream, sink=sink, online=None, poll_s=0.05)
+    while worker.step():
+        pass
+    table = lake.read(lake.uri("bronze", "impressions"))
+    return [] if table is None else table.to_pylist()
 
 
 def _log(logger, request_id: str, n: int) -> None:
@@ -301,14 +317,13 @@ def _log(logger, request_id: str, n: int) -> None:
     )
 
 
-@pytest.mark.parametrize("committed", [True, False], ids=["fails-after-commit", "fails-before-commit"])
-def test_a_retried_impression_batch_lands_once(tmp_path: Path, committed: bool) -> None:
+@pytest.mark.parametrize("landed", [True, False], ids=["fails-after-append", "fails-before-append"])
+def test_a_retried_impression_batch_lands_once(tmp_path: Path, landed: bool) -> None:
     from serving.gateway.impressions import ImpressionLogger
-    from towerflow.lake import Lake
+    from streams.local import LocalEventStream
 
-    lake = Lake(str(tmp_path / "lake"))
-    uri = lake.uri("bronze", "impressions")
-    logger = ImpressionLogger(_FailingLake(lake, committed=committed), uri)
+    stream = LocalEventStream(tmp_path / "streams", "events")
+    logger = ImpressionLogger(_FailingStream(stream, landed=landed))
 
     async def run() -> list[int]:
         _log(logger, "first", 3)
@@ -316,32 +331,32 @@ def test_a_retried_impression_batch_lands_once(tmp_path: Path, committed: bool) 
         _log(logger, "second", 2)  # arrives while the first batch waits for its retry
         return [failed, logger.pending, await logger.flush(), logger.pending]
 
-    assert asyncio.run(run()) == [0, 5, 5, 0]
-    rows = lake.read(uri).to_pylist()
-    assert sorted((r["request_id"], r["item_id"]) for r in rows) == sorted(
-        [("first", f"i{k}") for k in range(3)] + [("second", f"i{k}") for k in range(2)]
+    assert asyncio.run(run()) == [0, 2, 2, 0]
+    rows = _land(stream, tmp_path)
+    assert sorted((r["request_id"], r["item_id"], r["position"]) for r in rows) == sorted(
+        [("first", f"i{k}", k + 1) for k in range(3)] + [("second", f"i{k}", k + 1) for k in range(2)]
     )
 
 
 def test_impressions_over_the_cap_drop_the_oldest(tmp_path: Path) -> None:
     from serving.gateway.impressions import ImpressionLogger
-    from towerflow.lake import Lake
+    from streams.local import LocalEventStream
 
     class Down:
-        def write(self, *args, **kwargs):
-            raise OSError("unreachable")
+        def append(self, records):
+            from streams.base import StreamError
 
-    lake = Lake(str(tmp_path / "lake"))
-    logger = ImpressionLogger(Down(), lake.uri("bronze", "impressions"), max_rows=4)
+            raise StreamError("unreachable")
+
+    logger = ImpressionLogger(Down(), max_records=2)
 
     async def run() -> None:
-        _log(logger, "a", 3)
-        await logger.flush()
-        _log(logger, "b", 3)
-        await logger.flush()
-        logger.lake = lake
+        for request in ("a", "b", "c"):
+            _log(logger, request, 2)
+            await logger.flush()
+        logger.stream = LocalEventStream(tmp_path / "streams", "events")
         await logger.flush()
 
     asyncio.run(run())
-    rows = lake.read(lake.uri("bronze", "impressions")).to_pylist()
-    assert sorted((r["request_id"], r["position"]) for r in rows) == [("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+    rows = _land(logger.stream, tmp_path)
+    assert sorted({r["request_id"] for r in rows}) == ["b", "c"]

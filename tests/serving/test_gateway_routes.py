@@ -203,14 +203,24 @@ def test_not_ready_when_model_server_is_down(make_client, gw) -> None:
     assert ready.json()["checks"]["retrieval"].startswith("unreachable")
 
 
-def test_impressions_land_in_delta_on_shutdown(make_client, gw, gateway_settings) -> None:
+def test_impressions_go_onto_the_stream_on_shutdown_and_the_worker_lands_them(
+    make_client, gw, gateway_settings
+) -> None:
+    from serving.stream_worker.worker import open_worker
     from towerflow.lake import Lake
 
     client = make_client()
     body = recs(client, gw, "u6", count=4)
     client.__exit__(None, None, None)  # lifespan shutdown flushes
+    worker = open_worker(gateway_settings, online=False)
+    worker.poll_s = 0.1
+    try:
+        while worker.step():
+            pass
+    finally:
+        worker.close()
     table = Lake(gateway_settings.lake).read(gateway_settings.table_uri("bronze", "impressions"))
-    rows = table.to_pylist()
+    rows = sorted(table.to_pylist(), key=lambda r: r["position"])
     assert [r["item_id"] for r in rows] == [i["item_id"] for i in body["items"]]
     assert {r["request_id"] for r in rows} == {body["request_id"]}
     assert [r["position"] for r in rows] == [1, 2, 3, 4]

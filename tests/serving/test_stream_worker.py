@@ -10,7 +10,7 @@ import pytest
 
 from serving.stream_worker.online import Stored, merge_recent, merge_trending
 from serving.stream_worker.sink import EventSink
-from streams.events import Event
+from streams.events import Event, Impression
 from towerflow.lake import Lake
 
 NOON = datetime(2026, 12, 6, 12, tzinfo=UTC)
@@ -61,7 +61,7 @@ def test_a_late_event_does_not_make_the_row_older_than_the_stored_one() -> None:
 @pytest.fixture
 def sink(tmp_path) -> EventSink:
     lake = Lake(str(tmp_path / "lake"))
-    return EventSink(lake, lake.uri("bronze", "events"))
+    return EventSink(lake, lake.uri("bronze", "events"), lake.uri("bronze", "impressions"))
 
 
 def landed(sink: EventSink) -> list[str]:
@@ -81,3 +81,16 @@ def test_the_sink_lands_each_event_id_once_across_redeliveries_and_repeats(sink:
     rows = sink.lake.read(sink.uri)
     assert set(pc.unique(rows.column("source")).to_pylist()) == {"stream"}
     assert rows.column("event_date").to_pylist()[0] == NOON.date()
+
+
+def test_the_sink_lands_each_shown_item_once_across_redeliveries(sink: EventSink) -> None:
+    def shown(request: str, items: tuple[str, ...]) -> Impression:
+        scores = tuple(float(n) for n in range(len(items)))
+        return Impression(request, "u1", items, scores, "model", "default", "control", "1", "1", NOON)
+
+    assert sink.write_impressions([shown("r1", ("a", "b")), shown("r2", ("c",))], "b1") == 3
+    assert sink.write_impressions([shown("r2", ("c",)), shown("r3", ("a", "d")), shown("r3", ("a", "d"))], "b2") == 2
+    rows = sink.lake.read(sink.impressions.uri).to_pylist()
+    assert sorted((r["request_id"], r["position"], r["item_id"]) for r in rows) == [
+        ("r1", 1, "a"), ("r1", 2, "b"), ("r2", 1, "c"), ("r3", 1, "a"), ("r3", 2, "d")
+    ]  # fmt: skip

@@ -38,6 +38,19 @@ _BODY_SCHEMA = {
         {"$ref": "#/components/schemas/EventBatch"},
     ]
 }
+
+
+def add_body_schemas(openapi: dict[str, Any]) -> None:
+    """Put `EventIn` and `EventBatch` among the OpenAPI components the request body refers to
+    (the route reads its body itself, so FastAPI does not collect them)."""
+    from pydantic.json_schema import models_json_schema
+
+    _, defs = models_json_schema(
+        [(EventIn, "validation"), (EventBatch, "validation")], ref_template="#/components/schemas/{model}"
+    )
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid bearer token."},
     403: {"model": Problem, "description": "The token lacks the `events:write` scope."},
