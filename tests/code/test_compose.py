@@ -30,10 +30,16 @@ SECRETS = {
 }
 AIRFLOW = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
 #: service -> the Dockerfile its image is built from
-DOCKERFILES = {**dict.fromkeys([*AIRFLOW, "airflow-init"], "Dockerfile"), "gateway": "Dockerfile.gateway"}
+DOCKERFILES = {
+    **dict.fromkeys([*AIRFLOW, "airflow-init", "stream-worker"], "Dockerfile"),
+    "gateway": "Dockerfile.gateway",
+}
 #: Dockerfile -> the lock it installs (`make locks`)
 IMAGE_LOCKS = {"Dockerfile": "requirements/production.lock", "Dockerfile.gateway": "requirements/gateway.lock"}
-SERVICES = {"postgres", "redis", "airflow-init", *AIRFLOW, "tf-serving", "gateway", "prometheus", "grafana"}
+SERVICES = {
+    *("postgres", "redis", "kafka", "airflow-init", *AIRFLOW, "tf-serving", "gateway", "stream-worker"),
+    *("prometheus", "grafana"),
+}
 # service -> {dependency: condition}
 DEPENDS_ON = {
     "airflow-init": {"postgres": "service_healthy", "redis": "service_healthy"},
@@ -46,8 +52,9 @@ DEPENDS_ON = {
         for name in AIRFLOW
     },
     "tf-serving": {"airflow-init": "service_completed_successfully"},
-    "gateway": {"redis": "service_healthy", "tf-serving": "service_healthy"},
-    "prometheus": {"gateway": "service_healthy", "tf-serving": "service_healthy"},
+    "gateway": {"redis": "service_healthy", "kafka": "service_healthy", "tf-serving": "service_healthy"},
+    "stream-worker": {"redis": "service_healthy", "kafka": "service_healthy"},
+    "prometheus": {"gateway": "service_healthy", "stream-worker": "service_healthy", "tf-serving": "service_healthy"},
     "grafana": {"prometheus": "service_healthy"},
 }
 
@@ -117,7 +124,7 @@ def test_services_start_in_order(config: dict) -> None:
     for name, expected in DEPENDS_ON.items():
         depends = config["services"][name].get("depends_on", {})
         assert {dep: d["condition"] for dep, d in depends.items()} == expected, name
-    assert not set(config["services"]) - set(DEPENDS_ON) - {"postgres", "redis"}
+    assert not set(config["services"]) - set(DEPENDS_ON) - {"postgres", "redis", "kafka"}
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))
@@ -222,10 +229,12 @@ def test_mounted_config_files_exist(config: dict) -> None:
 DEPLOY = REPO / "deploy"
 
 
-def test_prometheus_scrapes_the_gateway_and_tf_serving() -> None:
+def test_prometheus_scrapes_the_gateway_the_worker_and_tf_serving(config: dict) -> None:
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
     jobs = {job["job_name"]: job for job in scrape}
     assert jobs["gateway"]["static_configs"][0]["targets"] == ["gateway:8000"]
+    port = config["services"]["stream-worker"]["command"][-1]
+    assert jobs["stream-worker"]["static_configs"][0]["targets"] == [f"stream-worker:{port}"]
     assert jobs["gateway"].get("metrics_path", "/metrics") == "/metrics"
     assert jobs["tf-serving"]["metrics_path"] == "/monitoring/prometheus/metrics"
     assert 'path: "/monitoring/prometheus/metrics"' in (DEPLOY / "tf-serving" / "monitoring.config").read_text()
@@ -239,14 +248,16 @@ def _exprs(dashboard: dict) -> list[str]:
     return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
 
 
-def test_dashboard_queries_only_metrics_the_gateway_exports() -> None:
+def test_dashboard_queries_only_metrics_the_gateway_and_the_worker_export() -> None:
     from serving.gateway.metrics import GatewayMetrics
+    from serving.stream_worker.worker import WorkerMetrics
 
     exported = set()
-    for family in GatewayMetrics().registry.collect():
-        suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}.get(family.type, ("",))
-        exported |= {family.name + s for s in suffixes}
-    used = {m for expr in _exprs(_dashboard()) for m in re.findall(r"towerflow_gateway_\w+", expr)}
+    for registry in (GatewayMetrics().registry, WorkerMetrics().registry):
+        for family in registry.collect():
+            suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}.get(family.type, ("",))
+            exported |= {family.name + s for s in suffixes}
+    used = {m for expr in _exprs(_dashboard()) for m in re.findall(r"towerflow_(?:gateway|stream)_\w+", expr)}
     assert used and used <= exported, used - exported
 
 
@@ -257,6 +268,8 @@ def test_dashboard_covers_latency_paths_versions_limits_and_errors() -> None:
     assert ":tensorflow:cc:saved_model:load_attempt_count" in exprs  # model versions TF Serving loaded
     assert "towerflow_gateway_rate_limited_total" in exprs
     assert 'status=~"4..|5.."' in exprs
+    assert "max(towerflow_stream_lag)" in exprs and 'result="dead_letter"' in exprs  # the event stream
+    assert "rate(towerflow_stream_event_to_online_seconds_bucket" in exprs
 
 
 def test_grafana_provisioning_points_at_the_dashboard_and_prometheus(config: dict) -> None:
