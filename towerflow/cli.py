@@ -27,9 +27,17 @@ SynthProfile = Literal["retail", "media", "sparse"]
 
 
 def _register_parts() -> None:
-    from towerflow import cli_airflow, cli_features, cli_models, cli_pipeline, cli_recommend, cli_serving
+    from towerflow import (
+        cli_airflow,
+        cli_experiments,
+        cli_features,
+        cli_models,
+        cli_pipeline,
+        cli_recommend,
+        cli_serving,
+    )
 
-    for part in (cli_pipeline, cli_features, cli_serving, cli_airflow, cli_models, cli_recommend):
+    for part in (cli_pipeline, cli_features, cli_serving, cli_airflow, cli_models, cli_recommend, cli_experiments):
         part.register(app)
 
 

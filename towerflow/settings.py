@@ -6,9 +6,9 @@ and most hosting platforms set (likewise `KAFKA_BOOTSTRAP_SERVERS`, `CI` and Air
 `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`).
 
 Each role's fields are one class (HomeSettings, the base of all, then EtlSettings, AirflowSettings,
-FeatureSettings, TrainingSettings, ModelServerSettings, ScoringSettings, StreamSettings and
-GatewaySettings); `Settings` inherits them all, so a variable's name is `TOWERFLOW_<FIELD>`
-whichever class declares the field.
+FeatureSettings, TrainingSettings, ModelServerSettings, ScoringSettings, StreamSettings,
+ExperimentSettings and GatewaySettings); `Settings` inherits them all, so a variable's name is
+`TOWERFLOW_<FIELD>` whichever class declares the field.
 """
 
 from __future__ import annotations
@@ -308,9 +308,30 @@ class StreamSettings(HomeSettings):
         return self.home_dir / "streams"
 
 
-class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, StreamSettings):
+class ExperimentSettings(HomeSettings):
+    """The experiments database (experiments/): `towerflow experiments` writes it, the gateway
+    reads the running experiments from it.
+
+    Attributes:
+        database_url: SQLAlchemy URL of the experiments database, e.g.
+            `postgresql://towerflow@db:5432/towerflow` (psycopg2); None = SQLite at
+            `<home>/experiments.sqlite3`.
+        experiments_refresh_s: how often the gateway re-reads the running experiments.
+    """
+
+    database_url: str | None = None
+    experiments_refresh_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def experiments_db_url(self) -> str:
+        """`database_url`, or the SQLite file under `home`."""
+        return self.database_url or f"sqlite:///{self.home_dir / 'experiments.sqlite3'}"
+
+
+class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, StreamSettings, ExperimentSettings):
     """The recommendation gateway (serving/gateway/): its own settings, below, and the roles it
-    is a client of (the feature store, the model server, the scoring rules, the event stream).
+    is a client of (the feature store, the model server, the scoring rules, the event stream,
+    the experiments database).
 
     Attributes:
         gateway_host / gateway_port: where `towerflow serve` binds the HTTP gateway.
@@ -368,6 +389,7 @@ ROLES: tuple[type[HomeSettings], ...] = (
     ModelServerSettings,
     ScoringSettings,
     StreamSettings,
+    ExperimentSettings,
     GatewaySettings,
 )
 
@@ -377,8 +399,8 @@ class Settings(GatewaySettings, EtlSettings, AirflowSettings, TrainingSettings):
 
     The fields are declared, and documented, by role: HomeSettings (home, lake, Redis), EtlSettings,
     AirflowSettings, FeatureSettings, TrainingSettings, ModelServerSettings, ScoringSettings,
-    StreamSettings and GatewaySettings. Each is read from `TOWERFLOW_<FIELD>`. A function that
-    needs one role's settings takes that class; passing a `Settings` works everywhere.
+    StreamSettings, ExperimentSettings and GatewaySettings. Each is read from `TOWERFLOW_<FIELD>`. A
+    function that needs one role's settings takes that class; passing a `Settings` works everywhere.
 
     A `TOWERFLOW_*` variable that names no setting (a typo, or a setting since renamed) is
     logged once as a warning.
