@@ -18,7 +18,7 @@ reads one experiment's rows for a time range from the lake.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -192,8 +192,10 @@ def read_experiment(lake: Lake, experiment_id: str, start: datetime, end: dateti
         raise ValueError("start and end must be timezone-aware (e.g. datetime(..., tzinfo=UTC))")
     if end <= start:
         raise ValueError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
-    days = (ds.field("event_date") >= pa.scalar(start.date(), pa.date32())) & (
-        ds.field("event_date") <= pa.scalar(end.date(), pa.date32())
+    # Partitions are UTC days: prune on those, filter on the instants.
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    days = (ds.field("event_date") >= pa.scalar(first, pa.date32())) & (
+        ds.field("event_date") <= pa.scalar(last, pa.date32())
     )
     at = ds.field("timestamp")
     during = (at >= pa.scalar(start, TIMESTAMP)) & (at < pa.scalar(end, TIMESTAMP))

@@ -3,7 +3,7 @@ result model, and the same answer read back from Delta tables."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -273,6 +273,11 @@ def test_the_lake_answer_is_the_in_memory_answer_for_the_interval(tmp_path: Path
     read = experiment_metrics(lake, EXPERIMENT, start, end, arms=["control", "canary"])
     in_memory = analyze(SHOWN, ACTED, experiment_id=EXPERIMENT, arms=["control", "canary"], start=start, end=end)
     assert read == in_memory
+    # Partitions are UTC days: an interval given in another timezone reads the same rows.
+    tokyo = timezone(timedelta(hours=9))  # 12:00 UTC is 21:00 there, on the same day; +14 h is not
+    kiribati = timezone(timedelta(hours=14))
+    for zone in (tokyo, kiribati):
+        assert experiment_metrics(lake, EXPERIMENT, start.astimezone(zone), end, arms=["control", "canary"]) == read
     with pytest.raises(ValueError, match="timezone-aware"):
         read_experiment(lake, EXPERIMENT, start.replace(tzinfo=None), end)
     with pytest.raises(ValueError, match="must be after"):
