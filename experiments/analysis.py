@@ -21,7 +21,11 @@ mixture of sd tau over the difference d of variance V:
     Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 d^2 / (2 V (V + tau^2))),   p = min(1, 1 / Lambda)
 
 With no true difference, the chance that p ever falls below alpha, however often it is looked at,
-is at most alpha (Ville's inequality), so the hourly DAG may decide after every batch.
+is at most alpha (Ville's inequality), so the hourly DAG may decide after every batch. The paper
+reports the running minimum of p over the looks; this module reports each look's own. The
+guarantee is the same, since a decision is taken only at a look where p < alpha; no state is
+carried between runs, and a difference that was significant once and has since reversed is not
+acted on.
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ class Comparison(_Model):
             mSPRT's confidence sequence at the per-variant alpha): safe to read at every look.
         relative_difference: difference / control's value; None when control's is 0.
         p_value: two-sided z-test; valid for a single planned look only.
-        p_value_always_valid: the mSPRT's, the running minimum over the looks given as `previous`.
+        p_value_always_valid: the mSPRT's 1/Lambda at this look (at most 1).
         significant: `p_value_always_valid` < alpha / number of variants.
     """
 
@@ -221,7 +225,6 @@ def experiment_metrics(
     arms: Sequence[str] | None = None,
     policy: DecisionPolicy | None = None,
     health: Mapping[str, ArmHealth] | None = None,
-    previous: ExperimentMetrics | None = None,
     window: timedelta = DEFAULT_WINDOW,
 ) -> ExperimentMetrics:
     """The experiment's metrics and decision from the lake's impressions and events in
@@ -235,7 +238,6 @@ def experiment_metrics(
         arms=arms,
         policy=policy,
         health=health,
-        previous=previous,
         window=window,
         start=start,
         end=end,
@@ -251,7 +253,6 @@ def analyze(
     arms: Sequence[str] | None = None,
     policy: DecisionPolicy | None = None,
     health: Mapping[str, ArmHealth] | None = None,
-    previous: ExperimentMetrics | None = None,
     window: timedelta = DEFAULT_WINDOW,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -267,8 +268,6 @@ def analyze(
             rows are listed too.
         policy: the decision rule; `DecisionPolicy()` when None.
         health: per arm, its error rate and p99 latency for the guardrails.
-        previous: this experiment's result at the previous look (same `start`): its always-valid
-            p-values carry over as a running minimum.
         window: attribution window for events without a request id.
         start: reported with the result.
         end: reported with the result.
@@ -283,7 +282,6 @@ def analyze(
         arms=arms,
         policy=policy,
         health=health,
-        previous=previous,
         attribution=attribution,
         start=start,
         end=end,
@@ -335,7 +333,6 @@ def measure(
     arms: Sequence[str] | None = None,
     policy: DecisionPolicy | None = None,
     health: Mapping[str, ArmHealth] | None = None,
-    previous: ExperimentMetrics | None = None,
     attribution: Attribution | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -354,9 +351,8 @@ def measure(
     arm_metrics = [_arm_metrics(name, groups.get(name, empty), ratios[name], z, policy) for name in names]
     variants = names[1:]
     alpha_k = policy.alpha / max(1, len(variants))
-    before = {(c.arm, c.metric): c.p_value_always_valid for c in previous.comparisons} if previous else {}
     comparisons = [
-        _compare(arm, metric, ratios[control][metric], ratios[arm][metric], z, alpha_k, policy, before)
+        _compare(arm, metric, ratios[control][metric], ratios[arm][metric], z, alpha_k, policy)
         for arm in variants
         for metric in RATIOS
     ]
@@ -591,9 +587,8 @@ def _compare(
     z: float,
     alpha_k: float,
     policy: DecisionPolicy,
-    before: Mapping[tuple[str, MetricName], float],
 ) -> Comparison:
-    p_value, p_always = 1.0, before.get((arm, metric), 1.0)
+    p_value = p_always = 1.0
     fixed = always = Estimate(value=None)
     relative = None
     if control.value is not None and variant.value is not None:
@@ -609,7 +604,7 @@ def _compare(
             pooled = (control.numerator + variant.numerator) / (control.denominator + variant.denominator)
             tau = policy.mixture_sd * pooled
             if tau > 0:
-                p_always = min(p_always, always_valid_p_value(point, variance, tau))
+                p_always = always_valid_p_value(point, variance, tau)
                 radius = always_valid_radius(variance, tau, alpha_k)
                 always = Estimate(value=point, ci_low=point - radius, ci_high=point + radius)
     return Comparison(

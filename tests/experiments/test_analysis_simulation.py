@@ -161,7 +161,9 @@ def ctr(result: ExperimentMetrics) -> Comparison:
 def test_a_known_lift_is_found_and_the_winner_promoted() -> None:
     rng = np.random.default_rng(20)
     world = World.make(rng, lift=0.2)
-    impressions, events, result = [], [], None
+    impressions: list[pa.Table] = []
+    events: list[pa.Table] = []
+    result = None
     for index in range(BATCHES):  # the DAG's hourly look, over everything since the start
         shown, acted = as_rows(world, traffic(world, rng), index, rng)
         impressions.append(shown)
@@ -171,7 +173,6 @@ def test_a_known_lift_is_found_and_the_winner_promoted() -> None:
             pa.concat_tables(events),
             experiment_id=EXPERIMENT,
             policy=POLICY,
-            previous=result,
         )
         if result.decision.action != "continue":
             break
@@ -209,10 +210,10 @@ def looks(seed: int, lift: float) -> list[tuple[ExperimentMetrics, bool]]:
     rng = np.random.default_rng(seed)
     world = World.make(rng, lift)
     totals = np.zeros((len(USER_TOTALS) - 2, USERS))
-    result, out = None, []
+    out = []
     for _ in range(BATCHES):
         totals += as_totals(world, traffic(world, rng))
-        result = measure(totals_frame(world, totals), experiment_id=EXPERIMENT, policy=POLICY, previous=result)
+        result = measure(totals_frame(world, totals), experiment_id=EXPERIMENT, policy=POLICY)
         enough = min(a.users for a in result.arms) >= POLICY.min_users_per_arm
         out.append((result, enough and ctr(result).p_value < POLICY.alpha))
     return out
