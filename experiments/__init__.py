@@ -4,6 +4,8 @@
   errors callers map (pure; pydantic only).
 - `experiments.store`: the experiments in a database (SQLAlchemy 2; PostgreSQL or SQLite), its
   schema migrated by Alembic (`experiments/migrations/`) when it is opened.
+- `experiments.attribution`, `experiments.analysis`: events attributed to impressions, per-arm
+  metrics and the sequential decision (docs/experiments.md).
 
 This package imports nothing from serving/, jobs/ or models/, and this file imports nothing, so
 a caller pays only for the module it uses.

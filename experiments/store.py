@@ -7,7 +7,8 @@ created, needs no separate step. Concurrent openers are safe: on PostgreSQL they
 advisory lock; on SQLite the migration holds the write lock (`BEGIN IMMEDIATE`), and both run
 each migration in one transaction.
 
-Two tables: `experiments` (one row each) and `experiment_arms` (its arms, in assignment order).
+Two tables: `experiments` (one row each) and `experiment_arms` (its arms, in assignment order);
+Alembic's revision is in `experiments_alembic_version`.
 A partial unique index allows one `running` experiment per surface, so two writers racing to
 start one cannot both succeed.
 
@@ -62,6 +63,9 @@ from experiments.domain import (
 )
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Alembic's revision table, named for these migrations: the database may be one that another
+#: Alembic user (Airflow's metadata DB) keeps its own `alembic_version` in.
+VERSION_TABLE = "experiments_alembic_version"
 SQLITE_FILE = "experiments.sqlite3"
 #: pg_advisory_xact_lock key serializing migrations (any constant; "tfexp" in ASCII).
 MIGRATION_LOCK = 0x7466657870
@@ -279,6 +283,12 @@ class ExperimentStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> ExperimentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from experiments.store import Base, make_engine
+from experiments.store import VERSION_TABLE, Base, make_engine
 
 
 def run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters a table by copying it
         compare_type=True,
     )

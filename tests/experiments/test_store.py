@@ -76,12 +76,12 @@ def test_opening_an_empty_database_migrates_it_to_the_models(store: ExperimentSt
     from alembic.script import ScriptDirectory
     from sqlalchemy import inspect
 
-    from experiments.store import Base, alembic_config
+    from experiments.store import VERSION_TABLE, Base, alembic_config
 
     tables = set(inspect(store.engine).get_table_names())
-    assert {"experiments", "experiment_arms", "alembic_version"} <= tables
+    assert {"experiments", "experiment_arms", VERSION_TABLE} <= tables
     with store.engine.connect() as connection:
-        context = MigrationContext.configure(connection)
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         assert context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
         assert compare_metadata(context, Base.metadata) == [], "the migrations and experiments/store.py differ"
     assert store.list() == [] and store.running() == {}
@@ -205,9 +205,26 @@ def test_a_database_migrated_by_a_newer_towerflow_is_refused_plainly(store: Expe
     from sqlalchemy import text
 
     with store.engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+        connection.execute(text("UPDATE experiments_alembic_version SET version_num = 'from_the_future'"))
     with pytest.raises(StoreUnavailable, match="newer towerflow"):
         ExperimentStore.open(str(store.engine.url.render_as_string(hide_password=False)))
+
+
+def test_a_database_with_another_alembic_history_is_shared(database_url: str) -> None:
+    """E.g. Airflow's metadata DB: its `alembic_version` is not ours."""
+    from sqlalchemy import text
+
+    from experiments.store import make_engine
+
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO alembic_version VALUES ('airflow_rev_29')"))
+    engine.dispose()
+    with ExperimentStore.open(database_url) as store:
+        assert store.create(name="x", arms=CANARY).status == "running"
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "airflow_rev_29"
 
 
 def test_an_unreachable_database_is_an_error_naming_it() -> None:
