@@ -117,7 +117,7 @@ def token(
         typer.Option(
             help="Space-separated, instead of the default (recommend:read with --user, recommend:any with "
             "--service): recommend:read (the token's own user), recommend:any (any user), events:write, "
-            "experiments:read."
+            "experiments:read, experiments:admin (force an arm with X-Experiment-Arm)."
         ),
     ] = None,
     ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 86_400,

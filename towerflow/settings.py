@@ -345,7 +345,6 @@ class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, Str
         retrieval_timeout_ms / ranking_timeout_ms / features_timeout_ms / redis_timeout_ms:
             per-stage time budgets; past one the request degrades instead of waiting.
         breaker_cooldown_s: after a dependency fails, skip it for this long, then probe again.
-        experiments_path: A/B config (JSON); default `<home>/experiments.json`, absent = one arm.
         impressions_batch / impressions_flush_s: the impression log appends to the event stream
             when this many responses wait, and at least this often.
     """
@@ -365,7 +364,6 @@ class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, Str
     features_timeout_ms: float = 50.0
     redis_timeout_ms: float = 50.0
     breaker_cooldown_s: float = 1.0
-    experiments_path: Path | None = None
     impressions_batch: int = Field(default=500, ge=1)
     impressions_flush_s: float = 5.0
 
@@ -373,10 +371,6 @@ class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, Str
     def secrets_dir(self) -> Path:
         """Development secrets (the JWT signing key `towerflow token` generates)."""
         return self.home_dir / "secrets"
-
-    @property
-    def experiments_file(self) -> Path:
-        return self.experiments_path or self.home_dir / "experiments.json"
 
 
 #: Every role's settings class; each field is declared in exactly one of them.

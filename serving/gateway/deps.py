@@ -12,7 +12,19 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.gateway.auth import ADMIN, ANY_USER, READ, AuthError, Principal, check_user, forbidden, unauthorized
+from experiments.domain import DEFAULT_SURFACE
+from serving.gateway.auth import (
+    ADMIN,
+    ANY_USER,
+    EXPERIMENTS_ADMIN,
+    READ,
+    AuthError,
+    Principal,
+    check_user,
+    forbidden,
+    unauthorized,
+)
+from serving.gateway.recommender import Assignment
 from serving.gateway.schemas import RecommendationQuery
 
 if TYPE_CHECKING:  # main imports the routes, which import this module; features/ imports Feast
@@ -26,7 +38,8 @@ bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
     description="OAuth2 access token (JWT) with scopes: recommend:read (the recommendations of the token's "
-    "own user, its `sub`), recommend:any (any user's: services), events:write, experiments:read. "
+    "own user, its `sub`), recommend:any (any user's: services), recommend:admin (`X-Request-Time`), events:write, "
+    "experiments:read, experiments:admin (`X-Experiment-Arm`). "
     "`towerflow token --user U` mints a development token for user U, `towerflow token --service NAME` "
     "one for a service.",
 )
@@ -136,6 +149,43 @@ async def request_moment(
 
 
 RequestMoment = Annotated[datetime | None, Depends(request_moment)]
+
+
+async def experiment_arm(
+    caller: RecommendCaller,
+    params: RecommendationParams,
+    resources: ResourcesDep,
+    x_experiment_arm: Annotated[
+        str | None,
+        Header(
+            description="Serve this arm of the running experiment instead of the user's own (checking what an "
+            "arm serves); the response is not logged as an impression. Needs the `experiments:admin` scope.",
+        ),
+    ] = None,
+) -> Assignment:
+    """The request's experiment and arm: the user's (sticky hash), or the one `X-Experiment-Arm`
+    names (admin tokens only: 403; an arm the experiment lacks: 422 listing its arms)."""
+    recommender = resources.recommender
+    if x_experiment_arm is None:
+        return recommender.assignment(params.user_id)
+    if EXPERIMENTS_ADMIN not in caller.scopes:
+        _raise(forbidden(EXPERIMENTS_ADMIN))
+    experiment = recommender.experiment(DEFAULT_SURFACE)
+    arm = experiment.arm(x_experiment_arm)
+    if arm is None:
+        arms = ", ".join(a.name for a in experiment.arms)
+        error = {
+            "type": "unknown_arm",
+            "loc": ("header", "x-experiment-arm"),
+            "msg": f"experiment {experiment.id!r} on {experiment.surface} has no arm {x_experiment_arm!r}; "
+            f"its arms: {arms}",
+            "input": x_experiment_arm,
+        }
+        raise RequestValidationError([error])
+    return Assignment(experiment, arm, forced=True)
+
+
+ExperimentArm = Annotated[Assignment, Depends(experiment_arm)]
 
 
 async def checked_params(

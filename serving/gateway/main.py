@@ -4,9 +4,12 @@ Resources open in `lifespan`, not at import: the model-server client (gRPC, TF S
 without TensorFlow: serving/tfs_client.py), the online feature reader (`FastFeatureReader` over the
 Feast store), a `redis.asyncio` client
 (rate limits, precomputed recommendations), the in-memory item catalog (popular items; rebuilt
-when a new materialization lands), the impression logger and the event stream (streams/, for
-`POST /v1/events`). None of them has to be reachable at
-start: the gateway starts, `/readyz` says what is missing, and requests degrade meanwhile.
+when a new materialization lands), the impression logger, the event stream (streams/, for
+`POST /v1/events`) and the experiments store (experiments/; the running experiments are re-read
+every `experiments_refresh_s`, so one started or stopped applies within seconds). None of them
+has to be reachable at start: the gateway starts, `/readyz` says what is missing, and requests
+degrade meanwhile (without the experiments store: every user on `stable`, or the experiments
+last read).
 
 Run it with `towerflow serve`, or `uvicorn serving.gateway.main:serve_app --factory`.
 """
@@ -28,6 +31,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from experiments.domain import (
+    ExperimentConflict,
+    ExperimentError,
+    ExperimentNotFound,
+    InvalidExperiment,
+    StoreUnavailable,
+)
 from scoring.catalog import Catalog
 from scoring.rules import RuleConfig
 from serving.gateway.auth import TokenVerifier
@@ -45,6 +55,7 @@ if TYPE_CHECKING:  # opened in `lifespan`, imported there
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
+    from experiments.store import ExperimentStore
     from features.reader import FastFeatureReader
     from serving.tfs_client import AsyncModelClient
     from streams.base import EventStream
@@ -73,6 +84,9 @@ class Resources:
     reader: FastFeatureReader | None = None
     store: FeatureStore | None = None
     open_feature_store: bool = True
+    experiment_store: ExperimentStore | None = None
+    #: The last failure to read the experiments (logged when it changes, not every few seconds).
+    experiments_error: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # -- feature store and catalog (blocking; run in a thread) ----------------------------------
@@ -119,19 +133,56 @@ class Resources:
                 self.metrics.breaker_open.labels(name).set(int(breaker.is_open))
             await asyncio.sleep(CATALOG_REFRESH_S)
 
+    # -- experiments (blocking; run in a thread) -----------------------------------------------
+
+    def refresh_experiments(self) -> bool:
+        """Re-read the running experiments (opening the store first if need be); True when they
+        changed. On failure the experiments last read stay in force."""
+        from experiments.store import ExperimentStore
+
+        try:
+            if self.experiment_store is None:
+                self.experiment_store = ExperimentStore.open(self.settings.experiments_db_url)
+            running = self.experiment_store.running()
+        except Exception as err:  # noqa: BLE001 - a store down, or a row the domain refuses: keep serving
+            if str(err) != self.experiments_error:
+                kept = ", ".join(e.describe() for e in self.recommender.experiments.values()) or "none"
+                log.warning("experiments not read (%s); still serving the last read: %s", err, kept)
+            self.experiments_error = str(err)
+            return False
+        if self.experiments_error is not None:
+            log.info("experiments read again")
+            self.experiments_error = None
+        if running == self.recommender.experiments:
+            return False
+        for surface, experiment in running.items():
+            if self.recommender.experiments.get(surface) != experiment:
+                log.info("experiment %s", experiment.describe())
+        for surface in set(self.recommender.experiments) - set(running):
+            log.info("no experiment on %s any more: every user on stable", surface)
+        self.recommender.experiments = running
+        return True
+
+    async def _experiments_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.experiments_refresh_s)
+            if await asyncio.to_thread(self.refresh_experiments):
+                await self._warm_signatures()
+
     async def _warm_signatures(self) -> None:
         """Fetch each arm's model signatures now, so the first request does not pay for it."""
         runner = self.recommender.runner
-        for arm in self.recommender.experiment.arms:
+        for arm in self.recommender.serving_arms():
             for model, label in arm.models.items():
                 try:
                     await runner.specs(model, label)
                 except Exception as err:  # noqa: BLE001 - the model server may not be up yet
-                    log.info("model %s@%s not reachable at start: %s", model, label, err)
+                    log.info("model %s@%s not reachable: %s", model, label, err)
 
     def start(self) -> None:
         self.impressions.start()
         self.tasks.append(asyncio.create_task(self._catalog_loop(), name="catalog-refresh"))
+        self.tasks.append(asyncio.create_task(self._experiments_loop(), name="experiments-refresh"))
         self.tasks.append(asyncio.create_task(self._warm_signatures(), name="warm-signatures"))
 
     async def close(self) -> None:
@@ -145,6 +196,8 @@ class Resources:
             await self.redis.aclose()
         if self.reader is not None:
             await self.reader.aclose()
+        if self.experiment_store is not None:
+            await asyncio.to_thread(self.experiment_store.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -181,7 +234,6 @@ def _redis_client(settings: Settings) -> AsyncRedis | None:
 
 async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True) -> Resources:
     """Open the gateway's clients (none needs its service to be up yet)."""
-    from serving.gateway.experiments import load_experiment
     from serving.tfs_client import AsyncModelClient
     from streams import open_stream
 
@@ -200,7 +252,6 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         runner=ModelRunner(client),
         redis=redis,
         prefix=settings.redis_prefix,
-        experiment=load_experiment(settings.experiments_file),
         rules=RuleConfig.from_settings(settings),
         timeouts=Timeouts(
             retrieval=settings.retrieval_timeout_ms / 1000,
@@ -241,6 +292,7 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
         breakers=breakers,
         open_feature_store=open_feature_store,
     )
+    await asyncio.to_thread(resources.refresh_experiments)  # the first request sees them already
     if open_feature_store:
         try:
             await asyncio.to_thread(resources.refresh_catalog)
@@ -293,6 +345,7 @@ def create_app(settings: Settings | None = None, *, open_feature_store: bool = T
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ExperimentError, _experiment_error)
     return app
 
 
@@ -330,6 +383,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         status_code=422,
         content={"message": message or "invalid request", "detail": jsonable_encoder(errors)},
     )
+
+
+#: The HTTP status of each experiments error a route lets through (the first match wins).
+EXPERIMENT_STATUS: tuple[tuple[type[ExperimentError], int], ...] = (
+    (ExperimentNotFound, 404),
+    (InvalidExperiment, 422),
+    (ExperimentConflict, 409),
+    (StoreUnavailable, 503),
+)
+
+
+async def _experiment_error(request: Request, exc: Exception) -> JSONResponse:
+    """An experiments error as its status (404 unknown id, 422 invalid, 409 conflict, 503 store
+    down) with the error's message, which says what to do next."""
+    exc = _expect(exc, ExperimentError)
+    status = next((code for kind, code in EXPERIMENT_STATUS if isinstance(exc, kind)), 500)
+    detail: Any = str(exc)
+    if isinstance(exc, InvalidExperiment):
+        detail = [{"loc": field.split("."), "msg": problem} for field, problem in exc.errors]
+    return JSONResponse(status_code=status, content={"message": str(exc), "detail": detail})
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

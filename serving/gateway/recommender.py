@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
 
 import grpc
 import numpy as np
 
+from experiments.domain import DEFAULT_SURFACE, Arm, Experiment, control
 from features.precomputed import Precomputed, read_precomputed
 from scoring import binding
 from scoring.binding import UnboundInputError
@@ -44,7 +45,6 @@ from scoring.twostage import (
     retrieval_inputs,
 )
 from serving.gateway.breaker import Breaker
-from serving.gateway.experiments import Experiment, version_spec
 from serving.gateway.metrics import GatewayMetrics
 from serving.tfs_client import AsyncModelClient, InputSpec, Prediction, input_specs_of, names
 from towerflow.logs import REQUEST_ID
@@ -94,6 +94,29 @@ class Served:
     arm: str
     model_versions: dict[str, str] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
+
+
+class Assignment(NamedTuple):
+    """A request's experiment and arm; `forced` when the caller chose the arm (`X-Experiment-Arm`)
+    instead of the user's hash."""
+
+    experiment: Experiment
+    arm: Arm
+    forced: bool = False
+
+
+class VersionSpec(TypedDict, total=False):
+    """Which version a model-server call names: a number, or a label (one of the two)."""
+
+    version: int
+    version_label: str
+
+
+def version_spec(label_or_version: str) -> VersionSpec:
+    """`{"version": n}` for a number, else `{"version_label": label}` (ModelClient keywords)."""
+    if label_or_version.isdigit():
+        return {"version": int(label_or_version)}
+    return {"version_label": label_or_version}
 
 
 class StageError(Exception):
@@ -168,7 +191,8 @@ class Recommender:
         runner: model calls.
         redis: `redis.asyncio.Redis` holding precomputed recommendations.
         prefix: their key prefix.
-        experiment: the A/B experiment.
+        experiments: the running experiment of each surface that has one (`assignment` serves
+            `control(surface)` on the others); the gateway replaces it when the store changes.
         rules: rule settings (`count` etc. are per request; the rest are defaults).
         timeouts: stage budgets.
         metrics: the gateway's metrics.
@@ -182,7 +206,7 @@ class Recommender:
         runner: ModelRunner,
         redis: Redis | None,
         prefix: str,
-        experiment: Experiment,
+        experiments: Mapping[str, Experiment] | None = None,
         rules: RuleConfig,
         timeouts: Timeouts,
         metrics: GatewayMetrics,
@@ -192,7 +216,7 @@ class Recommender:
         self.runner = runner
         self.redis = redis
         self.prefix = prefix
-        self.experiment = experiment
+        self.experiments: Mapping[str, Experiment] = dict(experiments or {})
         self.rules = rules
         self.timeouts = timeouts
         self.metrics = metrics
@@ -203,6 +227,22 @@ class Recommender:
         self.unbound: dict[str, UnboundInputError] = {}
         self._checked: set[tuple[Any, ...]] = set()
         self._wanted: tuple[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] | None = None
+
+    def experiment(self, surface: str = DEFAULT_SURFACE) -> Experiment:
+        """The experiment `surface` serves: its running one, else every user on `stable`."""
+        return self.experiments.get(surface) or control(surface)
+
+    def assignment(self, user_id: str, surface: str = DEFAULT_SURFACE) -> Assignment:
+        """The user's arm in the experiment of `surface` (sticky: see experiments.domain)."""
+        experiment = self.experiment(surface)
+        return Assignment(experiment, experiment.assign(user_id))
+
+    def serving_arms(self) -> list[Arm]:
+        """Every arm some request may be served by now: the running experiments' and `control`."""
+        unique: dict[tuple[tuple[str, str], ...], Arm] = {}
+        for arm in (*control().arms, *(a for e in self.experiments.values() for a in e.arms)):
+            unique.setdefault(tuple(arm.models.items()), arm)
+        return list(unique.values())
 
     async def recommend(
         self,
@@ -216,13 +256,16 @@ class Recommender:
         exclude_seen: bool = False,
         user_read: Awaitable[dict[str, Any] | None] | None = None,
         moment: datetime | None = None,
+        assignment: Assignment | None = None,
     ) -> Served:
         """Recommendations for one user; never raises for a dependency failure.
 
         `moment`: what the recommendations are for (the request context); default now.
 
-        `user_read`: the user's features being read already (`read_user`), else read here."""
-        arm = self.experiment.assign(user_id)
+        `user_read`: the user's features being read already (`read_user`), else read here.
+
+        `assignment`: the request's experiment and arm; default the user's arm on `home`."""
+        experiment, arm, _ = assignment or self.assignment(user_id)
         rules = replace(
             self.rules,
             count=count,
@@ -232,7 +275,7 @@ class Recommender:
             exclude_seen=exclude_seen,
         )
         request_id = REQUEST_ID.get() or uuid.uuid4().hex
-        served = Served(request_id, user_id, [], POPULAR, None, self.experiment.id, arm.name)
+        served = Served(request_id, user_id, [], POPULAR, None, experiment.id, arm.name)
         # The model server's breaker is open: the precomputed list will be wanted, so it is read
         # while the user's features are (one Redis round trip of waiting instead of two).
         stored = None
@@ -419,7 +462,7 @@ class Recommender:
         (Fetches the signatures through the runner's cache.)"""
         if reader is None:
             return None
-        for arm in self.experiment.arms:
+        for arm in self.serving_arms():
             label = arm.models[model]
             version, specs = await self.runner.specs(model, label)
             try:

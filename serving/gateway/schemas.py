@@ -67,8 +67,11 @@ class RecommendedItem(BaseModel):
 
 
 class ExperimentArm(BaseModel):
-    id: str = Field(description="Experiment id.")
-    arm: str = Field(description="The user's arm (a stable hash of the user id).")
+    id: str = Field(description="Experiment id (`default` when none runs: every user on `stable`).")
+    arm: str = Field(
+        description="The user's arm: a stable hash of the user id and the experiment's salt, or the arm an "
+        "`experiments:admin` token forced with `X-Experiment-Arm`. Also in the `X-Experiment-Arm` response header."
+    )
 
 
 class RecommendationResponse(BaseModel):

@@ -242,10 +242,10 @@ def gateway_settings(
     tmp_path: Path, gateway_home: GatewayHome, redis_store, redis_url: str, redis_prefix: str, model_server: str
 ):
     """The session's home and Feast project with the shared Redis; a lake of this test's own
-    (impressions), its own experiments file and Redis key prefix."""
+    (impressions), its own experiments database and Redis key prefix."""
     return gateway_home.settings(
         lake_uri=gateway_home.own_lake(tmp_path),
-        experiments_path=tmp_path / "experiments.json",
+        database_url=f"sqlite:///{tmp_path / 'experiments.sqlite3'}",
         redis_url=redis_url,
         redis_prefix=redis_prefix,
         feature_env="redis",

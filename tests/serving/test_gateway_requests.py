@@ -20,7 +20,7 @@ from serving.tfs_client import VersionStatus
 def bare(tmp_path: Path, gw, gateway_home):
     settings = gateway_home.settings(
         lake_uri=gateway_home.own_lake(tmp_path),
-        experiments_path=tmp_path / "experiments.json",
+        database_url=f"sqlite:///{tmp_path / 'experiments.sqlite3'}",
         redis_url=None,
         feature_env="embedded",
         model_server_target=f"127.0.0.1:{gw.free_port()}",
@@ -141,7 +141,6 @@ def test_request_sizes_are_bounded(bare, gw, params: dict, field: str, needle: s
 
 def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
     from scoring.catalog import Catalog
-    from serving.gateway.experiments import DEFAULT
     from serving.gateway.metrics import GatewayMetrics
     from serving.gateway.recommender import MODEL, POPULAR, Recommender, RuleConfig, Served, Timeouts
 
@@ -149,7 +148,6 @@ def test_a_topped_up_list_says_where_its_items_came_from(gw) -> None:
         runner=None,
         redis=None,
         prefix="t:",
-        experiment=DEFAULT,
         rules=RuleConfig(count=10),
         timeouts=Timeouts(),
         metrics=GatewayMetrics(),

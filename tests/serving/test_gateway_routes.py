@@ -228,25 +228,6 @@ def test_impressions_go_onto_the_stream_on_shutdown_and_the_worker_lands_them(
     assert rows[0]["arm"] == "control" and rows[0]["user_id"] == "u6"
 
 
-def test_ab_arms_are_stable_and_name_their_models(make_client, gw, gateway_settings) -> None:
-    import json
-
-    path = gateway_settings.experiments_file
-    arms = [
-        {"name": "control", "weight": 1, "models": {"retrieval": "stable", "ranking": "stable"}},
-        {"name": "treatment", "weight": 1, "models": {"retrieval": "1", "ranking": "1"}},
-    ]
-    path.write_text(json.dumps({"id": "exp-1", "arms": arms}))
-    client = make_client()
-    seen = {}
-    for user in gw.USERS:
-        body = recs(client, gw, user)
-        assert body["path"] == "model"
-        seen[user] = body["experiment"]["arm"]
-        assert recs(client, gw, user)["experiment"]["arm"] == seen[user]
-    assert set(seen.values()) == {"control", "treatment"}
-
-
 def test_a_published_baseline_serves_by_the_model_path_and_says_so(make_client, gw, gateway_home, tmp_path) -> None:
     """What the gate publishes when no trained model beats a baseline: the baseline's pair
     (ALS + a pass-through ranker) behind a model server, named in `model_versions`."""

@@ -1,9 +1,8 @@
-"""Unit tests of the gateway's pure parts: business rules, A/B assignment, input binding, the
+"""Unit tests of the gateway's pure parts: business rules, model versions, input binding, the
 TensorFlow-free protos, the breaker, the catalog, tokens, and the precomputed format."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from scoring import binding, rules
 from scoring.catalog import Catalog
 from serving.gateway.breaker import Breaker
-from serving.gateway.experiments import DEFAULT, Experiment, bucket, load_experiment, version_spec
+from serving.gateway.recommender import version_spec
 from serving.tfs_client import DT_FLOAT, DT_INT64, DT_STRING, InputSpec, tensor_proto, to_ndarray
 
 # -- rules -------------------------------------------------------------------------------------
@@ -119,32 +118,11 @@ def test_apply_rules_end_to_end() -> None:
     assert rules.apply_rules([], [], {}, {}, config) == []
 
 
-# -- experiments ---------------------------------------------------------------------------------
+# -- model versions ------------------------------------------------------------------------------
+# (Assignment to experiment arms: tests/experiments/test_assignment.py.)
 
 
-def test_assignment_is_deterministic_and_follows_weights(tmp_path: Path) -> None:
-    path = tmp_path / "experiments.json"
-    arms = [
-        {"name": "control", "weight": 3, "models": {"retrieval": "stable", "ranking": "stable"}},
-        {"name": "treatment", "weight": 1, "models": {"ranking": "canary"}},
-    ]
-    path.write_text(json.dumps({"id": "exp", "arms": arms}))
-    exp = load_experiment(path)
-    assigned = [exp.assign(f"user-{n}").name for n in range(4000)]
-    assert assigned == [exp.assign(f"user-{n}").name for n in range(4000)]
-    assert 0.2 < assigned.count("treatment") / 4000 < 0.3
-    assert exp.arms[1].models == {"retrieval": "stable", "ranking": "canary"}
-    assert 0 <= bucket("exp", "u") < 1 and bucket("exp", "u") != bucket("exp2", "u")
-    assert load_experiment(tmp_path / "absent.json") == DEFAULT
-
-
-def test_invalid_experiment_config_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"id": "x", "arms": [{"name": "a", "weight": 1, "models": {"rankr": "stable"}}]}))
-    with pytest.raises(ValueError, match="rankr"):
-        load_experiment(path)
-    with pytest.raises(ValueError):
-        Experiment.model_validate({"id": "x", "arms": []})
+def test_an_arm_names_a_version_by_number_or_by_label() -> None:
     assert version_spec("3") == {"version": 3} and version_spec("canary") == {"version_label": "canary"}
 
 
