@@ -43,6 +43,9 @@ def main() -> None:
         engine.dispose()
 
 
-if context.is_offline_mode():
-    raise RuntimeError("the experiments migrations run online only (experiments.store.migrate)")
-main()
+# Alembic runs this file as a script (as module `env_py`); imported as part of the package (a tool
+# or test importing every module) it does nothing.
+if __name__ != "experiments.migrations.env":
+    if context.is_offline_mode():
+        raise RuntimeError("the experiments migrations run online only (experiments.store.migrate)")
+    main()

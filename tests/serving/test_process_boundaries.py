@@ -1,6 +1,6 @@
 """One package per process: the gateway imports nothing from jobs/, from the model server's
 package or TensorFlow; the model server imports nothing from the gateway; the features runtime
-imports neither the jobs nor either process.
+and the experiments package import neither the jobs, the models nor either process.
 
 Each rule is checked twice: on the import statements of every module in the package (top level
 or inside a function, so a lazy import counts too), and by importing every module of the package
@@ -32,6 +32,7 @@ FORBIDDEN = {
     "serving.gateway": ("jobs", "serving.model_server", "tensorflow"),
     "serving.model_server": ("serving.gateway",),
     "features": ("jobs", "serving", "models"),
+    "experiments": ("jobs", "serving", "models"),  # shared by the gateway, the CLI and the DAGs
 }
 #: Imported at run time: what the package's modules pull in, the standard library and
 #: third-party packages included.
