@@ -32,13 +32,14 @@ READ = "recommend:read"
 ANY_USER = "recommend:any"
 ADMIN = "recommend:admin"
 EVENTS_WRITE = "events:write"
+EXPERIMENTS_READ = "experiments:read"
 EXPERIMENTS_ADMIN = "experiments:admin"
 SCOPES = {
     READ: "Read the recommendations of the token's own user (its `sub`).",
     ANY_USER: "Read any user's recommendations (service tokens).",
     ADMIN: "Set the moment a request is for (`X-Request-Time`): replays and parity checks.",
     EVENTS_WRITE: "Send events (clicks, views, purchases).",
-    "experiments:read": "Read experiment results.",
+    EXPERIMENTS_READ: "Read experiment results (`GET /v1/experiments/{id}/metrics`).",
     EXPERIMENTS_ADMIN: "Force a request's experiment arm (`X-Experiment-Arm`): checking what an arm serves.",
 }
 DEV_SECRET_FILE = "jwt-hs256.key"

@@ -48,6 +48,7 @@ from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.recommender import ModelRunner, Recommender, Timeouts
 from serving.gateway.request_ids import RequestIdMiddleware
 from serving.gateway.routes import events, health, recommend
+from serving.gateway.routes import experiments as experiment_routes
 from towerflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # opened in `lifespan`, imported there
@@ -135,15 +136,19 @@ class Resources:
 
     # -- experiments (blocking; run in a thread) -----------------------------------------------
 
+    def experiments_store(self) -> ExperimentStore:
+        """The experiments database, opened on first use (blocking)."""
+        from experiments.store import ExperimentStore
+
+        if self.experiment_store is None:
+            self.experiment_store = ExperimentStore.open(self.settings.experiments_db_url)
+        return self.experiment_store
+
     def refresh_experiments(self) -> bool:
         """Re-read the running experiments (opening the store first if need be); True when they
         changed. On failure the experiments last read stay in force."""
-        from experiments.store import ExperimentStore
-
         try:
-            if self.experiment_store is None:
-                self.experiment_store = ExperimentStore.open(self.settings.experiments_db_url)
-            running = self.experiment_store.running()
+            running = self.experiments_store().running()
         except Exception as err:  # noqa: BLE001 - a store down, or a row the domain refuses: keep serving
             if str(err) != self.experiments_error:
                 kept = ", ".join(e.describe() for e in self.recommender.experiments.values()) or "none"
@@ -334,6 +339,7 @@ def create_app(settings: Settings | None = None, *, open_feature_store: bool = T
     app.add_middleware(RequestIdMiddleware)  # outermost: the metrics and the routes see the id
     app.include_router(recommend.router)
     app.include_router(events.router)
+    app.include_router(experiment_routes.router)
     app.include_router(health.router)
     default_openapi = app.openapi
 
