@@ -17,6 +17,7 @@ BENCHMARKS = {
     "model_server": "bench.model_server",
     "features": "bench.features",
     "serve": "bench.serve",
+    "events": "bench.events",
     "train": "bench.train",
     "cpu_stalls": "bench.cpu_stalls",
 }
