@@ -234,6 +234,20 @@ def model_server(tiny_models: TinyModels) -> Iterator[str]:
     server.stop(grace=1)
 
 
+@pytest.fixture
+def own_project(gateway_home: GatewayHome, redis_url: str) -> Iterator[str]:
+    """The world materialized into Redis under a Feast project of the test's own: a test whose
+    stream worker pushes online features touches no other test's users."""
+    from jobs import feature_store as fs
+
+    project = f"tfown_{uuid.uuid4().hex[:8]}"
+    store = fs.feature_store(gateway_home.settings(redis_url=redis_url, feast_project=project), "redis")
+    fs.apply(store)
+    fs.materialize(store, gateway_home.world.end)
+    yield project
+    fs.delete_online_project(store)
+
+
 # -- apps ----------------------------------------------------------------------------------------
 
 

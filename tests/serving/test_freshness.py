@@ -7,26 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import pytest
 
 pytestmark = pytest.mark.integration
 FRESH_WITHIN_S = 1.0
-
-
-@pytest.fixture
-def own_project(gateway_home, redis_url: str):
-    """The world materialized into Redis under a project of this test's own: pushes here touch
-    no other test's features."""
-    from jobs import feature_store as fs
-
-    project = f"tffresh_{uuid.uuid4().hex[:8]}"
-    store = fs.feature_store(gateway_home.settings(redis_url=redis_url, feast_project=project), "redis")
-    fs.apply(store)
-    fs.materialize(store, gateway_home.world.end)
-    yield project
-    fs.delete_online_project(store)
 
 
 def test_a_click_is_online_within_a_second_and_changes_the_next_answer(make_client, gw, own_project) -> None:
