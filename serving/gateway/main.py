@@ -49,7 +49,7 @@ from serving.gateway.recommender import ModelRunner, Recommender, Timeouts
 from serving.gateway.request_ids import RequestIdMiddleware
 from serving.gateway.routes import events, health, recommend
 from serving.gateway.routes import experiments as experiment_routes
-from towerflow.settings import Settings, get_settings
+from towerflow.settings import GatewaySettings, get_settings
 
 if TYPE_CHECKING:  # opened in `lifespan`, imported there
     from feast import FeatureStore
@@ -71,7 +71,7 @@ _E = TypeVar("_E", bound=Exception)
 class Resources:
     """Everything the routes use; opened by `open_resources`, closed by `close`."""
 
-    settings: Settings
+    settings: GatewaySettings
     metrics: GatewayMetrics
     model_client: AsyncModelClient
     redis: AsyncRedis | None
@@ -218,7 +218,7 @@ def _fail_fast(client: Redis | None) -> None:
     client.connection_pool.connection_kwargs.update(socket_timeout=1.0, socket_connect_timeout=0.5)
 
 
-def _redis_client(settings: Settings) -> AsyncRedis | None:
+def _redis_client(settings: GatewaySettings) -> AsyncRedis | None:
     """`redis.asyncio` client with tight timeouts and no retries: a slow Redis degrades a
     request instead of stalling it."""
     if not settings.redis_url:
@@ -237,7 +237,9 @@ def _redis_client(settings: Settings) -> AsyncRedis | None:
     )
 
 
-async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_feature_store: bool = True) -> Resources:
+async def open_resources(
+    settings: GatewaySettings, metrics: GatewayMetrics, *, open_feature_store: bool = True
+) -> Resources:
     """Open the gateway's clients (none needs its service to be up yet)."""
     from serving.tfs_client import AsyncModelClient
     from streams import open_stream
@@ -306,7 +308,7 @@ async def open_resources(settings: Settings, metrics: GatewayMetrics, *, open_fe
     return resources
 
 
-def create_app(settings: Settings | None = None, *, open_feature_store: bool = True) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None, *, open_feature_store: bool = True) -> FastAPI:
     """The gateway app.
 
     Args:
