@@ -152,6 +152,8 @@ class NewExperiment(BaseModel):
     arms: tuple[Arm, ...] = Field(min_length=1)
     #: None: a random one (a new shuffle of the users).
     salt: str | None = Field(default=None, min_length=1, max_length=64)
+    #: See `Experiment.canary_version`.
+    canary_version: int | None = Field(default=None, ge=1)
 
     _arms = field_validator("arms")(_check_arms)
 
@@ -202,6 +204,11 @@ class Experiment(BaseModel):
     ended_at: datetime | None = None
     decision: Decision | None = None
     decision_reason: str | None = None
+    canary_version: int | None = Field(
+        default=None,
+        description="The model version whose publication as `canary` started this experiment; "
+        "None when a person started it.",
+    )
 
     _arms = field_validator("arms")(_check_arms)
 

@@ -140,6 +140,7 @@ class ExperimentRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     decision: Mapped[str | None] = mapped_column(String(32))
     decision_reason: Mapped[str | None] = mapped_column(Text)
+    canary_version: Mapped[int | None] = mapped_column(Integer)
     arms: Mapped[list[ArmRow]] = relationship(order_by="ArmRow.position", cascade="all, delete-orphan", lazy="selectin")
 
     def domain(self) -> Experiment:
@@ -157,6 +158,7 @@ class ExperimentRow(Base):
             ended_at=self.ended_at,
             decision=self.decision,  # type: ignore[arg-type]  # likewise Decision
             decision_reason=self.decision_reason,
+            canary_version=self.canary_version,
         )
 
 
@@ -311,6 +313,7 @@ class ExperimentStore:
         surface: str = DEFAULT_SURFACE,
         salt: str | None = None,
         at: datetime | None = None,
+        canary_version: int | None = None,
     ) -> Experiment:
         """Start an experiment on `surface` now (or `at`).
 
@@ -320,6 +323,8 @@ class ExperimentStore:
                 arm's `models` serve `stable`.
             salt: reuse one to keep every user in the arm an earlier experiment gave them;
                 None draws a new one.
+            canary_version: the model version whose publication as `canary` starts it (the
+                publish task's automatic canary experiment); None when a person starts it.
 
         Raises:
             InvalidExperiment: a field is invalid (422).
@@ -330,6 +335,7 @@ class ExperimentStore:
             "surface": surface,
             "arms": [a.model_dump() if isinstance(a, Arm) else a for a in arms],
             "salt": salt,
+            "canary_version": canary_version,
         }
         new = NewExperiment.parse(fields)
         try:
@@ -341,6 +347,7 @@ class ExperimentStore:
                     salt=new.salt or secrets.token_hex(8),
                     status="running",
                     started_at=at or datetime.now(UTC),
+                    canary_version=new.canary_version,
                     arms=[
                         ArmRow(position=n, name=a.name, share=a.share, **{m: a.models[m] for m in MODELS})
                         for n, a in enumerate(new.arms)

@@ -101,6 +101,8 @@ def print_experiment(experiment: Experiment) -> None:
     if experiment.decision_reason:
         table.add_row("why", experiment.decision_reason)
     table.add_row("salt", experiment.salt)
+    if experiment.canary_version is not None:
+        table.add_row("started by", f"publishing version {experiment.canary_version} as canary")
     console.print(table)
     arms = Table(title="arms (in assignment order)")
     for column in ("arm", "share %", "retrieval", "ranking"):
