@@ -360,28 +360,65 @@ def promote(
     return _move(models_dir, model, label, version)
 
 
+def _relabel(
+    found: dict[str, ModelEntry], models_dir: Path, model: str, label: str, version: int | None
+) -> dict[str, int]:
+    """In `found`: `label` of `model` to `version` (None: to `previous`), `previous` to what
+    `stable` was, the version kept in the load policy, then prune; returns the new labels."""
+    entry = _entry(found, models_dir, model)
+    target = version if version is not None else entry.labels.get("previous")
+    if target is None:
+        raise RegistryError(f"{model} has no previous stable version to roll back to; name a version")
+    on_disk = list_versions(entry.base_path)
+    if target not in on_disk:
+        raise RegistryError(f"{model} version {target} is not on disk under {entry.base_path}")
+    entry = _with_version(entry, target)
+    if target not in entry.policy.select(on_disk):
+        raise RegistryError(f"{model}: the {entry.policy.kind} load policy does not keep version {target}")
+    new = dict(entry.labels)
+    before, new[label] = new.get(label), target
+    if label == "stable" and before is not None and before != target:
+        new["previous"] = before
+    found[model] = _pruned(replace(entry, labels=new))
+    return new
+
+
 def _move(models_dir: Path, model: str, label: str, version: int | None) -> dict[str, int]:
-    """One transaction: `label` to `version` (None: to `previous`), `previous` to what `stable`
-    was, the version kept in the load policy, then prune."""
+    """One transaction: `_relabel`."""
     moved: dict[str, int] = {}
+    _transaction(models_dir, lambda found: moved.update(_relabel(found, models_dir, model, label, version)))
+    return moved
+
+
+def promote_pair(
+    models_dir: Path,
+    versions: dict[str, int],
+    label: str = "stable",
+    wait_until_loaded: Callable[[str, int], bool] | None = None,
+) -> dict[str, dict[str, int]]:
+    """Point `label` of each model at its version in `versions` in one write of models.config, so
+    the server and the gateway never see one model moved without the other (a pair serves
+    together: the experiments DAG promotes a winning canary this way). Otherwise as `promote`.
+
+    Returns:
+        {model: its labels after the move}.
+    """
+    unknown = sorted(set(versions) - set(MODELS))
+    if unknown:
+        raise RegistryError(f"unknown model(s) {unknown}; expected {', '.join(MODELS)}")
+    for model, version in versions.items():
+        if version not in list_versions(models_dir / model):
+            raise RegistryError(
+                f"{model} version {version} is not published (have {list_versions(models_dir / model)})"
+            )
+        if _ensure_loaded(models_dir, model, version) and wait_until_loaded is not None:
+            if not wait_until_loaded(model, version):
+                raise RegistryError(f"the model server did not load {model} version {version}; labels left unchanged")
+    moved: dict[str, dict[str, int]] = {}
 
     def change(found: dict[str, ModelEntry]) -> None:
-        entry = _entry(found, models_dir, model)
-        target = version if version is not None else entry.labels.get("previous")
-        if target is None:
-            raise RegistryError(f"{model} has no previous stable version to roll back to; name a version")
-        on_disk = list_versions(entry.base_path)
-        if target not in on_disk:
-            raise RegistryError(f"{model} version {target} is not on disk under {entry.base_path}")
-        entry = _with_version(entry, target)
-        if target not in entry.policy.select(on_disk):
-            raise RegistryError(f"{model}: the {entry.policy.kind} load policy does not keep version {target}")
-        new = dict(entry.labels)
-        before, new[label] = new.get(label), target
-        if label == "stable" and before is not None and before != target:
-            new["previous"] = before
-        found[model] = _pruned(replace(entry, labels=new))
-        moved.update(new)
+        for model, version in versions.items():
+            moved[model] = _relabel(found, models_dir, model, label, version)
 
     _transaction(models_dir, change)
     return moved

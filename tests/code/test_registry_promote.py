@@ -152,3 +152,26 @@ def test_processes_promoting_and_rolling_back_at_once_keep_labels_consistent(tmp
         on_disk = list_versions(models_dir / model)
         for label, version in entry.labels.items():
             assert version in entry.policy.versions and version in on_disk, (model, label, version)
+
+
+def test_promote_pair_moves_both_models_in_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models_dir = _registry(tmp_path, 3)
+    registry.promote(models_dir, "retrieval", 1)  # stable 1 again for both models
+    writes = []
+    real = registry.write_models_config
+    monkeypatch.setattr(registry, "write_models_config", lambda path, entries: writes.append(1) or real(path, entries))
+
+    moved = registry.promote_pair(models_dir, {"retrieval": 3, "ranking": 3})
+
+    assert len(writes) == 1
+    assert moved["retrieval"]["stable"] == moved["ranking"]["stable"] == 3
+    assert moved["retrieval"]["previous"] == moved["ranking"]["previous"] == 1
+    assert registry.labels(models_dir, "ranking") == {"stable": 3, "canary": 3, "previous": 1}
+
+
+def test_promote_pair_moves_nothing_when_a_version_is_missing(tmp_path: Path) -> None:
+    models_dir = _registry(tmp_path, 2)
+    before = {m: registry.labels(models_dir, m) for m in registry.MODELS}
+    with pytest.raises(registry.RegistryError, match="ranking version 9 is not published"):
+        registry.promote_pair(models_dir, {"retrieval": 2, "ranking": 9})
+    assert {m: registry.labels(models_dir, m) for m in registry.MODELS} == before
