@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,9 +53,18 @@ class Event:
     request_id: str | None = None
 
     def encode(self) -> bytes:
-        body: dict[str, Any] = {"kind": KIND, **asdict(self)}
-        body["timestamp"] = self.timestamp.isoformat()
-        body["received_at"] = self.received_at.isoformat()
+        body = {
+            "kind": KIND,
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "action": self.action,
+            "timestamp": self.timestamp.isoformat(),
+            "received_at": self.received_at.isoformat(),
+            "quantity": self.quantity,
+            "price": self.price,
+            "request_id": self.request_id,
+        }
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -119,7 +128,7 @@ class Impression:
     timestamp: datetime
 
     def encode(self) -> bytes:
-        body: dict[str, Any] = {"kind": IMPRESSION_KIND, **asdict(self)}
+        body: dict[str, Any] = {"kind": IMPRESSION_KIND, **{f.name: getattr(self, f.name) for f in fields(self)}}
         body["items"], body["scores"] = list(self.items), list(self.scores)
         body["timestamp"] = self.timestamp.isoformat()
         return json.dumps(body, separators=(",", ":")).encode()

@@ -4,8 +4,9 @@ into the lake.
 Each micro-batch: decode (a record that is neither an event nor an impression goes to the dead
 letters with the reason), update online features from the events through Feast's push sources
 and drop the users' precomputed lists (`online.OnlineUpdater`), merge the events into
-`bronze/events` and the impressions into `bronze/impressions` (`sink.EventSink`), then ack. A batch
-is acked only after the lake has it, so a worker killed at any moment loses nothing: its
+`bronze/events` and the impressions into `bronze/impressions` (`sink.EventSink`), then ack. The
+lake write of one batch runs while the next is read and put online, so freshness does not wait
+for the merge. A batch is acked only after the lake has it, so a worker killed at any moment loses nothing: its
 un-acked records go to the next worker, and the merge on `event_id` lands each once. Online
 updates are not transactional with the lake: a batch delivered twice counts its events twice in
 today's online counters (the recent-items list is unaffected); the next daily run recomputes them.
@@ -18,6 +19,7 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -84,14 +86,25 @@ class StreamWorker:
     poll_s: float = 0.2
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
+    _landing: Future[list[StreamRecord]] | None = field(default=None, init=False, repr=False)
+    _lander: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="lake"), init=False, repr=False
+    )
+
     def step(self) -> int:
-        """Read and handle one micro-batch; returns how many records it held."""
+        """Read and handle one micro-batch; returns how many records it held. An empty read
+        first lets the batch in flight land (so a caller that steps until 0 finds it in the lake)."""
         records = self.stream.read(self.group, self.consumer, self.batch_size, self.poll_s)
         if records:
             self.handle(records)
+        else:
+            self.settle()
         return len(records)
 
     def handle(self, records: Sequence[StreamRecord]) -> None:
+        """Online features now; the lake write in the background while the next batch is read and
+        its online update made (the merge grows with the day's table: freshness must not wait for
+        it). One lake write is in flight at a time; a batch is acked once it has landed."""
         events: list[Event] = []
         impressions: list[Impression] = []
         done: list[StreamRecord] = []
@@ -108,9 +121,24 @@ class StreamWorker:
             else:
                 impressions.append(decoded)
             done.append(record)
-        batch_id = f"{self.stream.name}:{self.group}:{records[0].id}" if records else ""
         if events:
             self._online(events)
+        self.settle()  # the previous batch's write: its failure stops this one from being submitted
+        batch_id = f"{self.stream.name}:{self.group}:{records[0].id}"
+        self._landing = self._lander.submit(self._land, events, impressions, done, batch_id)
+
+    def settle(self) -> None:
+        """Wait for the lake write in flight and ack its batch (in this thread: a stream client
+        need not be thread-safe). Raises the write's error; its batch stays un-acked."""
+        if self._landing is None:
+            return
+        landing, self._landing = self._landing, None
+        self.stream.ack(self.group, landing.result())
+
+    def _land(
+        self, events: list[Event], impressions: list[Impression], done: list[StreamRecord], batch_id: str
+    ) -> list[StreamRecord]:
+        if events:
             with self.metrics.stage.labels("lake").time():
                 landed = self.sink.write(events, batch_id)
             self.metrics.events.labels("landed").inc(landed)
@@ -119,7 +147,7 @@ class StreamWorker:
             with self.metrics.stage.labels("impressions").time():
                 shown = self.sink.write_impressions(impressions, f"{batch_id}:impressions")
             self.metrics.impressions.inc(shown)
-        self.stream.ack(self.group, done)
+        return done
 
     def _online(self, events: Sequence[Event]) -> None:
         """Online features first (freshness); a failure there delays no event's way to the lake."""
@@ -154,7 +182,14 @@ class StreamWorker:
                 pass
 
     def close(self) -> None:
-        self.stream.close()
+        """Land the batch in flight (if it can), then release the stream."""
+        try:
+            self.settle()
+        except Exception as err:  # noqa: BLE001 - un-acked: the next worker redelivers it
+            log.warning("the last micro-batch did not land (%s); it will be redelivered", err)
+        finally:
+            self._lander.shutdown(wait=True)
+            self.stream.close()
 
 
 def open_worker(settings: Settings, *, online: bool = True) -> StreamWorker:
