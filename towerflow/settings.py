@@ -317,10 +317,20 @@ class ExperimentSettings(HomeSettings):
             `postgresql://towerflow@db:5432/towerflow` (psycopg2); None = SQLite at
             `<home>/experiments.sqlite3`.
         experiments_refresh_s: how often the gateway re-reads the running experiments.
+        canary_share: percent of `home`'s users the canary arm gets when publishing a pair as
+            `canary` starts an experiment, stable vs canary (experiments.lifecycle); 0 = off.
+        experiment_alpha / experiment_min_users_per_arm / experiment_max_users_per_arm: the hourly
+            decision's significance (over every look), the users each arm needs before a variant
+            can win or lose, and the users per arm after which no winner means rollback (None:
+            run until one shows); `experiments.analysis.DecisionPolicy`.
     """
 
     database_url: str | None = None
     experiments_refresh_s: float = Field(default=5.0, gt=0)
+    canary_share: float = Field(default=10.0, ge=0, lt=100)
+    experiment_alpha: float = Field(default=0.05, gt=0, lt=1)
+    experiment_min_users_per_arm: int = Field(default=1000, ge=2)
+    experiment_max_users_per_arm: int | None = Field(default=None, ge=2)
 
     @property
     def experiments_db_url(self) -> str:

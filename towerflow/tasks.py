@@ -515,9 +515,91 @@ def publish_models(run_date: str) -> dict[str, object]:
     run = _run_paths(settings, run_date)
     result = publish_run(settings.models_dir, run, wait_until_loaded=model_server_wait(settings))
     if result.get("version") is not None:  # published now, or by an earlier attempt of this run
+        result["experiment"] = start_canary_experiment(result["version"])
         result["precomputed_users"] = _precompute_once(settings, run, run_date, result["version"])
     log.info("publish: %s", result)
     return result
+
+
+def start_canary_experiment(version: int) -> dict[str, object]:
+    """The published pair earns traffic: stable vs canary on `home`, the canary arm getting
+    `TOWERFLOW_CANARY_SHARE` percent of the users (experiments.lifecycle.start_canary). Nothing
+    starts when the share is 0, when `version` is not the canary (a newer one is) or is stable too
+    (the first publication: nothing to compare with), or when a person's experiment runs there."""
+    from experiments.lifecycle import start_canary
+    from experiments.store import ExperimentStore
+    from models.registry import MODELS, labels
+
+    settings = get_settings()
+    found = {m: labels(settings.models_dir, m) for m in MODELS}
+    reason = None
+    if settings.canary_share <= 0:
+        reason = "TOWERFLOW_CANARY_SHARE is 0: publishing starts no experiment"
+    elif any(found[m].get("canary") != version for m in MODELS):
+        reason = f"the canary label is not on version {version} ({found}): a newer version is the canary"
+    elif all(found[m].get("stable") == version for m in MODELS):
+        reason = f"version {version} is stable too: there is nothing to compare it with"
+    if reason is not None:
+        log.info("canary experiment: none started: %s", reason)
+        return {"started": False, "reason": reason}
+    with ExperimentStore.open(settings.experiments_db_url) as store:
+        done = start_canary(store, version, settings.canary_share)
+    log.info("canary experiment: %s", done.reason)
+    return {"started": done.started, "id": done.experiment.id if done.experiment else None, "reason": done.reason}
+
+
+# ------------------------------------------------------------------------------ experiments
+
+
+def review_experiments(end: str) -> dict[str, object]:
+    """The hourly experiments DAG: decide every running experiment on its data up to `end` (an
+    ISO instant, UTC when it names no zone) and act: promote (stable moves to the winning arm's
+    versions, the experiment stops), roll back (the experiment stops) or continue
+    (experiments.lifecycle.review). The log shows each arm's counts, the p-values and the
+    decision; a stopped experiment keeps the reason (`towerflow experiments show ID`)."""
+    from experiments.analysis import DecisionPolicy
+    from experiments.lifecycle import review
+    from experiments.store import ExperimentStore
+
+    settings = get_settings()
+    moment = datetime.fromisoformat(end)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    policy = DecisionPolicy(
+        alpha=settings.experiment_alpha,
+        min_users_per_arm=settings.experiment_min_users_per_arm,
+        max_users_per_arm=settings.experiment_max_users_per_arm,
+    )
+    log.info("deciding the running experiments on their data up to %s (%s)", moment.isoformat(), policy)
+    with ExperimentStore.open(settings.experiments_db_url) as store:
+        reviews = review(
+            store, _lake(settings), moment, policy, lambda e, arm: promote_arm(settings, e, arm), progress=log.info
+        )
+    if not reviews:
+        log.info("no experiment is running")
+    return {r.experiment.id: {"outcome": r.outcome, "reason": r.reason} for r in reviews}
+
+
+def promote_arm(settings, experiment, arm) -> str:
+    """Move `stable` of both models to the versions `arm` serves, in one write of models.config:
+    a canary experiment's arm on `canary` means the version it was started for, another label the
+    version it points at now, a number that version. Returns what moved, in words."""
+    from models.registry import MODELS, RegistryError, labels, promote_pair
+
+    versions = {}
+    for model in MODELS:
+        wanted = arm.models.get(model, "stable")
+        if wanted == "canary" and experiment.canary_version is not None:
+            versions[model] = experiment.canary_version
+        elif wanted.isdigit():
+            versions[model] = int(wanted)
+        elif wanted in labels(settings.models_dir, model):
+            versions[model] = labels(settings.models_dir, model)[wanted]
+        else:
+            raise RegistryError(f"arm {arm.name} serves {model} {wanted!r}, which no {model} version is labelled")
+    moved = promote_pair(settings.models_dir, versions, "stable", model_server_wait(settings))
+    now = ", ".join(f"{m} v{v}" for m, v in versions.items())
+    before = ", ".join(f"{m} v{found.get('previous')}" for m, found in moved.items())
+    return f"stable moved to {now} (previous: {before})"
 
 
 def _precompute_once(settings, run, run_date: str, version: int) -> int | None:
