@@ -23,7 +23,9 @@ dags = {
         "tasks": [t.task_id for t in dag.topological_sort()] if hasattr(dag, "topological_sort") else sorted(dag.task_ids),
         "max_active_runs": dag.max_active_runs,
         "catchup": dag.catchup,
+        "schedule": str(dag.schedule),
         "doc": bool(dag.doc_md),
+        "description": dag.description,
     }
     for dag_id, dag in bag.dags.items()
 }
@@ -51,7 +53,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_dagbag_has_no_import_errors(parsed: dict) -> None:
     assert parsed["errors"] == {}
-    assert "towerflow_daily" in parsed["dags"]
+    assert {"towerflow_daily", "towerflow_experiments"} <= set(parsed["dags"])
 
 
 def test_parsing_imports_no_heavy_library(parsed: dict) -> None:
@@ -89,3 +91,12 @@ def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> Non
     assert [t for t in order if t in pipeline] == pipeline
     assert order.index("gate") < order.index("refit") < order.index("publish") < order.index("report")
     assert order.index("gate") < order.index("keep_production") < order.index("report")
+
+
+def test_experiments_dag_decides_hourly_without_catching_up(parsed: dict) -> None:
+    experiments = parsed["dags"]["towerflow_experiments"]
+    assert experiments["schedule"] == "@hourly"
+    assert experiments["catchup"] is False
+    assert experiments["max_active_runs"] == 1
+    assert experiments["description"] and len(experiments["description"]) <= 120
+    assert experiments["tasks"] == ["decide_experiments"]
