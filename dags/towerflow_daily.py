@@ -25,7 +25,8 @@ Set `date` when triggering to run for another day.
     (a trained model must beat every baseline in every variant); published only if it beats
     production and the data passed both gates.
 13. **refit**: the chosen recipe trained again on everything before the run date (holdout included).
-14. **publish** (versions, `models.config` labels, precomputed recommendations) or **keep_production**.
+14. **publish** (versions, `models.config` labels, precomputed recommendations, a stable vs canary
+    experiment that `towerflow_experiments` decides) or **keep_production**.
 15. **report**: what ran and what serves now.
 
 Each task calls one function of `towerflow.tasks` with the run's date or days; XComs carry small
@@ -225,7 +226,8 @@ def towerflow_daily():
 
     @task(outlets=[MODELS])
     def publish(run_date: str) -> dict:
-        """New model versions, `models.config` labels and precomputed recommendations."""
+        """New model versions, `models.config` labels, precomputed recommendations, and an experiment giving
+        the canary `TOWERFLOW_CANARY_SHARE` percent of `home`'s users."""
 
         from towerflow.tasks import publish_models
 
