@@ -11,3 +11,8 @@
 It imports nothing from serving/ or jobs/; `exporter` imports only the standard library and
 prometheus_client, so the slim gateway image can load it. docs/monitoring.md says what is measured.
 """
+
+import re
+
+#: A report summary's file name in the reports folder: the day it reports, `<YYYY-MM-DD>.json`.
+SUMMARY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.json$")

@@ -32,6 +32,7 @@ def _register_parts() -> None:
         cli_experiments,
         cli_features,
         cli_models,
+        cli_monitor,
         cli_pipeline,
         cli_recommend,
         cli_serving,
@@ -39,6 +40,7 @@ def _register_parts() -> None:
 
     for part in (cli_pipeline, cli_features, cli_serving, cli_airflow, cli_models, cli_recommend, cli_experiments):
         part.register(app)
+    cli_monitor.register(app)
 
 
 @contextmanager

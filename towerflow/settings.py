@@ -7,7 +7,7 @@ and most hosting platforms set (likewise `KAFKA_BOOTSTRAP_SERVERS`, `CI` and Air
 
 Each role's fields are one class (HomeSettings, the base of all, then EtlSettings, AirflowSettings,
 FeatureSettings, TrainingSettings, ModelServerSettings, ScoringSettings, StreamSettings,
-ExperimentSettings and GatewaySettings); `Settings` inherits them all, so a variable's name is
+ExperimentSettings, MonitoringSettings and GatewaySettings); `Settings` inherits them all, so a variable's name is
 `TOWERFLOW_<FIELD>` whichever class declares the field.
 """
 
@@ -338,10 +338,37 @@ class ExperimentSettings(HomeSettings):
         return self.database_url or f"sqlite:///{self.home_dir / 'experiments.sqlite3'}"
 
 
-class GatewaySettings(FeatureSettings, ModelServerSettings, ScoringSettings, StreamSettings, ExperimentSettings):
+class MonitoringSettings(HomeSettings):
+    """Monitoring (monitoring/, docs/monitoring.md): the daily report's drift thresholds and
+    reference, and when the gateway counts a user's features as stale.
+
+    Attributes:
+        drift_warn_psi / drift_alert_psi: a population stability index from which a feature's
+            (or the scores') drift is a warning / an alert.
+        drift_reference_days: days in a reference window: the last ones the serving model was
+            trained on (else the days before the day reported); for scores, the same version's
+            days before.
+        stale_user_features_s: a user feature view older than this when the gateway reads it
+            counts as a stale read (36 h: a daily run was missed).
+    """
+
+    drift_warn_psi: float = Field(default=0.1, gt=0)
+    drift_alert_psi: float = Field(default=0.25, gt=0)
+    drift_reference_days: int = Field(default=7, ge=1)
+    stale_user_features_s: float = Field(default=36 * 3600.0, gt=0)
+
+    @property
+    def monitoring_reports_dir(self) -> Path:
+        """The daily monitoring reports (`<day>.html` and `<day>.json`)."""
+        return self.reports_dir / "monitoring"
+
+
+class GatewaySettings(
+    FeatureSettings, ModelServerSettings, ScoringSettings, StreamSettings, ExperimentSettings, MonitoringSettings
+):
     """The recommendation gateway (serving/gateway/): its own settings, below, and the roles it
     is a client of (the feature store, the model server, the scoring rules, the event stream,
-    the experiments database).
+    the experiments database, monitoring's stale threshold and reports).
 
     Attributes:
         gateway_host / gateway_port: where `towerflow serve` binds the HTTP gateway.
@@ -394,6 +421,7 @@ ROLES: tuple[type[HomeSettings], ...] = (
     ScoringSettings,
     StreamSettings,
     ExperimentSettings,
+    MonitoringSettings,
     GatewaySettings,
 )
 
@@ -403,7 +431,7 @@ class Settings(GatewaySettings, EtlSettings, AirflowSettings, TrainingSettings):
 
     The fields are declared, and documented, by role: HomeSettings (home, lake, Redis), EtlSettings,
     AirflowSettings, FeatureSettings, TrainingSettings, ModelServerSettings, ScoringSettings,
-    StreamSettings, ExperimentSettings and GatewaySettings. Each is read from `TOWERFLOW_<FIELD>`. A
+    StreamSettings, ExperimentSettings, MonitoringSettings and GatewaySettings. Each is read from `TOWERFLOW_<FIELD>`. A
     function that needs one role's settings takes that class; passing a `Settings` works everywhere.
 
     A `TOWERFLOW_*` variable that names no setting (a typo, or a setting since renamed) is

@@ -1,6 +1,7 @@
 """One package per process: the gateway imports nothing from jobs/, from the model server's
 package or TensorFlow; the model server imports nothing from the gateway; the features runtime
-and the experiments package import neither the jobs, the models nor either process.
+and the experiments package import neither the jobs, the models nor either process; monitoring
+imports neither the jobs, TensorFlow nor either process.
 
 Each rule is checked twice: on the import statements of every module in the package (top level
 or inside a function, so a lazy import counts too), and by importing every module of the package
@@ -33,6 +34,7 @@ FORBIDDEN = {
     "serving.model_server": ("serving.gateway",),
     "features": ("jobs", "serving", "models"),
     "experiments": ("jobs", "serving", "models"),  # shared by the gateway, the CLI and the DAGs
+    "monitoring": ("jobs", "serving", "tensorflow"),  # the report (pipeline, CLI) and the gateway's exporter
 }
 #: Imported at run time: what the package's modules pull in, the standard library and
 #: third-party packages included.
