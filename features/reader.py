@@ -16,6 +16,10 @@ and batch precompute alike.
 
 Feature names are Feast's full names, `<view>__<feature>`, the same as the training set columns
 (`jobs.feature_store.training_set`), so a model sees identical keys in training and serving.
+
+`FastFeatureReader.user_features` returns a `UserFeatures`: the same dict, plus when each view's
+values became valid (`event_times`), read in the same round trip (the Redis hash's `_ts:<view>`
+fields), so the gateway can measure how old the features it serves are.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -53,6 +58,25 @@ class FeatureReader(Protocol):
     def item_features(self, item_ids: Sequence[str]) -> dict[str, list[Any]]:
         """Columns aligned with `item_ids`: `{"item_id": ids, "<view>__<feature>": [values]}`."""
         ...
+
+
+class UserFeatures(dict[str, Any]):
+    """A user's features, `{"<view>__<feature>": value}` like any reader's, and `event_times`:
+    per feature view, when the values the store holds became valid (seconds since the epoch; a
+    view the store has no row of is absent)."""
+
+    __slots__ = ("event_times",)
+
+    def __init__(
+        self, values: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), event_times: Mapping[str, float] | None = None
+    ) -> None:
+        super().__init__(values)
+        self.event_times = dict(event_times or {})
+
+
+def _epoch_seconds(when: datetime) -> float:
+    """A Feast event time in seconds since the epoch (a naive one is UTC, as Feast stores it)."""
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,8 +130,15 @@ def _entity_key(join_key: str, value: str):
     return EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
 
 
-def _online_read(store: FeatureStore, read: ViewRead, join_key: str, ids: Sequence[str]) -> list[list[Any]]:
-    """Feast's lower-level online read, decoded: one list of values per id (None when missing)."""
+def _online_read(
+    store: FeatureStore,
+    read: ViewRead,
+    join_key: str,
+    ids: Sequence[str],
+    times: list[datetime | None] | None = None,
+) -> list[list[Any]]:
+    """Feast's lower-level online read, decoded: one list of values per id (None when missing).
+    `times`, when given, receives each id's event time (None when missing)."""
     from feast.type_map import feast_value_type_to_python_type
 
     from features.feast_compat import online_store
@@ -116,7 +147,9 @@ def _online_read(store: FeatureStore, read: ViewRead, join_key: str, ids: Sequen
     keys = [_entity_key(join_key, i) for i in ids]
     rows = online.online_read(store.config, read.fv, keys, list(read.features))
     out = []
-    for _, values in rows:
+    for when, values in rows:
+        if times is not None:
+            times.append(when)
         if not values:
             out.append([None] * len(read.features))
             continue
@@ -241,6 +274,7 @@ class FastFeatureReader:
 
             self._redis = redis_client(store)
             self._user_fields = self._hash_fields(self._user_reads)
+            self._user_ts_fields = self._ts_fields(self._user_reads)
 
     # -- user: one HGETALL ----------------------------------------------------------------------
 
@@ -255,13 +289,23 @@ class FastFeatureReader:
             for f, t in zip(r.features, r.value_types, strict=True)
         ]
 
-    def user_features(self, user_id: str) -> dict[str, Any]:
+    def _ts_fields(self, reads: list[ViewRead]) -> list[tuple[bytes, str]]:
+        """(Redis hash field holding the view's event time, view) per view."""
+        from features.feast_compat import redis_ts_field
+
+        return [(redis_ts_field(r.fv, self._store.config).encode(), r.view) for r in reads]
+
+    def user_features(self, user_id: str) -> UserFeatures:
         if self._redis is None:
             out: dict[str, Any] = {}
+            times: dict[str, float] = {}
             for read in self._user_reads:
-                values = _online_read(self._store, read, USER_KEY, [user_id])[0]
+                when: list[datetime | None] = []
+                values = _online_read(self._store, read, USER_KEY, [user_id], when)[0]
                 out.update(zip(read.columns, values, strict=True))
-            return out
+                if when and when[0] is not None:
+                    times[read.view] = _epoch_seconds(when[0])
+            return UserFeatures(out, times)
         return self._decode_user(self._redis.hgetall(self._user_key(user_id)))
 
     @property
@@ -274,7 +318,7 @@ class FastFeatureReader:
         """Whether `user_features_async` reads without a thread (a Redis online store)."""
         return self._redis is not None
 
-    async def user_features_async(self, user_id: str) -> dict[str, Any]:
+    async def user_features_async(self, user_id: str) -> UserFeatures:
         """`user_features` on the event loop: one HGETALL over `redis.asyncio` (Redis stores only;
         see `reads_users_async`), so a request needs no thread hop for its user."""
         import asyncio
@@ -308,9 +352,10 @@ class FastFeatureReader:
         config = self._store.config
         return redis_key(config.project, _entity_key(USER_KEY, user_id), config.entity_key_serialization_version)
 
-    def _decode_user(self, raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    def _decode_user(self, raw: Mapping[bytes, bytes]) -> UserFeatures:
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
+        from google.protobuf.timestamp_pb2 import Timestamp
 
         out: dict[str, Any] = {}
         for field, column, vtype in self._user_fields:
@@ -321,7 +366,14 @@ class FastFeatureReader:
             value = Value()
             value.ParseFromString(data)
             out[column] = feast_value_type_to_python_type(value, vtype)
-        return out
+        times: dict[str, float] = {}
+        for field, view in self._user_ts_fields:  # in the same hash: no extra round trip
+            data = raw.get(field)
+            if data is not None:
+                stamp = Timestamp()
+                stamp.ParseFromString(data)
+                times[view] = stamp.seconds + stamp.nanos / 1e9
+        return UserFeatures(out, times)
 
     # -- items: the snapshot ---------------------------------------------------------------------
 

@@ -12,6 +12,14 @@
 - `towerflow_gateway_item_snapshot_age_seconds`, `..._item_snapshot_stale` (1 when a newer
   materialization landed than the snapshot being served): stale features.
 - `towerflow_gateway_rate_limited_total{scope}`, `towerflow_gateway_impressions_total{result}`.
+- `towerflow_gateway_impressions_by_version_total{path,retrieval_version,ranking_version,recommender}`:
+  items shown in responses the impression log records (not replays, not forced arms), by the path
+  and model versions that chose them (CTR and conversion per version: the daily report).
+- `towerflow_gateway_user_feature_age_seconds{view}`: how old each user feature view's values
+  were when a request used them; `towerflow_gateway_stale_user_features_total{view}`: such reads
+  older than the stale threshold.
+- With `reports_dir`: the latest daily monitoring report's drift and outcomes
+  (`towerflow_drift_*`, `towerflow_monitor_*`; monitoring/exporter.py).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,12 +35,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Seconds; most stages take 0.1-5 ms, a timed-out one up to the stage budget.
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: Seconds; live views are seconds to minutes old, daily ones up to a day and a bit, 36 h = stale.
+AGE_BUCKETS = (60, 300, 900, *(hours * 3600 for hours in (1, 3, 6, 12, 24, 30, 36, 48, 72, 168, 720)))
 
 
 class GatewayMetrics:
-    """The gateway's metrics; `registry` is what `/metrics` exposes."""
+    """The gateway's metrics; `registry` is what `/metrics` exposes.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    Args:
+        registry: default a registry of its own.
+        reports_dir: the daily monitoring reports' folder; when given, `/metrics` also exposes
+            the latest report's drift and outcomes (read when scraped).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, reports_dir: Path | None = None) -> None:
         # Importing Feast sets PROMETHEUS_MULTIPROC_DIR for the whole process (for Gunicorn
         # workers), which keeps every value in an mmap'ed file and checks the pid on each update.
         # The gateway has one process and a registry of its own: plain in-memory values.
@@ -103,6 +120,29 @@ class GatewayMetrics:
             ["result"],
             registry=r,
         )
+        self.impressions_by_version = Counter(
+            "towerflow_gateway_impressions_by_version",
+            "Items shown (logged responses) by the path and model versions that chose them.",
+            ["path", "retrieval_version", "ranking_version", "recommender"],
+            registry=r,
+        )
+        self.user_feature_age = Histogram(
+            "towerflow_gateway_user_feature_age_seconds",
+            "Age of each user feature view's online values when a request used them.",
+            ["view"],
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.stale_user_features = Counter(
+            "towerflow_gateway_stale_user_features",
+            "User feature reads whose view's values were older than the stale threshold.",
+            ["view"],
+            registry=r,
+        )
+        if reports_dir is not None:
+            from monitoring.exporter import ReportCollector
+
+            r.register(ReportCollector(reports_dir))
 
     @contextmanager
     def time(self, stage: str) -> Iterator[None]:

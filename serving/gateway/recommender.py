@@ -31,6 +31,7 @@ import numpy as np
 
 from experiments.domain import DEFAULT_SURFACE, Arm, Experiment, control
 from features.precomputed import Precomputed, read_precomputed
+from features.reader import UserFeatures
 from scoring import binding
 from scoring.binding import UnboundInputError
 from scoring.catalog import EMPTY, Catalog
@@ -60,6 +61,8 @@ _T = TypeVar("_T")
 MODEL, CACHED, POPULAR = "model", "cached", "fallback_popular"
 #: The ranking output naming what a published pair serves (`models.export.RECOMMENDER`).
 RECOMMENDER = "recommender"
+#: A user feature view older than this at read time counts as stale (36 h: a daily run missed).
+STALE_FEATURES_S = 36 * 3600.0
 #: gRPC codes after which a cached signature may be out of date (version gone or changed).
 _STALE_SIGNATURE = (
     grpc.StatusCode.NOT_FOUND,
@@ -198,6 +201,7 @@ class Recommender:
         metrics: the gateway's metrics.
         executor: threads for the blocking feature reader.
         breakers: `model_server`, `online_store`, `redis`.
+        stale_features_s: a user feature view older than this when read counts as stale.
     """
 
     def __init__(
@@ -212,7 +216,9 @@ class Recommender:
         metrics: GatewayMetrics,
         executor: Executor,
         breakers: Mapping[str, Breaker],
+        stale_features_s: float = STALE_FEATURES_S,
     ) -> None:
+        self.stale_features_s = stale_features_s
         self.runner = runner
         self.redis = redis
         self.prefix = prefix
@@ -265,7 +271,8 @@ class Recommender:
         `user_read`: the user's features being read already (`read_user`), else read here.
 
         `assignment`: the request's experiment and arm; default the user's arm on `home`."""
-        experiment, arm, _ = assignment or self.assignment(user_id)
+        experiment, arm, forced = assignment or self.assignment(user_id)
+        logged = moment is None and not forced  # what the route logs as impressions
         rules = replace(
             self.rules,
             count=count,
@@ -292,9 +299,9 @@ class Recommender:
                 when = moment or datetime.now(UTC)
                 served.reason = await self._model_path(served, reader, user, arm.models, rules, when)
                 if served.reason is None:
-                    return self._done(served, user, rules)
+                    return self._done(served, user, rules, logged)
                 if await self._cached(served, user, rules, stored):
-                    return self._done(served, user, rules)
+                    return self._done(served, user, rules, logged)
         finally:
             if stored is not None and not stored.done():
                 stored.cancel()
@@ -302,9 +309,9 @@ class Recommender:
                 stored.exception()  # retrieved, even when unused: no "never retrieved" warning
         served.path, served.model_versions = POPULAR, {}
         served.items = self._popular(user or {}, rules, [])
-        return self._done(served, user or {}, rules)
+        return self._done(served, user or {}, rules, logged)
 
-    def _done(self, served: Served, user: Mapping[str, Any], rules: RuleConfig) -> Served:
+    def _done(self, served: Served, user: Mapping[str, Any], rules: RuleConfig, logged: bool = True) -> Served:
         own = len(served.items)
         if own < rules.count:  # top up a short list from popular items
             served.items += self._popular(user, rules, [i for i, _ in served.items])
@@ -312,7 +319,24 @@ class Recommender:
         if len(served.items) > own:
             served.sources[POPULAR] = served.sources.get(POPULAR, 0) + len(served.items) - own
         self.metrics.served.labels(served.path, served.reason or "").inc()
+        if logged:
+            self._count_impressions(served)
         return served
+
+    def _count_impressions(self, served: Served) -> None:
+        """Items shown by the path and versions that chose them (top-ups under their own path)."""
+        versions = served.model_versions
+        for path, n in served.sources.items():
+            if path == MODEL:
+                labels = (
+                    MODEL,
+                    versions.get("retrieval", ""),
+                    versions.get("ranking", ""),
+                    versions.get(RECOMMENDER, ""),
+                )
+            else:
+                labels = (path, "", "", "")
+            self.metrics.impressions_by_version.labels(*labels).inc(n)
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -350,6 +374,13 @@ class Recommender:
         else:
             result = "hit" if any(v is not None for v in user.values()) else "miss"
         self.metrics.features.labels("user", result).inc()
+        if isinstance(user, UserFeatures):  # the fast reader says when each view's values became valid
+            now = time.time()
+            for view, valid_from in user.event_times.items():
+                age = max(now - valid_from, 0.0)
+                self.metrics.user_feature_age.labels(view).observe(age)
+                if age > self.stale_features_s:
+                    self.metrics.stale_user_features.labels(view).inc()
 
     async def _model_path(
         self,
