@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from experiments.analysis import ArmHealth, DecisionPolicy, ExperimentMetrics
     from experiments.store import ExperimentStore
     from towerflow.lake import Lake
+    from towerflow.settings import ExperimentSettings
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,18 @@ class Review:
     outcome: Outcome
     reason: str
     metrics: ExperimentMetrics | None = None
+
+
+def decision_policy(settings: ExperimentSettings) -> DecisionPolicy:
+    """The decision rule as configured (`TOWERFLOW_EXPERIMENT_*`): the hourly DAG and the
+    metrics route decide alike."""
+    from experiments.analysis import DecisionPolicy
+
+    return DecisionPolicy(
+        alpha=settings.experiment_alpha,
+        min_users_per_arm=settings.experiment_min_users_per_arm,
+        max_users_per_arm=settings.experiment_max_users_per_arm,
+    )
 
 
 def control_arm(experiment: Experiment) -> str:

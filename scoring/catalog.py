@@ -85,6 +85,24 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def with_items(self, new: Mapping[str, str | None]) -> Catalog:
+        """This catalog plus items it does not know (id -> category or None): popularity 0, so
+        after every known item, available, brand new. Returns self when none is new."""
+        added = [(i, c) for i, c in new.items() if i not in self.index]
+        if not added:
+            return self
+        extra: dict[str, list[Any]] = {
+            "category": [c and c.lower() for _, c in added],
+            "available": [True] * len(added),
+            "age_days": [0.0] * len(added),
+        }
+        columns: dict[str, list[Any]] = {
+            name: [*values, *extra.get(name, [None] * len(added))] for name, values in self.columns.items()
+        }
+        columns.setdefault("category", [None] * len(self.ids) + extra["category"])
+        popularity = np.concatenate([self.popularity, np.zeros(len(added))])
+        return Catalog([*self.ids, *(i for i, _ in added)], popularity, columns, self.version, self.top)
+
     def has_category(self, category: str) -> bool:
         """True when some item has `category` (case-insensitive, as the rules match it)."""
         return category.casefold() in self._by_category

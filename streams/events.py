@@ -1,14 +1,16 @@
 """Records on the stream: what the gateway appends and the stream worker reads.
 
-Two kinds, told apart by the JSON value's `kind`: `event` (one user action, `Event`) and
-`impression` (what one recommendation response showed, `Impression`). Both are keyed by user
-id, so one user's records keep their order where the stream partitions. `decode` reads either.
+Three kinds, told apart by the JSON value's `kind`: `event` (one user action, `Event`),
+`impression` (what one recommendation response showed, `Impression`), both keyed by user id so
+one user's records keep their order where the stream partitions, and `item` (a catalog upsert,
+`ItemUpdate`, keyed by item id). `decode` reads any of them.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from towerflow.schemas import ACTIONS
 
 KIND = "event"
 IMPRESSION_KIND = "impression"
+ITEM_KIND = "item"
 
 
 class EventFormatError(ValueError):
@@ -152,7 +155,47 @@ class Impression:
         )
 
 
-def decode(raw: bytes) -> Event | Impression:
+@dataclass(frozen=True, slots=True)
+class ItemUpdate:
+    """A catalog upsert (`POST /v1/items`): the fields given change, the others keep their value.
+
+    Attributes:
+        item_id: the item.
+        updated_at: when the gateway accepted it (UTC); the latest update of an item wins.
+        description / category / price / available / created_at: None = not given.
+    """
+
+    item_id: str
+    updated_at: datetime
+    description: str | None = None
+    category: str | None = None
+    price: float | None = None
+    available: bool | None = None
+    created_at: datetime | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"kind": ITEM_KIND, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        body["updated_at"] = self.updated_at.isoformat()
+        body["created_at"] = None if self.created_at is None else self.created_at.isoformat()
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ItemUpdate:
+        price, available = body.get("price"), body.get("available")
+        if available is not None and not isinstance(available, bool):
+            raise EventFormatError(f"available: expected true, false or null, got {available!r}")
+        return cls(
+            item_id=_text(body, "item_id"),
+            updated_at=_moment(body, "updated_at"),
+            description=body.get("description"),
+            category=body.get("category"),
+            price=None if price is None else float(price),
+            available=available,
+            created_at=_moment(body, "created_at") if body.get("created_at") else None,
+        )
+
+
+def decode(raw: bytes) -> Event | Impression | ItemUpdate:
     """The event or impression in a stream record's value.
 
     Raises:
@@ -162,9 +205,13 @@ def decode(raw: bytes) -> Event | Impression:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EventFormatError(f"not JSON: {err}") from None
-    if isinstance(body, dict) and body.get("kind") == IMPRESSION_KIND:
+    kinds: dict[str, Callable[[dict[str, Any]], Impression | ItemUpdate]] = {
+        IMPRESSION_KIND: Impression.from_body,
+        ITEM_KIND: ItemUpdate.from_body,
+    }
+    if isinstance(body, dict) and body.get("kind") in kinds:
         try:
-            return Impression.from_body(body)
+            return kinds[body["kind"]](body)
         except (TypeError, ValueError) as err:
             if isinstance(err, EventFormatError):
                 raise

@@ -557,18 +557,13 @@ def review_experiments(end: str) -> dict[str, object]:
     versions, the experiment stops), roll back (the experiment stops) or continue
     (experiments.lifecycle.review). The log shows each arm's counts, the p-values and the
     decision; a stopped experiment keeps the reason (`towerflow experiments show ID`)."""
-    from experiments.analysis import DecisionPolicy
-    from experiments.lifecycle import review
+    from experiments.lifecycle import decision_policy, review
     from experiments.store import ExperimentStore
 
     settings = get_settings()
     moment = datetime.fromisoformat(end)
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    policy = DecisionPolicy(
-        alpha=settings.experiment_alpha,
-        min_users_per_arm=settings.experiment_min_users_per_arm,
-        max_users_per_arm=settings.experiment_max_users_per_arm,
-    )
+    policy = decision_policy(settings)
     log.info("deciding the running experiments on their data up to %s (%s)", moment.isoformat(), policy)
     with ExperimentStore.open(settings.experiments_db_url) as store:
         reviews = review(

@@ -32,6 +32,7 @@ READ = "recommend:read"
 ANY_USER = "recommend:any"
 ADMIN = "recommend:admin"
 EVENTS_WRITE = "events:write"
+CATALOG_WRITE = "catalog:write"
 EXPERIMENTS_READ = "experiments:read"
 EXPERIMENTS_ADMIN = "experiments:admin"
 SCOPES = {
@@ -39,6 +40,7 @@ SCOPES = {
     ANY_USER: "Read any user's recommendations (service tokens).",
     ADMIN: "Set the moment a request is for (`X-Request-Time`): replays and parity checks.",
     EVENTS_WRITE: "Send events (clicks, views, purchases).",
+    CATALOG_WRITE: "Upsert catalog items (`POST /v1/items`): new items, availability, prices.",
     EXPERIMENTS_READ: "Read experiment results (`GET /v1/experiments/{id}/metrics`).",
     EXPERIMENTS_ADMIN: "Force a request's experiment arm (`X-Experiment-Arm`): checking what an arm serves.",
 }

@@ -42,12 +42,14 @@ from scoring.catalog import Catalog
 from scoring.rules import RuleConfig
 from serving.gateway.auth import TokenVerifier
 from serving.gateway.breaker import Breaker
+from serving.gateway.catalog_overrides import POLL_S as OVERRIDES_POLL_S
+from serving.gateway.catalog_overrides import CatalogOverrides
 from serving.gateway.impressions import ImpressionLogger
 from serving.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
 from serving.gateway.ratelimit import RateLimiter
 from serving.gateway.recommender import ModelRunner, Recommender, Timeouts
 from serving.gateway.request_ids import RequestIdMiddleware
-from serving.gateway.routes import events, health, recommend
+from serving.gateway.routes import events, health, items, recommend
 from serving.gateway.routes import experiments as experiment_routes
 from towerflow.settings import GatewaySettings, get_settings
 
@@ -80,6 +82,7 @@ class Resources:
     recommender: Recommender
     impressions: ImpressionLogger
     events: EventStream
+    overrides: CatalogOverrides
     executor: ThreadPoolExecutor
     breakers: dict[str, Breaker]
     reader: FastFeatureReader | None = None
@@ -88,6 +91,8 @@ class Resources:
     experiment_store: ExperimentStore | None = None
     #: The last failure to read the experiments (logged when it changes, not every few seconds).
     experiments_error: str | None = None
+    #: The catalog as the item features make it, before catalog upserts (`apply_overrides`).
+    base_catalog: Catalog | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # -- feature store and catalog (blocking; run in a thread) ----------------------------------
@@ -115,14 +120,35 @@ class Resources:
         if self.reader is None:
             raise RuntimeError("open_reader did not set the feature reader")
         snapshot = self.reader.snapshot  # also triggers the reader's marker check
-        catalog = self.recommender.catalog
-        if not len(catalog) or snapshot.version != catalog.version:
-            self.recommender.catalog = Catalog.from_snapshot(snapshot, top=self.settings.popular_size)
-            self.metrics.catalog_items.set(len(self.recommender.catalog))
-            log.info("catalog rebuilt: %d items (snapshot %s)", len(self.recommender.catalog), snapshot.version)
+        catalog = self.base_catalog
+        if catalog is None or not len(catalog) or snapshot.version != catalog.version:
+            self.base_catalog = Catalog.from_snapshot(snapshot, top=self.settings.popular_size)
+            self.apply_overrides()
+            log.info("catalog rebuilt: %d items (snapshot %s)", len(self.base_catalog), snapshot.version)
         self.metrics.snapshot_age.set(time.time() - snapshot.loaded_at)
         latest = self.reader.marker_version()  # the reader's own client: no new connection every few seconds
         self.metrics.snapshot_stale.set(int(latest is not None and latest != snapshot.version))
+
+    def apply_overrides(self) -> None:
+        """Serve the catalog upserts held (`CatalogOverrides`): withdrawn items, new items."""
+        self.recommender.withdrawn = self.overrides.withdrawn
+        if self.base_catalog is not None:
+            new = {i: u.category for i, u in self.overrides.items.items() if u.available is not False}
+            self.recommender.catalog = self.base_catalog.with_items(new)
+            self.metrics.catalog_items.set(len(self.recommender.catalog))
+
+    async def _overrides_loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                if await self.overrides.refresh():
+                    self.apply_overrides()
+                failing = False
+            except Exception as err:  # noqa: BLE001 - keep the upserts last read; poll again
+                if not failing:
+                    log.warning("catalog upserts not read (%s); serving the last read", err)
+                failing = True
+            await asyncio.sleep(OVERRIDES_POLL_S)
 
     async def _catalog_loop(self) -> None:
         while True:
@@ -188,6 +214,7 @@ class Resources:
         self.impressions.start()
         self.tasks.append(asyncio.create_task(self._catalog_loop(), name="catalog-refresh"))
         self.tasks.append(asyncio.create_task(self._experiments_loop(), name="experiments-refresh"))
+        self.tasks.append(asyncio.create_task(self._overrides_loop(), name="catalog-upserts"))
         self.tasks.append(asyncio.create_task(self._warm_signatures(), name="warm-signatures"))
 
     async def close(self) -> None:
@@ -295,6 +322,7 @@ async def open_resources(
         recommender=recommender,
         impressions=impressions,
         events=events,
+        overrides=CatalogOverrides(redis, settings.redis_prefix),
         executor=executor,
         breakers=breakers,
         open_feature_store=open_feature_store,
@@ -341,6 +369,7 @@ def create_app(settings: GatewaySettings | None = None, *, open_feature_store: b
     app.add_middleware(RequestIdMiddleware)  # outermost: the metrics and the routes see the id
     app.include_router(recommend.router)
     app.include_router(events.router)
+    app.include_router(items.router)
     app.include_router(experiment_routes.router)
     app.include_router(health.router)
     default_openapi = app.openapi

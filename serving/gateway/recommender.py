@@ -229,6 +229,9 @@ class Recommender:
         self.executor = executor
         self.breakers = dict(breakers)
         self.catalog: Catalog = EMPTY
+        #: Items withdrawn by a catalog upsert since the item features were materialized
+        #: (serving/gateway/catalog_overrides.py): excluded on every path.
+        self.withdrawn: frozenset[str] = frozenset()
         #: Per model, why the version its label points to is refused (`check_version`).
         self.unbound: dict[str, UnboundInputError] = {}
         self._checked: set[tuple[Any, ...]] = set()
@@ -276,7 +279,7 @@ class Recommender:
         rules = replace(
             self.rules,
             count=count,
-            exclude=frozenset(exclude),
+            exclude=frozenset(exclude) | self.withdrawn if self.withdrawn else frozenset(exclude),
             category=category,
             exclude_purchased=exclude_purchased,
             exclude_seen=exclude_seen,

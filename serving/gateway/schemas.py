@@ -154,3 +154,37 @@ class EventBatch(BaseModel):
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="How many events the stream now holds.")
     event_ids: list[str] = Field(description="Each event's id, in the order posted (assigned where missing).")
+
+
+class ItemIn(BaseModel):
+    """A catalog upsert, as an app posts it to `POST /v1/items`: the fields given change, the
+    others keep their value (a new item gets nulls)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    description: str | None = Field(None, max_length=2000)
+    category: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
+    price: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    available: bool | None = Field(None, description="false: no longer recommended, within a second.")
+    created_at: datetime | None = Field(None, description="When the item was listed (ISO 8601; naive = UTC).")
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ItemBatch(BaseModel):
+    """Up to `MAX_EVENTS` catalog upserts, accepted or rejected whole."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class ItemsAccepted(BaseModel):
+    accepted: int = Field(description="How many upserts the stream and the serving catalog now hold.")
+    item_ids: list[str]

@@ -1,5 +1,7 @@
-"""The lake sinks: streamed events into Delta `bronze/events` (each event id once) and
-impressions into `bronze/impressions` (each request id and position once).
+"""The lake sinks: streamed events into Delta `bronze/events` (each event id once),
+impressions into `bronze/impressions` (each request id and position once) and catalog upserts
+into `bronze/items` (each item and instant once; the daily ETL's silver/items takes each item's
+latest value per column, so an upsert naming some fields changes only those).
 
 A micro-batch is merged on its key (insert when not matched), so a record delivered again after a
 crash, or an event posted again by a client, does not land twice. The merge reads only the
@@ -17,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from streams.events import Event, Impression
-from towerflow.schemas import BRONZE_EVENTS, BRONZE_IMPRESSIONS, EVENTS_PARTITION, IMPRESSIONS_PARTITION
+from streams.events import Event, Impression, ItemUpdate
+from towerflow.schemas import BRONZE_EVENTS, BRONZE_IMPRESSIONS, BRONZE_ITEMS, EVENTS_PARTITION, IMPRESSIONS_PARTITION
 
 if TYPE_CHECKING:
     from towerflow.lake import Lake
@@ -68,6 +70,24 @@ def impression_rows(impressions: Sequence[Impression]) -> pa.Table:
     return pa.table(rows, schema=BRONZE_IMPRESSIONS)
 
 
+def item_rows(updates: Sequence[ItemUpdate], batch_id: str) -> pa.Table:
+    """The upserts as `bronze/items` rows (the columns an items import writes), each once."""
+    unique = _first(updates, lambda u: (u.item_id, u.updated_at))
+    columns = {
+        "item_id": [u.item_id for u in unique],
+        "description": [u.description for u in unique],
+        "category": [u.category for u in unique],
+        "price": [u.price for u in unique],
+        "created_at": [u.created_at for u in unique],
+        "available": [u.available for u in unique],
+        "updated_at": [u.updated_at for u in unique],
+        "source": [SOURCE] * len(unique),
+        "import_batch": [batch_id] * len(unique),
+        "source_row": list(range(1, len(unique) + 1)),
+    }
+    return pa.table(columns, schema=BRONZE_ITEMS)
+
+
 def _first(records: Sequence[Any], key: Any) -> list[Any]:
     first: dict[Hashable, Any] = {}
     for record in records:
@@ -82,7 +102,8 @@ class MergeSink:
         lake: the lake.
         uri: the table.
         keys: the columns that identify a row (a row whose key is in the table is skipped).
-        partition_by: the table's partition columns (a `date` column first: the merge's pruning).
+        partition_by: the table's partition columns (a `date` column first: the merge's pruning);
+            none for a small table the merge reads whole.
     """
 
     def __init__(self, lake: Lake, uri: str, keys: Sequence[str], partition_by: Sequence[str]) -> None:
@@ -101,14 +122,16 @@ class MergeSink:
         if table is None:  # the first rows of a new lake
             self.lake.write(self.uri, rows, partition_by=self.partition_by, batch_id=batch_id)
             return rows.num_rows
-        day = self.partition_by[0]
-        days = sorted({d + timedelta(days=k) for d in rows.column(day).to_pylist() for k in (-1, 0, 1)})
-        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
-        matched = " AND ".join(f"t.{k} = s.{k}" for k in self.keys)
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in self.keys)
+        if self.partition_by:
+            day = self.partition_by[0]
+            days = sorted({d + timedelta(days=k) for d in rows.column(day).to_pylist() for k in (-1, 0, 1)})
+            listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+            predicate += f" AND t.{day} IN ({listed})"
         merged = (
             table.merge(
                 rows,
-                predicate=f"{matched} AND t.{day} IN ({listed})",
+                predicate=predicate,
                 source_alias="s",
                 target_alias="t",
                 merge_schema=True,  # a lake from before a column was added
@@ -129,15 +152,21 @@ class EventSink:
         events_uri / impressions_uri: the two tables (`settings.table_uri("bronze", ...)`).
     """
 
-    def __init__(self, lake: Lake, events_uri: str, impressions_uri: str) -> None:
+    def __init__(self, lake: Lake, events_uri: str, impressions_uri: str, items_uri: str | None = None) -> None:
         self.lake = lake
         self.uri = events_uri
         self.events = MergeSink(lake, events_uri, ["event_id"], EVENTS_PARTITION)
         self.impressions = MergeSink(lake, impressions_uri, ["request_id", "position"], IMPRESSIONS_PARTITION)
+        items_uri = items_uri or events_uri.rsplit("/", 1)[0] + "/items"
+        self.items = MergeSink(lake, items_uri, ["item_id", "updated_at"], [])
 
     def write(self, events: Sequence[Event], batch_id: str) -> int:
         """Land the events not in `bronze/events` yet; returns how many landed."""
         return self.events.write(bronze_rows(events, batch_id), batch_id)
+
+    def write_items(self, updates: Sequence[ItemUpdate], batch_id: str) -> int:
+        """Land the catalog upserts not in `bronze/items` yet; returns how many landed."""
+        return self.items.write(item_rows(updates, batch_id), batch_id)
 
     def write_impressions(self, impressions: Sequence[Impression], batch_id: str) -> int:
         """Land the impressions not in `bronze/impressions` yet; returns rows (items shown) landed."""

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from serving.stream_worker.online import OnlineUpdater
 from serving.stream_worker.sink import EventSink
 from streams.base import EventStream, StreamRecord
-from streams.events import Event, EventFormatError, Impression, decode
+from streams.events import Event, EventFormatError, Impression, ItemUpdate, decode
 
 if TYPE_CHECKING:
     from towerflow.settings import Settings
@@ -62,6 +62,16 @@ class WorkerMetrics:
             "towerflow_stream_impressions", "Impression rows (items shown) landed in the lake.", registry=r
         )
         self.lag = Gauge("towerflow_stream_lag", "Records the worker's group has not acked.", registry=r)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """One micro-batch on its way to the lake, and the records to ack once it landed."""
+
+    events: list[Event]
+    impressions: list[Impression]
+    items: list[ItemUpdate]
+    done: list[StreamRecord]
 
 
 @dataclass
@@ -107,6 +117,7 @@ class StreamWorker:
         it). One lake write is in flight at a time; a batch is acked once it has landed."""
         events: list[Event] = []
         impressions: list[Impression] = []
+        items: list[ItemUpdate] = []
         done: list[StreamRecord] = []
         for record in records:
             try:
@@ -118,14 +129,16 @@ class StreamWorker:
                 continue
             if isinstance(decoded, Event):
                 events.append(decoded)
-            else:
+            elif isinstance(decoded, Impression):
                 impressions.append(decoded)
+            else:
+                items.append(decoded)
             done.append(record)
         if events:
             self._online(events)
         self.settle()  # the previous batch's write: its failure stops this one from being submitted
         batch_id = f"{self.stream.name}:{self.group}:{records[0].id}"
-        self._landing = self._lander.submit(self._land, events, impressions, done, batch_id)
+        self._landing = self._lander.submit(self._land, Landing(events, impressions, items, done), batch_id)
 
     def settle(self) -> None:
         """Wait for the lake write in flight and ack its batch (in this thread: a stream client
@@ -135,9 +148,8 @@ class StreamWorker:
         landing, self._landing = self._landing, None
         self.stream.ack(self.group, landing.result())
 
-    def _land(
-        self, events: list[Event], impressions: list[Impression], done: list[StreamRecord], batch_id: str
-    ) -> list[StreamRecord]:
+    def _land(self, landing: Landing, batch_id: str) -> list[StreamRecord]:
+        events, impressions, items = landing.events, landing.impressions, landing.items
         if events:
             with self.metrics.stage.labels("lake").time():
                 landed = self.sink.write(events, batch_id)
@@ -147,7 +159,10 @@ class StreamWorker:
             with self.metrics.stage.labels("impressions").time():
                 shown = self.sink.write_impressions(impressions, f"{batch_id}:impressions")
             self.metrics.impressions.inc(shown)
-        return done
+        if items:
+            with self.metrics.stage.labels("items").time():
+                self.sink.write_items(items, f"{batch_id}:items")
+        return landing.done
 
     def _online(self, events: Sequence[Event]) -> None:
         """Online features first (freshness); a failure there delays no event's way to the lake."""
@@ -198,7 +213,12 @@ def open_worker(settings: Settings, *, online: bool = True) -> StreamWorker:
     from towerflow.lake import Lake
 
     lake = Lake(settings.lake, settings.storage_options or None)
-    sink = EventSink(lake, settings.table_uri("bronze", "events"), settings.table_uri("bronze", "impressions"))
+    sink = EventSink(
+        lake,
+        settings.table_uri("bronze", "events"),
+        settings.table_uri("bronze", "impressions"),
+        settings.table_uri("bronze", "items"),
+    )
     return StreamWorker(stream=open_stream(settings), sink=sink, online=open_online(settings) if online else None)
 
 

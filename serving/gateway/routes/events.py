@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from serving.gateway.auth import EVENTS_WRITE, Principal
@@ -27,6 +27,7 @@ from streams.base import StreamError
 from streams.events import Event, new_event_id
 
 log = logging.getLogger(__name__)
+_One = TypeVar("_One", bound=BaseModel)
 router = APIRouter(prefix="/v1", tags=["events"])
 EventsWriter = Annotated[Principal, Depends(require_scope(EVENTS_WRITE))]
 #: Seconds a client should wait before retrying while the stream is unavailable.
@@ -41,13 +42,14 @@ _BODY_SCHEMA = {
 
 
 def add_body_schemas(openapi: dict[str, Any]) -> None:
-    """Put `EventIn` and `EventBatch` among the OpenAPI components the request body refers to
-    (the route reads its body itself, so FastAPI does not collect them)."""
+    """Put the event and item bodies among the OpenAPI components the request bodies refer to
+    (the routes read their bodies themselves, so FastAPI does not collect them)."""
     from pydantic.json_schema import models_json_schema
 
-    _, defs = models_json_schema(
-        [(EventIn, "validation"), (EventBatch, "validation")], ref_template="#/components/schemas/{model}"
-    )
+    from serving.gateway.schemas import ItemBatch, ItemIn
+
+    models: list[type[BaseModel]] = [EventIn, EventBatch, ItemIn, ItemBatch]
+    _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     openapi.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
 
 
@@ -64,7 +66,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     """The request body, refused (413) past `MAX_EVENTS_BODY_BYTES` before reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_EVENTS_BODY_BYTES:
@@ -78,24 +80,29 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def parse_events(body: bytes) -> list[EventIn]:
-    """One event (an object) or a batch (`{"events": [...]}`) from a request body.
+def parse_batch(body: bytes, one: type[_One], batch: type[BaseModel], field: str) -> list[_One]:
+    """One object (`one`) or a batch (`{field: [...]}`, `batch`) from a request body.
 
     Raises:
-        RequestValidationError: bad JSON or an invalid event; locations name the index and field.
+        RequestValidationError: bad JSON or an invalid object; locations name the index and field.
     """
     try:
         shape = from_json(body)
     except ValueError as err:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": f"not JSON: {err}"}]) from None
     try:
-        if isinstance(shape, dict) and "events" in shape:
-            return EventBatch.model_validate_json(body).events
-        return [EventIn.model_validate_json(body)]
+        if isinstance(shape, dict) and field in shape:
+            return list(getattr(batch.model_validate_json(body), field))
+        return [one.model_validate_json(body)]
     except ValidationError as err:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]
         ) from None
+
+
+def parse_events(body: bytes) -> list[EventIn]:
+    """One event (an object) or a batch (`{"events": [...]}`) from a request body."""
+    return parse_batch(body, EventIn, EventBatch, "events")
 
 
 def to_stream(events: list[EventIn], received_at: datetime) -> list[Event]:
@@ -128,7 +135,7 @@ async def post_events(request: Request, writer: EventsWriter, resources: Resourc
     accepted (202, once the event stream holds every event) or rejected whole. The stream worker
     then updates the users' recent actions online (within a second) and appends the events to
     the lake; an `event_id` sent again lands once."""
-    events = to_stream(parse_events(await _body(request)), datetime.now(UTC))
+    events = to_stream(parse_events(await read_body(request)), datetime.now(UTC))
     metrics = resources.metrics
     try:
         records = [(e.user_id, e.encode()) for e in events]

@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # main imports this module
 
 router = APIRouter(prefix="/v1", tags=["experiments"])
 ExperimentsReader = Annotated[Principal, Depends(require_scope(EXPERIMENTS_READ))]
-CONTROL = "control"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid bearer token."},
@@ -37,7 +36,8 @@ async def experiment_metrics(
     """Per arm since the experiment started (until it ended): impressions, clicks, purchases,
     CTR, conversion and revenue per impression with confidence intervals; each arm's difference
     to control with a p-value and an always-valid p-value (safe to check at any time); the
-    decision the hourly experiments DAG would take, and the sample's progress toward its minimum.
+    decision the hourly experiments DAG would take (the same `TOWERFLOW_EXPERIMENT_*` policy), and
+    the sample's progress toward its minimum.
     Clicks and purchases count for the impression whose `request_id` they quote, else for the
     user's latest impression of the item within a day before them."""
     return await asyncio.to_thread(measure, resources, experiment_id)
@@ -46,16 +46,17 @@ async def experiment_metrics(
 def measure(resources: Resources, experiment_id: str) -> ExperimentMetrics:
     """Blocking: the store read and the lake scan (DuckDB) run in a worker thread."""
     from experiments.analysis import experiment_metrics
+    from experiments.lifecycle import control_arm, decision_policy
     from towerflow.lake import Lake
 
     experiment = resources.experiments_store().get(experiment_id)
     settings = resources.settings
-    arms = [arm.name for arm in experiment.arms]
     return experiment_metrics(
         Lake(settings.lake, settings.storage_options or None),
         experiment.id,
         experiment.started_at,
         experiment.ended_at or datetime.now(UTC),
-        control=CONTROL if CONTROL in arms else arms[0],
-        arms=arms,
+        control=control_arm(experiment),
+        arms=[arm.name for arm in experiment.arms],
+        policy=decision_policy(settings),
     )
