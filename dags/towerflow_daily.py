@@ -28,13 +28,17 @@ Set `date` when triggering to run for another day.
 14. **publish** (versions, `models.config` labels, precomputed recommendations, a stable vs canary
     experiment that `towerflow_experiments` decides) or **keep_production**.
 15. **report**: what ran and what serves now.
+16. **monitor**: the monitoring report of the day before the run date: drift (PSI) of key features and of
+    the ranking scores against the serving model's training days, CTR and conversion per model version
+    (`$TOWERFLOW_HOME/reports/monitoring/<day>.html`; the gateway's /metrics serves its gauges).
 
 Each task calls one function of `towerflow.tasks` with the run's date or days; XComs carry small
 summaries. `towerflow pipeline etl --start D1 --end D2` runs the ETL tasks in this order for D1..D2.
 The training tasks skip when their outputs for the same inputs (data versions, params, code) exist.
 Task logs: each task's Logs tab, runs of `towerflow pipeline run` included (files under
 `$TOWERFLOW_HOME/airflow/logs/`). Data Docs of every validation:
-`$TOWERFLOW_HOME/reports/data_docs/index.html`; evaluation: `$TOWERFLOW_HOME/runs/<date>/evaluation/`.
+`$TOWERFLOW_HOME/reports/data_docs/index.html`; evaluation: `$TOWERFLOW_HOME/runs/<date>/evaluation/`;
+monitoring: `$TOWERFLOW_HOME/reports/monitoring/` (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -247,6 +251,16 @@ def towerflow_daily():
 
         return report(run_date)
 
+    @task(execution_timeout=timedelta(minutes=30))
+    def monitor(run_date: str) -> dict:
+        """Monitoring report of the day before the run date: PSI of key features and scores against the serving
+        model's training days, CTR and conversion per model version, in
+        `$TOWERFLOW_HOME/reports/monitoring/<day>.html`; the gateway's /metrics serves its gauges."""
+
+        from monitoring.report import report_task
+
+        return report_task(run_date)
+
     days = plan_days(RUN_DATE)
     ingest_landing(RUN_DATE) >> days
     checked = validate_raw(days)
@@ -274,7 +288,9 @@ def towerflow_daily():
     decision >> [refitted, kept]
     published = publish(RUN_DATE)
     refitted >> published
-    [published, kept] >> report(RUN_DATE)
+    reported = report(RUN_DATE)
+    [published, kept] >> reported
+    reported >> monitor(RUN_DATE)
 
 
 towerflow_daily()

@@ -152,7 +152,7 @@ def psi_bars(drift: Sequence[Drift], thresholds: Thresholds) -> str | None:
 
 def distributions(drift: Sequence[Drift], columns: int = 4) -> str | None:
     """Each feature's binned shares: reference vs the day."""
-    rows = [d for d in drift if d.bins]
+    rows = [d for d in drift if d.psi is not None]
     if not rows:
         return None
     lines = -(-len(rows) // columns)
@@ -271,13 +271,19 @@ def render_html(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
     flagged = summary["flagged"]
     alerts = sum(1 for f in flagged if f["level"] == "alert")
     warns = len(flagged) - alerts
+    unknown = sum(1 for d in drift if d.level == "unknown")
     verdict = (
         f'<span class="alert">{alerts} alert(s)</span>'
         if alerts
         else f'<span class="warn">{warns} warning(s)</span>'
         if warns
+        else '<span class="unknown">nothing to compare</span>'
+        if unknown == len(drift)
         else '<span class="ok">no drift</span>'
     )
+    if unknown and unknown < len(drift):
+        verdict += f' <span class="unknown">({unknown} without a reference or rows)</span>'
+
     ref = summary["reference"]
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>towerflow monitoring {e(summary['day'])}</title>",

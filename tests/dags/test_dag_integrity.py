@@ -91,6 +91,7 @@ def test_daily_dag_runs_one_day_at_a_time_in_pipeline_order(parsed: dict) -> Non
     assert [t for t in order if t in pipeline] == pipeline
     assert order.index("gate") < order.index("refit") < order.index("publish") < order.index("report")
     assert order.index("gate") < order.index("keep_production") < order.index("report")
+    assert order[-1] == "monitor"  # the day's monitoring report, once what serves is settled
 
 
 def test_experiments_dag_decides_hourly_without_catching_up(parsed: dict) -> None:
