@@ -41,7 +41,8 @@ def test_each_arm_is_measured_from_its_impressions_and_attributed_events(client,
     settings = client.app.state.settings
     with ExperimentStore.open(settings.experiments_db_url) as store:
         created = store.create(name="metrics route", arms=ARMS, salt="metrics-test")
-    assert client.app.state.resources.refresh_experiments()
+    client.app.state.resources.refresh_experiments()  # now, not at the next background re-read
+    assert client.app.state.resources.recommender.experiment().id == created.id
     events = []
     for user in USERS:
         body = client.get("/v1/recommendations", params={"user_id": user, "count": 5}, headers=gw.auth()).json()
