@@ -139,10 +139,22 @@ class GatewayMetrics:
             ["view"],
             registry=r,
         )
+        self._feature_age: dict[str, tuple[Histogram, Counter]] = {}  # per view: its children
         if reports_dir is not None:
             from monitoring.exporter import ReportCollector
 
             r.register(ReportCollector(reports_dir))
+
+    def user_feature_read(self, view: str, age_s: float, *, stale: bool) -> None:
+        """Observe the age of a user feature view a request used (children cached: this runs for
+        every view of every request, and `labels()` costs more than `observe`)."""
+        children = self._feature_age.get(view)
+        if children is None:
+            children = (self.user_feature_age.labels(view), self.stale_user_features.labels(view))
+            self._feature_age[view] = children
+        children[0].observe(age_s)
+        if stale:
+            children[1].inc()
 
     @contextmanager
     def time(self, stage: str) -> Iterator[None]:

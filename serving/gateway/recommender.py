@@ -381,9 +381,7 @@ class Recommender:
             now = time.time()
             for view, valid_from in user.event_times.items():
                 age = max(now - valid_from, 0.0)
-                self.metrics.user_feature_age.labels(view).observe(age)
-                if age > self.stale_features_s:
-                    self.metrics.stale_user_features.labels(view).inc()
+                self.metrics.user_feature_read(view, age, stale=age > self.stale_features_s)
 
     async def _model_path(
         self,

@@ -69,7 +69,8 @@ def test_the_age_of_each_user_feature_view_is_observed_and_old_ones_counted_stal
     assert counts == {(("view", "user_features"),): 1.0, (("view", "user_recent"),): 1.0}
     sums = _samples(registry, "towerflow_gateway_user_feature_age_seconds_sum")
     assert sums[(("view", "user_features"),)] == pytest.approx(40 * 3600, abs=60)
-    assert _samples(registry, "towerflow_gateway_stale_user_features_total") == {(("view", "user_features"),): 1.0}
+    stale = _samples(registry, "towerflow_gateway_stale_user_features_total")
+    assert stale == {(("view", "user_features"),): 1.0, (("view", "user_recent"),): 0.0}  # 0: a series to rate
 
 
 def test_metrics_expose_the_latest_reports_drift(tmp_path: Path) -> None:
