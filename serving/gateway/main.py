@@ -296,6 +296,7 @@ async def open_resources(
         metrics=metrics,
         executor=executor,
         breakers=breakers,
+        stale_features_s=settings.stale_user_features_s,
     )
     limiter = RateLimiter(
         redis,
@@ -345,7 +346,7 @@ def create_app(settings: GatewaySettings | None = None, *, open_feature_store: b
             `deps.get_reader` pass False.
     """
     settings = settings or get_settings()
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(reports_dir=settings.monitoring_reports_dir)  # drift gauges from the daily report
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
