@@ -42,7 +42,8 @@ SCOPES = {
     EVENTS_WRITE: "Send events (clicks, views, purchases).",
     CATALOG_WRITE: "Upsert catalog items (`POST /v1/items`): new items, availability, prices.",
     EXPERIMENTS_READ: "Read experiment results (`GET /v1/experiments/{id}/metrics`).",
-    EXPERIMENTS_ADMIN: "Force a request's experiment arm (`X-Experiment-Arm`): checking what an arm serves.",
+    EXPERIMENTS_ADMIN: "Create and stop experiments (`POST /v1/experiments`), force a request's arm "
+    "(`X-Experiment-Arm`).",
 }
 DEV_SECRET_FILE = "jwt-hs256.key"
 #: Verified tokens remembered (cleared when full) and for how long at most (a revoked signing

@@ -83,3 +83,31 @@ def test_unknown_ids_and_missing_scopes_are_refused(client, gw) -> None:
     assert missing.status_code == 404 and "999" in missing.json()["message"]
     assert client.get("/v1/experiments/1/metrics", headers=gw.auth("recommend:any")).status_code == 403
     assert client.get("/v1/experiments/1/metrics").status_code == 401
+
+
+def test_experiments_are_created_read_and_stopped_over_http_with_clear_refusals(client, gw) -> None:
+    admin, reader = gw.auth("experiments:admin"), gw.auth("experiments:read")
+    body = {"name": "ranker v2", "arms": [{"name": "control", "share": 90}, {"name": "canary", "share": 10}]}
+    assert client.post("/v1/experiments", json=body, headers=reader).status_code == 403
+    created = client.post("/v1/experiments", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    experiment = created.json()
+    assert experiment["surface"] == "home" and [a["share"] for a in experiment["arms"]] == [90, 10]
+    # This gateway serves it at once.
+    served = client.get("/v1/recommendations", params={"user_id": "u1"}, headers=gw.auth()).json()
+    assert served["experiment"]["id"] == experiment["id"]
+
+    uneven = {**body, "surface": "search", "arms": [{"name": "control", "share": 60}, {"name": "b", "share": 30}]}
+    refused = client.post("/v1/experiments", json=uneven, headers=admin)
+    assert refused.status_code == 422 and "share" in refused.json()["message"], refused.text
+    busy = client.post("/v1/experiments", json=body, headers=admin)
+    assert busy.status_code == 409 and "home" in busy.json()["message"], busy.text
+
+    assert client.get(f"/v1/experiments/{experiment['id']}", headers=reader).json()["status"] == "running"
+    stop = {"decision": "rollback", "reason": "guardrail"}
+    stopped = client.post(f"/v1/experiments/{experiment['id']}/stop", json=stop, headers=admin)
+    assert stopped.status_code == 200 and stopped.json()["decision"] == "rollback", stopped.text
+    assert client.post(f"/v1/experiments/{experiment['id']}/stop", json=stop, headers=admin).status_code == 409
+    assert client.post("/v1/experiments/999/stop", json=stop, headers=admin).status_code == 404
+    served = client.get("/v1/recommendations", params={"user_id": "u1"}, headers=gw.auth()).json()
+    assert served["experiment"]["id"] == "default"
