@@ -30,12 +30,13 @@ user_seen_source = _gold(
 user_embeddings_source = _gold("user_embeddings", "User tower outputs per model version.")
 item_embeddings_source = _gold("item_embeddings", "Item tower outputs per model version.")
 
-# The stream worker pushes a user's last 10 items and today's counters as events arrive; the
-# nightly batch fills the same feature view from gold, so training sees the same definitions.
+# The stream worker pushes a user's last 10 items (with the latest action on each) and today's
+# counters as events arrive; the nightly batch fills the same feature view from gold, so training
+# sees the same definitions.
 user_recent_push = PushSource(
     name="user_recent_push",
     batch_source=user_features_source,
-    description="Stream worker -> user_recent: user_id, event_timestamp, last_10_items, *_1d.",
+    description="Stream worker -> user_recent: user_id, event_timestamp, last_10_items, last_10_actions, *_1d.",
 )
 
 item_trending_push = PushSource(

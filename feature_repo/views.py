@@ -56,11 +56,12 @@ user_recent = FeatureView(
     ttl=DAILY,
     schema=[
         Field(name="last_10_items", dtype=Array(String)),
+        Field(name="last_10_actions", dtype=Array(String)),
         *_counts(*COUNTERS, windows=(1,)),
     ],
     online=True,
     source=user_recent_push,
-    description="The user's last 10 items (most recent first) and today's counters; pushed live.",
+    description="The user's last 10 items (most recent first), the latest action on each, and today's counters; live.",
 )
 
 user_history = FeatureView(

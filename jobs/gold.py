@@ -109,11 +109,19 @@ def transform_user_features(
         F.mode(category, deterministic=True).alias("favourite_category"),  # ties: first by name
         # Exact decimal sums: a double sum depends on row order, and reruns must agree bit for bit.
         F.avg(F.when(acted, F.col("price").cast("decimal(18,6)"))).cast("double").alias("avg_price_30d"),
-        F.collect_list(F.when(acted, F.struct("timestamp", "item_id"))).alias("_acts"),
+        F.collect_list(F.when(acted, F.struct("timestamp", "item_id", "action"))).alias("_acts"),
     )
-    # Last 10 distinct items, most recent first (ties broken by item id, so reruns agree).
-    newest_first = F.transform(F.sort_array("_acts", asc=False), lambda act: act["item_id"])
+    # Last 10 distinct items, most recent first (ties broken by item id, so reruns agree), and the
+    # most recent action on each (the action only orders acts sharing an instant and an item).
+    sorted_acts = F.sort_array("_acts", asc=False)
+    newest_first = F.transform(sorted_acts, lambda act: act["item_id"])
     users = users.withColumn("last_10_items", F.slice(F.array_distinct(newest_first), 1, 10))
+    users = users.withColumn(
+        "last_10_actions",
+        F.transform(
+            "last_10_items", lambda item: F.filter(sorted_acts, lambda act: act["item_id"] == item)[0]["action"]
+        ),
+    )
     # Last purchase within the lookback, as of each feature day: a running max over days.
     bought = (
         purchases.where(F.col("event_date") <= F.lit(last))

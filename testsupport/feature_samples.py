@@ -59,6 +59,8 @@ def user_feature_rows(users: list[str], day: date, seed: int, *, bump: int = 0) 
     cols["avg_price_30d"] = np.round(rng.random(n) * 50, 2)
     picks = rng.integers(0, 1000, (n, 10))
     cols["last_10_items"] = [[f"i{x}" for x in row[: 1 + i % 10]] for i, row in enumerate(picks)]
+    actions = list(COUNTED.values())
+    cols["last_10_actions"] = [[actions[x % len(actions)] for x in row[: 1 + i % 10]] for i, row in enumerate(picks)]
     return pa.Table.from_pydict(cols, schema=schemas.GOLD_USER_FEATURES)
 
 
@@ -394,9 +396,10 @@ def _user_rows(upto: pd.DataFrame, day: date) -> pa.Table:
     prices = recent[recent["action"] == "purchase"].groupby("user_id")["price"].mean().reindex(users)
     cols["avg_price_30d"] = [None if v is None else round(v, 6) for v in _optional(prices)]
     positives = upto[upto["action"].isin(POSITIVE_ACTIONS)].iloc[::-1]  # newest first
-    last = positives.drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=False)["item_id"]
-    last_10 = last.agg(lambda s: s.head(10).tolist())
-    cols["last_10_items"] = [last_10.get(u, []) for u in users]
+    last = positives.drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=False)
+    for column, name in (("item_id", "last_10_items"), ("action", "last_10_actions")):
+        last_10 = last[column].agg(lambda s: s.head(10).tolist())
+        cols[name] = [last_10.get(u, []) for u in users]
     return pa.Table.from_pydict(cols, schema=schemas.GOLD_USER_FEATURES)
 
 

@@ -99,6 +99,7 @@ GOLD_USER_FEATURES = pa.schema(
         pa.field("favourite_category", pa.string()),
         pa.field("avg_price_30d", pa.float64()),
         pa.field("last_10_items", pa.list_(pa.string())),  # most recent first
+        pa.field("last_10_actions", pa.list_(pa.string())),  # the latest action on each of last_10_items
     ]
 )
 
@@ -171,6 +172,8 @@ BRONZE_IMPRESSIONS = pa.schema(
         pa.field("retrieval_version", pa.string()),  # null off the model path
         pa.field("ranking_version", pa.string()),
         pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("reason", pa.string()),  # why the model path did not serve; null when it did
+        pa.field("latency_ms", pa.float64()),  # the gateway's time on the response (features to rules)
         pa.field("event_date", pa.date32(), nullable=False),
     ]
 )

@@ -29,6 +29,8 @@ RECENT_ITEMS = 10
 USER_VIEW, USER_PUSH = "user_recent", "user_recent_push"
 ITEM_VIEW, ITEM_PUSH = "item_trending", "item_trending_push"
 COUNTERS = tuple(f"{counter}_1d" for counter in COUNTED)
+#: The `user_recent` features `merge_recent` reads and pushes.
+RECENT_FEATURES = ("last_10_items", "last_10_actions", *COUNTERS)
 #: What each action adds to, by counter column.
 ACTION_COUNTER = {action: f"{counter}_1d" for counter, action in COUNTED.items()}
 
@@ -67,17 +69,29 @@ def _valid_at(stored: Stored, events: Sequence[Event]) -> datetime:
 
 def merge_recent(stored: Stored, events: Sequence[Event]) -> dict[str, Any]:
     """A user's `user_recent` row after `events`: the last 10 distinct items acted on (newest
-    first; cancellations are not actions on an item, as in the batch features) and today's counters."""
+    first; cancellations are not actions on an item, as in the batch features), the latest action
+    on each (`last_10_actions`, index by index) and today's counters."""
     valid_at = _valid_at(stored, events)
-    # Newest first, ties by item id descending: the order the batch features use (jobs/gold.py).
+    # Newest first, ties by item id then action descending: the order the batch features use
+    # (jobs/gold.py).
     acted = sorted(
-        (e for e in events if e.action != "cancellation"), key=lambda e: (e.timestamp, e.item_id), reverse=True
+        (e for e in events if e.action != "cancellation"),
+        key=lambda e: (e.timestamp, e.item_id, e.action),
+        reverse=True,
     )
-    items: list[str] = []
-    for item in [*(e.item_id for e in acted), *(stored.values.get("last_10_items") or [])]:
-        if item not in items:
-            items.append(item)
-    row: dict[str, Any] = {"event_timestamp": valid_at, "last_10_items": items[:RECENT_ITEMS]}
+    old_items = stored.values.get("last_10_items") or []
+    old_actions = stored.values.get("last_10_actions") or []
+    # A stored row from before last_10_actions existed has none: its items' actions are unknown ("").
+    old_actions = [*old_actions, *[""] * (len(old_items) - len(old_actions))]
+    latest: dict[str, str] = {}
+    for item, action in [*((e.item_id, e.action) for e in acted), *zip(old_items, old_actions, strict=False)]:
+        latest.setdefault(item, action)
+    recent = list(latest.items())[:RECENT_ITEMS]
+    row: dict[str, Any] = {
+        "event_timestamp": valid_at,
+        "last_10_items": [item for item, _ in recent],
+        "last_10_actions": [action for _, action in recent],
+    }
     row.update(_counters(stored, valid_at))
     _count(row, events, valid_at)
     return row
@@ -111,7 +125,7 @@ class OnlineUpdater:
         for event in events:
             by_user[event.user_id].append(event)
             by_item[event.item_id].append(event)
-        self._push(USER_VIEW, USER_PUSH, "user_id", by_user, ["last_10_items", *COUNTERS], merge_recent)
+        self._push(USER_VIEW, USER_PUSH, "user_id", by_user, list(RECENT_FEATURES), merge_recent)
         self._push(ITEM_VIEW, ITEM_PUSH, "item_id", by_item, list(COUNTERS), merge_trending)
         if self.redis is not None:
             from features.precomputed import drop_precomputed

@@ -90,6 +90,7 @@ def test_user_features_count_windows_recency_and_last_items(spark) -> None:
     assert u["distinct_categories_30d"] == 2
     assert u["favourite_category"] == "garden"  # 2 acts on kitchen, 2 on garden: tie -> by name
     assert u["last_10_items"] == ["cheap", "dear"]
+    assert u["last_10_actions"] == ["click", "view"]  # the latest action on each; cancellations are none
     assert u["avg_price_30d"] == pytest.approx((10 + 10 + 30 + 30) / 4)
     assert u["feature_date"] == DAY
 

@@ -159,6 +159,7 @@ def test_pushed_recent_actions_are_readable_at_once(fx, redis_store, gold_home) 
             "user_id": [user],
             "event_timestamp": [now],
             "last_10_items": [["i9", "i8", "i7"]],
+            "last_10_actions": [["purchase", "click", "view"]],
             "views_1d": [41],
             "clicks_1d": [3],
             "carts_1d": [1],
@@ -169,6 +170,7 @@ def test_pushed_recent_actions_are_readable_at_once(fx, redis_store, gold_home) 
 
     fast = FastFeatureReader(redis_store, "ranking").user_features(user)
     assert fast["user_recent__last_10_items"] == ["i9", "i8", "i7"]
+    assert fast["user_recent__last_10_actions"] == ["purchase", "click", "view"]
     assert fast["user_recent__views_1d"] == 41
     assert fast == FeastFeatureReader(redis_store, "ranking").user_features(user)
     # The nightly batch (older event time) does not overwrite what the stream pushed.

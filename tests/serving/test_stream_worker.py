@@ -30,12 +30,17 @@ def event(
 
 
 def test_recent_items_put_the_newest_first_once_each_and_keep_ten() -> None:
-    stored = Stored({"last_10_items": [f"old{n}" for n in range(10)], "clicks_1d": 4}, NOON - timedelta(hours=1))
+    old = [f"old{n}" for n in range(10)]
+    stored = Stored(
+        {"last_10_items": old, "last_10_actions": ["purchase"] * 10, "clicks_1d": 4}, NOON - timedelta(hours=1)
+    )
     events = [event("a", at=NOON), event("b", at=NOON + timedelta(seconds=1)), event("old3", "view", NOON)]
     row = merge_recent(stored, events)
     assert row["last_10_items"][:3] == ["b", "old3", "a"]  # same instant: by item id, as the batch orders them
     assert len(row["last_10_items"]) == 10 and len(set(row["last_10_items"])) == 10
     assert "old9" not in row["last_10_items"] and "old8" not in row["last_10_items"]
+    # Aligned index by index: the new events' actions, then the stored ones of the items kept.
+    assert row["last_10_actions"] == ["click", "view", "click", *["purchase"] * 7]
     assert row["clicks_1d"] == 6 and row["views_1d"] == 1  # continued: the stored row is today's, live
     assert row["event_timestamp"] == NOON + timedelta(seconds=1)
 
@@ -43,13 +48,29 @@ def test_recent_items_put_the_newest_first_once_each_and_keep_ten() -> None:
 def test_todays_counters_start_from_zero_after_a_batch_row_or_yesterday() -> None:
     midnight = datetime(2026, 12, 6, tzinfo=UTC)  # the daily batch's row for yesterday
     for stored_at in (midnight, midnight - timedelta(hours=3)):
-        row = merge_recent(Stored({"last_10_items": ["x"], "purchases_1d": 7}, stored_at), [event("a", "purchase")])
+        stored = Stored({"last_10_items": ["x"], "last_10_actions": ["view"], "purchases_1d": 7}, stored_at)
+        row = merge_recent(stored, [event("a", "purchase")])
         assert row["purchases_1d"] == 1 and row["last_10_items"] == ["a", "x"]
+        assert row["last_10_actions"] == ["purchase", "view"]
+
+
+def test_the_latest_action_on_an_item_is_the_one_kept() -> None:
+    stored = Stored({"last_10_items": ["a", "x"], "last_10_actions": ["view", "click"]}, NOON - timedelta(hours=1))
+    later = NOON + timedelta(seconds=1)
+    events = [event("x", "add_to_cart", NOON), event("x", "purchase", later), event("a", "click", NOON)]
+    row = merge_recent(stored, events)
+    assert row["last_10_items"] == ["x", "a"] and row["last_10_actions"] == ["purchase", "click"]
+
+
+def test_a_stored_row_without_actions_keeps_its_items_with_unknown_actions() -> None:
+    row = merge_recent(Stored({"last_10_items": ["x", "y"]}, NOON - timedelta(hours=1)), [event("a", "view")])
+    assert row["last_10_items"] == ["a", "x", "y"] and row["last_10_actions"] == ["view", "", ""]
 
 
 def test_a_cancellation_counts_nothing_and_is_not_a_recent_item() -> None:
     row = merge_recent(Stored({}, None), [event("a", "cancellation")])
-    assert row["last_10_items"] == [] and all(row[c] == 0 for c in ("views_1d", "clicks_1d", "carts_1d"))
+    assert row["last_10_items"] == [] and row["last_10_actions"] == []
+    assert all(row[c] == 0 for c in ("views_1d", "clicks_1d", "carts_1d"))
 
 
 def test_a_late_event_does_not_make_the_row_older_than_the_stored_one() -> None:
