@@ -117,6 +117,8 @@ class Impression:
         experiment_id / arm: the A/B assignment.
         retrieval_version / ranking_version: the models on the model path; None off it.
         timestamp: when the response was made (UTC).
+        reason: why the model path did not serve (None when it did).
+        latency_ms: the response's time in the gateway.
     """
 
     request_id: str
@@ -129,6 +131,8 @@ class Impression:
     retrieval_version: str | None
     ranking_version: str | None
     timestamp: datetime
+    reason: str | None = None
+    latency_ms: float | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"kind": IMPRESSION_KIND, **{f.name: getattr(self, f.name) for f in fields(self)}}

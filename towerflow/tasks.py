@@ -557,7 +557,8 @@ def review_experiments(end: str) -> dict[str, object]:
     versions, the experiment stops), roll back (the experiment stops) or continue
     (experiments.lifecycle.review). The log shows each arm's counts, the p-values and the
     decision; a stopped experiment keeps the reason (`towerflow experiments show ID`)."""
-    from experiments.lifecycle import decision_policy, review
+    from experiments.health import read_arm_health
+    from experiments.lifecycle import control_arm, decision_policy, review
     from experiments.store import ExperimentStore
 
     settings = get_settings()
@@ -565,9 +566,21 @@ def review_experiments(end: str) -> dict[str, object]:
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     policy = decision_policy(settings)
     log.info("deciding the running experiments on their data up to %s (%s)", moment.isoformat(), policy)
+    lake = _lake(settings)
     with ExperimentStore.open(settings.experiments_db_url) as store:
+        health = {  # the guardrails' readings: each arm's failed-response share and p99 latency
+            e.id: read_arm_health(lake, e.id, e.started_at, moment, [a.name for a in e.arms], control=control_arm(e))
+            for e in store.running().values()
+            if e.started_at < moment
+        }
         reviews = review(
-            store, _lake(settings), moment, policy, lambda e, arm: promote_arm(settings, e, arm), progress=log.info
+            store,
+            lake,
+            moment,
+            policy,
+            lambda e, arm: promote_arm(settings, e, arm),
+            health=health,
+            progress=log.info,
         )
     if not reviews:
         log.info("no experiment is running")

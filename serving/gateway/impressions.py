@@ -76,6 +76,8 @@ class ImpressionLogger:
         arm: str,
         model_versions: Mapping[str, str],
         at: datetime | None = None,
+        reason: str | None = None,
+        latency_ms: float | None = None,
     ) -> None:
         """Queue one response's impressions (cheap; never blocks on I/O)."""
         if not items:
@@ -91,6 +93,8 @@ class ImpressionLogger:
             retrieval_version=model_versions.get("retrieval"),
             ranking_version=model_versions.get("ranking"),
             timestamp=(at or datetime.now(UTC)).astimezone(UTC),
+            reason=reason,
+            latency_ms=latency_ms,
         )
         self._records.append((user_id, impression.encode()))
         self._shown.append(len(items))

@@ -66,6 +66,8 @@ def impression_rows(impressions: Sequence[Impression]) -> pa.Table:
             rows["retrieval_version"].append(shown.retrieval_version)
             rows["ranking_version"].append(shown.ranking_version)
             rows["timestamp"].append(shown.timestamp)
+            rows["reason"].append(shown.reason)
+            rows["latency_ms"].append(shown.latency_ms)
             rows["event_date"].append(shown.timestamp.date())
     return pa.table(rows, schema=BRONZE_IMPRESSIONS)
 

@@ -116,17 +116,22 @@ async def experiment_metrics(
 def measure(resources: Resources, experiment_id: str) -> ExperimentMetrics:
     """Blocking: the store read and the lake scan (DuckDB) run in a worker thread."""
     from experiments.analysis import experiment_metrics
+    from experiments.health import read_arm_health
     from experiments.lifecycle import control_arm, decision_policy
     from towerflow.lake import Lake
 
     experiment = resources.experiments_store().get(experiment_id)
     settings = resources.settings
+    lake = Lake(settings.lake, settings.storage_options or None)
+    end = experiment.ended_at or datetime.now(UTC)
+    arms, control = [arm.name for arm in experiment.arms], control_arm(experiment)
     return experiment_metrics(
-        Lake(settings.lake, settings.storage_options or None),
+        lake,
         experiment.id,
         experiment.started_at,
-        experiment.ended_at or datetime.now(UTC),
-        control=control_arm(experiment),
-        arms=[arm.name for arm in experiment.arms],
+        end,
+        control=control,
+        arms=arms,
         policy=decision_policy(settings),
+        health=read_arm_health(lake, experiment.id, experiment.started_at, end, arms, control=control),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -54,6 +55,7 @@ async def recommendations(
     ranking -> business rules. Degrades to precomputed or popular items instead of failing;
     `path` says which served, `sources` how many items each source gave; `experiment` and the
     `X-Experiment-Arm` header the user's arm in the running experiment."""
+    started = time.perf_counter()
     served = await resources.recommender.recommend(
         reader,
         user_id=params.user_id,
@@ -77,6 +79,8 @@ async def recommendations(
             experiment_id=served.experiment_id,
             arm=served.arm,
             model_versions=served.model_versions,
+            reason=served.reason,
+            latency_ms=(time.perf_counter() - started) * 1e3,
         )
     # Serialized here rather than returned as a model: FastAPI would validate the model again
     # against `response_model` on every request. Same fields; tests validate them against it.
