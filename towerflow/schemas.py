@@ -99,6 +99,7 @@ GOLD_USER_FEATURES = pa.schema(
         pa.field("favourite_category", pa.string()),
         pa.field("avg_price_30d", pa.float64()),
         pa.field("last_10_items", pa.list_(pa.string())),  # most recent first
+        pa.field("last_10_actions", pa.list_(pa.string())),  # the latest action on each of last_10_items
     ]
 )
 
