@@ -31,10 +31,11 @@ def test_the_async_read_carries_them_too(redis_store: Any, gold_home: Any, fx: A
 
     async def read() -> UserFeatures:
         try:
-            return await reader.user_features_async(gold.users[1])
+            # users[2]: test_feature_store.py pushes live values for users[1] into this session's store
+            return await reader.user_features_async(gold.users[2])
         finally:
             await reader.aclose()
 
     user = asyncio.run(read())
     assert user.event_times == dict.fromkeys(USER_VIEWS, fx.end_of(gold).timestamp())
-    assert user == reader.user_features(gold.users[1])
+    assert user == reader.user_features(gold.users[2])
