@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -246,6 +246,34 @@ def own_project(gateway_home: GatewayHome, redis_url: str) -> Iterator[str]:
     fs.materialize(store, gateway_home.world.end)
     yield project
     fs.delete_online_project(store)
+
+
+@pytest.fixture
+def bare_client(tmp_path: Path, gw, gateway_home: GatewayHome) -> Iterator[Callable[..., Any]]:
+    """`make(**settings)`: a started gateway of the test's own without Redis: SQLite experiments
+    database, a local event stream and a lake of its own, an unreachable model server (popular
+    items, every request still assigned an arm). For experiments and the stream worker."""
+    started: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        settings = gateway_home.settings(
+            lake_uri=gateway_home.own_lake(tmp_path),
+            database_url=f"sqlite:///{tmp_path / 'experiments.sqlite3'}",
+            experiments_refresh_s=0.1,
+            redis_url=None,
+            feature_env="embedded",
+            stream_name=f"events-{uuid.uuid4().hex[:8]}",  # the session's home is shared: a stream of its own
+            model_server_target=f"127.0.0.1:{gw.free_port()}",
+            jwt_key=gw.SECRET,
+            impressions_flush_s=0.1,
+            **overrides,
+        )
+        started.append(gw.start_client(settings))
+        return started[-1]
+
+    yield make
+    for client in started:
+        client.__exit__(None, None, None)
 
 
 # -- apps ----------------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ stream and a lake of the test's own."""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,21 +16,8 @@ USERS = [f"u{n}" for n in range(40)]
 
 
 @pytest.fixture
-def client(tmp_path: Path, gw, gateway_home) -> Any:
-    settings = gateway_home.settings(
-        lake_uri=gateway_home.own_lake(tmp_path),
-        database_url=f"sqlite:///{tmp_path / 'experiments.sqlite3'}",
-        experiments_refresh_s=0.1,
-        redis_url=None,
-        feature_env="embedded",
-        stream_name=f"events-{uuid.uuid4().hex[:8]}",  # the session's home is shared: a stream of our own
-        model_server_target=f"127.0.0.1:{gw.free_port()}",  # unreachable: popular items, still assigned
-        jwt_key=gw.SECRET,
-        impressions_flush_s=0.1,
-    )
-    started = gw.start_client(settings)
-    yield started
-    started.__exit__(None, None, None)
+def client(bare_client) -> Any:
+    return bare_client()
 
 
 def test_each_arm_is_measured_from_its_impressions_and_attributed_events(client, gw) -> None:

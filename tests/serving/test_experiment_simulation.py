@@ -8,9 +8,7 @@ review's `promote` records what it was asked to move."""
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,24 +19,8 @@ ARMS = [{"name": "stable", "share": 50}, {"name": "canary", "share": 50, "models
 
 
 @pytest.fixture
-def client(tmp_path: Path, gw, gateway_home) -> Any:
-    settings = gateway_home.settings(
-        lake_uri=gateway_home.own_lake(tmp_path),
-        database_url=f"sqlite:///{tmp_path / 'experiments.sqlite3'}",
-        experiments_refresh_s=0.1,
-        redis_url=None,
-        feature_env="embedded",
-        stream_name=f"events-{uuid.uuid4().hex[:8]}",
-        model_server_target=f"127.0.0.1:{gw.free_port()}",  # popular items: every arm serves the same
-        jwt_key=gw.SECRET,
-        impressions_flush_s=0.2,
-        experiment_min_users_per_arm=250,
-        rate_limit_user=0,
-        rate_limit_token=0,
-    )
-    started = gw.start_client(settings)
-    yield started
-    started.__exit__(None, None, None)
+def client(bare_client) -> Any:
+    return bare_client(experiment_min_users_per_arm=250, rate_limit_user=0, rate_limit_token=0)
 
 
 def test_a_true_lift_is_found_and_promoted(client, gw) -> None:
