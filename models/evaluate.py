@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,25 +36,13 @@ from models.baselines import BASELINES
 from models.data import Catalog
 from models.metrics import DEFAULT_KS, LEVEL, interval, per_user, recall_curve, topk_metrics
 from scoring.catalog import Catalog as ServedCatalog
+from scoring.context import DEFAULT_VARIANT, VARIANTS
 from scoring.rules import RuleConfig
-from scoring.twostage import ModelCaller, Scored, is_cold, popular_items, score, topped_up
+from scoring.twostage import ModelCaller, Scored, is_cold, popular_items, score, topped_up, varies_by_variant
 
 log = logging.getLogger(__name__)
 
 
-class Exclusions(TypedDict):
-    """The gateway's exclusion settings (`RuleConfig` fields) for one variant's lists."""
-
-    exclude_purchased: bool
-    exclude_seen: bool
-
-
-#: Variant -> the gateway's exclusion settings for its lists.
-VARIANTS: dict[str, Exclusions] = {
-    "all": {"exclude_purchased": False, "exclude_seen": False},
-    "new": {"exclude_purchased": True, "exclude_seen": False},
-    "unseen": {"exclude_purchased": True, "exclude_seen": True},
-}
 MODEL_LISTS = ("two_stage", "retrieval")
 PRODUCTION = "production"
 #: Metrics reported with bootstrap intervals (and compared pairwise).
@@ -111,15 +99,16 @@ class EvalData:
         columns = {name: [_python(v) for v in values] for name, values in found.items()}
         return ServedCatalog.from_columns(columns, top=top)
 
-    def scored(self, models: ModelCaller, row: int) -> Scored:
-        """User `row`'s candidates, item features and ranking scores at the cutoff, computed as
-        the gateway computes them (`scoring.twostage.score`)."""
+    def scored(self, models: ModelCaller, row: int, variant: str = DEFAULT_VARIANT) -> Scored:
+        """User `row`'s candidates, item features and ranking scores at the cutoff for a list of
+        `variant`, computed as the gateway computes them (`scoring.twostage.score`)."""
         return score(
             models,
             user_id=str(self.users[row]),
             user=self.user(row),
             item_features=self.item_lookup(),
             moment=self.cutoff,
+            variant=variant,
         )
 
     def truth_for(self, variant: str) -> sp.csr_matrix:
@@ -314,10 +303,13 @@ def served_lists(
     out = {v: {name: {k: np.full((n_users, k), -1) for k in ks} for name in stages} for v in VARIANTS}
     popular = data.popular_catalog(rules.popular_size)
     step = max(1, n_users // 10)
+    per_variant = varies_by_variant(models)  # a pair published per variant answers each its own way
     for row in range(n_users):
         user = data.user(row)
-        scored = None if is_cold(user) else data.scored(models, row)
+        scored = None if is_cold(user) or per_variant else data.scored(models, row)
         for variant, exclusions in VARIANTS.items():
+            if per_variant and not is_cold(user):
+                scored = data.scored(models, row, variant)
             for k in ks:
                 wanted = replace(rules, count=k, **exclusions)
                 for name in stages:

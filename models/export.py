@@ -321,6 +321,157 @@ def baseline_module(name: str, fitted, item_ids, user_ids, k: int = RETRIEVAL_K)
     return Baseline()
 
 
+def _signature_specs(module) -> dict[str, Any]:
+    """A loaded SavedModel's `serving_default` inputs, by name."""
+    return dict(module.signatures["serving_default"].structured_input_signature[1])
+
+
+def _union_specs(tf, parts: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Every input any part asks for, plus `extra`: one name must mean one dtype and rank
+    everywhere; where widths differ (fixed in one part, open in another) the fixed one wins."""
+    out = dict(extra)
+    for part in parts:
+        for name, spec in _signature_specs(part).items():
+            known = out.get(name)
+            if known is not None and not spec.is_compatible_with(known):
+                raise ValueError(f"input {name!r} is {known} in one part and {spec} in another")
+            if known is None or sum(d is not None for d in spec.shape) > sum(d is not None for d in known.shape):
+                out[name] = tf.TensorSpec(spec.shape, spec.dtype, name=name)
+    return out
+
+
+def per_variant_modules(pairs: dict[str, dict[str, Path]], recommenders: dict[str, str]):
+    """A retrieval and a ranking `tf.Module` that serve each list variant with its own pair.
+
+    The gate may choose a different recommender per variant (`models.gate`): e.g. the two-stage
+    model for `all` and a baseline for `new`. Published as one pair (one version, one label),
+    both signatures read `list_variant` (`scoring.context`) and route each row to the parts its
+    variant chose: retrieval to that variant's retrieval model, ranking to the trained ranker
+    where the variant chose `two_stage` and to retrieval's order (pass-through) elsewhere.
+    `item_rows` index the union of the parts' catalogs (the first part's order first), so the
+    gateway's per-version row cache stays valid; `recommender` names each row's choice.
+
+    Args:
+        pairs: per variant (every one of `scoring.context.VARIANTS`), the staged folders of its
+            chosen pair (`{"retrieval": dir, "ranking": dir}`).
+        recommenders: per variant, what its pair serves (`two_stage`, `retrieval`, a baseline).
+    """
+    tf = tensorflow()
+    from models.features import LIST_VARIANT
+    from scoring.context import VARIANTS
+
+    variants = list(VARIANTS)
+    if set(pairs) != set(variants) or set(recommenders) != set(variants):
+        raise ValueError(f"a per-variant pair needs a choice for each of {', '.join(variants)}")
+    retrieval_dirs = list(dict.fromkeys(str(pairs[v]["retrieval"]) for v in variants))
+    part_of = np.array([retrieval_dirs.index(str(pairs[v]["retrieval"])) for v in variants], np.int32)
+    ranker_dirs = list(dict.fromkeys(str(pairs[v]["ranking"]) for v in variants if recommenders[v] == TWO_STAGE))
+    if len(ranker_dirs) > 1:
+        raise ValueError("a per-variant pair holds at most one trained ranker")
+    uses_ranker = np.array([recommenders[v] == TWO_STAGE for v in variants])
+    names = np.array([recommenders[v] for v in variants])
+    variant_spec = {LIST_VARIANT: tf.TensorSpec([None], tf.int64, name=LIST_VARIANT)}
+
+    retrievals = [tf.saved_model.load(d) for d in retrieval_dirs]
+    catalog = list(dict.fromkeys(i for part in retrievals for i in part.item_ids.numpy().astype(str)))
+    retrieval_specs = _union_specs(tf, retrievals, variant_spec)
+    wanted = [list(_signature_specs(part)) for part in retrievals]
+    k = max(int(part.signatures["serving_default"].structured_outputs["item_ids"].shape[1] or 0) for part in retrievals)
+    if k <= 0:
+        raise ValueError("a retrieval part does not say how many items it returns")
+
+    def row_variant(inputs):
+        return tf.clip_by_value(inputs[LIST_VARIANT], 0, len(variants) - 1)
+
+    class PerVariantRetrieval(tf.Module):  # type: ignore[name-defined]  # tf is imported lazily (untyped)
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts = retrievals
+            self.part_of = tf.constant(part_of)
+            self.item_ids = tf.Variable(np.array(catalog), trainable=False, name="item_ids")
+            self.rows = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(catalog), tf.range(len(catalog), dtype=tf.int32)), -1
+            )
+
+        @tf.function(input_signature=[retrieval_specs])
+        def serve(self, inputs):
+            part = tf.gather(self.part_of, row_variant(inputs))
+            at, item_ids, scores = [], [], []
+            for n, module in enumerate(self.parts):
+                rows = tf.cast(tf.where(tf.equal(part, n))[:, 0], tf.int32)
+
+                def run(module=module, rows=rows, n=n):
+                    out = module.serve({name: tf.gather(inputs[name], rows) for name in wanted[n]})
+                    pad = k - tf.shape(out["item_ids"])[1]
+                    return (
+                        tf.pad(out["item_ids"], [[0, 0], [0, pad]], constant_values=""),
+                        tf.pad(out["scores"], [[0, 0], [0, pad]], constant_values=float("-inf")),
+                    )
+
+                def none():
+                    return tf.zeros([0, k], tf.string), tf.zeros([0, k], tf.float32)
+
+                ids_n, scores_n = tf.cond(tf.size(rows) > 0, run, none)
+                at.append(rows)
+                item_ids.append(tf.ensure_shape(ids_n, [None, k]))
+                scores.append(tf.ensure_shape(scores_n, [None, k]))
+            item_ids = tf.dynamic_stitch(at, item_ids)
+            return {
+                "item_ids": item_ids,
+                "scores": tf.dynamic_stitch(at, scores),
+                "item_rows": self.rows.lookup(item_ids),
+            }
+
+    rankers = [tf.saved_model.load(d) for d in ranker_dirs]
+    ranking_specs = _union_specs(
+        tf,
+        rankers,
+        {
+            **variant_spec,
+            ITEM_ID: tf.TensorSpec([None, None], tf.string, name=ITEM_ID),
+            RETRIEVAL_SCORE: tf.TensorSpec([None, None], tf.float32, name=RETRIEVAL_SCORE),
+        },
+    )
+    ranker_inputs = list(_signature_specs(rankers[0])) if rankers else []
+
+    class PerVariantRanking(tf.Module):  # type: ignore[name-defined]  # tf is imported lazily (untyped)
+        def __init__(self) -> None:
+            super().__init__()
+            self.rankers = rankers
+            self.uses_ranker = tf.constant(uses_ranker)
+            self.names = tf.constant(names)
+
+        @tf.function(input_signature=[ranking_specs])
+        def serve(self, inputs):
+            variant = row_variant(inputs)
+            scores = inputs[RETRIEVAL_SCORE]  # pass-through: retrieval's order
+            if self.rankers:
+                rows = tf.cast(tf.where(tf.gather(self.uses_ranker, variant))[:, 0], tf.int32)
+
+                def run():
+                    return self.rankers[0].serve({name: tf.gather(inputs[name], rows) for name in ranker_inputs})[
+                        "scores"
+                    ]
+
+                ranked = tf.cond(tf.size(rows) > 0, run, lambda: tf.zeros([0, tf.shape(scores)[1]], scores.dtype))
+                scores = tf.tensor_scatter_nd_update(scores, rows[:, None], ranked)
+            return {"scores": tf.identity(scores), RECOMMENDER: tf.gather(self.names, variant)}
+
+    return PerVariantRetrieval(), PerVariantRanking()
+
+
+def save_per_variant(
+    pairs: dict[str, dict[str, Path]], recommenders: dict[str, str], out_dir: Path, metadata: dict[str, Any]
+) -> dict[str, Path]:
+    """`per_variant_modules` saved as `out_dir/retrieval` and `out_dir/ranking`."""
+    retrieval, ranking = per_variant_modules(pairs, recommenders)
+    meta = {**metadata, RECOMMENDER: "per_variant", "recommenders": dict(recommenders)}
+    return {
+        "retrieval": save(retrieval, out_dir / "retrieval", meta),
+        "ranking": save(ranking, out_dir / "ranking", meta),
+    }
+
+
 def _first_occurrence(tf, rows):
     """[B, M] True where a row's value has not appeared earlier in that row."""
     m = tf.shape(rows)[1]

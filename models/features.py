@@ -35,6 +35,8 @@ ALS_RANK = "als_rank"
 REQUEST_DAY = "request_day"  # days since the epoch of the moment recommendations are for
 HOUR_OF_DAY = "hour_of_day"
 DAY_OF_WEEK = "day_of_week"
+# which exclusions the list is for (`scoring.context.VARIANTS`): a per-variant pair dispatches on it
+LIST_VARIANT = "list_variant"
 RECENT_LEN = 10
 #: History items per user (most bought first): all of them are retrieval candidates and carry the
 #: ranker's "bought before" features; the median Online Retail buyer has touched ~54 items.

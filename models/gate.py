@@ -1,13 +1,15 @@
 """The deployment gate: what serves next, chosen from the evaluation of every servable recommender.
 
 The options are the trained pair (`two_stage`), its retrieval model alone (`retrieval`: the
-ranker has to earn its place) and the servable baselines (`models.baselines.BASELINES`). A
-trained option is chosen only if it beats the best baseline on the primary metric in every
-configured variant; otherwise the option that is nearest the best in its worst variant serves,
-which is a baseline whenever the trained ones lose: the served answer is never worse than the
-simplest thing that works. The choice is published only if the run's data passed the quality
-suites and it beats production (by the margin, in every variant), or production has fallen
-below the best baseline and the choice is closer to it.
+ranker has to earn its place) and the servable baselines (`models.baselines.BASELINES`). Each
+list variant (`all`, `new`, `unseen`: what the request excludes) is served by its own choice: a
+trained option where it beats the best baseline on the primary metric, the best option otherwise
+(a baseline whenever the trained ones lose), so the served answer is never worse than the
+simplest thing that works, variant by variant. When the variants choose differently, the
+choices are published as one pair that routes each request by its variant
+(`models.export.per_variant_modules`). The choice is published only if the run's data passed the
+quality suites and it beats production (by the margin, in every gated variant), or production
+has fallen below the best baseline and the choice is closer to it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.baselines import BASELINES
+from scoring.context import DEFAULT_VARIANT, VARIANTS
 
 #: Trained options, preferred in this order when they tie.
 TRAINED = ("two_stage", "retrieval")
 PRODUCTION = "production"
+#: `Decision.recommender` when the variants chose differently (see `Decision.recommenders`).
+PER_VARIANT = "per_variant"
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,9 @@ class Decision:
 
     Attributes:
         publish: whether `recommender` is published.
-        recommender: what would serve: `two_stage`, `retrieval` or a baseline's name.
+        recommender: what would serve: `two_stage`, `retrieval` or a baseline's name, or
+            `per_variant` when the variants chose differently.
+        recommenders: what serves each list variant (every one of `scoring.context.VARIANTS`).
         reason: why, in words.
         metric: `<metric>` the decision was made on.
         candidate: the chosen recommender's metric in the first variant.
@@ -62,6 +69,7 @@ class Decision:
     quality_passed: bool
     forced: bool = False
     per_variant: dict[str, Any] = field(default_factory=dict)
+    recommenders: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,31 +108,37 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
             raise ValueError(f"no baseline is scored on {metric} in {variant}: the gate compares against them")
         best[variant] = max(scored, key=lambda pair: pair[1])
 
-    options = [n for n in (*TRAINED, *BASELINES) if all(value(v, n) is not None for v in variants)]
-    top = {v: max(value(v, n) or 0.0 for n in options) for v in variants}
+    def choice(variant: str) -> tuple[str, bool]:
+        """What serves `variant`, and whether it is a trained option beating the best baseline."""
+        options = [n for n in (*TRAINED, *BASELINES) if value(variant, n) is not None]
+        baseline = max((value(variant, n) or 0.0 for n in BASELINES if n in options), default=0.0)
+        winners = [n for n in TRAINED if n in options and (value(variant, n) or 0.0) > baseline]
+        pool = winners or options  # max keeps the first of equals: two_stage, then retrieval
+        return max(pool, key=lambda n: value(variant, n) or 0.0), bool(winners)
 
-    def worst_ratio(name: str) -> float:
-        """How near the best option `name` comes in its worst variant (1 = best everywhere)."""
-        return min((value(v, name) or 0.0) / top[v] if top[v] > 0 else 1.0 for v in variants)
+    evaluated = [v for v in VARIANTS if v in report["metrics"]]
+    chosen = {v: (TRAINED[0], True) if force else choice(v) for v in (*variants, *evaluated)}
+    fallback = chosen[DEFAULT_VARIANT if DEFAULT_VARIANT in chosen else variants[0]]
+    recommenders = {v: chosen.get(v, fallback)[0] for v in VARIANTS}
+    named = set(recommenders.values())
+    recommender = named.pop() if len(named) == 1 else PER_VARIANT
+    top = {v: max(value(v, n) or 0.0 for n in (*TRAINED, *BASELINES)) for v in variants}
 
-    def beats_baselines(name: str) -> bool:
-        return all((value(v, name) or 0.0) > best[v][1] for v in variants)
+    def mine(v: str) -> float:
+        return value(v, recommenders[v]) or 0.0
 
-    winners = [n for n in TRAINED if n in options and beats_baselines(n)]
-    if force:
-        chosen = TRAINED[0]
-    elif winners:
-        chosen = max(winners, key=worst_ratio)  # max keeps the first of equals: two_stage
-    else:
-        chosen = max(options, key=worst_ratio)
+    def ratio(values: dict[str, float]) -> float:
+        """How near `values` come to the best option in their worst variant (1 = best everywhere)."""
+        return min(values[v] / top[v] if top[v] > 0 else 1.0 for v in variants)
 
     production = {v: value(v, PRODUCTION) for v in variants}
     has_production = all(p is not None for p in production.values())
     per_variant = {}
     for v in variants:
-        versus = report.get("versus", {}).get(v, {}).get(chosen, {})
+        versus = report.get("versus", {}).get(v, {}).get(recommenders[v], {})
         per_variant[v] = {
-            chosen: value(v, chosen),
+            "recommender": recommenders[v],
+            recommenders[v]: value(v, recommenders[v]),
             "best_baseline": list(best[v]),
             PRODUCTION: production[v],
             "versus_best_baseline": versus.get("best_baseline", {}).get(metric),
@@ -136,38 +150,39 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
     def decision(publish: bool, reason: str) -> Decision:
         return Decision(
             publish,
-            chosen,
+            recommender,
             reason,
             name,
-            value(first, chosen) or 0.0,
+            mine(first),
             production[first],
             policy.margin,
             quality_passed,
             force,
             per_variant,
+            recommenders,
         )
 
-    def shown(n: str) -> str:
-        return ", ".join(f"{v} {value(v, n):.4f}" for v in variants)
+    def shown(values: dict[str, float | None]) -> str:
+        return ", ".join(f"{v} {values[v] or 0.0:.4f}" for v in variants)
 
     baseline_text = ", ".join(f"{v} {best[v][0]} {best[v][1]:.4f}" for v in variants)
-    why = (
-        f"{chosen} beats the best baseline ({baseline_text}) with {shown(chosen)}"
-        if chosen in winners
-        else f"no trained model beats the best baseline ({baseline_text}) in every variant; "
-        f"{chosen} comes nearest ({shown(chosen)})"
-    )
+    served = ", ".join(f"{v} {recommenders[v]} {mine(v):.4f}" for v in variants)
+    if all(chosen[v][1] for v in variants):
+        why = f"{served}: each beats the best baseline ({baseline_text})"
+    elif not any(chosen[v][1] for v in variants):
+        why = f"no trained model beats the best baseline ({baseline_text}); {served}"
+    else:
+        why = f"the trained models beat the best baseline ({baseline_text}) in some variants only; {served}"
     if not quality_passed:
         return decision(False, "the run's data failed its quality suites")
     if force:
         return decision(True, "forced by the run's parameters")
     if not has_production:
         return decision(True, f"no production model yet; {why}")
-    if all((value(v, chosen) or 0.0) > (production[v] or 0.0) + policy.margin for v in variants):
-        return decision(True, f"{why}, and beats production ({shown(PRODUCTION)}) by more than {policy.margin}")
-    production_holds = all((production[v] or 0.0) >= best[v][1] for v in variants)
-    if not production_holds and worst_ratio(chosen) > min(
-        (production[v] or 0.0) / top[v] if top[v] > 0 else 1.0 for v in variants
-    ):
-        return decision(True, f"production ({shown(PRODUCTION)}) fell below the best baseline; {why}")
-    return decision(False, f"{why}, but does not beat production ({shown(PRODUCTION)}) by more than {policy.margin}")
+    held = {v: production[v] or 0.0 for v in variants}
+    if all(mine(v) > held[v] + policy.margin for v in variants):
+        return decision(True, f"{why}, and beats production ({shown(production)}) by more than {policy.margin}")
+    production_holds = all(held[v] >= best[v][1] for v in variants)
+    if not production_holds and ratio({v: mine(v) for v in variants}) > ratio(held):
+        return decision(True, f"production ({shown(production)}) fell below the best baseline; {why}")
+    return decision(False, f"{why}, but does not beat production ({shown(production)}) by more than {policy.margin}")

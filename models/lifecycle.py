@@ -33,7 +33,7 @@ import pandas as pd
 
 from jobs.lake import Lake
 from models.data import at_utc, catalog_from_frame, load_catalog, load_interactions, read_frame
-from models.gate import GatePolicy, decide
+from models.gate import PER_VARIANT, GatePolicy, decide
 from models.runs import (
     MANIFEST,
     REFIT,
@@ -540,11 +540,25 @@ def gate_run(run: RunPaths, policy: GatePolicy, quality_passed: bool, force: boo
     return decision.as_dict()
 
 
-def chosen_dirs(run: RunPaths, recommender: str) -> dict[str, Path]:
+def chosen_dirs(run: RunPaths, recommender: str, recommenders: dict[str, str] | None = None) -> dict[str, Path]:
     """The staged pair that serves `recommender` (the gate's choice): the trained pair, the
-    trained retrieval model with a pass-through ranker, or a baseline's pair."""
+    trained retrieval model with a pass-through ranker, a baseline's pair, or (`per_variant`)
+    one pair routing each list variant to what `recommenders` chose for it."""
     from models.baselines import BASELINES
 
+    if recommender == PER_VARIANT:
+        if not recommenders:
+            raise ValueError("a per-variant choice needs the recommender of each variant")
+        from models.export import save_per_variant
+
+        target = run.staged / PER_VARIANT
+        names = dict(sorted(recommenders.items()))
+        done = read_json(target / "choice.json")
+        if done != names or not (target / "ranking" / "saved_model.pb").exists():
+            pairs = {v: chosen_dirs(run, name) for v, name in names.items()}
+            save_per_variant(pairs, names, target, {"recommenders": names})
+            (target / "choice.json").write_text(json.dumps(names))
+        return {"retrieval": target / "retrieval", "ranking": target / "ranking"}
     if recommender == "two_stage":
         return {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
     if recommender == "retrieval":
@@ -575,13 +589,15 @@ def refit_run(
     if not decision["publish"]:
         return {"refit": False, "reason": "the gate keeps production"}
     recommender = decision.get("recommender", "two_stage")
+    recommenders = decision.get("recommenders") or {}
+    chosen = set(recommenders.values()) or {recommender}
     refit = RunPaths(run.refit)
     done = read_json(refit.root / REFIT)
-    if done is not None and done.get("recommender") == recommender:
+    if done is not None and (done.get("recommender"), done.get("recommenders") or {}) == (recommender, recommenders):
         progress(f"{recommender} is already refit through {run_date} in {refit.root}")
         return {"refit": True, "skipped": True, **done}
     started = time.perf_counter()
-    if recommender in ("two_stage", "retrieval"):
+    if chosen & {"two_stage", "retrieval"}:
         # The ranker's window keeps the evaluated length; only the cutoff moves to the run date.
         evaluated = read_json(run.training_set / MANIFEST)
         window = None
@@ -591,7 +607,7 @@ def refit_run(
         build_training_set(lake, features, refit, run_date, shifted, progress, through_run_date=True)
         train_retrieval(refit, shifted, progress)
         train_ranking(refit, shifted, progress)
-    else:
+    if chosen - {"two_stage", "retrieval"}:  # a baseline serves some variant
         from models.evaluate import stage_baselines, train_interactions
 
         examples = pd.concat([read_examples(lake, "training_examples"), read_examples(lake, "holdout")])
@@ -599,6 +615,7 @@ def refit_run(
         stage_baselines(data, refit.baselines)
     done = {
         "recommender": recommender,
+        "recommenders": recommenders,
         "trained_before": at_utc(run_date).isoformat(),
         "evaluated_cutoff": holdout_of(lake, run_date)[0].isoformat(),
         "seconds": time.perf_counter() - started,
@@ -626,13 +643,15 @@ def publish_run(models_dir: Path, run: RunPaths, wait_until_loaded=None) -> dict
     recommender = decision.get("recommender", "two_stage")
     report = json.loads((run.evaluation / "evaluation.json").read_text())
     meta = {k: v for k, v in record.items() if k != "training"}
+    recommenders = decision.get("recommenders") or {}
     meta["recommender"] = recommender
-    meta["metrics"] = {v: report["metrics"][v].get(recommender) for v in report["metrics"]}
+    meta["recommenders"] = recommenders
+    meta["metrics"] = {v: report["metrics"][v].get(recommenders.get(v, recommender)) for v in report["metrics"]}
     meta["gate"] = decision
     source = run
     refit = read_json(run.refit / REFIT)
-    if refit is not None and refit.get("recommender") == recommender:
+    if refit is not None and (refit.get("recommender"), refit.get("recommenders") or {}) == (recommender, recommenders):
         source = RunPaths(run.refit)
         meta["refit"] = refit  # the evaluated recipe, trained again through the run date
-    version = publish(models_dir, chosen_dirs(source, recommender), meta, wait_until_loaded)
+    version = publish(models_dir, chosen_dirs(source, recommender, recommenders), meta, wait_until_loaded)
     return {"published": True, "version": version, "recommender": recommender}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scoring.catalog import Catalog
+from scoring.context import variant_of
 from scoring.local import SavedModelPair
 from scoring.rules import RuleConfig
 from scoring.twostage import RANKING, RETRIEVAL, check_sources, is_cold, popular_items, score, topped_up
@@ -119,7 +120,14 @@ def recommend_users(
         if is_cold(user):
             out.append(UserAnswer(user_id, POPULAR_PATH, popular_items(popular, user, rules)))
         else:
-            scored = score(scorer.models, user_id=user_id, user=user, item_features=scorer.item_features, moment=moment)
+            scored = score(
+                scorer.models,
+                user_id=user_id,
+                user=user,
+                item_features=scorer.item_features,
+                moment=moment,
+                variant=variant_of(rules.exclude_purchased, rules.exclude_seen),
+            )
             listed = topped_up(scored.ranked(rules), popular, user, rules)
             out.append(UserAnswer(user_id, MODEL_PATH, listed, scored.recommender))
         if progress is not None:

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.features import LIST_VARIANT
 from scoring.binding import UnboundInputError, bind, missing_sources
 from scoring.catalog import Catalog
-from scoring.context import request_context
+from scoring.context import DEFAULT_VARIANT, request_context
 from scoring.rules import RuleConfig, apply_rules
 from serving.tfs_client import InputSpec, names
 
@@ -133,6 +134,12 @@ def is_cold(user: Mapping[str, Any]) -> bool:
     return bool(user) and all(v is None for v in user.values())
 
 
+def varies_by_variant(models: ModelCaller) -> bool:
+    """The pair answers each list variant its own way (it reads `list_variant`): score it once
+    per variant rather than once per user."""
+    return any(LIST_VARIANT in models.specs(model) for model in (RETRIEVAL, RANKING))
+
+
 class ModelCaller(Protocol):
     """Synchronous calls of the retrieval and ranking signatures of one model pair."""
 
@@ -175,8 +182,10 @@ def score(
     user: Mapping[str, Any],
     item_features: ItemFeatures,
     moment: datetime,
+    variant: str = DEFAULT_VARIANT,
 ) -> Scored:
-    """Retrieval, item features and ranking for one user at `moment`.
+    """Retrieval, item features and ranking for one user at `moment`, for a list of `variant`
+    (which only a pair published per variant reads: `varies_by_variant`).
 
     Args:
         models: the model pair.
@@ -184,11 +193,12 @@ def score(
         user: every user feature the reader serves (`<view>__<feature>`; None when missing).
         item_features: item feature columns for candidate ids.
         moment: what the recommendations are for (the request context).
+        variant: the list's exclusions (`scoring.context.VARIANTS`).
 
     Raises:
         UnboundInputError: a signature input has no source.
     """
-    ctx = request_context(moment)
+    ctx = request_context(moment, variant)
     retrieved = models.predict(
         RETRIEVAL, retrieval_inputs(models.specs(RETRIEVAL), user_id=user_id, user=user, ctx=ctx)
     )

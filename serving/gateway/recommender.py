@@ -35,7 +35,7 @@ from features.reader import UserFeatures
 from scoring import binding
 from scoring.binding import UnboundInputError
 from scoring.catalog import EMPTY, Catalog
-from scoring.context import request_context
+from scoring.context import request_context, variant_of
 from scoring.rules import RuleConfig, apply_rules, rule_columns
 from scoring.twostage import (
     candidates_of,
@@ -425,7 +425,7 @@ class Recommender:
         moment: datetime,
     ) -> tuple[list[tuple[str, float | None]], dict[str, str]]:
         """The two-stage path of `scoring.twostage`, stage by stage with budgets."""
-        ctx = request_context(moment)
+        ctx = request_context(moment, variant_of(rules.exclude_purchased, rules.exclude_seen))
 
         def retrieval(version: int, specs: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
             self.check_version(reader, "retrieval", version, specs)

@@ -1,6 +1,6 @@
-"""The gate's choice on hand-made reports: trained models must beat the best baseline in every
-variant to serve, the nearest option serves otherwise, and production is replaced only by
-something better (or when it fell below the baselines)."""
+"""The gate's choice on hand-made reports: a trained model serves a variant only where it beats
+the best baseline, the best option serves it otherwise (each variant its own), and production is
+replaced only by something better in every gated variant (or when it fell below the baselines)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def test_the_ranker_earns_its_place_or_retrieval_serves_alone() -> None:
     assert d.recommender == "retrieval"
 
 
-def test_a_model_losing_in_one_variant_gives_way_to_the_nearest_baseline() -> None:
-    # The model wins `all` but loses `new` to ALS; repeat-then-ALS is near the best in both.
+def test_a_model_losing_in_one_variant_gives_that_variant_to_the_best_baseline() -> None:
+    # The model wins `all` but loses `new` to ALS and repeat-then-ALS (tied).
     d = decide(
         report(
             two_stage=(0.16, 0.03),
@@ -59,8 +59,24 @@ def test_a_model_losing_in_one_variant_gives_way_to_the_nearest_baseline() -> No
         POLICY,
         True,
     )
-    assert d.publish and d.recommender == "repeat_als"
+    assert d.publish and d.recommender == "per_variant"
+    assert d.recommenders == {"all": "two_stage", "new": "als", "unseen": "als"}  # `unseen` follows `new`
+    assert d.per_variant["new"]["recommender"] == "als" and d.candidate == 0.16
+    assert "in some variants only" in d.reason
+
+
+def test_one_choice_everywhere_is_published_as_it_is() -> None:
+    d = decide(report(two_stage=(0.1, 0.01), retrieval=(0.1, 0.01), repeat_als=(0.16, 0.05)), POLICY, True)
+    assert d.recommender == "repeat_als" and set(d.recommenders.values()) == {"repeat_als"}
     assert "no trained model beats the best baseline" in d.reason
+
+
+def test_production_is_compared_with_each_variants_choice() -> None:
+    # Per variant the choices (two_stage 0.20 in `all`, ALS 0.05 in `new`) beat production in both.
+    values = {"two_stage": (0.20, 0.02), "retrieval": (0.1, 0.01), "repeat_purchase": (0.18, 0.03), "als": (0.1, 0.05)}
+    d = decide(report(**values, production=(0.19, 0.045)), POLICY, True)
+    assert d.publish and d.recommenders["all"] == "two_stage" and d.recommenders["new"] == "als"
+    assert not decide(report(**values, production=(0.19, 0.055)), POLICY, True).publish
 
 
 def test_production_stays_unless_beaten_in_every_variant() -> None:
@@ -86,19 +102,21 @@ def test_production_that_fell_below_the_baselines_is_replaced_by_the_nearest() -
         POLICY,
         True,
     )
-    assert d.publish and d.recommender == "repeat_als" and "fell below the best baseline" in d.reason
+    assert d.publish and d.recommenders["all"] == "repeat_als" and d.recommenders["new"] in ("als", "repeat_als")
+    assert "fell below the best baseline" in d.reason
 
 
 def test_bad_data_and_force() -> None:
     good = report(two_stage=(0.2, 0.06), retrieval=(0.1, 0.01))
     assert not decide(good, POLICY, quality_passed=False, force=True).publish
     forced = decide(report(two_stage=(0.001, 0.001), retrieval=(0.1, 0.01)), POLICY, True, force=True)
-    assert forced.publish and forced.recommender == "two_stage"
+    assert forced.publish and forced.recommender == "two_stage" and set(forced.recommenders.values()) == {"two_stage"}
 
 
 def test_only_the_configured_variants_count() -> None:
     only_all = GatePolicy(metric=METRIC, variants=("all",))
     d = decide(report(two_stage=(0.2, 0.001), retrieval=(0.1, 0.001), als=(0.1, 0.05)), only_all, True)
-    assert d.recommender == "two_stage" and set(d.per_variant) == {"all"}
+    assert d.recommenders["all"] == "two_stage" and set(d.per_variant) == {"all"}
+    assert d.recommenders["new"] == "als"  # evaluated, not gated: still served by its best option
     with pytest.raises(ValueError, match="no variant"):
         decide({"metrics": {"all": {}}}, POLICY, True)
