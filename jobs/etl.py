@@ -233,7 +233,7 @@ class DailyEtl:
         # Not cached: scanning the Parquet again is cheaper than holding millions of rows.
         exploded = gold.feature_days(window, first, last)
         users = self.lake.collect(
-            gold.transform_user_features(exploded, items, purchases, first, last), S.GOLD_USER_FEATURES
+            gold.transform_user_features(window, items, purchases, first, last), S.GOLD_USER_FEATURES
         )
         item_rows = self.lake.collect(gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES)
         history = self.lake.collect(gold.transform_user_history(purchases, first, last), S.GOLD_USER_HISTORY)

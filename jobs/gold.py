@@ -27,6 +27,9 @@ PURCHASE_LOOKBACK_DAYS = 365
 POPULARITY_HALF_LIFE_DAYS = 7.0
 #: Pseudo-views of the global rate added to each item's CTR and conversion (Bayesian smoothing).
 SMOOTHING_VIEWS = 20.0
+#: Prices are averaged as exact decimals (a double sum depends on row order); the sum and average
+#: types are Spark's own for an `avg` of this type, so the day-by-day sums give the same value.
+PRICE_DECIMAL, PRICE_SUM_DECIMAL, PRICE_AVG_DECIMAL = "decimal(18,6)", "decimal(28,6)", "decimal(22,10)"
 
 
 def as_of(day: date) -> datetime:
@@ -82,13 +85,17 @@ def _windowed_counts() -> list[Column]:
 
 
 def transform_user_features(
-    exploded: DataFrame, items: DataFrame, purchases: DataFrame, first: date, last: date
+    interactions: DataFrame, items: DataFrame, purchases: DataFrame, first: date, last: date
 ) -> DataFrame:
     """Silver -> GOLD_USER_FEATURES rows: one per user and feature day in `first`..`last`, for
     users active in the 30 days ending with that day.
 
+    Each user's rows are first summed per day (counts, decimal price sums, acts per category, the
+    day's 10 latest items), and only those day rows are spread over the feature days whose window
+    holds them: a 30-day window then reads 30 short rows per user instead of every event again.
+
     Args:
-        exploded: `feature_days(silver interactions, first, last)`.
+        interactions: silver interactions (at least `first - 29` .. `last`).
         items: the silver catalog (for categories).
         purchases: silver purchases (`user_id`, `timestamp`, `event_date`) from
             `first - PURCHASE_LOOKBACK_DAYS` on, for `days_since_last_purchase` (null: none in
@@ -99,29 +106,71 @@ def transform_user_features(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    rows = exploded.join(F.broadcast(items.select("item_id", "category")), "item_id", "left")
+    rows = interactions.where(
+        (F.col("event_date") >= F.lit(window_start(first, LOOKBACK_DAYS))) & (F.col("event_date") <= F.lit(last))
+    ).join(F.broadcast(items.select("item_id", "category")), "item_id", "left")
     acted = F.col("action") != "cancellation"
-    category = F.when(acted, F.coalesce("category", F.lit("other")))
-    users = rows.groupBy("user_id", "feature_date").agg(
-        *_windowed_counts(),
+    price = F.when(acted, F.col("price").cast(PRICE_DECIMAL))
+    day_keys = ("user_id", "event_date")
+    days = rows.groupBy(*day_keys).agg(
+        *[F.count(F.when(F.col("action") == action, True)).alias(f"_{prefix}") for prefix, action in COUNTED.items()],
         F.max("timestamp").alias("_last_event"),
-        F.count_distinct(category).alias("distinct_categories_30d"),
-        F.mode(category, deterministic=True).alias("favourite_category"),  # ties: first by name
         # Exact decimal sums: a double sum depends on row order, and reruns must agree bit for bit.
-        F.avg(F.when(acted, F.col("price").cast("decimal(18,6)"))).cast("double").alias("avg_price_30d"),
-        F.collect_list(F.when(acted, F.struct("timestamp", "item_id", "action"))).alias("_acts"),
+        F.sum(price).alias("_price_sum"),
+        F.count(price).alias("_priced"),
     )
+    # The day's 10 latest distinct items, each as its latest act (ties: item id, then action): any
+    # item among a window's 10 latest is among the 10 latest of the day of its latest act.
+    latest_act = F.max(F.when(acted, F.struct("timestamp", "item_id", "action")))
+    latest = (
+        rows.groupBy(*day_keys, "item_id")
+        .agg(latest_act.alias("_act"))
+        .groupBy(*day_keys)
+        .agg(F.slice(F.sort_array(F.collect_list("_act"), asc=False), 1, 10).alias("_acts"))
+    )
+    day_rows = feature_days(days.join(latest, list(day_keys)), first, last)
+    users = day_rows.groupBy("user_id", "feature_date").agg(
+        *[
+            F.sum(F.when(F.col("_age") < w, F.col(f"_{prefix}")).otherwise(0)).alias(f"{prefix}_{w}d")
+            for prefix in COUNTED
+            for w in WINDOWS
+        ],
+        F.max("_last_event").alias("_last_event"),
+        F.sum("_price_sum").alias("_price_sum"),
+        F.sum("_priced").alias("_priced"),
+        F.sort_array(F.flatten(F.collect_list("_acts")), asc=False).alias("_acts"),
+    )
+    # Spark's decimal avg: the sum in the input's sum type, divided by the count, in the avg's type.
+    price_sum = F.col("_price_sum").cast(PRICE_SUM_DECIMAL)
+    avg_price = (price_sum / F.col("_priced").cast("decimal(20,0)")).cast(PRICE_AVG_DECIMAL)
+    users = users.withColumn("avg_price_30d", F.when(F.col("_priced") > 0, avg_price).cast("double"))
     # Last 10 distinct items, most recent first (ties broken by item id, so reruns agree), and the
     # most recent action on each (the action only orders acts sharing an instant and an item).
-    sorted_acts = F.sort_array("_acts", asc=False)
-    newest_first = F.transform(sorted_acts, lambda act: act["item_id"])
+    newest_first = F.transform("_acts", lambda act: act["item_id"])
     users = users.withColumn("last_10_items", F.slice(F.array_distinct(newest_first), 1, 10))
     users = users.withColumn(
         "last_10_actions",
-        F.transform(
-            "last_10_items", lambda item: F.filter(sorted_acts, lambda act: act["item_id"] == item)[0]["action"]
-        ),
+        F.transform("last_10_items", lambda item: F.filter("_acts", lambda act: act["item_id"] == item)[0]["action"]),
     )
+    # Acts per category in 30 days: how many categories, and the one acted on most (ties: first
+    # by name).
+    categories = (
+        feature_days(
+            rows.where(acted)
+            .groupBy(*day_keys, F.coalesce("category", F.lit("other")).alias("_category"))
+            .agg(F.count("*").alias("_n")),
+            first,
+            last,
+        )
+        .groupBy("user_id", "feature_date", "_category")
+        .agg(F.sum("_n").alias("_n"))
+        .groupBy("user_id", "feature_date")
+        .agg(
+            F.count("*").alias("distinct_categories_30d"),
+            F.min(F.struct(-F.col("_n"), F.col("_category")))["_category"].alias("favourite_category"),
+        )
+    )
+    users = users.join(categories, ["user_id", "feature_date"], "left").fillna(0, subset=["distinct_categories_30d"])
     # Last purchase within the lookback, as of each feature day: a running max over days.
     bought = (
         purchases.where(F.col("event_date") <= F.lit(last))

@@ -79,8 +79,7 @@ def test_user_features_count_windows_recency_and_last_items(spark) -> None:
             ("gone", "cheap", "view", DAY - timedelta(days=31)),  # not active in 30 days
         ],
     )
-    exploded = gold.feature_days(rows, DAY, DAY)
-    out = gold.transform_user_features(exploded, catalog(spark), purchases(rows), DAY, DAY).collect()
+    out = gold.transform_user_features(rows, catalog(spark), purchases(rows), DAY, DAY).collect()
     assert [r["user_id"] for r in out] == ["u"]
     u = out[0]
     assert (u["views_1d"], u["views_7d"], u["views_30d"]) == (1, 2, 2)
@@ -105,16 +104,12 @@ def test_a_range_of_days_equals_the_days_one_by_one(spark) -> None:
         ],
     )
     first = DAY - timedelta(days=2)
-    ranged = gold.transform_user_features(
-        gold.feature_days(rows, first, DAY), catalog(spark), purchases(rows), first, DAY
-    )
+    ranged = gold.transform_user_features(rows, catalog(spark), purchases(rows), first, DAY)
     ranged = {(r["user_id"], r["feature_date"]): r.asDict() for r in ranged.collect()}
     one_by_one = {}
     for n in range(3):
         day = first + timedelta(days=n)
-        single = gold.transform_user_features(
-            gold.feature_days(rows, day, day), catalog(spark), purchases(rows), day, day
-        ).collect()
+        single = gold.transform_user_features(rows, catalog(spark), purchases(rows), day, day).collect()
         one_by_one |= {(r["user_id"], day): r.asDict() for r in single}
     assert one_by_one == ranged
     assert len(ranged) == 4  # u on each of the 3 days, v on the last
