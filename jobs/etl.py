@@ -236,8 +236,13 @@ class DailyEtl:
             gold.transform_user_features(window, items, purchases, first, last), S.GOLD_USER_FEATURES
         )
         item_rows = self.lake.collect(gold.transform_item_features(exploded, items, first, last), S.GOLD_ITEM_FEATURES)
-        history = self.lake.collect(gold.transform_user_history(purchases, first, last), S.GOLD_USER_HISTORY)
-        seen = self.lake.collect(gold.transform_user_seen(year, first, last), S.GOLD_USER_SEEN)
+        # Each active day joined with its year of rows, once for both lists.
+        year_items = gold.user_year_items(year, first, last).cache()
+        history = self.lake.collect(
+            gold.transform_user_history(year, first, last, year_items=year_items), S.GOLD_USER_HISTORY
+        )
+        seen = self.lake.collect(gold.transform_user_seen(year, first, last, year_items=year_items), S.GOLD_USER_SEEN)
+        year_items.unpersist()
         outputs = (
             ("gold_user_features", users, USER_FEATURES, S.GOLD_USER_FEATURES),
             ("gold_item_features", item_rows, ITEM_FEATURES, S.GOLD_ITEM_FEATURES),

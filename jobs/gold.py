@@ -359,42 +359,60 @@ def choose_cutoff(
 HISTORY_ITEMS = 100
 
 
-def _year_of_each_day(rows: DataFrame, first: date, last: date) -> DataFrame:
-    """For each user and day in `first`..`last` on which the user has a row of `rows`, that
-    user's rows of the `PURCHASE_LOOKBACK_DAYS` days ending with the day (as `feature_date`)."""
+def user_year_items(interactions: DataFrame, first: date, last: date) -> DataFrame:
+    """For each user and day in `first`..`last` on which the user did anything (`feature_date`),
+    each item the user acted on in the `PURCHASE_LOOKBACK_DAYS` days ending with that day:
+    `_seen_at` (the latest act), `_bought_at` (the latest purchase; null: none), `n` (purchases),
+    and `_buying_day` (the user bought something on `feature_date`).
+
+    The join of each active day with its year of rows is what user history and user seen lists
+    both need; computed once, it serves both.
+
+    Args:
+        interactions: silver interactions (`user_id`, `item_id`, `action`, `timestamp`,
+            `event_date`) from `first - PURCHASE_LOOKBACK_DAYS` on.
+    """
     from pyspark.sql import functions as F
 
+    bought = F.col("action") == "purchase"
     active = (
-        rows.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
-        .select("user_id", F.col("event_date").alias("feature_date"))
-        .distinct()
+        interactions.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(last)))
+        .groupBy("user_id", F.col("event_date").alias("feature_date"))
+        .agg(F.max(bought).alias("_buying_day"))
     )
-    return active.join(rows, "user_id").where(
+    year = active.join(interactions, "user_id").where(
         (F.col("event_date") <= F.col("feature_date"))
         & (F.col("event_date") > F.date_sub("feature_date", PURCHASE_LOOKBACK_DAYS))
     )
+    return year.groupBy("user_id", "feature_date", "item_id").agg(
+        F.max("_buying_day").alias("_buying_day"),
+        F.max("timestamp").alias("_seen_at"),
+        F.max(F.when(bought, F.col("timestamp"))).alias("_bought_at"),
+        F.count(F.when(bought, True)).alias("n"),
+    )
 
 
-def transform_user_history(purchases: DataFrame, first: date, last: date) -> DataFrame:
-    """Silver purchases -> GOLD_USER_HISTORY rows: for each user and day in `first`..`last` on
-    which the user bought something, the (up to) 100 items bought most in the 365 days ending with
-    that day, with their counts and the last time each was bought (days since the epoch).
+def transform_user_history(
+    interactions: DataFrame, first: date, last: date, *, year_items: DataFrame | None = None
+) -> DataFrame:
+    """Silver interactions -> GOLD_USER_HISTORY rows: for each user and day in `first`..`last`
+    on which the user bought something, the (up to) 100 items bought most in the 365 days ending
+    with that day, with their counts and the last time each was bought (days since the epoch).
 
     Rows exist only on purchase days; the feature view's long TTL carries them forward, so a user
     back after months still has a history, and reruns rewrite only their interval.
 
     Args:
-        purchases: silver purchases (`user_id`, `item_id`, `timestamp`, `event_date`) from
-            `first - PURCHASE_LOOKBACK_DAYS` on.
+        interactions: silver interactions (`user_id`, `item_id`, `action`, `timestamp`,
+            `event_date`) from `first - PURCHASE_LOOKBACK_DAYS` on; purchases alone will do.
+        year_items: `user_year_items(interactions, first, last)`, when already computed.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    window = (
-        _year_of_each_day(purchases, first, last)
-        .groupBy("user_id", "feature_date", "item_id")
-        .agg(F.count("*").alias("n"), F.max("timestamp").alias("_last"))
-    )
+    if year_items is None:
+        year_items = user_year_items(interactions, first, last)
+    window = year_items.where(F.col("_buying_day") & (F.col("n") > 0)).withColumnRenamed("_bought_at", "_last")
     best = Window.partitionBy("user_id", "feature_date").orderBy(F.desc("n"), F.desc("_last"), "item_id")
     top = window.withColumn("_rank", F.row_number().over(best)).where(F.col("_rank") <= HISTORY_ITEMS)
     lists = top.groupBy("user_id", "feature_date").agg(
@@ -416,7 +434,9 @@ def transform_user_history(purchases: DataFrame, first: date, last: date) -> Dat
 SEEN_ITEMS = 1000
 
 
-def transform_user_seen(interactions: DataFrame, first: date, last: date) -> DataFrame:
+def transform_user_seen(
+    interactions: DataFrame, first: date, last: date, *, year_items: DataFrame | None = None
+) -> DataFrame:
     """Silver interactions -> GOLD_USER_SEEN rows: for each user and day in `first`..`last` on
     which the user did anything, every item the user acted on (`seen`: views too) and every item
     the user bought (`bought`) in the 365 days ending with that day, most recent first, at most
@@ -425,18 +445,12 @@ def transform_user_seen(interactions: DataFrame, first: date, last: date) -> Dat
     Args:
         interactions: silver interactions (`user_id`, `item_id`, `action`, `timestamp`,
             `event_date`) from `first - PURCHASE_LOOKBACK_DAYS` on.
+        year_items: `user_year_items(interactions, first, last)`, when already computed.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    per_item = (
-        _year_of_each_day(interactions, first, last)
-        .groupBy("user_id", "feature_date", "item_id")
-        .agg(
-            F.max("timestamp").alias("_seen_at"),
-            F.max(F.when(F.col("action") == "purchase", F.col("timestamp"))).alias("_bought_at"),
-        )
-    )
+    per_item = year_items if year_items is not None else user_year_items(interactions, first, last)
     day = Window.partitionBy("user_id", "feature_date")
     ranked = per_item.withColumn("_seen", F.row_number().over(day.orderBy(F.desc("_seen_at"), "item_id"))).withColumn(
         "_bought", F.row_number().over(day.orderBy(F.desc_nulls_last("_bought_at"), "item_id"))
