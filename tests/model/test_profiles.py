@@ -1,8 +1,8 @@
 """Quality is a property of the pipeline, not of one data set's defaults: on each synthetic
-profile (retail with repeat purchases, ratings-like media, sparse days) the recommender that the
-gate publishes, scored from its published folders on the holdout, is at or above the best
-baseline in every variant, whether a trained model or a baseline won; where no recommender is
-above it in every variant, the one served is nowhere significantly below it."""
+profile (retail with repeat purchases, ratings-like media, sparse days) the pair that the gate
+publishes, scored from its published folders on the holdout, is at or above the best baseline in
+every variant, whether a trained model or a baseline won it (each variant is served by its own
+choice, in one pair when they differ)."""
 
 from __future__ import annotations
 
@@ -76,18 +76,11 @@ def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, w
 
     dirs = {m: tmp_path / "models" / m / str(published["version"]) for m in ("retrieval", "ranking")}
     served = evaluate(data, None, dirs, baselines)
-    won = decision["reason"].startswith(f"{decision['recommender']} beats the best baseline")
+    print(f"{profile}: {decision['reason']}")
     for variant in policy.variants:
         metrics = served["metrics"][variant]
         best = max(metrics[name][policy.metric] for name in BASELINES)
         served_value = metrics["production"][policy.metric]
-        if won or served_value >= best - 1e-9:
-            assert served_value >= best - 1e-9, (profile, variant, decision["reason"])
-        else:
-            # No recommender is above the best baseline in every variant (each baseline's best
-            # variant is another's worst): the one nearest it everywhere serves, and where it is
-            # below it, not by more than the holdout can tell (the paired interval reaches 0).
-            gap = served["versus"][variant]["production"]["best_baseline"][policy.metric]
-            assert gap["interval"][1] >= 0, (profile, variant, gap, decision["reason"])
-        chosen = decision["per_variant"][variant][decision["recommender"]]
-        assert metrics["production"][policy.metric] == pytest.approx(chosen, abs=1e-9), (profile, variant)
+        assert served_value >= best - 1e-9, (profile, variant, decision["reason"])
+        chosen = decision["per_variant"][variant]
+        assert served_value == pytest.approx(chosen[chosen["recommender"]], abs=1e-9), (profile, variant)

@@ -72,14 +72,19 @@ def _offline(settings, lake, users: list[str], models) -> Lists:
     from models.data import load_catalog
     from models.evaluate import features_at
     from models.lookup import FeastLookup
+    from scoring.context import variant_of
     from scoring.rules import RuleConfig
+    from scoring.twostage import varies_by_variant
 
     data = features_at(FeastLookup(feature_store(settings)), load_catalog(lake), users, MOMENT)
     rules = RuleConfig.from_settings(settings, count=COUNT)
     out: Lists = {case: {} for case in SETTINGS}
+    per_variant = varies_by_variant(models)
     for row, user in enumerate(data.users):
         scored = data.scored(models, row)
         for case, exclusions in SETTINGS.items():
+            if per_variant:  # as evaluation scores such a pair: once per variant
+                scored = data.scored(models, row, variant_of(**exclusions))
             out[case][str(user)] = scored.ranked(replace(rules, **exclusions))
     return out
 
@@ -198,6 +203,58 @@ def parity(daily_world, gw) -> Parity:
     )
 
 
+#: A pair published per variant (what the gate publishes when the variants choose differently):
+#: the trained two-stage pair keeps purchases, its retrieval model alone drops them, ALS drops
+#: everything seen.
+PER_VARIANT = {"all": "two_stage", "new": "retrieval", "unseen": "als"}
+CASE_OF = {"keep": "all", "exclude": "new", "unseen": "unseen"}
+
+
+@dataclass
+class PerVariantParity:
+    users: list[str]
+    offline: Lists
+    gateway: Lists
+    paths: dict[str, set[str]]
+    alone: Lists  # each case's list from its variant's pair alone
+
+
+@pytest.fixture(scope="module")
+def per_variant(daily_world, parity: Parity, gw, tmp_path_factory: pytest.TempPathFactory) -> PerVariantParity:
+    """The comparison above for a per-variant pair, published as the only version of a copy of
+    the daily home (the session's own registry is left as the other tests expect it)."""
+    import shutil
+
+    from models.lifecycle import chosen_dirs
+    from models.registry import labelled_dirs, publish
+    from models.runs import RunPaths
+    from scoring.local import SavedModelPair
+    from towerflow.settings import Settings
+
+    source = daily_world.settings
+    home = tmp_path_factory.mktemp("per_variant") / "home"
+    shutil.copytree(source.home_dir, home, ignore=shutil.ignore_patterns("airflow", "runs", "models", "staging"))
+    settings = Settings(home=home)
+    run = RunPaths(source.home_dir / "runs" / daily_world.run_date)
+    publish(settings.models_dir, chosen_dirs(run, "per_variant", PER_VARIANT), {"recommender": "per_variant"})
+    models = SavedModelPair(labelled_dirs(settings.models_dir, "stable"))
+    port, model_port = gw.free_port(), gw.free_port()
+    env = _serving_env(home, port, model_port)
+    serve = _start_serving(env, port, model_port)
+    try:
+        gateway, paths = _gateway(env, parity.users, port)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    offline = _offline(settings, daily_world.lake, parity.users, models)
+    # Each part alone, scored as evaluation scores it: what each variant's list must be.
+    alone: Lists = {}
+    for case, variant in CASE_OF.items():
+        part = SavedModelPair(chosen_dirs(run, PER_VARIANT[variant]))
+        alone[case] = _offline(settings, daily_world.lake, parity.users, part)[case]
+    return PerVariantParity(parity.users, offline, gateway, paths, alone)
+
+
 def _same(a: Lists, b: Lists, case: str, users: list[str]) -> list[str]:
     """Users whose lists differ in items, order or scores (beyond TOLERANCE)."""
     differ = []
@@ -219,6 +276,18 @@ def test_evaluation_recommend_and_the_gateway_give_the_same_lists(parity: Parity
         differ = _same(parity.offline, other, case, parity.users)
         example = differ[:1] and (parity.offline[case][differ[0]], other[case][differ[0]])
         assert not differ, f"{name} differs from evaluation for {len(differ)} users, e.g. {differ[:1]}: {example}"
+
+
+@pytest.mark.parametrize("case", list(SETTINGS))
+def test_a_per_variant_pair_serves_each_variant_as_evaluated(per_variant: PerVariantParity, case: str) -> None:
+    """`list_variant` is bound from the request's exclusions in the gateway as in evaluation: the
+    lists agree, and each variant's list is the one its own recommender gives."""
+    assert per_variant.paths[case] == {"model:None"}, per_variant.paths[case]
+    differ = _same(per_variant.offline, per_variant.gateway, case, per_variant.users)
+    example = differ[:1] and (per_variant.offline[case][differ[0]], per_variant.gateway[case][differ[0]])
+    assert not differ, f"the gateway differs from evaluation for {len(differ)} users, e.g. {differ[:1]}: {example}"
+    differ = _same(per_variant.offline, per_variant.alone, case, per_variant.users)
+    assert not differ, f"{len(differ)} users' lists are not what {PER_VARIANT[CASE_OF[case]]} alone gives"
 
 
 def test_unseen_lists_leave_out_what_the_user_viewed_too(parity: Parity, daily_world) -> None:
