@@ -116,7 +116,7 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
         pool = winners or options  # max keeps the first of equals: two_stage, then retrieval
         return max(pool, key=lambda n: value(variant, n) or 0.0), bool(winners)
 
-    evaluated = [v for v in VARIANTS if v in report["metrics"]]
+    evaluated = [v for v in VARIANTS if any(value(v, n) is not None for n in (*TRAINED, *BASELINES))]
     chosen = {v: (TRAINED[0], True) if force else choice(v) for v in (*variants, *evaluated)}
     fallback = chosen[DEFAULT_VARIANT if DEFAULT_VARIANT in chosen else variants[0]]
     recommenders = {v: chosen.get(v, fallback)[0] for v in VARIANTS}
