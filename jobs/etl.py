@@ -385,15 +385,34 @@ def check_features(lake: Lake, gates: Gates, days: list[date], max_ratio: float,
 def trailing_rows(lake: Lake, uri: str, column: str, day: date, days: int = BASELINE_DAYS) -> list[int]:
     """Row counts of the latest `days` partitions before `day` that have rows, oldest first
     (the volume check's history; empty when there is none)."""
+    counts = partition_rows(lake, uri, column)
+    earlier = sorted(d for d in counts if d < day)
+    return [counts[d] for d in earlier[-days:] if counts[d]]
+
+
+def partition_rows(lake: Lake, uri: str, column: str) -> dict[date, int]:
+    """Rows per value of the date partition column `column`, from the Delta log's file
+    statistics (no data file is opened; a file written without them is counted); {} if no table."""
     table = lake.table(uri)
     if table is None:
-        return []
-    earlier = sorted({p[column] for p in table.partitions() if p.get(column) and p[column] < day.isoformat()})
-    counts = [
-        lake.count(uri, filter=ds.field(column) == pa.scalar(date.fromisoformat(d), pa.date32()))
-        for d in earlier[-days:]
-    ]
-    return [n for n in counts if n]
+        return {}
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if len(actions) == 0:
+        return {}
+    values = actions.column(f"partition.{column}").to_pylist()
+    counts: dict[date, int] = {}
+    unknown: set[date] = set()
+    for value, n in zip(values, actions.column("num_records").to_pylist(), strict=True):
+        if value is None:
+            continue
+        value = value if isinstance(value, date) else date.fromisoformat(str(value))
+        if n is None:
+            unknown.add(value)
+        else:
+            counts[value] = counts.get(value, 0) + n
+    for value in unknown:
+        counts[value] = lake.count(uri, filter=ds.field(column) == pa.scalar(value, pa.date32()))
+    return counts
 
 
 def _interval_params(first: date, last: date) -> dict[str, Any]:
