@@ -103,7 +103,10 @@ def _cli(env: dict[str, str], users: list[str]) -> Lists:
     return out
 
 
-def _gateway(env: dict[str, str], users: list[str], port: int) -> tuple[Lists, dict[str, set[str]]]:
+def _gateway(
+    env: dict[str, str], users: list[str], port: int
+) -> tuple[Lists, dict[str, set[str]], dict[str, set[str | None]]]:
+    """Each case's lists, the paths that served them, and what `model_versions.recommender` said."""
     token = (
         subprocess.run(
             [sys.executable, "-m", "towerflow.cli", "token", "--user", "parity"]
@@ -119,6 +122,7 @@ def _gateway(env: dict[str, str], users: list[str], port: int) -> tuple[Lists, d
     headers = {"Authorization": f"Bearer {token}", "X-Request-Time": MOMENT.isoformat()}
     out: Lists = {case: {} for case in SETTINGS}
     paths: dict[str, set[str]] = {case: set() for case in SETTINGS}
+    served_by: dict[str, set[str | None]] = {case: set() for case in SETTINGS}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
         for case, exclusions in SETTINGS.items():
             for user in users:
@@ -129,8 +133,9 @@ def _gateway(env: dict[str, str], users: list[str], port: int) -> tuple[Lists, d
                 assert answer.status_code == 200, answer.text
                 body = answer.json()
                 paths[case].add(f"{body['path']}:{body.get('reason')}")
+                served_by[case].add(body["model_versions"].get("recommender"))
                 out[case][user] = [(i["item_id"], i["score"]) for i in body["items"]]
-    return out, paths
+    return out, paths, served_by
 
 
 def _serving_env(home, port: int, model_port: int) -> dict[str, str]:
@@ -189,7 +194,7 @@ def parity(daily_world, gw) -> Parity:
     env = _serving_env(settings.home_dir, port, model_port)
     serve = _start_serving(env, port, model_port)
     try:
-        gateway, paths = _gateway(env, users, port)
+        gateway, paths, _ = _gateway(env, users, port)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
@@ -216,6 +221,7 @@ class PerVariantParity:
     offline: Lists
     gateway: Lists
     paths: dict[str, set[str]]
+    served_by: dict[str, set[str | None]]  # the answers' `model_versions.recommender`
     alone: Lists  # each case's list from its variant's pair alone
 
 
@@ -242,7 +248,7 @@ def per_variant(daily_world, parity: Parity, gw, tmp_path_factory: pytest.TempPa
     env = _serving_env(home, port, model_port)
     serve = _start_serving(env, port, model_port)
     try:
-        gateway, paths = _gateway(env, parity.users, port)
+        gateway, paths, served_by = _gateway(env, parity.users, port)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
@@ -252,7 +258,7 @@ def per_variant(daily_world, parity: Parity, gw, tmp_path_factory: pytest.TempPa
     for case, variant in CASE_OF.items():
         part = SavedModelPair(chosen_dirs(run, PER_VARIANT[variant]))
         alone[case] = _offline(settings, daily_world.lake, parity.users, part)[case]
-    return PerVariantParity(parity.users, offline, gateway, paths, alone)
+    return PerVariantParity(parity.users, offline, gateway, paths, served_by, alone)
 
 
 def _same(a: Lists, b: Lists, case: str, users: list[str]) -> list[str]:
@@ -283,6 +289,7 @@ def test_a_per_variant_pair_serves_each_variant_as_evaluated(per_variant: PerVar
     """`list_variant` is bound from the request's exclusions in the gateway as in evaluation: the
     lists agree, and each variant's list is the one its own recommender gives."""
     assert per_variant.paths[case] == {"model:None"}, per_variant.paths[case]
+    assert per_variant.served_by[case] == {PER_VARIANT[CASE_OF[case]]}  # each answer says what served it
     differ = _same(per_variant.offline, per_variant.gateway, case, per_variant.users)
     example = differ[:1] and (per_variant.offline[case][differ[0]], per_variant.gateway[case][differ[0]])
     assert not differ, f"the gateway differs from evaluation for {len(differ)} users, e.g. {differ[:1]}: {example}"
