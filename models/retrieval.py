@@ -43,10 +43,14 @@ class TwoTower(tfrs.models.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query(features)
         candidate = self.candidate({k: features[k] for k in CANDIDATE_KEYS})
+        # Accidental hits compare every pair of the batch's ids: as int32 codes of the batch's
+        # distinct ids (equal exactly when the strings are) instead of [B, B] string compares,
+        # which took about 40% of a training step.
+        _, ids = tf.unique(features["item_id"])
         return self.task(
             query,
             candidate,
-            candidate_ids=features["item_id"],
+            candidate_ids=ids,
             candidate_sampling_probability=self.item_probability.lookup(features["item_id"]),
             compute_metrics=False,
         )
