@@ -64,18 +64,24 @@ def rank_in_row(scores: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.argsort(order, axis=-1, stable=True), tf.float32)
 
 
+def _padding(ids: tf.Tensor) -> tf.Tensor:
+    """The padding id of string ids ("") or of `Ranker.id_codes` (0): the dtype's zero."""
+    return tf.zeros_like(ids)
+
+
 def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
     """[R, 3]: log1p(times bought), log1p(days since last bought), bought before (0/1).
 
     Args:
-        inputs: `item_id` [R]; `user_history__items` [R, M] string ("" padded),
-            `user_history__counts` [R, M], `user_history__last_day` [R, M] (days since the epoch);
-            `request_day` [R] (days since the epoch of the moment the ranking is for).
+        inputs: `item_id` [R]; `user_history__items` [R, M] string ("" padded) or their
+            `Ranker.id_codes` (0 padded), `user_history__counts` [R, M],
+            `user_history__last_day` [R, M] (days since the epoch); `request_day` [R] (days since
+            the epoch of the moment the ranking is for).
     """
     match = tf.cast(
         tf.logical_and(
             tf.equal(inputs[HISTORY_ITEMS], inputs[ITEM_ID][:, None]),
-            tf.not_equal(inputs[HISTORY_ITEMS], PAD),
+            tf.not_equal(inputs[HISTORY_ITEMS], _padding(inputs[HISTORY_ITEMS])),
         ),
         tf.float32,
     )
@@ -92,11 +98,11 @@ def history_similarity(candidate: tf.Tensor, history: tf.Tensor, items: tf.Tenso
 
     Args:
         candidate: [R, D] candidate embeddings; history: [R, M, D] history item embeddings;
-        items: [R, M] history ids ("" padded); counts: [R, M] times bought.
+        items: [R, M] history ids ("" padded, or codes 0 padded); counts: [R, M] times bought.
     """
     dots = tf.einsum("rd,rmd->rm", candidate, history)
     cosines = tf.einsum("rd,rmd->rm", tf.math.l2_normalize(candidate, -1), tf.math.l2_normalize(history, -1))
-    valid = tf.cast(tf.not_equal(items, PAD), tf.float32)
+    valid = tf.cast(tf.not_equal(items, _padding(items)), tf.float32)
     weights = valid * tf.math.log1p(tf.maximum(tf.cast(counts, tf.float32), 0.0))
     mean = tf.reduce_sum(dots * weights, -1) / (tf.reduce_sum(weights, -1) + 1e-6)
     best = tf.reduce_max(cosines * valid - (1.0 - valid) * 2.0, -1)
@@ -115,6 +121,8 @@ class Ranker(tf.keras.Model):
     `id_features`: whether the item id embedding goes to the MLP as well (it always feeds the
     candidate-to-history similarity). `layers`: the MLP's widths after the cross layer.
     `history_len`: how much of the history the candidate-to-history similarity reads.
+    Training may pass `item_id` and `user_history__items` as their `id_codes` instead of
+    strings (the same scores, without hashing [R, M] strings every step).
     Output: [R] logits.
     """
 
@@ -134,12 +142,41 @@ class Ranker(tf.keras.Model):
         self.collaborative = collaborative
         self.als: ItemFactors | None = None
         self.item_embedding = id_embedding(items, 16, "rank_item")
+        self.item_embedding(tf.constant([PAD]))  # built now: `embed` of id codes bypasses its lookup
         self.numeric = NumericBlock(numeric, name="rank_numeric")
         self.cross = tfrs.layers.dcn.Cross(name="cross")
         self.mlp = tf.keras.Sequential(
             [tf.keras.layers.Dense(n, activation="relu") for n in layers] + [tf.keras.layers.Dense(1)],
             name="rank_mlp",
         )
+
+    def id_codes(self, *ids: np.ndarray) -> list[np.ndarray]:
+        """Arrays of item ids (any shapes, "" padded) -> int64 codes, equal exactly when the ids
+        are (across all the arrays): the id's row of the item embedding (0 for "") when the
+        vocabulary has it, else a code of its own past the table, which `embed` reads as the
+        out-of-vocabulary row."""
+        lookup = self.item_embedding.layers[0]
+        if lookup.num_oov_indices != 1:
+            raise ValueError("id codes need a single out-of-vocabulary row")
+        vocabulary = lookup.get_vocabulary()
+        index = {word: n for n, word in enumerate(vocabulary) if n > lookup.num_oov_indices}
+        index[PAD] = 0
+        flat = np.concatenate([np.asarray(a, dtype=object).ravel() for a in ids]).astype(str)
+        distinct, inverse = np.unique(flat, return_inverse=True)
+        known = np.array([index.get(word, -1) for word in distinct], np.int64)
+        unknown = known < 0
+        known[unknown] = len(vocabulary) + np.arange(unknown.sum())
+        codes = known[inverse.ravel()]
+        bounds = np.cumsum([0, *(np.size(a) for a in ids)])
+        return [codes[a:b].reshape(np.shape(x)) for a, b, x in zip(bounds[:-1], bounds[1:], ids, strict=True)]
+
+    def embed(self, ids: tf.Tensor) -> tf.Tensor:
+        """[..., 16] item embeddings of string ids or of their `id_codes`."""
+        if ids.dtype == tf.string:
+            return self.item_embedding(ids)
+        lookup, embedding = self.item_embedding.layers
+        rows = lookup.vocabulary_size()
+        return embedding(tf.where(ids < rows, ids, tf.ones_like(ids) * lookup.num_oov_indices))
 
     def features(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         same_category = tf.cast(
@@ -152,13 +189,13 @@ class Ranker(tf.keras.Model):
         # The position in the retrieval list, not the raw score: the ranker is trained on one
         # retrieval model's candidates and serves another's, whose scores have another scale.
         rank = tf.math.log1p(tf.cast(inputs[RETRIEVAL_RANK], tf.float32))
-        item = self.item_embedding(inputs[ITEM_ID])
+        item = self.embed(inputs[ITEM_ID])
         history = inputs[HISTORY_ITEMS][:, : self.history_len]
         # Similarity to the rest of the history: the candidate itself, when bought before, is
         # masked out (the history features already say so).
-        others = tf.where(tf.equal(history, inputs[ITEM_ID][:, None]), tf.fill(tf.shape(history), PAD), history)
+        others = tf.where(tf.equal(history, inputs[ITEM_ID][:, None]), _padding(history), history)
         counts = inputs[HISTORY_COUNTS][:, : self.history_len]
-        similarity = history_similarity(item, self.item_embedding(others), others, counts)
+        similarity = history_similarity(item, self.embed(others), others, counts)
         collaborative = []
         if self.collaborative:
             collaborative = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from models.features import (
@@ -41,11 +42,32 @@ def id_embedding(vocabulary: Sequence[str] | np.ndarray, dim: int, name: str, oo
     return tf.keras.Sequential([lookup, embed], name=name)
 
 
+def embed(model: tf.keras.Model, ids: tf.Tensor) -> tf.Tensor:
+    """An `id_embedding` of string ids, or of their `lookup_indices` (integers: the lookup done
+    once before training instead of hashing every batch's strings)."""
+    if ids.dtype == tf.string:
+        return model(ids)
+    return model.layers[1](ids)
+
+
+def lookup_indices(model: tf.keras.Model, values: np.ndarray | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """String ids (an array, or distinct values and int codes into them) -> the int32 rows the
+    `id_embedding`'s own lookup gives them ("" -> 0, unknown ids -> the out-of-vocabulary row)."""
+    if isinstance(values, tuple):
+        distinct, codes = values
+    else:
+        codes, distinct = pd.factorize(values.ravel(), use_na_sentinel=False)
+        codes = codes.reshape(values.shape)
+    rows = model.layers[0](tf.constant(np.asarray(distinct, dtype=object).astype(str))).numpy().astype(np.int32)
+    return rows[codes]
+
+
 class MaskedMean(tf.keras.layers.Layer):
-    """Mean of embeddings over the non-padding positions of a string list: [B, L, D] -> [B, D]."""
+    """Mean of embeddings over the non-padding positions of a list: [B, L, D] -> [B, D]. The ids
+    are strings ("" pads) or `lookup_indices` (0 pads)."""
 
     def call(self, embeddings: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-        mask = tf.cast(tf.not_equal(ids, PAD), embeddings.dtype)[..., None]
+        mask = tf.cast(tf.not_equal(ids, tf.zeros_like(ids)), embeddings.dtype)[..., None]
         return tf.reduce_sum(embeddings * mask, axis=-2) / (tf.reduce_sum(mask, axis=-2) + 1e-6)
 
 
@@ -92,7 +114,8 @@ class QueryTower(tf.keras.Model):
     Inputs (dict): `user_id` [B] string, `user_recent__last_10_items` [B, L] string ("" padded),
     `user_history__items` [B, M] string and `user_history__counts` [B, M] (the first
     `history_len` are read), `hour_of_day` [B] int, `day_of_week` [B] int, and each name in
-    `numeric` [B].
+    `numeric` [B]. Training may pass the three id inputs as their `lookup_indices` in
+    `user_embedding` and `recent_embedding` (the same embedding).
     Output: [B, dim].
     """
 
@@ -108,6 +131,8 @@ class QueryTower(tf.keras.Model):
         self.history_len = history_len
         self.user_embedding = id_embedding(users, dim, "user")
         self.recent_embedding = id_embedding(items, dim, "recent_item")
+        for lookup in (self.user_embedding, self.recent_embedding):  # built now: `embed` of indices skips the lookup
+            lookup(tf.constant([PAD]))
         self.mean = MaskedMean()
         self.numeric = NumericBlock(numeric, name="user_numeric")
         self.hour = tf.keras.layers.Embedding(24, 4, name="hour")
@@ -121,9 +146,9 @@ class QueryTower(tf.keras.Model):
         history = inputs[HISTORY_ITEMS][:, : self.history_len]
         weights = tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS][:, : self.history_len], tf.float32), 0.0))
         parts = [
-            self.user_embedding(inputs[USER_ID]),
-            self.mean(self.recent_embedding(recent), recent),
-            self.mean(self.recent_embedding(history) * weights[..., None], history),
+            embed(self.user_embedding, inputs[USER_ID]),
+            self.mean(embed(self.recent_embedding, recent), recent),
+            self.mean(embed(self.recent_embedding, history) * weights[..., None], history),
             self.numeric(inputs),
             self.hour(tf.cast(inputs[HOUR_OF_DAY], tf.int32) % 24),
             self.weekday(tf.cast(inputs[DAY_OF_WEEK], tf.int32) % 7),
