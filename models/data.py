@@ -166,6 +166,21 @@ def _string_lists(values: pd.Series | None, n: int, width: int) -> np.ndarray:
     return out
 
 
+def string_codes(values: pd.Series | None, n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A string-list column as its distinct values and [n, width] int32 codes into them, as
+    `_string_lists` pads it ("" is a distinct value): from Arrow's dictionary encoding when the
+    column is Arrow-backed, without the [n, width] object array in between."""
+    lists = arrow_lists(values) if values is not None else None
+    if lists is None:
+        codes, distinct = pd.factorize(_string_lists(values, n, width).ravel(), use_na_sentinel=False)
+        return np.asarray(distinct, dtype=object), codes.astype(np.int32).reshape(n, width)
+    encoded = pc.dictionary_encode(pc.list_flatten(lists))
+    words = encoded.dictionary.to_numpy(zero_copy_only=False)
+    # Code 0 is the padding; words keep their dictionary order after it.
+    codes = _padded(lists, n, width, np.zeros((n, width), np.int32), encoded.indices.to_numpy().astype(np.int32) + 1)
+    return np.concatenate([np.array([""], dtype=object), words.astype(object)]), codes
+
+
 def _number_lists(values: pd.Series | None, n: int, width: int) -> np.ndarray:
     out = np.zeros((n, width), dtype=np.float32)
     if values is None:
@@ -212,6 +227,27 @@ def query_inputs(frame: pd.DataFrame, at: pd.Series | datetime) -> dict[str, np.
         HISTORY_ITEMS: _string_lists(frame.get(HISTORY_ITEMS), n, HISTORY_LEN),
         HISTORY_COUNTS: _number_lists(frame.get(HISTORY_COUNTS), n, HISTORY_LEN),
         **{name: context_columns(moments)[name] for name in (HOUR_OF_DAY, DAY_OF_WEEK)},
+        **numeric_columns(frame, USER_NUMERIC),
+    }
+
+
+#: A string column as (distinct values [V] object, int32 codes into them [n, ...]).
+Coded = tuple[np.ndarray, np.ndarray]
+
+
+def query_codes(frame: pd.DataFrame, at: pd.Series | datetime, history_len: int) -> dict[str, np.ndarray | Coded]:
+    """`query_inputs` with the recent and history item lists as `Coded` pairs (`string_codes`):
+    what training batches gather from, at half an object array's memory."""
+    n = len(frame)
+    moments = pd.to_datetime(pd.Series(at, index=frame.index) if not isinstance(at, pd.Series) else at, utc=True)
+    context = context_columns(moments)
+    return {
+        "user_id": frame["user_id"].astype(str).to_numpy(),
+        RECENT_ITEMS: string_codes(frame.get(RECENT_ITEMS), n, RECENT_LEN),
+        HISTORY_ITEMS: string_codes(frame.get(HISTORY_ITEMS), n, history_len),
+        HISTORY_COUNTS: _number_lists(frame.get(HISTORY_COUNTS), n, history_len),
+        HOUR_OF_DAY: context[HOUR_OF_DAY],
+        DAY_OF_WEEK: context[DAY_OF_WEEK],
         **numeric_columns(frame, USER_NUMERIC),
     }
 

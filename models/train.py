@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,10 +27,11 @@ import pandas as pd
 
 from models.data import (
     Catalog,
+    Coded,
     arrow_lists,
-    dedup_pairs,
     history_inputs,
     numeric_columns,
+    query_codes,
     query_inputs,
 )
 from models.features import (
@@ -41,6 +42,7 @@ from models.features import (
     ITEM_ID,
     ITEM_NUMERIC,
     QUERY_HISTORY_LEN,
+    RECENT_ITEMS,
     RETRIEVAL_RANK,
     USER_NUMERIC,
 )
@@ -149,21 +151,33 @@ class TrainedModels:
 # --------------------------------------------------------------------------------- retrieval
 
 
-def retrieval_inputs(frame: pd.DataFrame, catalog: Catalog) -> dict[str, np.ndarray]:
-    """Query and candidate inputs for training rows (features as of each row's timestamp)."""
+def retrieval_inputs(frame: pd.DataFrame, catalog: Catalog, history_len: int) -> dict[str, np.ndarray | Coded]:
+    """Query and candidate inputs for training rows (features as of each row's timestamp); the
+    item lists as `Coded` pairs, the history cut at `history_len` (what the query tower reads)."""
     moments = pd.to_datetime(frame["event_timestamp"], utc=True)
     index = catalog.index()
     rows = frame["item_id"].map(index).to_numpy()
     created = catalog.created_at.to_numpy()[rows]
     age = (moments.to_numpy() - created) / np.timedelta64(1, "D")
     return {
-        **query_inputs(frame, moments),
+        **query_codes(frame, moments, history_len),
         "item_id": frame["item_id"].astype(str).to_numpy(),
         "category": catalog.category[rows],
         "description": catalog.description[rows],
         "price": catalog.price[rows].astype(np.float32),
         "age_days": np.clip(np.nan_to_num(age.astype(np.float64), nan=0.0), 0, None).astype(np.float32),
     }
+
+
+def retrieval_rows(frame: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    """The rows naming catalog items, ordered by time (stable), each (user, item) pair's last
+    one (`dedup_pairs`). Chosen on the id and time columns, then taken once: filtering, sorting
+    and deduplicating the wide frame copied its history lists three times."""
+    keys = frame[["user_id", "item_id", "event_timestamp"]]
+    kept = np.flatnonzero(keys["item_id"].isin(set(catalog.item_ids)).to_numpy())
+    kept = kept[np.argsort(keys["event_timestamp"].to_numpy()[kept], kind="stable")]
+    kept = kept[~keys.iloc[kept].duplicated(["user_id", "item_id"], keep="last").to_numpy()]
+    return frame.iloc[kept].reset_index(drop=True)
 
 
 def fit_retrieval(
@@ -177,45 +191,70 @@ def fit_retrieval(
     """
     from models.optimizers import lazy_adam
     from models.retrieval import TwoTower, probability_table
-    from models.towers import CandidateTower, QueryTower
+    from models.towers import CandidateTower, QueryTower, lookup_indices
 
     if params.history_candidates is None:
         raise ValueError("history_candidates is undecided: pass the params through history_first")
     seed_everything(params.seed)
-    frame = frame[frame["item_id"].isin(set(catalog.item_ids))]
-    frame = dedup_pairs(frame.sort_values("event_timestamp", kind="stable"))
+    frame = retrieval_rows(frame, catalog)
     if frame.empty:
         raise ValueError("no training examples for retrieval: is gold/training_examples empty before the cutoff?")
     users = sorted(frame["user_id"].astype(str).unique())
     items = sorted(frame["item_id"].astype(str).unique())
     counts = frame["item_id"].value_counts()
-    inputs = retrieval_inputs(frame, catalog)
+    inputs = retrieval_inputs(frame, catalog, params.history_len)
     query = QueryTower(users, items, USER_NUMERIC, params.dim, params.history_len)
-    query.numeric.adapt({k: inputs[k] for k in USER_NUMERIC})
+    query.numeric.adapt({k: v for k, v in inputs.items() if k in USER_NUMERIC and isinstance(v, np.ndarray)})
+    # The query tower's ids as their embedding rows, looked up once instead of every batch.
+    inputs["user_id"] = lookup_indices(query.user_embedding, inputs["user_id"])
+    for name in (RECENT_ITEMS, HISTORY_ITEMS):
+        inputs[name] = lookup_indices(query.recent_embedding, inputs[name])
     candidate = CandidateTower(
         catalog.item_ids, sorted(set(catalog.category)), catalog.description, catalog.price, params.dim
     )
     model = TwoTower(query, candidate, probability_table(list(counts.index), list(counts.values)), params.temperature)
     model.compile(optimizer=lazy_adam(params.learning_rate))
     data = retrieval_dataset(inputs, len(frame), params.batch_size, params.seed)
+    del inputs  # the dataset holds its own copy of the columns
     history = _fit(model, data, params.retrieval_epochs, len(frame), "retrieval", progress)
     return RetrievalModel(model, catalog, users, items, history, params.history_candidates)
 
 
-def retrieval_dataset(inputs: dict[str, np.ndarray], rows: int, batch_size: int, seed: int) -> Any:
-    """Shuffled batches of the rows; each batch gathers its columns.
+def row_batches(rows: int, batch_size: int, seed: int) -> Any:
+    """Batches of row numbers: every row once a pass, in a new order each pass (each time the
+    dataset is iterated), the same orders for a seed; the last batch is the remainder.
+
+    One permutation op a pass, then slices of it: `Dataset.shuffle` moves the row numbers one
+    element at a time, which cost more CPU than the ranker's training steps on 1.5M rows.
+    """
+    tf = tensorflow()
+
+    def batches(key: Any) -> Any:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(rows, dtype=tf.int64), seed=tf.stack([key, tf.constant(seed, tf.int64)])
+        )
+        return tf.data.Dataset.range(0, rows, batch_size).map(lambda start: order[start : start + batch_size])
+
+    # One key a pass: Dataset.random draws a new one each iteration, the same ones for a seed.
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).flat_map(batches)
+
+
+def retrieval_dataset(inputs: Mapping[str, np.ndarray | Coded], rows: int, batch_size: int, seed: int) -> Any:
+    """Shuffled batches of the rows (`row_batches`); each batch gathers its columns.
 
     Shuffling row numbers instead of the rows themselves keeps one copy of the columns: a
     shuffle buffer of whole rows held a second one, element by element (each row's 50-item
-    history a tensor of its own). The order is the same for a seed either way (shuffle's
-    draws do not depend on what the elements are), so are the batches. String columns are
-    held as int32 codes into their distinct values, decoded per batch: a TensorFlow string
-    takes about 32 bytes, and the histories repeat the same few thousand ids millions of times.
+    history a tensor of its own). String columns are held as int32 codes into their distinct
+    values, decoded per batch: a TensorFlow string takes about 32 bytes, and the histories
+    repeat the same few thousand ids millions of times (columns that come `Coded` already are
+    taken as they are).
     """
     tf = tensorflow()
     columns: dict[str, Any] = {}
     for name, values in inputs.items():
-        if values.dtype == object:
+        if isinstance(values, tuple):
+            columns[name] = (tf.constant(values[0]), tf.constant(values[1]))
+        elif values.dtype == object:
             codes, distinct = pd.factorize(values.ravel(), use_na_sentinel=False)
             columns[name] = (
                 tf.constant(np.asarray(distinct)),
@@ -234,13 +273,7 @@ def retrieval_dataset(inputs: dict[str, np.ndarray], rows: int, batch_size: int,
                 out[name] = tf.gather(column, at)
         return out
 
-    return (
-        tf.data.Dataset.range(rows)
-        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(gather)
-        .prefetch(2)
-    )
+    return row_batches(rows, batch_size, seed).map(gather).prefetch(2)
 
 
 def _fit(model, data, epochs: int, n: int, name: str, progress: Progress) -> list[dict[str, float]]:
@@ -408,29 +441,37 @@ def ranking_batch_size(rows: int) -> int:
 ADAPT_ROWS = 1_000_000
 
 
-def ranking_dataset(rows: RankerRows, labels: np.ndarray, seed: int) -> Any:
-    """Shuffled batches of the rows with their labels; each batch gathers its features."""
-    tf = tensorflow()
-    users = {name: tf.constant(values) for name, values in rows.users.items()}
-    items = {name: tf.constant(values) for name, values in rows.items.items()}
+def ranking_dataset(
+    rows: RankerRows,
+    labels: np.ndarray,
+    seed: int,
+    id_codes: Callable[..., list[np.ndarray]] | None = None,
+) -> Any:
+    """Shuffled batches of the rows with their labels (`row_batches`); each batch gathers its
+    features.
 
-    def gather(batch: dict[str, Any]) -> dict[str, Any]:
-        out = {name: tf.gather(values, batch["user"]) for name, values in users.items()}
-        out.update({name: tf.gather(values, batch["item"]) for name, values in items.items()})
-        out[RETRIEVAL_RANK] = batch["rank"]
-        out.update({name: batch[name] for name in rows.extra})
-        out["label"] = batch["label"]
+    Args:
+        id_codes: `Ranker.id_codes`: the batches carry the history items and the candidate's
+            item id as those integer codes instead of strings.
+    """
+    tf = tensorflow()
+    user_values, item_values = dict(rows.users), dict(rows.items)
+    if id_codes is not None:
+        user_values[HISTORY_ITEMS], item_values[ITEM_ID] = id_codes(user_values[HISTORY_ITEMS], item_values[ITEM_ID])
+    users = {name: tf.constant(values) for name, values in user_values.items()}
+    items = {name: tf.constant(values) for name, values in item_values.items()}
+    user_of, item_of = tf.constant(rows.user_of), tf.constant(rows.item_of)
+    flat = {RETRIEVAL_RANK: rows.ranks, "label": labels.astype(np.float32), **rows.extra}
+    per_row = {name: tf.constant(values) for name, values in flat.items()}
+
+    def gather(at: Any) -> dict[str, Any]:
+        user, item = tf.gather(user_of, at), tf.gather(item_of, at)
+        out = {name: tf.gather(values, user) for name, values in users.items()}
+        out.update({name: tf.gather(values, item) for name, values in items.items()})
+        out.update({name: tf.gather(values, at) for name, values in per_row.items()})
         return out
 
-    index = {"user": rows.user_of, "item": rows.item_of, "rank": rows.ranks, "label": labels.astype(np.float32)}
-    index.update(rows.extra)
-    return (
-        tf.data.Dataset.from_tensor_slices(index)
-        .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        .batch(ranking_batch_size(len(labels)))
-        .map(gather)
-        .prefetch(2)
-    )
+    return row_batches(len(labels), ranking_batch_size(len(labels)), seed).map(gather).prefetch(2)
 
 
 def fit_ranking(
@@ -459,7 +500,7 @@ def fit_ranking(
     ranker.numeric.adapt(rows.take(sample, {*USER_NUMERIC, *ITEM_NUMERIC}))
     model = RankingModel(ranker)
     model.compile(optimizer=tf.keras.optimizers.Adam(params.ranking_learning_rate))
-    data = ranking_dataset(rows, labels, params.seed)
+    data = ranking_dataset(rows, labels, params.seed, ranker.id_codes)
     history = _fit(model, data, params.ranking_epochs, len(labels), "ranking", progress)
     return ranker, history
 
@@ -519,8 +560,13 @@ class TrainingSet:
     def early(self) -> pd.DataFrame:
         """The rows before `shift`: a row's features are as of its own moment, so they are the
         same whichever later cutoff the row was looked up for."""
+        return self.before_shift()
+
+    def before_shift(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """`early`, all columns or only `columns` (a copy of the feature lists costs gigabytes)."""
         moments = pd.to_datetime(self.full["event_timestamp"], utc=True)
-        return self.full[(moments < pd.Timestamp(self.shift)).to_numpy()].reset_index(drop=True)
+        frame = self.full if columns is None else self.full[columns]
+        return frame[(moments < pd.Timestamp(self.shift)).to_numpy()].reset_index(drop=True)
 
 
 @dataclass
@@ -690,7 +736,7 @@ def ranking_stage(
     ranker keeps factors fitted before the cutoff for serving (`Ranker.als`)."""
     extra = None
     if params.ranking_als:
-        early = ts.early
+        early = ts.before_shift(["user_id", "item_id"])  # what item_factors reads
         progress(f"ALS for the ranker: {len(early):,} rows before {ts.shift:%Y-%m-%d}")
         before_shift = item_factors(early, ts.catalog, params)
         extra = als_columns(before_shift, ts.users, candidates.rows, ts.catalog, pd.Timestamp(ts.shift))
@@ -710,7 +756,7 @@ def item_factors(frame: pd.DataFrame, catalog: Catalog, params: TrainParams) -> 
     from models.ranking import ItemFactors
 
     index = catalog.index()
-    frame = frame[frame["item_id"].isin(index)]
+    frame = frame.loc[frame["item_id"].isin(index), ["user_id", "item_id"]]  # not the feature lists
     users = {u: n for n, u in enumerate(sorted(frame["user_id"].astype(str).unique()))}
     data = TrainInteractions(
         users=frame["user_id"].astype(str).map(users).to_numpy(),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.data import history_inputs, query_inputs, read_frame
+from models.data import history_inputs, query_codes, query_inputs, read_frame
 from models.features import HISTORY_COUNTS, HISTORY_ITEMS, HISTORY_LAST_DAY, HISTORY_LEN, RECENT_ITEMS
 from models.train import reconsumption_share
 
@@ -45,3 +45,20 @@ def test_arrow_backed_lists_read_as_python_lists_do(tmp_path: Path) -> None:
     items = query_inputs(read, AT)[HISTORY_ITEMS]
     assert items.shape == (4, HISTORY_LEN) and items[3, -1] == f"i{HISTORY_LEN - 1}" and items[2, 0] == ""
     assert reconsumption_share(read) == reconsumption_share(built) == 0.5  # u1 re-buys i1, u4 i0
+
+
+def test_coded_query_lists_decode_to_the_query_inputs(tmp_path: Path) -> None:
+    built = _frame()
+    built.to_parquet(tmp_path / "frame.parquet", index=False)
+    read = read_frame(tmp_path / "frame.parquet")
+    width = 3  # the query tower's history_len: the lists are cut there
+    for frame in (built, read):
+        want, got = query_inputs(frame, AT), query_codes(frame, AT, width)
+        assert sorted(want) == sorted(got)
+        for name, values in got.items():
+            if isinstance(values, tuple):
+                distinct, codes = values
+                assert codes.dtype == np.int32
+                values = distinct[codes]
+            cut = want[name][:, :width] if name in (HISTORY_ITEMS, HISTORY_COUNTS) else want[name]
+            np.testing.assert_array_equal(values, cut, err_msg=name)
