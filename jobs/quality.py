@@ -12,11 +12,12 @@ The volume check compares a day's row count with a trailing baseline: the median
 day of 3 events after days of 40 is ordinary, while a day of 100x the volume (a replayed file) or
 a feed cut to a tenth on a busy shop is stopped.
 
-Slices above `max_rows` (default 250,000) are validated on a seeded uniform sample of that many
-rows: GX on pandas costs about 1-2 s per 100k rows and suite on this machine, which would dominate
-a 10M event day. Row-count bounds are scaled by the sampling fraction, so that check still applies
-to the full count. The trade-off: a rate of bad rows (5% null users) is always caught, but a
-handful of bad rows among ten million may be missed.
+Slices above `max_rows` (default 250,000; a call may set its own, as the feature gates do) are
+validated on a seeded uniform sample of that many rows: GX on pandas costs about 0.5 s per 100k
+rows and suite on this machine, which would dominate a 10M event day. Row-count bounds are scaled
+by the sampling fraction, so that check still applies to the full count. The trade-off: a rate of
+bad rows (5% null users) is always caught, but a handful of bad rows among ten million may be
+missed.
 
 Catalog membership ("known items") is checked through a derived column `unknown_item_id`
 (the item id where it is not in the catalog, else null) rather than a `value_set` of the whole
@@ -275,21 +276,31 @@ class Gates:
         interval: str,
         parameters: dict[str, Any],
         known_items: set[str] | None = None,
+        max_rows: int | None = None,
     ) -> GateResult:
-        """`check` on an Arrow slice: sampled above `max_rows`, plus `unknown_item_id` when
-        `known_items` is given and `as_of` for feature rows.
+        """`check` on an Arrow slice: sampled above `max_rows` (None: the gates' own), plus
+        `unknown_item_id` when `known_items` is given and `as_of` for feature rows.
 
         Raises:
             QualityGateError: an expectation failed.
         """
-        frame, fraction = self._frame(table, known_items)
+        frame, fraction = self._frame(table, known_items, max_rows)
         return self.check(name, frame, interval, scale_row_bounds(parameters, fraction))
 
-    def _frame(self, table: pa.Table, known_items: set[str] | None) -> tuple[pd.DataFrame, float]:
-        """The rows to validate (a sample above `max_rows`), with the derived columns, and the
-        fraction of `table` they are."""
-        sample, fraction = sample_rows(table, self.max_rows)
-        frame = sample.to_pandas()
+    def _frame(
+        self, table: pa.Table, known_items: set[str] | None, max_rows: int | None = None
+    ) -> tuple[pd.DataFrame, float]:
+        """The rows to validate (a sample above `max_rows`, None: the gates' own), with the
+        derived columns, and the fraction of `table` they are."""
+        import pandas as pd
+        import pyarrow as pa
+
+        sample, fraction = sample_rows(table, max_rows or self.max_rows)
+        # List columns stay Arrow-backed: no expectation reads their values, and GX fingerprints
+        # every batch, which pickles the whole frame when a column holds Python lists (most of a
+        # feature gate's time on user features).
+        lists = {f.type for f in sample.schema if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)}
+        frame = sample.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if t in lists else None)
         if known_items is not None:
             frame = with_unknown_items(frame, known_items)
         if "feature_date" in frame and "event_timestamp" in frame:
@@ -304,6 +315,7 @@ class Gates:
         history: list[int],
         max_ratio: float,
         known_items: set[str] | None = None,
+        max_rows: int | None = None,
     ) -> dict[date, GateResult]:
         """`check_table` for each day of `by_day` (in date order), in one suite run.
 
@@ -314,6 +326,7 @@ class Gates:
             history: row counts of the days before the first, oldest first; each checked day's
                 count is appended (the volume check's trailing baseline).
             max_ratio: see `row_count_bounds`.
+            max_rows: the run is sampled above this many rows (None: the gates' own).
 
         Raises:
             QualityGateError: a day failed, naming the first day that did.
@@ -326,21 +339,25 @@ class Gates:
             volume[day] = row_count_bounds(history, max_ratio)
             low, high = volume[day]["min_rows"], volume[day]["max_rows"]
             if len(by_day[day]) < low or (high is not None and len(by_day[day]) > high):
-                self.check_table(name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items)
+                self.check_table(
+                    name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items, max_rows
+                )
             history.append(len(by_day[day]))
         if len(days) == 1:
             day = days[0]
             params = parameters(day, day) | volume[day]
-            return {day: self.check_table(name, by_day[day], day.isoformat(), params, known_items)}
+            return {day: self.check_table(name, by_day[day], day.isoformat(), params, known_items, max_rows)}
         import pyarrow as pa
 
         first, last = days[0], days[-1]
-        frame, _ = self._frame(pa.concat_tables([by_day[day] for day in days]), known_items)
+        frame, _ = self._frame(pa.concat_tables([by_day[day] for day in days]), known_items, max_rows)
         interval = f"{first.isoformat()}..{last.isoformat()}"
         gate = self.validate(name, frame, interval, parameters(first, last) | {"min_rows": 1, "max_rows": None})
         if not gate.success:
             for day in days:  # names the first bad day, with its own report
-                self.check_table(name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items)
+                self.check_table(
+                    name, by_day[day], day.isoformat(), parameters(day, day) | volume[day], known_items, max_rows
+                )
             raise QualityGateError(name, interval, gate.failures, gate.report)  # bad only across days
         log.info(
             "gate %s %s: %d expectations passed on %d days%s",
