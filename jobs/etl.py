@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,10 @@ HOLDOUT_USERS = pa.schema(
     [("user_id", pa.string()), ("first", pa.date32()), ("last", pa.date32()), ("last_new", pa.date32())]
 )
 FEATURES_PARTITION = ["feature_date"]
+#: Feature rows made by one Spark pass of `build_features` (a row per catalog item and day
+#: bounds it) and validated, all of them, by one run of a feature suite: the Online Retail
+#: backfill (374 days x 4,053 items) is one pass and one run per suite.
+FEATURE_PASS_ROWS = 2_000_000
 
 
 @dataclass
@@ -258,7 +262,9 @@ class DailyEtl:
             history = trailing_rows(self.lake.lake, self.uri(target), "feature_date", first)
             # A day when nobody was active in the 30 days before has no rows to check.
             checked = {day: by_day[day] for day in day_range(first, last) if day in by_day}
-            self.gates.check_days(suite, checked, _no_parameters, history, self.max_day_ratio)
+            self.gates.check_days(
+                suite, checked, _no_parameters, history, self.max_day_ratio, max_rows=FEATURE_PASS_ROWS
+            )
         steps = []
         for _, table, target, schema in outputs:
             written = self.lake.write(
@@ -279,6 +285,10 @@ class DailyEtl:
                 steps.append(self._done(Step(table_name(target), day.isoformat(), rows, written.version), started))
                 started = time.perf_counter()
         return steps
+
+    def feature_passes(self, days: list[date]) -> list[list[date]]:
+        """`days` in the runs `build_features` takes in one Spark pass each (`feature_passes`)."""
+        return feature_passes(days, len(self._silver_items()[2]))
 
     # -------------------------------------------------------------------------------- examples
 
@@ -356,8 +366,11 @@ class DailyEtl:
         return self._items
 
 
-def check_features(lake: Lake, gates: Gates, days: list[date], max_ratio: float, chunk_days: int = 31) -> int:
-    """Gate 2: the gold feature tables of `days` as written, a chunk of days per suite run.
+def check_features(
+    lake: Lake, gates: Gates, days: list[date], max_ratio: float, max_rows: int = FEATURE_PASS_ROWS
+) -> int:
+    """Gate 2: the gold feature tables of `days` as written, each in runs of consecutive days
+    holding at most `max_rows` rows (all of them validated; at least a day per run).
 
     Returns:
         The rows checked.
@@ -366,20 +379,44 @@ def check_features(lake: Lake, gates: Gates, days: list[date], max_ratio: float,
         QualityGateError: a day failed.
     """
     checked = 0
-    for start in range(0, len(days), chunk_days):
-        first, last = days[start], days[min(start + chunk_days, len(days)) - 1]
-        inside = (ds.field("feature_date") >= pa.scalar(first, pa.date32())) & (
-            ds.field("feature_date") <= pa.scalar(last, pa.date32())
-        )
-        for suite, target in (("gold_user_features", USER_FEATURES), ("gold_item_features", ITEM_FEATURES)):
-            uri = lake.uri(*target)
+    for suite, target in (("gold_user_features", USER_FEATURES), ("gold_item_features", ITEM_FEATURES)):
+        uri = lake.uri(*target)
+        counts = partition_rows(lake, uri, "feature_date")
+        for run in split_by_rows(days, counts, max_rows):
+            first, last = run[0], run[-1]
+            inside = (ds.field("feature_date") >= pa.scalar(first, pa.date32())) & (
+                ds.field("feature_date") <= pa.scalar(last, pa.date32())
+            )
             rows = lake.read(uri, filter=inside)
             if rows is None or len(rows) == 0:
                 continue
             history = trailing_rows(lake, uri, "feature_date", first)
-            gates.check_days(suite, _split_by_day(rows, "feature_date"), _no_parameters, history, max_ratio)
+            by_day = _split_by_day(rows, "feature_date")
+            gates.check_days(suite, by_day, _no_parameters, history, max_ratio, max_rows=max_rows)
             checked += len(rows)
     return checked
+
+
+def split_by_rows(days: list[date], rows: Mapping[date, int], max_rows: int) -> list[list[date]]:
+    """Consecutive `days` in runs of at most `max_rows` rows (`rows`: per day; a day without is
+    empty), each at least one day."""
+    runs: list[list[date]] = []
+    total = 0
+    for day in days:
+        n = rows.get(day, 0)
+        if runs and total + n <= max_rows:
+            runs[-1].append(day)
+            total += n
+        else:
+            runs.append([day])
+            total = n
+    return runs
+
+
+def feature_passes(days: list[date], items: int, max_rows: int = FEATURE_PASS_ROWS) -> list[list[date]]:
+    """Consecutive `days` in the Spark passes of `build_features`: each makes at most about
+    `max_rows` item feature rows (a row per catalog item and day), and holds at least a day."""
+    return split_by_rows(days, dict.fromkeys(days, max(items, 1)), max_rows)
 
 
 def trailing_rows(lake: Lake, uri: str, column: str, day: date, days: int = BASELINE_DAYS) -> list[int]:

@@ -193,9 +193,8 @@ def build_gold(
     etl = _etl(settings, on_step)
     run_days = _days(days)
     steps = []
-    for start in range(0, len(run_days), 31):  # one Spark pass per month of days
-        chunk = run_days[start : start + 31]
-        steps += etl.build_features(chunk[0], chunk[-1])
+    for days_of_pass in etl.feature_passes(run_days):  # as many days per Spark pass as fit
+        steps += etl.build_features(days_of_pass[0], days_of_pass[-1])
     summary: dict[str, int | str] = {"days": len(run_days)}
     if examples:
         end = run_days[-1]
