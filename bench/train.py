@@ -69,7 +69,8 @@ def _child(run_dir: str) -> None:  # pragma: no cover - the measured process
         return round(statistics.median(h["examples_per_s"] for h in history), 1) if history else 0.0
 
     def last(history: list[dict[str, float]], key: str) -> float | None:
-        """A fit's last-epoch figure (loss, AUC): a faster fit must still learn as well."""
+        """A fit's figure after its last epoch, so a faster fit shows it still learns as well:
+        `auc` is over the epoch; TFRS reports `loss` of the last batch only (noisy)."""
         return round(history[-1][key], 4) if history and key in history[-1] else None
 
     out = {
