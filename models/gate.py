@@ -5,7 +5,10 @@ ranker has to earn its place) and the servable baselines (`models.baselines.BASE
 list variant (`all`, `new`, `unseen`: what the request excludes) is served by its own choice: a
 trained option where it beats the best baseline on the primary metric, the best option otherwise
 (a baseline whenever the trained ones lose), so the served answer is never worse than the
-simplest thing that works, variant by variant. When the variants choose differently, the
+simplest thing that works, variant by variant. Among the trained options that win, those that
+also reach the policy's targets at the top of the list (by default recall@10 at 1.1x the best
+baseline's) come first: the option that wins at depth is not always the one that wins at the
+top. When the variants choose differently, the
 choices are published as one pair that routes each request by its variant
 (`models.export.per_variant_modules`). The choice is published only if the run's data passed the
 quality suites and it beats production (by the margin, in every gated variant), or production
@@ -35,11 +38,15 @@ class GatePolicy:
         metric: the primary metric, e.g. `recall@100`.
         variants: the variants (`all`, `new`, `unseen`; see `models.evaluate`) a choice must hold in.
         margin: a choice must exceed production by more than this (absolute), in every variant.
+        targets: metric -> lift: a trained option that beats the best baseline on `metric` and
+            also reaches `lift` times the best baseline's value at each of these metrics is
+            preferred to one that does not (each metric's best baseline on its own).
     """
 
     metric: str = "recall@100"
     variants: tuple[str, ...] = ("all", "new")
     margin: float = 0.0
+    targets: tuple[tuple[str, float], ...] = (("recall@10", 1.1),)
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,8 @@ class Decision:
         candidate: the chosen recommender's metric in the first variant.
         production: production's, when there is a production model.
         per_variant: per variant, the chosen value, the best baseline (name, value), production's
-            value, and the paired differences to both with their bootstrap intervals.
+            value, the paired differences to both with their bootstrap intervals, and per target
+            metric the chosen value, the best baseline there and whether the lift was reached.
     """
 
     publish: bool
@@ -108,12 +116,25 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
             raise ValueError(f"no baseline is scored on {metric} in {variant}: the gate compares against them")
         best[variant] = max(scored, key=lambda pair: pair[1])
 
+    def target_best(variant: str, target: str) -> tuple[str, float] | None:
+        scored = [(n, v) for n in BASELINES if (v := _value(report, variant, n, target)) is not None]
+        return max(scored, key=lambda pair: pair[1]) if scored else None
+
+    def reached(variant: str, name: str, target: str, lift: float) -> bool:
+        found, top_baseline = _value(report, variant, name, target), target_best(variant, target)
+        return found is not None and top_baseline is not None and found >= lift * top_baseline[1]
+
+    def reaches(variant: str, name: str) -> bool:
+        """Whether `name` reaches every target lift over the best baseline at that metric."""
+        return all(reached(variant, name, target, lift) for target, lift in policy.targets)
+
     def choice(variant: str) -> tuple[str, bool]:
         """What serves `variant`, and whether it is a trained option beating the best baseline."""
         options = [n for n in (*TRAINED, *BASELINES) if value(variant, n) is not None]
         baseline = max((value(variant, n) or 0.0 for n in BASELINES if n in options), default=0.0)
         winners = [n for n in TRAINED if n in options and (value(variant, n) or 0.0) > baseline]
-        pool = winners or options  # max keeps the first of equals: two_stage, then retrieval
+        on_target = [n for n in winners if reaches(variant, n)]
+        pool = on_target or winners or options  # max keeps the first of equals: two_stage, then retrieval
         return max(pool, key=lambda n: value(variant, n) or 0.0), bool(winners)
 
     evaluated = [v for v in VARIANTS if any(value(v, n) is not None for n in (*TRAINED, *BASELINES))]
@@ -143,6 +164,15 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
             PRODUCTION: production[v],
             "versus_best_baseline": versus.get("best_baseline", {}).get(metric),
             "versus_production": versus.get(PRODUCTION, {}).get(metric),
+            "targets": {
+                target: {
+                    "lift": lift,
+                    recommenders[v]: _value(report, v, recommenders[v], target),
+                    "best_baseline": list(at_target) if (at_target := target_best(v, target)) else None,
+                    "reached": reached(v, recommenders[v], target, lift),
+                }
+                for target, lift in policy.targets
+            },
         }
     first = variants[0]
     name = f"{'/'.join(variants)}/{metric}"
@@ -173,6 +203,10 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
         why = f"no trained model beats the best baseline ({baseline_text}); {served}"
     else:
         why = f"the trained models beat the best baseline ({baseline_text}) in some variants only; {served}"
+    if policy.targets:
+        missed = [v for v in variants if not reaches(v, recommenders[v])]
+        lifts = " and ".join(f"{target} at {lift:g}x" for target, lift in policy.targets)
+        why += f" ({lifts} the best baseline: " + (f"not reached in {', '.join(missed)})" if missed else "reached)")
     if not quality_passed:
         return decision(False, "the run's data failed its quality suites")
     if force:

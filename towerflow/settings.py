@@ -191,6 +191,10 @@ class FeatureSettings(HomeSettings):
         return self.home_dir / "feast"
 
 
+def _default_gate_targets() -> dict[GateMetric, float]:
+    return {"recall@10": 1.1}
+
+
 class TrainingSettings(HomeSettings):
     """Training, the holdout and the gate that decides what is published.
 
@@ -204,6 +208,9 @@ class TrainingSettings(HomeSettings):
         gate_variants: the evaluation variants it must hold in (comma-separated in the
             environment: `all,new`).
         gate_margin: a choice must beat production by more than this (absolute).
+        gate_targets: metric -> lift: among trained options that beat the best baseline on
+            `gate_metric`, those that also reach `lift` times the best baseline at these metrics
+            serve first (JSON in the environment: `{"recall@10": 1.1}`; `{}` for none).
         refit: publish the gate's choice refit through the run date (models.lifecycle.refit_run).
     """
 
@@ -217,6 +224,7 @@ class TrainingSettings(HomeSettings):
         default=("all", "new"), min_length=1
     )
     gate_margin: float = 0.0
+    gate_targets: dict[GateMetric, Annotated[float, Field(gt=0)]] = Field(default_factory=_default_gate_targets)
     refit: bool = True
 
     def holdout_size(self, min_days: int | None = None) -> HoldoutSize:

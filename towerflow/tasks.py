@@ -298,7 +298,12 @@ def _policy(settings: TrainingSettings) -> GatePolicy:
     from models.gate import GatePolicy
 
     variants = tuple(dict.fromkeys(settings.gate_variants))
-    return GatePolicy(metric=settings.gate_metric, variants=variants, margin=settings.gate_margin)
+    return GatePolicy(
+        metric=settings.gate_metric,
+        variants=variants,
+        margin=settings.gate_margin,
+        targets=tuple(settings.gate_targets.items()),
+    )
 
 
 def tune_models(run_date: str, enabled: bool, budget_minutes: float, epochs: int | None = None) -> dict[str, object]:

@@ -120,3 +120,32 @@ def test_only_the_configured_variants_count() -> None:
     assert d.recommenders["new"] == "als"  # evaluated, not gated: still served by its best option
     with pytest.raises(ValueError, match="no variant"):
         decide({"metrics": {"all": {}}}, POLICY, True)
+
+
+def test_a_winner_that_also_leads_at_the_top_of_the_list_comes_first() -> None:
+    # Retrieval wins at depth in `all` but stays under 1.1x the best baseline at recall@10; the
+    # two-stage pair beats the baseline at depth too and reaches the lift at the top, so it serves.
+    # In `new` both reach it and the one better at depth serves.
+    values = {
+        "all": {"two_stage": (0.3056, 0.5916), "retrieval": (0.2963, 0.6071), "als": (0.2698, 0.5056)},
+        "new": {"two_stage": (0.1237, 0.4204), "retrieval": (0.1206, 0.4349), "item_knn": (0.1089, 0.4203)},
+    }
+    metrics = {
+        variant: {
+            name: {"recall@10": pair[0], "recall@100": pair[1]}
+            for name, pair in ({"popular": (0.05, 0.3), "repeat_purchase": (0.05, 0.3)} | rows).items()
+        }
+        for variant, rows in values.items()
+    }
+    d = decide({"metrics": metrics}, GatePolicy(), True)
+    assert d.recommenders["all"] == "two_stage" and d.recommenders["new"] == "retrieval"
+    top = d.per_variant["all"]["targets"]["recall@10"]
+    assert top == {"lift": 1.1, "two_stage": 0.3056, "best_baseline": ["als", 0.2698], "reached": True}
+    assert "reached)" in d.reason
+
+    # Without the target the better one at depth serves `all`, and the report says it missed.
+    plain = decide({"metrics": metrics}, GatePolicy(targets=()), True)
+    assert plain.recommenders["all"] == "retrieval"
+    strict = decide({"metrics": metrics}, GatePolicy(targets=(("recall@10", 1.2),)), True)
+    assert strict.recommenders["all"] == "retrieval" and "not reached in all, new" in strict.reason
+    assert strict.per_variant["all"]["targets"]["recall@10"]["reached"] is False

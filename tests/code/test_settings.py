@@ -109,6 +109,22 @@ def test_gate_variants_are_comma_separated_choices(monkeypatch: pytest.MonkeyPat
         Settings()
 
 
+def test_gate_targets_are_metric_lifts_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from towerflow.tasks import _policy
+
+    assert Settings().gate_targets == {"recall@10": 1.1}
+    monkeypatch.setenv("TOWERFLOW_GATE_TARGETS", '{"ndcg@10": 1.05, "recall@50": 1.0}')
+    assert _policy(Settings()).targets == (("ndcg@10", 1.05), ("recall@50", 1.0))
+    monkeypatch.setenv("TOWERFLOW_GATE_TARGETS", "{}")
+    assert _policy(Settings()).targets == ()
+    for wrong in ('{"recall@7": 1.1}', '{"recall@10": 0}'):
+        monkeypatch.setenv("TOWERFLOW_GATE_TARGETS", wrong)
+        with pytest.raises(ValidationError, match="gate_targets"):
+            Settings()
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
