@@ -3,16 +3,16 @@
 The options are the trained pair (`two_stage`), its retrieval model alone (`retrieval`: the
 ranker has to earn its place) and the servable baselines (`models.baselines.BASELINES`). Each
 list variant (`all`, `new`, `unseen`: what the request excludes) is served by its own choice: a
-trained option where it beats the best baseline on the primary metric, the best option otherwise
-(a baseline whenever the trained ones lose), so the served answer is never worse than the
-simplest thing that works, variant by variant. Among the trained options that win, those that
-also reach the policy's targets at the top of the list (by default recall@10 at 1.1x the best
-baseline's) come first: the option that wins at depth is not always the one that wins at the
-top. When the variants choose differently, the
-choices are published as one pair that routes each request by its variant
-(`models.export.per_variant_modules`). The choice is published only if the run's data passed the
-quality suites and it beats production (by the margin, in every gated variant), or production
-has fallen below the best baseline and the choice is closer to it.
+trained option where it beats the best baseline on the primary metric, the best baseline
+otherwise, so the served answer is never worse than the simplest thing that works, variant by
+variant. The top of the list counts too: a trained option wins only if it is also level with the
+best baseline at each of the policy's target metrics (by default recall@10), and winners that
+reach the targets' lifts over it (1.1x) come first; the option that wins at depth is not always
+the one that wins at the top. When the variants choose differently, the choices are published
+as one pair that routes each request by its variant (`models.export.per_variant_modules`). The
+choice is published only if the run's data passed the quality suites and it beats production
+(by the margin, in every gated variant), or production has fallen below the best baseline and
+the choice is closer to it.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class GatePolicy:
         metric: the primary metric, e.g. `recall@100`.
         variants: the variants (`all`, `new`, `unseen`; see `models.evaluate`) a choice must hold in.
         margin: a choice must exceed production by more than this (absolute), in every variant.
-        targets: metric -> lift: a trained option that beats the best baseline on `metric` and
-            also reaches `lift` times the best baseline's value at each of these metrics is
-            preferred to one that does not (each metric's best baseline on its own).
+        targets: metric -> lift: a trained option beats the baselines only if, besides `metric`,
+            it is at least level with the best baseline at each of these metrics, and one that
+            reaches `lift` times the best baseline's value at each is preferred to one that does
+            not (each metric's best baseline on its own).
     """
 
     metric: str = "recall@100"
@@ -124,17 +125,21 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
         found, top_baseline = _value(report, variant, name, target), target_best(variant, target)
         return found is not None and top_baseline is not None and found >= lift * top_baseline[1]
 
-    def reaches(variant: str, name: str) -> bool:
-        """Whether `name` reaches every target lift over the best baseline at that metric."""
-        return all(reached(variant, name, target, lift) for target, lift in policy.targets)
+    def reaches(variant: str, name: str, floor: bool = False) -> bool:
+        """Whether `name` reaches every target lift over the best baseline at that metric (with
+        `floor`: is at least level with it)."""
+        return all(reached(variant, name, target, 1.0 if floor else lift) for target, lift in policy.targets)
 
     def choice(variant: str) -> tuple[str, bool]:
         """What serves `variant`, and whether it is a trained option beating the best baseline."""
         options = [n for n in (*TRAINED, *BASELINES) if value(variant, n) is not None]
         baseline = max((value(variant, n) or 0.0 for n in BASELINES if n in options), default=0.0)
-        winners = [n for n in TRAINED if n in options and (value(variant, n) or 0.0) > baseline]
+        winners = [
+            n for n in TRAINED if n in options and (value(variant, n) or 0.0) > baseline and reaches(variant, n, True)
+        ]
         on_target = [n for n in winners if reaches(variant, n)]
-        pool = on_target or winners or options  # max keeps the first of equals: two_stage, then retrieval
+        # max keeps the first of equals: two_stage, then retrieval
+        pool = on_target or winners or [n for n in options if n in BASELINES]
         return max(pool, key=lambda n: value(variant, n) or 0.0), bool(winners)
 
     evaluated = [v for v in VARIANTS if any(value(v, n) is not None for n in (*TRAINED, *BASELINES))]

@@ -149,3 +149,26 @@ def test_a_winner_that_also_leads_at_the_top_of_the_list_comes_first() -> None:
     strict = decide({"metrics": metrics}, GatePolicy(targets=(("recall@10", 1.2),)), True)
     assert strict.recommenders["all"] == "retrieval" and "not reached in all, new" in strict.reason
     assert strict.per_variant["all"]["targets"]["recall@10"]["reached"] is False
+
+
+def test_a_model_winning_at_depth_but_behind_at_the_top_does_not_serve() -> None:
+    # Retrieval leads at recall@100 but reaches 0.43x the best baseline at recall@10: the two-stage
+    # pair, ahead at both depths, serves `new`. In `all` neither is level at the top, so the best
+    # baseline on the primary metric serves, and the reason says no trained model beat them.
+    values = {
+        "all": {"two_stage": (0.12, 0.56), "retrieval": (0.07, 0.65), "popular": (0.16, 0.6493), "als": (0.18, 0.57)},
+        "new": {"two_stage": (0.13, 0.63), "retrieval": (0.0435, 0.66), "item_knn": (0.1014, 0.5921)},
+    }
+    metrics = {
+        variant: {
+            name: {"recall@10": pair[0], "recall@100": pair[1]}
+            for name, pair in ({"popular": (0.05, 0.3), "repeat_purchase": (0.05, 0.3)} | rows).items()
+        }
+        for variant, rows in values.items()
+    }
+    d = decide({"metrics": metrics}, GatePolicy(), True)
+    assert d.recommenders["new"] == "two_stage" and d.recommenders["all"] == "popular"
+    assert d.recommender == "per_variant" and "in some variants only" in d.reason
+    assert d.per_variant["new"]["targets"]["recall@10"]["reached"] is True
+    # Without targets only the primary metric counts and retrieval serves both.
+    assert set(decide({"metrics": metrics}, GatePolicy(targets=()), True).recommenders.values()) == {"retrieval"}
