@@ -19,6 +19,7 @@ BENCHMARKS = {
     "serve": "bench.serve",
     "events": "bench.events",
     "train": "bench.train",
+    "quality": "bench.quality",
     "cpu_stalls": "bench.cpu_stalls",
 }
 

@@ -1,0 +1,146 @@
+"""Served quality on each synthetic profile: `towerflow bench quality`.
+
+For each profile (`jobs.synth.PROFILES`: retail, media, sparse) a world at its own volumes is
+split as the pipeline splits it (the holdout sized by users and events, `jobs.gold.HoldoutSize`),
+the models are trained with the default settings (`models.train.TrainParams`), evaluated with
+every baseline, gated with the default policy (`models.gate.GatePolicy`) and published; the
+published pair is then scored from its folders the way the gateway serves it. Per profile and
+list variant (`all`: purchases kept; `new`: purchases out, the default answer) the table shows
+what serves, its recall@10 and recall@100 beside the best baseline's at each, with the paired
+bootstrap interval of the difference, and whether the issue's bar holds there: recall@10 at
+least 1.1x the best baseline and recall@100 at least the best.
+
+The worlds and their feature frames come from `testsupport.worlds` (a subset of the gold
+features, computed in pandas). `TOWERFLOW_BENCH_QUALITY_PROFILES` (comma-separated) picks
+profiles; all three take about six minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from jobs.gold import HoldoutSize
+from jobs.synth import SynthConfig
+
+#: Each profile's world: its own volumes (`SynthConfig.of`), long enough for a holdout of about
+#: a hundred users or more where the profile's traffic allows (sparse: about forty in 150 days).
+WORLDS = {
+    "retail": (SynthConfig.of("retail", users=5_000, items=2_000, days=30, seed=3, start=date(2025, 3, 1)), 7),
+    "media": (SynthConfig.of("media", days=60, seed=4, start=date(2025, 3, 1)), 7),
+    "sparse": (SynthConfig.of("sparse", days=150, seed=5, start=date(2025, 3, 1)), 14),
+}
+VARIANTS = ("all", "new")
+TOP, DEEP, LIFT = "recall@10", "recall@100", 1.1
+
+
+def _profile(name: str, cfg: SynthConfig, min_days: int, console: Console) -> dict[str, Any]:
+    from models.baselines import BASELINES
+    from models.evaluate import evaluate, prepare, stage_baselines, write_report
+    from models.export import export
+    from models.gate import GatePolicy
+    from models.lifecycle import gate_run, publish_run
+    from models.runs import RunPaths
+    from models.train import TrainingData, TrainParams, train
+    from testsupport.worlds import make_world
+
+    started = time.perf_counter()
+    world = make_world(cfg, HoldoutSize(min_days=min_days))
+    holdout_days = (world.run_date - world.cutoff.date()).days
+    console.print(f"{name}: {len(world.events):,} events, holdout {holdout_days} days")
+    data = prepare(
+        world.examples,
+        world.holdout,
+        world.events[world.events["timestamp"] < world.cutoff],
+        world.catalog,
+        world.cutoff,
+        world.lookup,
+    )
+    quiet = lambda _: None  # noqa: E731 - the table is the output
+    train_started = time.perf_counter()
+    models = train(TrainingData(world.examples, world.catalog, world.lookup), world.cutoff, holdout_days, TrainParams())
+    train_s = time.perf_counter() - train_started
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunPaths(Path(tmp) / "run")
+        run.root.mkdir(parents=True)
+        export(models, run.staged, world.cutoff, {"fingerprint": name})
+        run.record.write_text(json.dumps({"fingerprint": name, "training": {}}))
+        baselines = stage_baselines(data, run.baselines)
+        staged = {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
+        offline = evaluate(data, staged, None, baselines, progress=quiet)
+        write_report(offline, run.evaluation, name)
+        decision = gate_run(run, GatePolicy(), quality_passed=True)
+        published = publish_run(Path(tmp) / "models", run)
+        dirs = {m: Path(tmp) / "models" / m / str(published["version"]) for m in ("retrieval", "ranking")}
+        served = evaluate(data, None, dirs, baselines, progress=quiet)
+    console.print(f"{name}: {decision['reason']}")
+    out: dict[str, Any] = {
+        "events": len(world.events),
+        "holdout_days": holdout_days,
+        "users": served["users"],
+        "train_s": round(train_s, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "variants": {},
+    }
+    for variant in VARIANTS:
+        metrics = served["metrics"][variant]
+        row: dict[str, Any] = {"recommender": decision["recommenders"][variant]}
+        for metric in (TOP, DEEP):
+            best = max(BASELINES, key=lambda n, m=metric: metrics[n][m])
+            versus = served["versus"][variant]["production"]["best_baseline"][metric]
+            mine, theirs = metrics["production"][metric], metrics[best][metric]
+            row[metric] = {
+                "served": round(mine, 4),
+                "best_baseline": [best, round(theirs, 4)],
+                "ratio": round(mine / theirs, 3) if theirs else None,
+                "difference_interval": [round(x, 4) for x in versus["interval"]],
+            }
+        row["bar_met"] = bool(
+            metrics["production"][TOP] >= LIFT * row[TOP]["best_baseline"][1]
+            and metrics["production"][DEEP] >= row[DEEP]["best_baseline"][1]
+        )
+        offline_row = offline["metrics"][variant]
+        row["offline"] = {n: {m: round(offline_row[n][m], 4) for m in (TOP, DEEP)} for n in ("two_stage", "retrieval")}
+        out["variants"][variant] = row
+    return out
+
+
+def run() -> dict[str, object]:
+    from models.tf_env import tensorflow
+
+    tensorflow()  # before the first TensorFlow import: the legacy Keras TFRS needs
+    console = Console(width=150)
+    wanted = os.environ.get("TOWERFLOW_BENCH_QUALITY_PROFILES", ",".join(WORLDS))
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(WORLDS))
+    if unknown:
+        raise SystemExit(f"unknown profile(s) {', '.join(unknown)}; choose from {', '.join(WORLDS)}")
+    results = {name: _profile(name, *WORLDS[name], console) for name in names}
+    table = Table(title=f"served on each synthetic profile: {TOP} >= {LIFT}x and {DEEP} >= the best baseline?")
+    for column in ("profile", "variant", "serves", f"{TOP} (best baseline)", f"{DEEP} (best baseline)", "bar"):
+        table.add_column(column)
+    for name, result in results.items():
+        for variant, row in result["variants"].items():
+            cells = []
+            for metric in (TOP, DEEP):
+                figures = row[metric]
+                base, value = figures["best_baseline"]
+                ratio = f" {figures['ratio']:.2f}x" if figures["ratio"] is not None else ""
+                cells.append(f"{figures['served']:.4f} ({base} {value:.4f}){ratio}")
+            table.add_row(
+                f"{name} ({result['users']} users)",
+                variant,
+                row["recommender"],
+                *cells,
+                "met" if row["bar_met"] else "missed",
+            )
+    console.print(table)
+    return {"profiles": results}
