@@ -2,8 +2,10 @@
 
 For each profile (`jobs.synth.PROFILES`: retail, media, sparse) a world at its own volumes is
 split as the pipeline splits it (the holdout sized by users and events, `jobs.gold.HoldoutSize`),
-the models are trained with the default settings (`models.train.TrainParams`), evaluated with
-every baseline, gated with the default policy (`models.gate.GatePolicy`) and published; the
+the training settings are chosen by `models.tune` on a validation window before the holdout, as
+long as the holdout (as `pipeline run` does with the `tune` param; trial 0 is the defaults,
+`models.train.TrainParams`), and the models are trained with them, evaluated with every
+baseline, gated with the default policy (`models.gate.GatePolicy`) and published; the
 published pair is then scored from its folders the way the gateway serves it. Per profile and
 list variant (`all`: purchases kept; `new`: purchases out, the default answer) the table shows
 what serves, its recall@10 and recall@100 beside the best baseline's at each, with the paired
@@ -12,7 +14,8 @@ least 1.1x the best baseline and recall@100 at least the best.
 
 The worlds and their feature frames come from `testsupport.worlds` (a subset of the gold
 features, computed in pandas). `TOWERFLOW_BENCH_QUALITY_PROFILES` (comma-separated) picks
-profiles; all three take about six minutes on two cores.
+profiles; `TOWERFLOW_BENCH_QUALITY_TUNE_S` is each profile's tuning budget in seconds (default
+300; 0: the defaults, untuned).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ VARIANTS = ("all", "new")
 TOP, DEEP, LIFT = "recall@10", "recall@100", 1.1
 
 
-def _profile(name: str, cfg: SynthConfig, min_days: int, console: Console) -> dict[str, Any]:
+def _profile(name: str, cfg: SynthConfig, min_days: int, budget_s: float, console: Console) -> dict[str, Any]:
     from models.baselines import BASELINES
     from models.evaluate import evaluate, prepare, stage_baselines, write_report
     from models.export import export
@@ -50,6 +53,7 @@ def _profile(name: str, cfg: SynthConfig, min_days: int, console: Console) -> di
     from models.lifecycle import gate_run, publish_run
     from models.runs import RunPaths
     from models.train import TrainingData, TrainParams, train
+    from models.tune import tune
     from testsupport.worlds import make_world
 
     started = time.perf_counter()
@@ -65,8 +69,23 @@ def _profile(name: str, cfg: SynthConfig, min_days: int, console: Console) -> di
         world.lookup,
     )
     quiet = lambda _: None  # noqa: E731 - the table is the output
+    params, tuned = TrainParams(), {}
+    if budget_s > 0:
+        validation_start = world.cutoff - timedelta(days=holdout_days)
+        result = tune(
+            world.examples,
+            world.events[world.events["timestamp"] < validation_start],
+            world.catalog,
+            world.lookup,
+            world.cutoff,
+            params,
+            validation_days=holdout_days,
+            budget_s=budget_s,
+            progress=lambda line: console.print(f"{name}: tune {line}"),
+        )
+        params, tuned = result.best, {"trials": len(result.trials), "chosen": result.best_trial.changes}
     train_started = time.perf_counter()
-    models = train(TrainingData(world.examples, world.catalog, world.lookup), world.cutoff, holdout_days, TrainParams())
+    models = train(TrainingData(world.examples, world.catalog, world.lookup), world.cutoff, holdout_days, params)
     train_s = time.perf_counter() - train_started
     with tempfile.TemporaryDirectory() as tmp:
         run = RunPaths(Path(tmp) / "run")
@@ -87,6 +106,7 @@ def _profile(name: str, cfg: SynthConfig, min_days: int, console: Console) -> di
         "holdout_days": holdout_days,
         "users": served["users"],
         "train_s": round(train_s, 1),
+        "tuning": tuned,
         "seconds": round(time.perf_counter() - started, 1),
         "variants": {},
     }
@@ -123,7 +143,8 @@ def run() -> dict[str, object]:
     unknown = sorted(set(names) - set(WORLDS))
     if unknown:
         raise SystemExit(f"unknown profile(s) {', '.join(unknown)}; choose from {', '.join(WORLDS)}")
-    results = {name: _profile(name, *WORLDS[name], console) for name in names}
+    budget_s = float(os.environ.get("TOWERFLOW_BENCH_QUALITY_TUNE_S", "300"))
+    results = {name: _profile(name, *WORLDS[name], budget_s, console) for name in names}
     table = Table(title=f"served on each synthetic profile: {TOP} >= {LIFT}x and {DEEP} >= the best baseline?")
     for column in ("profile", "variant", "serves", f"{TOP} (best baseline)", f"{DEEP} (best baseline)", "bar"):
         table.add_column(column)

@@ -8,7 +8,7 @@ read: what is chosen is then trained and judged by the pipeline like any other r
 
 The search is a seeded (1+1) evolution: trial 0 is the given settings, and each later trial
 changes one or two of the best settings so far. With the few trials a budget allows, small steps
-from a good point find more than independent random draws over nine dimensions.
+from a good point find more than independent random draws over eleven dimensions.
 
 Usable as `towerflow tune` and from the `towerflow_daily` DAG's `tune` task.
 """
@@ -47,6 +47,8 @@ SPACE: dict[str, tuple[Any, ...]] = {
     "ranking_learning_rate": (0.001, 0.002, 0.005),
     "ranking_layers": ((64,), (128, 64), (256, 128, 64)),
     "ranking_max_rows": (500_000, 1_500_000),
+    "batch_size": (256, 1024),
+    "rank_rows": (120, 300, 1000),
 }
 
 
@@ -58,8 +60,9 @@ class Trial:
         number: 0 for the given settings.
         changes: the settings that differ from the given ones.
         score: the gate's view of it: for its best trained option, the lowest ratio over the
-            gated variants of that option's metric to the best baseline's (above 1: it beats
-            every baseline everywhere).
+            gated variants of that option's metric to the best baseline's, and of each target
+            metric to the target's lift times the best baseline's (above 1: it beats every
+            baseline everywhere and reaches the targets).
         option: that best option (`two_stage` or `retrieval`).
         metrics: {variant: {option: metric}} of the trained options.
         seconds: fit and scoring time.
@@ -134,17 +137,30 @@ def mutate(params: TrainParams, rng: np.random.Generator, space: Mapping[str, Se
     return replace(params, **changes)
 
 
+def _ratio(mine: float, best: float) -> float:
+    return mine / best if best > 0 else (1.0 if mine == 0 else 2.0)
+
+
 def score_of(
-    report: Mapping[str, Any], baselines: Mapping[str, Mapping[str, float]], policy: GatePolicy
+    report: Mapping[str, Any],
+    baselines: Mapping[str, Mapping[str, float]],
+    policy: GatePolicy,
+    targets: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[float, str]:
-    """The best trained option of an evaluation report and its score (see `Trial.score`)."""
+    """The best trained option of an evaluation report and its score (see `Trial.score`).
+
+    Args:
+        baselines: {variant: {baseline: value of the policy's metric}}.
+        targets: {variant: {target metric: the best baseline's value}} of the policy's targets.
+    """
     scores = {}
     for option in TRAINED:
         ratios = []
         for variant in policy.variants:
-            best = max(baselines[variant].values(), default=0.0)
-            mine = report["metrics"][variant][option][policy.metric]
-            ratios.append(mine / best if best > 0 else (1.0 if mine == 0 else 2.0))
+            mine = report["metrics"][variant][option]
+            ratios.append(_ratio(mine[policy.metric], max(baselines[variant].values(), default=0.0)))
+            best_at = targets[variant] if targets else {}
+            ratios += [_ratio(mine[t], lift * best_at[t]) for t, lift in policy.targets if t in best_at]
         scores[option] = min(ratios)
     option = max(scores, key=lambda o: (scores[o], o == "two_stage"))
     return scores[option], option
@@ -210,6 +226,9 @@ def tune(
         staged = stage_baselines(data, Path(scratch) / "baselines")
         report = evaluate(data, None, None, staged, progress=lambda _: None, rules=rules)
         baselines = {v: {n: m[policy.metric] for n, m in report["metrics"][v].items()} for v in policy.variants}
+        targets = {
+            v: {t: max(m[t] for m in report["metrics"][v].values()) for t, _ in policy.targets} for v in policy.variants
+        }
         best_params = base
         while len(trials) < max_trials:
             elapsed = time.perf_counter() - started
@@ -229,7 +248,7 @@ def tune(
             folder = Path(scratch) / f"trial-{len(trials)}"
             dirs = export(models, folder, start, {"fingerprint": f"tune-{len(trials)}"})
             scored = evaluate(data, dirs, None, {}, progress=lambda _: None, rules=rules)
-            score, option = score_of(scored, baselines, policy)
+            score, option = score_of(scored, baselines, policy, targets)
             changes = {n: getattr(params, n) for n in space if getattr(params, n) != getattr(base, n)}
             trial = Trial(
                 number=len(trials),
