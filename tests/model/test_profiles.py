@@ -2,7 +2,9 @@
 profile (retail with repeat purchases, ratings-like media, sparse days) the pair that the gate
 publishes, scored from its published folders on the holdout, is at or above the best baseline in
 every variant, whether a trained model or a baseline won it (each variant is served by its own
-choice, in one pair when they differ)."""
+choice, in one pair when they differ), and a trained model that serves is level with the best
+baseline at recall@10 too. These worlds are small; `towerflow bench quality` checks the issue's
+bar (recall@10 at 1.1x) on worlds at the profiles' own volumes."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, w
     from models.baselines import BASELINES
     from models.evaluate import evaluate, prepare, stage_baselines, write_report
     from models.export import export
-    from models.gate import GatePolicy
+    from models.gate import TRAINED, GatePolicy
     from models.lifecycle import gate_run, publish_run
     from models.runs import RunPaths
     from models.train import TrainingData, TrainParams, train
@@ -84,3 +86,7 @@ def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, w
         assert served_value >= best - 1e-9, (profile, variant, decision["reason"])
         chosen = decision["per_variant"][variant]
         assert served_value == pytest.approx(chosen[chosen["recommender"]], abs=1e-9), (profile, variant)
+        if chosen["recommender"] in TRAINED:  # a trained model serves only if level at the top too
+            for target, _ in policy.targets:
+                best_there = max(metrics[name][target] for name in BASELINES)
+                assert metrics["production"][target] >= best_there - 1e-9, (profile, variant, target)
