@@ -111,6 +111,14 @@ class EvalData:
             variant=variant,
         )
 
+    def scored_variants(self, models: ModelCaller, row: int, per_variant: bool | None = None) -> dict[str, Scored]:
+        """User `row`'s `scored` for every list variant (`VARIANTS`): one scoring shared by all,
+        or one per variant for a pair published per variant (`varies_by_variant`, computed when
+        `per_variant` is None)."""
+        if varies_by_variant(models) if per_variant is None else per_variant:
+            return {variant: self.scored(models, row, variant) for variant in VARIANTS}
+        return dict.fromkeys(VARIANTS, self.scored(models, row))
+
     def truth_for(self, variant: str) -> sp.csr_matrix:
         """What counts as a hit in `variant`: every holdout positive (`all`), or only those on
         items the user never touched before the cutoff."""
@@ -306,10 +314,9 @@ def served_lists(
     per_variant = varies_by_variant(models)  # a pair published per variant answers each its own way
     for row in range(n_users):
         user = data.user(row)
-        scored = None if is_cold(user) or per_variant else data.scored(models, row)
+        by_variant = {} if is_cold(user) else data.scored_variants(models, row, per_variant)
         for variant, exclusions in VARIANTS.items():
-            if per_variant and not is_cold(user):
-                scored = data.scored(models, row, variant)
+            scored = by_variant.get(variant)
             for k in ks:
                 wanted = replace(rules, count=k, **exclusions)
                 for name in stages:

@@ -74,17 +74,14 @@ def _offline(settings, lake, users: list[str], models) -> Lists:
     from models.lookup import FeastLookup
     from scoring.context import variant_of
     from scoring.rules import RuleConfig
-    from scoring.twostage import varies_by_variant
 
     data = features_at(FeastLookup(feature_store(settings)), load_catalog(lake), users, MOMENT)
     rules = RuleConfig.from_settings(settings, count=COUNT)
     out: Lists = {case: {} for case in SETTINGS}
-    per_variant = varies_by_variant(models)
     for row, user in enumerate(data.users):
-        scored = data.scored(models, row)
+        by_variant = data.scored_variants(models, row)  # as served_lists scores a user
         for case, exclusions in SETTINGS.items():
-            if per_variant:  # as evaluation scores such a pair: once per variant
-                scored = data.scored(models, row, variant_of(**exclusions))
+            scored = by_variant[variant_of(**exclusions)]
             out[case][str(user)] = scored.ranked(replace(rules, **exclusions))
     return out
 
