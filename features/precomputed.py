@@ -5,8 +5,10 @@ Online format (all keys under one prefix, `settings.redis_prefix`, default `towe
 
 - `<prefix>recs:<user_id>`: a hash with `items` (JSON list of item ids, best first),
   `model_version` (free text naming the models that produced them, e.g. `retrieval=3,ranking=2`)
-  and `generated_at` (ISO 8601 UTC). One key per active user, each with a TTL, so users who
-  stop being active age out without a cleanup job.
+  and `generated_at` (ISO 8601 UTC); and, when the models answer each list variant their own
+  way (a pair published per variant), `items:<variant>` for the other variants (`new`,
+  `unseen`: `scoring.context.VARIANTS`), their exclusions already applied. One key per active
+  user, each with a TTL, so users who stop being active age out without a cleanup job.
 - `<prefix>popular`: the same hash layout for the popular-items list (no user).
 
 The pipeline writes with the blocking client:
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -38,16 +40,24 @@ if TYPE_CHECKING:  # imported where used: the gateway reads through redis.asynci
 RedisTarget: TypeAlias = "redis.Redis | str | FeatureStore"
 
 DEFAULT_PREFIX = "towerflow:"
+#: Hash fields of other list variants' lists: `items:new`, `items:unseen`.
+VARIANT_FIELD = "items:"
 DEFAULT_TTL_S = 3 * 86_400
 
 
 @dataclass(frozen=True)
 class Precomputed:
-    """One stored list: item ids (best first), the models that made it, and when."""
+    """One stored list: item ids (best first), the models that made it, and when; and, when the
+    models answer each list variant their own way, those variants' lists (`variants`)."""
 
     items: list[str]
     model_version: str
     generated_at: str
+    variants: dict[str, list[str]] = field(default_factory=dict)
+
+    def for_variant(self, variant: str) -> list[str]:
+        """The list stored for `variant` (`scoring.context.variant_of`), else the whole one."""
+        return self.variants.get(variant, self.items)
 
 
 def recs_key(prefix: str, user_id: str) -> str:
@@ -98,6 +108,7 @@ def write_precomputed(
     ttl_s: int = DEFAULT_TTL_S,
     generated_at: datetime | None = None,
     popular: Sequence[str] | None = None,
+    variants: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     chunk: int = 1000,
 ) -> int:
     """Store each user's recommendations (replacing earlier ones) and, optionally, the popular list.
@@ -110,6 +121,8 @@ def write_precomputed(
         ttl_s: seconds each key lives; a daily job should use more than a day.
         generated_at: when they were computed (default now, UTC).
         popular: item ids by popularity, best first (written to `<prefix>popular`).
+        variants: {variant: {user id: item ids}}: other list variants' lists, for models that
+            answer each variant their own way (stored beside the user's `items`).
         chunk: users per pipelined round trip.
 
     Returns:
@@ -123,7 +136,11 @@ def write_precomputed(
             for user_id, items in users[start : start + chunk]:
                 key = recs_key(prefix, user_id)
                 pipe.delete(key)  # HSET alone would keep fields of an older layout
-                pipe.hset(key, mapping=_fields(items, model_version, stamp))
+                mapping = _fields(items, model_version, stamp)
+                for variant, lists in (variants or {}).items():
+                    if user_id in lists:
+                        mapping[f"{VARIANT_FIELD}{variant}"] = json.dumps(list(lists[user_id]))
+                pipe.hset(key, mapping=mapping)
                 pipe.expire(key, ttl_s)
             pipe.execute()
     if popular is not None:
@@ -164,7 +181,18 @@ def decode(raw: Mapping[Any, Any]) -> Precomputed | None:
         return None
     if not isinstance(items, list):
         return None
-    return Precomputed([str(i) for i in items], fields.get("model_version", ""), fields.get("generated_at", ""))
+    variants = {}
+    for name, value in fields.items():
+        if name.startswith(VARIANT_FIELD):
+            try:
+                listed = json.loads(value)
+            except ValueError:
+                continue  # a malformed variant list: the whole one still serves
+            if isinstance(listed, list):
+                variants[name.removeprefix(VARIANT_FIELD)] = [str(i) for i in listed]
+    return Precomputed(
+        [str(i) for i in items], fields.get("model_version", ""), fields.get("generated_at", ""), variants
+    )
 
 
 async def read_precomputed(client: AsyncRedis, user_id: str, *, prefix: str = DEFAULT_PREFIX) -> Precomputed | None:

@@ -38,7 +38,9 @@ def precompute(
 
     from features.precomputed import write_precomputed
     from scoring.batch import MODEL_PATH, open_scorer, recommend_users
+    from scoring.context import VARIANTS
     from scoring.rules import RuleConfig
+    from scoring.twostage import varies_by_variant
 
     if not settings.redis_url:
         log.info("no Redis configured: precomputed recommendations are skipped (embedded mode)")
@@ -56,16 +58,20 @@ def precompute(
         return 0
     scorer = open_scorer(settings, str(version))
     # The whole list, purchases kept: the gateway applies the request's rules when it serves it.
-    rules = replace(RuleConfig.from_settings(settings, count=100), exclude_purchased=False)
+    # A pair that answers each list variant its own way gets each variant's list too.
+    base = RuleConfig.from_settings(settings, count=100)
+    wanted = VARIANTS if varies_by_variant(scorer.models) else {"all": VARIANTS["all"]}
     step = max(1, len(users) // 10)
-    answers = recommend_users(
-        scorer,
-        users,
-        at,
-        rules,
-        progress=lambda n: progress(f"precomputed {n} of {len(users)} users") if n % step == 0 else None,
-    )
-    by_user = {a.user_id: [item for item, _ in a.items] for a in answers if a.path == MODEL_PATH}
+    lists: dict[str, dict[str, list[str]]] = {}
+    for variant, exclusions in wanted.items():
+
+        def counted(n: int, variant: str = variant) -> None:
+            if n % step == 0:
+                progress(f"precomputed {n} of {len(users)} users ({variant})")
+
+        answers = recommend_users(scorer, users, at, replace(base, **exclusions), progress=counted)
+        lists[variant] = {a.user_id: [item for item, _ in a.items] for a in answers if a.path == MODEL_PATH}
+    by_user = lists.pop("all")
     snapshot = scorer.reader.snapshot
     popularity = snapshot.column_arrays().get("item_features__popularity")
     popular = None
@@ -81,4 +87,5 @@ def precompute(
         ttl_s=settings.precomputed_ttl_s,
         generated_at=at,
         popular=popular,
+        variants=lists,
     )

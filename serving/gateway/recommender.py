@@ -558,7 +558,7 @@ class Recommender:
         self.metrics.precomputed.labels("hit" if stored else "miss").inc()
         if stored is None:
             return False
-        ids = stored.items
+        ids = stored.for_variant(variant_of(rules.exclude_purchased, rules.exclude_seen))
         ranks = np.arange(len(ids), 0, -1, dtype=np.float64)  # keep the stored order
         chosen = apply_rules(ids, ranks, self.catalog.features(ids), user, replace(rules, freshness_boost=0.0))
         if not chosen:

@@ -178,6 +178,27 @@ def test_a_short_precomputed_list_is_topped_up_and_says_so(make_client, gw, redi
     assert body["sources"] == {"cached": 3, "fallback_popular": 2}
 
 
+def test_a_precomputed_list_per_variant_serves_its_own_variant(make_client, gw, redis_url, redis_prefix) -> None:
+    # A pair published per variant stores each variant's list: the cached answer to a request is
+    # its variant's list, the whole one where none was stored for it.
+    from features.precomputed import write_precomputed
+
+    write_precomputed(
+        redis_url,
+        {"u1": ["i30", "i6", "i31"]},
+        "r=1",
+        prefix=redis_prefix,
+        variants={"new": {"u1": ["i33", "i34", "i35"]}},
+    )
+    client = make_client(model_server_target=f"127.0.0.1:{gw.free_port()}", retrieval_timeout_ms=200)
+    default = recs(client, gw, "u1", count=3)
+    assert default["path"] == "cached" and [i["item_id"] for i in default["items"]] == ["i33", "i34", "i35"]
+    kept = recs(client, gw, "u1", count=3, exclude_purchased="false")
+    assert kept["path"] == "cached" and [i["item_id"] for i in kept["items"]] == ["i30", "i6", "i31"]
+    unseen = recs(client, gw, "u1", count=2, exclude_seen="true")  # nothing stored for `unseen`
+    assert unseen["path"] == "cached" and [i["item_id"] for i in unseen["items"]] == ["i30", "i31"]
+
+
 def test_health_ready_metrics_docs(client, gw) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
     ready = client.get("/readyz")

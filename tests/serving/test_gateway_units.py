@@ -345,8 +345,20 @@ def test_precomputed_round_trip_with_ttl(redis_url: str, redis_prefix: str) -> N
         assert 0 < client.ttl(recs_key(redis_prefix, "u1")) <= 120
         assert decode(client.hgetall(popular_key(redis_prefix))).items == ["p"]
         assert decode(client.hgetall(recs_key(redis_prefix, "nobody"))) is None
-        write_precomputed(client, {"u1": ["z"]}, "r=4", prefix=redis_prefix)
-        assert decode(client.hgetall(recs_key(redis_prefix, "u1"))).items == ["z"]
+        write_precomputed(
+            client, {"u1": ["z"]}, "r=4", prefix=redis_prefix, variants={"new": {"u1": ["y"]}, "unseen": {}}
+        )
+        again = decode(client.hgetall(recs_key(redis_prefix, "u1")))
+        assert again.items == ["z"] and again.variants == {"new": ["y"]}
+        assert (again.for_variant("new"), again.for_variant("unseen"), again.for_variant("all")) == (
+            ["y"],
+            ["z"],
+            ["z"],
+        )
+        client.hset(recs_key(redis_prefix, "u1"), "items:unseen", "not json")  # ignored, the rest serves
+        assert decode(client.hgetall(recs_key(redis_prefix, "u1"))).variants == {"new": ["y"]}
+        write_precomputed(client, {"u1": ["x"]}, "r=5", prefix=redis_prefix)  # an older layout's fields go
+        assert decode(client.hgetall(recs_key(redis_prefix, "u1"))).variants == {}
     finally:
         keys = list(client.scan_iter(match=f"{redis_prefix}*"))
         if keys:

@@ -220,6 +220,7 @@ class PerVariantParity:
     paths: dict[str, set[str]]
     served_by: dict[str, set[str | None]]  # the answers' `model_versions.recommender`
     alone: Lists  # each case's list from its variant's pair alone
+    home: Path  # the home copy the pair is published in (version 1)
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def per_variant(daily_world, parity: Parity, gw, tmp_path_factory: pytest.TempPa
     for case, variant in CASE_OF.items():
         part = SavedModelPair(chosen_dirs(run, PER_VARIANT[variant]))
         alone[case] = _offline(settings, daily_world.lake, parity.users, part)[case]
-    return PerVariantParity(parity.users, offline, gateway, paths, served_by, alone)
+    return PerVariantParity(parity.users, offline, gateway, paths, served_by, alone, home)
 
 
 def _same(a: Lists, b: Lists, case: str, users: list[str]) -> list[str]:
@@ -322,18 +323,13 @@ def test_a_zero_filled_input_shows_as_a_difference(parity: Parity) -> None:
 # -- the daily precompute -------------------------------------------------------------------------
 
 
-def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
-    daily_world, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The publish task's precompute stores, for each user active on the run's last day, the list
-    `towerflow recommend` shows that user at the run's moment with purchases kept (the gateway
-    applies the request's rules when it serves a stored list)."""
+def _precomputed(home: Path, run_date: str, redis_url: str, redis_prefix: str, monkeypatch) -> dict:
+    """Run the publish task's precompute of version 1 in `home`; up to 40 users' stored lists."""
     import redis
 
     from features.precomputed import decode, recs_key
     from towerflow import tasks
 
-    home = daily_world.settings.home_dir
     # The world's online store stays the embedded one; only the stored lists go to Redis.
     for name, value in {
         "TOWERFLOW_HOME": str(home),
@@ -345,24 +341,55 @@ def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
     monkeypatch.delenv("REDIS_URL", raising=False)
     client = redis.Redis.from_url(redis_url)
     try:
-        written = tasks.precompute(daily_world.run_date, version=1)
+        written = tasks.precompute(run_date, version=1)
         keys = sorted(k.decode() for k in client.scan_iter(f"{redis_prefix}recs:*", count=1000))
         assert written > 0 and len(keys) == written, (written, len(keys))
         users = [key.removeprefix(f"{redis_prefix}recs:") for key in keys[:40]]
-        stored = {user: decode(client.hgetall(recs_key(redis_prefix, user))) for user in users}
+        return {user: decode(client.hgetall(recs_key(redis_prefix, user))) for user in users}
     finally:
         stale = list(client.scan_iter(f"{redis_prefix}*", count=1000))
         if stale:
             client.delete(*stale)
-    assert all(s is not None and s.model_version == "retrieval=1,ranking=1" for s in stored.values()), stored
 
-    env = _serving_env(home, 0, 0)
+
+def _recommended(home: Path, users: list[str], flags: list[str]) -> dict[str, list[str]]:
+    """`towerflow recommend`'s 100 items per user at MOMENT from version 1 in `home`."""
     args = [sys.executable, "-m", "towerflow.cli", "recommend", "--json", "--at", MOMENT.isoformat()]
-    args += ["--count", "100", "--no-exclude-purchased", "--version", "1"]
+    args += ["--count", "100", *flags, "--version", "1"]
     args += [part for user in users for part in ("--user", user)]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, env=_serving_env(home, 0, 0), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    shown = {u["user_id"]: [i["item_id"] for i in u["items"]] for u in json.loads(done.stdout)["users"]}
+    return {u["user_id"]: [i["item_id"] for i in u["items"]] for u in json.loads(done.stdout)["users"]}
+
+
+def test_a_per_variant_pairs_precompute_stores_each_variants_list(
+    per_variant: PerVariantParity, daily_world, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair published per variant answers each variant its own way, so the precompute stores
+    each variant's list (the gateway's cached path serves the request's one): each equal to what
+    `towerflow recommend` shows with that variant's exclusions."""
+    stored = _precomputed(per_variant.home, daily_world.run_date, redis_url, redis_prefix, monkeypatch)
+    users = list(stored)
+    assert all(s is not None and set(s.variants) == {"new", "unseen"} for s in stored.values()), stored
+    for case, variant in CASE_OF.items():
+        shown = _recommended(per_variant.home, users, FLAGS[case])
+        differ = [user for user in users if stored[user].for_variant(variant) != shown[user]]
+        assert not differ, f"{variant}: {len(differ)} stored lists differ from towerflow recommend's, e.g. {differ[:1]}"
+
+
+def test_the_daily_precompute_stores_what_towerflow_recommend_shows(
+    daily_world, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publish task's precompute stores, for each user active on the run's last day, the list
+    `towerflow recommend` shows that user at the run's moment with purchases kept (the gateway
+    applies the request's rules when it serves a stored list); one list, since this pair answers
+    every variant the same way."""
+    home = daily_world.settings.home_dir
+    stored = _precomputed(home, daily_world.run_date, redis_url, redis_prefix, monkeypatch)
+    assert all(s is not None and s.model_version == "retrieval=1,ranking=1" for s in stored.values()), stored
+    assert all(s.variants == {} for s in stored.values())
+    users = list(stored)
+    shown = _recommended(home, users, ["--no-exclude-purchased"])
     differ = [user for user in users if stored[user].items != shown[user]]
     assert not differ, f"{len(differ)} stored lists differ from towerflow recommend's, e.g. {differ[:1]}"
 
