@@ -122,8 +122,11 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
         return max(scored, key=lambda pair: pair[1]) if scored else None
 
     def reached(variant: str, name: str, target: str, lift: float) -> bool:
-        found, top_baseline = _value(report, variant, name, target), target_best(variant, target)
-        return found is not None and top_baseline is not None and found >= lift * top_baseline[1]
+        top_baseline = target_best(variant, target)
+        if top_baseline is None:  # no baseline scored on it: nothing to hold the option against
+            return True
+        found = _value(report, variant, name, target)
+        return found is not None and found >= lift * top_baseline[1]
 
     def reaches(variant: str, name: str, floor: bool = False) -> bool:
         """Whether `name` reaches every target lift over the best baseline at that metric (with
@@ -174,7 +177,7 @@ def decide(report: dict[str, Any], policy: GatePolicy, quality_passed: bool, for
                     "lift": lift,
                     recommenders[v]: _value(report, v, recommenders[v], target),
                     "best_baseline": list(at_target) if (at_target := target_best(v, target)) else None,
-                    "reached": reached(v, recommenders[v], target, lift),
+                    "reached": reached(v, recommenders[v], target, lift) if target_best(v, target) else None,
                 }
                 for target, lift in policy.targets
             },

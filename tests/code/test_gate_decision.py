@@ -172,3 +172,10 @@ def test_a_model_winning_at_depth_but_behind_at_the_top_does_not_serve() -> None
     assert d.per_variant["new"]["targets"]["recall@10"]["reached"] is True
     # Without targets only the primary metric counts and retrieval serves both.
     assert set(decide({"metrics": metrics}, GatePolicy(targets=()), True).recommenders.values()) == {"retrieval"}
+
+
+def test_a_target_no_baseline_is_scored_on_does_not_hold_a_model_back() -> None:
+    # The hand-made reports above score recall@10 only: a recall@100 target has nothing to compare.
+    d = decide(report(two_stage=(0.20, 0.06)), GatePolicy(metric=METRIC, targets=(("recall@100", 1.1),)), True)
+    assert d.recommender == "two_stage"
+    assert d.per_variant["all"]["targets"]["recall@100"]["reached"] is None
