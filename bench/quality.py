@@ -47,7 +47,7 @@ TOP, DEEP, LIFT = "recall@10", "recall@100", 1.1
 
 def _profile(name: str, cfg: SynthConfig, min_days: int, budget_s: float, console: Console) -> dict[str, Any]:
     from models.baselines import BASELINES
-    from models.evaluate import evaluate, prepare, stage_baselines, write_report
+    from models.evaluate import evaluate, stage_baselines, write_report
     from models.export import export
     from models.gate import GatePolicy
     from models.lifecycle import gate_run, publish_run
@@ -60,14 +60,7 @@ def _profile(name: str, cfg: SynthConfig, min_days: int, budget_s: float, consol
     world = make_world(cfg, HoldoutSize(min_days=min_days))
     holdout_days = (world.run_date - world.cutoff.date()).days
     console.print(f"{name}: {len(world.events):,} events, holdout {holdout_days} days")
-    data = prepare(
-        world.examples,
-        world.holdout,
-        world.events[world.events["timestamp"] < world.cutoff],
-        world.catalog,
-        world.cutoff,
-        world.lookup,
-    )
+    data = world.eval_data()
     quiet = lambda _: None  # noqa: E731 - the table is the output
     params, tuned = TrainParams(), {}
     if budget_s > 0:

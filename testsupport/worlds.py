@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,6 +118,14 @@ class World:
     users: pd.DataFrame  # ground truth: user_id, is_bot, top_category
     cutoff: datetime
     run_date: date
+
+    def eval_data(self) -> Any:
+        """The holdout's `models.evaluate.EvalData`: the examples, the holdout positives and
+        everything seen before the cutoff, features from the world's lookup."""
+        from models.evaluate import prepare
+
+        seen = self.events[self.events["timestamp"] < self.cutoff]
+        return prepare(self.examples, self.holdout, seen, self.catalog, self.cutoff, self.lookup)
 
 
 def sized_holdout_days(events: pd.DataFrame, end: date, size: HoldoutSize) -> int:

@@ -122,6 +122,18 @@ def test_only_the_configured_variants_count() -> None:
         decide({"metrics": {"all": {}}}, POLICY, True)
 
 
+def two_depths(values: dict[str, dict[str, tuple[float, float]]]) -> dict:
+    """`{variant: {name: (recall@10, recall@100)}}` as report metrics; most-popular and
+    repeat-purchase default to (0.05, 0.3)."""
+    return {
+        variant: {
+            name: {"recall@10": pair[0], "recall@100": pair[1]}
+            for name, pair in ({"popular": (0.05, 0.3), "repeat_purchase": (0.05, 0.3)} | rows).items()
+        }
+        for variant, rows in values.items()
+    }
+
+
 def test_a_winner_that_also_leads_at_the_top_of_the_list_comes_first() -> None:
     # Retrieval wins at depth in `all` but stays under 1.1x the best baseline at recall@10; the
     # two-stage pair beats the baseline at depth too and reaches the lift at the top, so it serves.
@@ -130,13 +142,7 @@ def test_a_winner_that_also_leads_at_the_top_of_the_list_comes_first() -> None:
         "all": {"two_stage": (0.3056, 0.5916), "retrieval": (0.2963, 0.6071), "als": (0.2698, 0.5056)},
         "new": {"two_stage": (0.1237, 0.4204), "retrieval": (0.1206, 0.4349), "item_knn": (0.1089, 0.4203)},
     }
-    metrics = {
-        variant: {
-            name: {"recall@10": pair[0], "recall@100": pair[1]}
-            for name, pair in ({"popular": (0.05, 0.3), "repeat_purchase": (0.05, 0.3)} | rows).items()
-        }
-        for variant, rows in values.items()
-    }
+    metrics = two_depths(values)
     d = decide({"metrics": metrics}, GatePolicy(), True)
     assert d.recommenders["all"] == "two_stage" and d.recommenders["new"] == "retrieval"
     top = d.per_variant["all"]["targets"]["recall@10"]
@@ -159,13 +165,7 @@ def test_a_model_winning_at_depth_but_behind_at_the_top_does_not_serve() -> None
         "all": {"two_stage": (0.12, 0.56), "retrieval": (0.07, 0.65), "popular": (0.16, 0.6493), "als": (0.18, 0.57)},
         "new": {"two_stage": (0.13, 0.63), "retrieval": (0.0435, 0.66), "item_knn": (0.1014, 0.5921)},
     }
-    metrics = {
-        variant: {
-            name: {"recall@10": pair[0], "recall@100": pair[1]}
-            for name, pair in ({"popular": (0.05, 0.3), "repeat_purchase": (0.05, 0.3)} | rows).items()
-        }
-        for variant, rows in values.items()
-    }
+    metrics = two_depths(values)
     d = decide({"metrics": metrics}, GatePolicy(), True)
     assert d.recommenders["new"] == "two_stage" and d.recommenders["all"] == "popular"
     assert d.recommender == "per_variant" and "in some variants only" in d.reason

@@ -19,16 +19,7 @@ pytestmark = pytest.mark.training
 
 @pytest.fixture(scope="module")
 def eval_data(world):
-    from models.evaluate import prepare
-
-    return prepare(
-        world.examples,
-        world.holdout,
-        world.events[world.events["timestamp"] < world.cutoff],
-        world.catalog,
-        world.cutoff,
-        world.lookup,
-    )
+    return world.eval_data()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ HISTORY_FIRST = {"retail": True, "media": False}
 @pytest.mark.parametrize("profile", list(PROFILE_WORLDS))
 def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, world_of, tmp_path: Path) -> None:
     from models.baselines import BASELINES
-    from models.evaluate import evaluate, prepare, stage_baselines, write_report
+    from models.evaluate import evaluate, stage_baselines, write_report
     from models.export import export
     from models.gate import TRAINED, GatePolicy
     from models.lifecycle import gate_run, publish_run
@@ -45,14 +45,7 @@ def test_the_published_recommender_is_at_least_the_best_baseline(profile: str, w
     cfg, min_days = PROFILE_WORLDS[profile]
     world = world_of(cfg, HoldoutSize(min_days=min_days))
     holdout_days = (world.run_date - world.cutoff.date()).days
-    data = prepare(
-        world.examples,
-        world.holdout,
-        world.events[world.events["timestamp"] < world.cutoff],
-        world.catalog,
-        world.cutoff,
-        world.lookup,
-    )
+    data = world.eval_data()
     params = TrainParams(retrieval_epochs=3, ranking_epochs=2, dim=32, batch_size=256, rank_rows=120, seed=5)
     models = train(TrainingData(world.examples, world.catalog, world.lookup), world.cutoff, holdout_days, params)
     if profile in HISTORY_FIRST:  # history-first lists only where users re-consume
