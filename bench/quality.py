@@ -34,8 +34,8 @@ from rich.table import Table
 from jobs.gold import HoldoutSize
 from jobs.synth import SynthConfig
 
-#: Each profile's world: its own volumes (`SynthConfig.of`), long enough for a holdout of about
-#: a hundred users or more where the profile's traffic allows (sparse: about forty in 150 days).
+#: Each profile's world: its own volumes (`SynthConfig.of`), long enough for a holdout of a
+#: hundred users or more where the profile's traffic allows (sparse traffic allows fewer).
 WORLDS = {
     "retail": (SynthConfig.of("retail", users=5_000, items=2_000, days=30, seed=3, start=date(2025, 3, 1)), 7),
     "media": (SynthConfig.of("media", days=60, seed=4, start=date(2025, 3, 1)), 7),
