@@ -127,6 +127,7 @@ def ranking_module(ranker):
         HISTORY_ITEMS: tf.TensorSpec([None, HISTORY_LEN], tf.string, name=HISTORY_ITEMS),
         HISTORY_COUNTS: tf.TensorSpec([None, HISTORY_LEN], tf.float32, name=HISTORY_COUNTS),
         HISTORY_LAST_DAY: tf.TensorSpec([None, HISTORY_LEN], tf.float32, name=HISTORY_LAST_DAY),
+        RECENT_ITEMS: tf.TensorSpec([None, RECENT_LEN], tf.string, name=RECENT_ITEMS),
         REQUEST_DAY: tf.TensorSpec([None], tf.float32, name=REQUEST_DAY),
         ITEM_ID: tf.TensorSpec([None, None], tf.string, name=ITEM_ID),
         RETRIEVAL_SCORE: tf.TensorSpec([None, None], tf.float32, name=RETRIEVAL_SCORE),

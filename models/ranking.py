@@ -26,6 +26,7 @@ from models.features import (
     ITEM_CATEGORY,
     ITEM_ID,
     QUERY_HISTORY_LEN,
+    RECENT_ITEMS,
     REQUEST_DAY,
     RETRIEVAL_RANK,
 )
@@ -91,6 +92,23 @@ def history_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
     return tf.stack([tf.math.log1p(times), tf.math.log1p(tf.maximum(since, 0.0)), tf.cast(times > 0, tf.float32)], -1)
 
 
+def recent_features(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+    """[R, 2]: whether the candidate is among the user's latest acted-on items (views too), and
+    1 / (1 + its position there) (0 when absent). Retail buys what was just viewed; ratings-like
+    media never comes back to a title already seen: the ranker learns which.
+
+    Args:
+        inputs: `item_id` [R]; `user_recent__last_10_items` [R, 10] (newest first; "" padded,
+            or `Ranker.id_codes` 0 padded).
+    """
+    recent = inputs[RECENT_ITEMS]
+    match = tf.cast(
+        tf.logical_and(tf.equal(recent, inputs[ITEM_ID][:, None]), tf.not_equal(recent, _padding(recent))), tf.float32
+    )
+    closeness = 1.0 / (1.0 + tf.cast(tf.range(tf.shape(recent)[1]), tf.float32))
+    return tf.stack([tf.reduce_max(match, -1), tf.reduce_max(match * closeness[None, :], -1)], -1)
+
+
 def history_similarity(candidate: tf.Tensor, history: tf.Tensor, items: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
     """[R, 2]: count-weighted mean dot product and max cosine similarity of the candidate's
     embedding with the embeddings of the user's other history items (an item-to-item signal for
@@ -116,13 +134,16 @@ class Ranker(tf.keras.Model):
     Inputs (dict, each [R] unless noted): `item_id`, `retrieval_rank` (0-based position in the
     user's retrieval list), with `collaborative` `als_score` and `als_rank` (see `als_signal`),
     `item_features__category`,
-    `user_features__favourite_category`, the history lists (see `history_features`), and each
+    `user_features__favourite_category`, the history lists (see `history_features`), the latest
+    items (`user_recent__last_10_items`, see `recent_features`), and each
     name in `numeric`.
     `id_features`: whether the item id embedding goes to the MLP as well (it always feeds the
     candidate-to-history similarity). `layers`: the MLP's widths after the cross layer.
     `history_len`: how much of the history the candidate-to-history similarity reads.
-    Training may pass `item_id` and `user_history__items` as their `id_codes` instead of
-    strings (the same scores, without hashing [R, M] strings every step).
+    `item_categories`: each of `items`' category; given, the ranker also reads the user's
+    affinity for the candidate's category (`category_affinity`).
+    Training may pass `item_id`, `user_history__items` and `user_recent__last_10_items` as their
+    `id_codes` instead of strings (the same scores, without hashing [R, M] strings every step).
     Output: [R] logits.
     """
 
@@ -134,6 +155,7 @@ class Ranker(tf.keras.Model):
         id_features: bool = True,
         collaborative: bool = False,
         history_len: int = QUERY_HISTORY_LEN,
+        item_categories: Sequence[str] | None = None,
     ) -> None:
         super().__init__(name="ranker")
         self.history_len = history_len
@@ -143,6 +165,18 @@ class Ranker(tf.keras.Model):
         self.als: ItemFactors | None = None
         self.item_embedding = id_embedding(items, 16, "rank_item")
         self.item_embedding(tf.constant([PAD]))  # built now: `embed` of id codes bypasses its lookup
+        self.by_category = item_categories is not None
+        if item_categories is not None:
+            if len(item_categories) != len(items):
+                raise ValueError(f"{len(item_categories)} item categories for {len(items)} items")
+            named = {item: str(c) for item, c in zip(items, item_categories, strict=True) if isinstance(c, str) and c}
+            self.category_lookup = tf.keras.layers.StringLookup(
+                vocabulary=sorted(set(named.values())), mask_token=None, num_oov_indices=1, name="rank_category_lookup"
+            )
+            vocabulary = self.item_embedding.layers[0].get_vocabulary()
+            codes = self.category_lookup(tf.constant([named.get(word, "") for word in vocabulary]))
+            #: The category code (0: unknown) of each row of the item lookup.
+            self.row_category = tf.constant(codes, tf.int64)
         self.numeric = NumericBlock(numeric, name="rank_numeric")
         self.cross = tfrs.layers.dcn.Cross(name="cross")
         self.mlp = tf.keras.Sequential(
@@ -170,13 +204,33 @@ class Ranker(tf.keras.Model):
         bounds = np.cumsum([0, *(np.size(a) for a in ids)])
         return [codes[a:b].reshape(np.shape(x)) for a, b, x in zip(bounds[:-1], bounds[1:], ids, strict=True)]
 
+    def rows(self, ids: tf.Tensor) -> tf.Tensor:
+        """Rows of the item lookup (0: "", `num_oov_indices`: unknown) of string ids or of their
+        `id_codes`."""
+        lookup = self.item_embedding.layers[0]
+        if ids.dtype == tf.string:
+            return lookup(ids)
+        rows = lookup.vocabulary_size()
+        return tf.where(ids < rows, ids, tf.ones_like(ids) * lookup.num_oov_indices)
+
     def embed(self, ids: tf.Tensor) -> tf.Tensor:
         """[..., 16] item embeddings of string ids or of their `id_codes`."""
-        if ids.dtype == tf.string:
-            return self.item_embedding(ids)
-        lookup, embedding = self.item_embedding.layers
-        rows = lookup.vocabulary_size()
-        return embedding(tf.where(ids < rows, ids, tf.ones_like(ids) * lookup.num_oov_indices))
+        return self.item_embedding.layers[1](self.rows(ids))
+
+    def category_affinity(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """[R, 2]: the count-weighted share of the user's history (items of known category) in
+        the candidate's category, and log1p(history items) / 5, how much that share rests on.
+        A taste for a genre reaches items nobody in the history bought with them."""
+        history = inputs[HISTORY_ITEMS]
+        valid = tf.cast(tf.not_equal(history, _padding(history)), tf.float32)
+        history_category = tf.gather(self.row_category, self.rows(history))
+        known = valid * tf.cast(history_category > 0, tf.float32)
+        weights = known * tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS], tf.float32), 0.0))
+        candidate = self.category_lookup(inputs[ITEM_CATEGORY])
+        same = tf.logical_and(tf.equal(history_category, candidate[:, None]), candidate[:, None] > 0)
+        match = tf.cast(same, tf.float32)
+        share = tf.reduce_sum(weights * match, -1) / (tf.reduce_sum(weights, -1) + 1e-6)
+        return tf.stack([share, tf.math.log1p(tf.reduce_sum(known, -1)) / 5.0], -1)
 
     def features(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         same_category = tf.cast(
@@ -207,8 +261,10 @@ class Ranker(tf.keras.Model):
                 rank[:, None] / 7.0,
                 *collaborative,
                 history_features(inputs),
+                recent_features(inputs),
                 similarity,
                 same_category,
+                *([self.category_affinity(inputs)] if self.by_category else []),
                 self.numeric(inputs),
             ]
             + ([item] if self.id_features else []),

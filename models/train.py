@@ -85,6 +85,9 @@ class TrainParams:
         ranking_als: give the ranker each candidate's implicit-ALS score for the user (folded in
             from the purchase history; `models.ranking.ItemFactors`), fitted before the ranker's
             moment for training and before the cutoff for serving, inside the ranking graph.
+        ranking_categories: give the ranker the user's affinity for each candidate's category
+            (the share of the purchase history in it; `models.ranking.Ranker.category_affinity`):
+            tastes run by category or genre, and the share reaches items no one co-bought yet.
         ranking_item_ids: feed the ranker's item id embedding to its MLP directly. Off: the ranker
             is trained on one window and serves the next, and on Online Retail a direct id
             embedding memorized the window's items (more epochs, worse holdout); the embedding
@@ -109,6 +112,7 @@ class TrainParams:
     history_candidates: bool | None = None
     ranking_item_ids: bool = False
     ranking_als: bool = True
+    ranking_categories: bool = True
     history_len: int = QUERY_HISTORY_LEN
     ranking_layers: tuple[int, ...] = (128, 64)
     seed: int = 42
@@ -413,6 +417,7 @@ def ranking_rows(
         **history_inputs(users, at),
         HISTORY_ITEMS: query[HISTORY_ITEMS],
         HISTORY_COUNTS: query[HISTORY_COUNTS],
+        RECENT_ITEMS: query[RECENT_ITEMS],
         FAVOURITE_CATEGORY: users.get(FAVOURITE_CATEGORY, pd.Series("", index=users.index))
         .fillna("")
         .astype(str)
@@ -457,7 +462,9 @@ def ranking_dataset(
     tf = tensorflow()
     user_values, item_values = dict(rows.users), dict(rows.items)
     if id_codes is not None:
-        user_values[HISTORY_ITEMS], item_values[ITEM_ID] = id_codes(user_values[HISTORY_ITEMS], item_values[ITEM_ID])
+        user_values[HISTORY_ITEMS], user_values[RECENT_ITEMS], item_values[ITEM_ID] = id_codes(
+            user_values[HISTORY_ITEMS], user_values[RECENT_ITEMS], item_values[ITEM_ID]
+        )
     users = {name: tf.constant(values) for name, values in user_values.items()}
     items = {name: tf.constant(values) for name, values in item_values.items()}
     user_of, item_of = tf.constant(rows.user_of), tf.constant(rows.item_of)
@@ -480,8 +487,10 @@ def fit_ranking(
     items: list[str],
     params: TrainParams,
     progress: Progress = log.info,
+    categories: dict[str, str] | None = None,
 ) -> tuple[Any, list[dict[str, float]]]:
-    """Train the ranker on candidate rows with 0/1 labels."""
+    """Train the ranker on candidate rows with 0/1 labels (`categories`: item -> category, for
+    `params.ranking_categories`)."""
     tf = tensorflow()
     from models.ranking import Ranker, RankingModel
 
@@ -493,6 +502,9 @@ def fit_ranking(
         id_features=params.ranking_item_ids,
         collaborative=bool(rows.extra),
         history_len=params.history_len,
+        item_categories=[categories.get(item, "") for item in items]
+        if params.ranking_categories and categories is not None
+        else None,
     )
     sample: slice | np.ndarray = slice(None)
     if len(rows) > ADAPT_ROWS:
@@ -743,7 +755,8 @@ def ranking_stage(
     rows = ranking_rows(
         ts.users, ts.items, candidates.rows, candidates.ranks, ts.catalog, pd.Timestamp(ts.shift), extra
     )
-    ranker, history = fit_ranking(rows, candidates.labels.ravel(), candidates.items, params, progress)
+    categories = dict(zip(ts.catalog.item_ids, ts.catalog.category, strict=True))
+    ranker, history = fit_ranking(rows, candidates.labels.ravel(), candidates.items, params, progress, categories)
     if params.ranking_als:
         progress(f"ALS for serving: {len(ts.full):,} rows before {ts.cutoff:%Y-%m-%d}")
         ranker.als = item_factors(ts.full, ts.catalog, params)

@@ -2,8 +2,8 @@
 split into training examples and a holdout, with its gold-like feature frames built in pandas.
 Feature lookups go through `models.lookup.FrameLookup`, whose agreement with Feast is checked in
 tests/features/test_lookup_contract.py. The frames hold a subset of the gold features (30-day
-purchases and favourite category per user, 7-day purchases and category per item); the rest are
-declared without values, as the online store serves missing ones."""
+purchases and favourite category per user; every counter, popularity and category per item); the
+rest are declared without values, as the online store serves missing ones."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from jobs.gold import HoldoutSize, choose_cutoff
 from jobs.synth import SynthConfig, build_world, items_table, iter_days
 from models.data import Catalog
 from models.lookup import FrameLookup, FrameView
+from towerflow.schemas import COUNTED, WINDOWS
 
 SERVICES = {
     "retrieval": ("user_features", "user_recent", "user_history"),
@@ -90,22 +91,29 @@ def user_counts_frame(events: pd.DataFrame, categories: dict[str, str]) -> pd.Da
 
 
 def item_frame(events: pd.DataFrame, catalog: Catalog, days: list) -> pd.DataFrame:
-    buys = events[events["action"] == "purchase"]
-    rows = []
+    """Per catalog item and day: its counters over 7 and 30 days, popularity (clicks and
+    purchases, halved every 7 days) and category, as of day end, as `jobs.gold` computes them."""
+    from jobs.gold import POPULARITY_HALF_LIFE_DAYS
+
+    index = catalog.index()
+    rows = events["item_id"].map(index)
+    events = events[rows.notna()].assign(_row=rows[rows.notna()].astype(np.int64))
+    frames = []
     for day in days:
         end = day_end(day)
-        recent = buys[(buys["timestamp"] < end) & (buys["timestamp"] >= end - pd.Timedelta(days=7))]
-        counts = recent["item_id"].value_counts()
-        for item, category in zip(catalog.item_ids, catalog.category, strict=True):
-            rows.append(
-                {
-                    "item_id": item,
-                    "event_timestamp": end,
-                    "purchases_7d": int(counts.get(item, 0)),
-                    "category": category,
-                }
-            )
-    return pd.DataFrame(rows)
+        age = (end - events["timestamp"]).dt.total_seconds().to_numpy() / 86_400
+        before = age > 0
+        columns: dict[str, Any] = {"item_id": catalog.item_ids, "event_timestamp": end, "category": catalog.category}
+        for prefix, action in COUNTED.items():
+            acted = before & (events["action"] == action).to_numpy()
+            for window in WINDOWS:
+                at = events["_row"].to_numpy()[acted & (age < window)]
+                columns[f"{prefix}_{window}d"] = np.bincount(at, minlength=len(catalog))
+        chosen = before & events["action"].isin(["click", "purchase"]).to_numpy()
+        decay = 0.5 ** (age[chosen] / POPULARITY_HALF_LIFE_DAYS)
+        columns["popularity"] = np.bincount(events["_row"].to_numpy()[chosen], decay, minlength=len(catalog))
+        frames.append(pd.DataFrame(columns))
+    return pd.concat(frames, ignore_index=True)
 
 
 @dataclass
@@ -176,7 +184,7 @@ def make_world(cfg: SynthConfig, holdout: int | HoldoutSize) -> World:
     holdout = positives[positives["event_timestamp"] >= cutoff][["user_id", "item_id", "action", "event_timestamp"]]
     categories = dict(zip(catalog.item_ids, catalog.category, strict=True))
     days = sorted(events["timestamp"].dt.date.unique())
-    recent = recent_frame(events[events["action"] != "view"])
+    recent = recent_frame(events)
     views = {
         "user_recent": FrameView("user_recent", "user_id", recent, ("last_10_items",), timedelta(days=2)),
         "user_history": FrameView(
@@ -197,7 +205,7 @@ def make_world(cfg: SynthConfig, holdout: int | HoldoutSize) -> World:
             "item_features",
             "item_id",
             item_frame(events, catalog, days),
-            ("purchases_7d", "category"),
+            (*(f"{p}_{w}d" for p in COUNTED for w in WINDOWS), "popularity", "category"),
             timedelta(days=2),
         ),
     }

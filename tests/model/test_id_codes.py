@@ -24,15 +24,24 @@ from models.towers import QueryTower, lookup_indices
 
 def test_id_codes_score_as_strings_do() -> None:
     tf.keras.utils.set_random_seed(3)
-    ranker = Ranker(["a", "b", "c", "d"], ["price"], layers=(8,), id_features=True, history_len=3)
+    ranker = Ranker(
+        ["a", "b", "c", "d"],
+        ["price"],
+        layers=(8,),
+        id_features=True,
+        history_len=3,
+        item_categories=["k", "m", "k", ""],
+    )
     # Known ids, unknown ones ("x", "y" share the out-of-vocabulary row but are not equal), padding;
     # candidates bought before ("a" in row 0, "x" in row 2) and not.
     history = np.array([["a", "b", "", ""], ["x", "y", "c", ""], ["x", "d", "a", "b"]], dtype=object)
     candidates = np.array(["a", "y", "x"], dtype=object)
+    recent = np.array([["b", "a", ""], ["y", "", ""], ["c", "z", "x"]], dtype=object)
     rows = len(candidates)
     inputs = {
         ITEM_ID: candidates,
         HISTORY_ITEMS: history,
+        RECENT_ITEMS: recent,
         HISTORY_COUNTS: np.arange(12, dtype=np.float32).reshape(rows, 4) + 1,
         HISTORY_LAST_DAY: np.full((rows, 4), 100.0, np.float32),
         REQUEST_DAY: np.full(rows, 110.0, np.float32),
@@ -41,12 +50,13 @@ def test_id_codes_score_as_strings_do() -> None:
         FAVOURITE_CATEGORY: np.array(["k", "m", "m"], dtype=object),
         "price": np.array([1.0, 2.0, 3.0], np.float32),
     }
-    history_codes, candidate_codes = ranker.id_codes(history, candidates)
+    history_codes, recent_codes, candidate_codes = ranker.id_codes(history, recent, candidates)
     assert history_codes.shape == history.shape and history_codes.dtype == np.int64
     assert (history_codes == 0).sum() == 3  # the padding
     assert history_codes[1, 0] != history_codes[1, 1] == candidate_codes[1]  # "x" != "y" == "y"
     as_strings = ranker({k: tf.constant(v) for k, v in inputs.items()}).numpy()
-    coded = {**inputs, HISTORY_ITEMS: history_codes, ITEM_ID: candidate_codes}
+    assert recent_codes[1, 0] == candidate_codes[1] and recent_codes[2, 2] == candidate_codes[2]
+    coded = {**inputs, HISTORY_ITEMS: history_codes, RECENT_ITEMS: recent_codes, ITEM_ID: candidate_codes}
     np.testing.assert_allclose(ranker({k: tf.constant(v) for k, v in coded.items()}).numpy(), as_strings, rtol=1e-6)
     strings = ranker.features({k: tf.constant(v) for k, v in inputs.items()}).numpy()
     codes = ranker.features({k: tf.constant(v) for k, v in coded.items()}).numpy()
