@@ -417,7 +417,10 @@ def gateway_lists(
 
 
 def scored_report(
-    lists: dict[str, dict[str, dict[int, np.ndarray]]], data: EvalData, ks: tuple[int, ...] = DEFAULT_KS
+    lists: dict[str, dict[str, dict[int, np.ndarray]]],
+    data: EvalData,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    keep_values: bool = False,
 ) -> dict[str, Any]:
     """Metrics, intervals, comparisons and recall@k curves of every recommender's served lists.
 
@@ -428,7 +431,9 @@ def scored_report(
         `metrics` {variant: {name: {metric: mean}}}; `intervals` {variant: {name: {metric:
         [low, high]}}} (bootstrap over users, `models.metrics.interval`); `versus` {variant:
         {name: {"best_baseline" | "production": {metric: {"name", "difference", "interval"}}}}}
-        (paired differences); `curves` {variant: {name: recall@1..K}}.
+        (paired differences); `curves` {variant: {name: recall@1..K}}; with `keep_values`,
+        `values` {variant: {name: {metric: [users] array}}} (the users in `data.truth_for`'s row
+        order, so two names' values pair up), e.g. to pool several holdouts.
     """
     report: dict[str, Any] = {"metrics": {}, "intervals": {}, "versus": {}, "curves": {}}
     for variant, by_name in lists.items():
@@ -462,6 +467,8 @@ def scored_report(
                         "interval": interval(diff),
                     }
         report["versus"][variant] = versus
+        if keep_values:
+            report.setdefault("values", {})[variant] = values
     return report
 
 
@@ -473,6 +480,7 @@ def evaluate(
     progress: Callable[[str], None] = log.info,
     rules: RuleConfig | None = None,
     more_lists: Mapping[str, Mapping[str, dict[int, np.ndarray]]] | None = None,
+    keep_values: bool = False,
 ) -> dict[str, Any]:
     """Score the candidate (and production, and the baselines) on the same holdout, each through
     the gateway's own path.
@@ -487,6 +495,7 @@ def evaluate(
             exclusions are set per list.
         more_lists: {variant: {name: {k: rows}}} scored beside the others (e.g. `served`: the
             running gateway's answers, `gateway_lists`).
+        keep_values: also return each user's values (`scored_report`; not for JSON).
     """
     import tempfile
 
@@ -515,7 +524,7 @@ def evaluate(
             add({"two_stage": name}, dirs, f"baseline {name}")
     for variant, by_name in (more_lists or {}).items():
         lists[variant].update(by_name)
-    report = scored_report(lists, data)
+    report = scored_report(lists, data, keep_values=keep_values)
     report.update(
         {
             "rules": {k: v for k, v in asdict(rules).items() if k not in ("count", "exclude", *VARIANTS["unseen"])},

@@ -3,8 +3,8 @@ the features were materialized for, 200 users' lists from offline evaluation's s
 point-in-time features), from `towerflow recommend` (the online store, in process) and from the
 running gateway (the online store, the model server over gRPC) are the same items in the same
 order, with the same scores, for every exclusion setting (purchases kept, purchases out, everything
-seen out). A zero-filled input, the bug
-this guards against, makes the lists differ."""
+seen out). A blanked input (one without a serving source), the bug this guards against, makes
+the lists differ."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from models.features import RECENT_ITEMS, REQUEST_DAY
 
 pytestmark = [pytest.mark.integration, pytest.mark.training, pytest.mark.slow]
 USERS = 200
@@ -47,23 +49,30 @@ class Parity:
     cli: Lists
     gateway: Lists
     paths: dict[str, set[str]]
-    zero_filled: Lists
+    blanked: dict[str, Lists]  # BLANKED's cases: the offline lists with that input blanked
 
 
-class ZeroedRequestDay:
-    """The models with `request_day` fed as zeros: how the gateway scored before the input had a
-    serving source."""
+class BlankedInput:
+    """The models with one input blanked (zeros, or "" for ids) where `model` reads it: how the
+    gateway would score if that input had no serving source."""
 
-    def __init__(self, models) -> None:
-        self.models = models
+    def __init__(self, models, name: str, model: str | None = None) -> None:
+        self.models, self.name, self.model = models, name, model
 
     def specs(self, model: str):
         return self.models.specs(model)
 
     def predict(self, model: str, inputs):
-        if "request_day" in inputs:
-            inputs = {**inputs, "request_day": np.zeros_like(inputs["request_day"])}
+        if self.name in inputs and self.model in (None, model):
+            value = np.asarray(inputs[self.name])
+            blank = np.full_like(value, "") if value.dtype.kind in "OSU" else np.zeros_like(value)
+            inputs = {**inputs, self.name: blank}
         return self.models.predict(model, inputs)
+
+
+#: Inputs whose loss the comparison must see: `request_day` (the served ranker's old input, fed as
+#: zeros before it had a source) and the ranker's reading of the latest items.
+BLANKED = {"request_day": (REQUEST_DAY, None), "ranker_recent_items": (RECENT_ITEMS, "ranking")}
 
 
 def _offline(settings, lake, users: list[str], models) -> Lists:
@@ -201,7 +210,7 @@ def parity(daily_world, gw) -> Parity:
         cli=_cli(env, users),
         gateway=gateway,
         paths=paths,
-        zero_filled=_offline(settings, lake, users, ZeroedRequestDay(models)),
+        blanked={case: _offline(settings, lake, users, BlankedInput(models, *what)) for case, what in BLANKED.items()},
     )
 
 
@@ -313,11 +322,12 @@ def test_unseen_lists_leave_out_what_the_user_viewed_too(parity: Parity, daily_w
     assert changed, "exclude_seen changed no list: the seen items never reached the rules"
 
 
-def test_a_zero_filled_input_shows_as_a_difference(parity: Parity) -> None:
-    """Feeding `request_day` as zeros (the served ranker's old input) changes lists that keep
-    purchases: the comparison above would have caught it."""
-    differ = _same(parity.zero_filled, parity.gateway, "keep", parity.users)
-    assert differ, "zeroing request_day changed no list: the parity test could not see that bug"
+@pytest.mark.parametrize("blanked", list(BLANKED))
+def test_a_blanked_input_shows_as_a_difference(parity: Parity, blanked: str) -> None:
+    """Feeding an input blank (as a signature input without a serving source would be) changes
+    lists: the comparison above would have caught it."""
+    differ = [u for case in SETTINGS for u in _same(parity.blanked[blanked], parity.gateway, case, parity.users)]
+    assert differ, f"blanking {BLANKED[blanked][0]} changed no list: the parity test could not see that bug"
 
 
 # -- the daily precompute -------------------------------------------------------------------------
