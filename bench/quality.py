@@ -105,7 +105,7 @@ def _world(name: str, cfg: SynthConfig, min_days: int, budget_s: float, console:
         baselines = stage_baselines(data, run.baselines)
         staged = {"retrieval": run.staged / "retrieval", "ranking": run.staged / "ranking"}
         offline = evaluate(data, staged, None, baselines, progress=quiet, keep_values=True)
-        write_report(offline, run.evaluation, name)
+        write_report({k: v for k, v in offline.items() if k != "values"}, run.evaluation, name)
         decision = gate_run(run, GatePolicy(), quality_passed=True)
         published = publish_run(Path(tmp) / "models", run)
         dirs = {m: Path(tmp) / "models" / m / str(published["version"]) for m in ("retrieval", "ranking")}

@@ -432,8 +432,8 @@ def scored_report(
         [low, high]}}} (bootstrap over users, `models.metrics.interval`); `versus` {variant:
         {name: {"best_baseline" | "production": {metric: {"name", "difference", "interval"}}}}}
         (paired differences); `curves` {variant: {name: recall@1..K}}; with `keep_values`,
-        `values` {variant: {name: {metric: [users] array}}} (the users in `data.truth_for`'s row
-        order, so two names' values pair up), e.g. to pool several holdouts.
+        `values` {variant: {name: {metric: [users] array}}} (the users with a holdout item in the
+        variant, in `data.users` order, so two names' values pair up), e.g. to pool holdouts.
     """
     report: dict[str, Any] = {"metrics": {}, "intervals": {}, "versus": {}, "curves": {}}
     for variant, by_name in lists.items():

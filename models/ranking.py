@@ -9,7 +9,7 @@ re-purchases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,8 +140,9 @@ class Ranker(tf.keras.Model):
     `id_features`: whether the item id embedding goes to the MLP as well (it always feeds the
     candidate-to-history similarity). `layers`: the MLP's widths after the cross layer.
     `history_len`: how much of the history the candidate-to-history similarity reads.
-    `item_categories`: each of `items`' category; given, the ranker also reads the user's
-    affinity for the candidate's category (`category_affinity`).
+    `item_categories`: item id -> category over the catalog (items the ranker has no embedding
+    for included: a history bought after training still has its categories); given, the ranker
+    also reads the user's affinity for the candidate's category (`category_affinity`).
     Training may pass `item_id`, `user_history__items` and `user_recent__last_10_items` as their
     `id_codes` instead of strings (the same scores, without hashing [R, M] strings every step).
     Output: [R] logits.
@@ -155,7 +156,7 @@ class Ranker(tf.keras.Model):
         id_features: bool = True,
         collaborative: bool = False,
         history_len: int = QUERY_HISTORY_LEN,
-        item_categories: Sequence[str] | None = None,
+        item_categories: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(name="ranker")
         self.history_len = history_len
@@ -165,18 +166,25 @@ class Ranker(tf.keras.Model):
         self.als: ItemFactors | None = None
         self.item_embedding = id_embedding(items, 16, "rank_item")
         self.item_embedding(tf.constant([PAD]))  # built now: `embed` of id codes bypasses its lookup
-        self.by_category = item_categories is not None
-        if item_categories is not None:
-            if len(item_categories) != len(items):
-                raise ValueError(f"{len(item_categories)} item categories for {len(items)} items")
-            named = {item: str(c) for item, c in zip(items, item_categories, strict=True) if isinstance(c, str) and c}
+        named = {str(i): c for i, c in (item_categories or {}).items() if isinstance(c, str) and c}
+        #: Whether the ranker reads `category_affinity` (some item has a category).
+        self.by_category = bool(named)
+        if named:
+            catalog = sorted(named)
             self.category_lookup = tf.keras.layers.StringLookup(
                 vocabulary=sorted(set(named.values())), mask_token=None, num_oov_indices=1, name="rank_category_lookup"
             )
+            self.category_items = tf.keras.layers.StringLookup(
+                vocabulary=catalog, mask_token=None, num_oov_indices=1, name="rank_category_items"
+            )
+            codes = self.category_lookup(tf.constant(["", *(named[i] for i in catalog)])).numpy()
+            #: The category code (0: unknown) of each row of `category_items` (0: not in the catalog).
+            self.item_category = tf.constant(codes, tf.int64)
             vocabulary = self.item_embedding.layers[0].get_vocabulary()
-            codes = self.category_lookup(tf.constant([named.get(word, "") for word in vocabulary]))
-            #: The category code (0: unknown) of each row of the item lookup.
-            self.row_category = tf.constant(codes, tf.int64)
+            #: The same for each row of the item lookup: what `id_codes` (training) map to.
+            self.row_category = tf.constant(
+                self.category_lookup(tf.constant([named.get(word, "") for word in vocabulary])).numpy(), tf.int64
+            )
         self.numeric = NumericBlock(numeric, name="rank_numeric")
         self.cross = tfrs.layers.dcn.Cross(name="cross")
         self.mlp = tf.keras.Sequential(
@@ -223,7 +231,10 @@ class Ranker(tf.keras.Model):
         A taste for a genre reaches items nobody in the history bought with them."""
         history = inputs[HISTORY_ITEMS]
         valid = tf.cast(tf.not_equal(history, _padding(history)), tf.float32)
-        history_category = tf.gather(self.row_category, self.rows(history))
+        if history.dtype == tf.string:  # the whole catalog's categories, items newer than the ranker too
+            history_category = tf.gather(self.item_category, self.category_items(history))
+        else:  # training's id codes: its histories hold only items the ranker knows
+            history_category = tf.gather(self.row_category, self.rows(history))
         known = valid * tf.cast(history_category > 0, tf.float32)
         weights = known * tf.math.log1p(tf.maximum(tf.cast(inputs[HISTORY_COUNTS], tf.float32), 0.0))
         candidate = self.category_lookup(inputs[ITEM_CATEGORY])

@@ -502,9 +502,7 @@ def fit_ranking(
         id_features=params.ranking_item_ids,
         collaborative=bool(rows.extra),
         history_len=params.history_len,
-        item_categories=[categories.get(item, "") for item in items]
-        if params.ranking_categories and categories is not None
-        else None,
+        item_categories=categories if params.ranking_categories else None,
     )
     sample: slice | np.ndarray = slice(None)
     if len(rows) > ADAPT_ROWS:

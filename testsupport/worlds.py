@@ -109,7 +109,7 @@ def item_frame(events: pd.DataFrame, catalog: Catalog, days: list) -> pd.DataFra
             for window in WINDOWS:
                 at = events["_row"].to_numpy()[acted & (age < window)]
                 columns[f"{prefix}_{window}d"] = np.bincount(at, minlength=len(catalog))
-        chosen = before & events["action"].isin(["click", "purchase"]).to_numpy()
+        chosen = before & (age < max(WINDOWS)) & events["action"].isin(["click", "purchase"]).to_numpy()
         decay = 0.5 ** (age[chosen] / POPULARITY_HALF_LIFE_DAYS)
         columns["popularity"] = np.bincount(events["_row"].to_numpy()[chosen], decay, minlength=len(catalog))
         frames.append(pd.DataFrame(columns))
@@ -186,7 +186,8 @@ def make_world(cfg: SynthConfig, holdout: int | HoldoutSize) -> World:
     days = sorted(events["timestamp"].dt.date.unique())
     recent = recent_frame(events)
     views = {
-        "user_recent": FrameView("user_recent", "user_id", recent, ("last_10_items",), timedelta(days=2)),
+        # 30 days: gold keeps a user's row on every day within 30 days of activity.
+        "user_recent": FrameView("user_recent", "user_id", recent, ("last_10_items",), timedelta(days=30)),
         "user_history": FrameView(
             "user_history",
             "user_id",

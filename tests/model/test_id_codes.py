@@ -30,7 +30,7 @@ def test_id_codes_score_as_strings_do() -> None:
         layers=(8,),
         id_features=True,
         history_len=3,
-        item_categories=["k", "m", "k", ""],
+        item_categories={"a": "k", "b": "m", "c": "k", "d": ""},
     )
     # Known ids, unknown ones ("x", "y" share the out-of-vocabulary row but are not equal), padding;
     # candidates bought before ("a" in row 0, "x" in row 2) and not.
