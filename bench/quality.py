@@ -50,8 +50,8 @@ class BenchWorld:
 
 
 #: Each profile at its own volumes (`SynthConfig.of`), long enough for a holdout of a hundred
-#: users or more where the profile's traffic allows. Sparse traffic leaves a few dozen holdout
-#: users per world, too few for a ratio to mean much, so its figures pool five seeded worlds.
+#: users or more where the profile's traffic allows. Sparse traffic leaves too few holdout users
+#: per world for a ratio to mean much, so its figures pool five seeded worlds.
 WORLDS = {
     "retail": BenchWorld(SynthConfig.of("retail", users=5_000, items=2_000, days=30, start=date(2025, 3, 1)), 7, (3,)),
     "media": BenchWorld(SynthConfig.of("media", days=60, start=date(2025, 3, 1)), 7, (4,)),
