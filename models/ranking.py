@@ -157,11 +157,8 @@ class Ranker(tf.keras.Model):
         collaborative: bool = False,
         history_len: int = QUERY_HISTORY_LEN,
         item_categories: Mapping[str, str] | None = None,
-        recent: bool = True,
     ) -> None:
         super().__init__(name="ranker")
-        #: Whether the ranker reads `recent_features`.
-        self.recent = recent
         self.history_len = history_len
         self.id_features = id_features
         #: Whether rows carry `als_score` / `als_rank` (computed from `als`, set after training).
@@ -275,7 +272,7 @@ class Ranker(tf.keras.Model):
                 rank[:, None] / 7.0,
                 *collaborative,
                 history_features(inputs),
-                *([recent_features(inputs)] if self.recent else []),
+                recent_features(inputs),
                 similarity,
                 same_category,
                 *([self.category_affinity(inputs)] if self.by_category else []),

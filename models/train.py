@@ -88,8 +88,6 @@ class TrainParams:
         ranking_categories: give the ranker the user's affinity for each candidate's category
             (the share of the purchase history in it; `models.ranking.Ranker.category_affinity`):
             tastes run by category or genre, and the share reaches items no one co-bought yet.
-        ranking_recent: give the ranker whether each candidate is among the user's latest items
-            (`models.ranking.recent_features`; views too, where the data has them).
         ranking_item_ids: feed the ranker's item id embedding to its MLP directly. Off: the ranker
             is trained on one window and serves the next, and on Online Retail a direct id
             embedding memorized the window's items (more epochs, worse holdout); the embedding
@@ -115,7 +113,6 @@ class TrainParams:
     ranking_item_ids: bool = False
     ranking_als: bool = True
     ranking_categories: bool = True
-    ranking_recent: bool = True
     history_len: int = QUERY_HISTORY_LEN
     ranking_layers: tuple[int, ...] = (128, 64)
     seed: int = 42
@@ -506,7 +503,6 @@ def fit_ranking(
         collaborative=bool(rows.extra),
         history_len=params.history_len,
         item_categories=categories if params.ranking_categories else None,
-        recent=params.ranking_recent,
     )
     sample: slice | np.ndarray = slice(None)
     if len(rows) > ADAPT_ROWS:

@@ -44,21 +44,3 @@ def test_recent_features_mark_the_candidate_and_its_position_among_the_latest_it
         RECENT_ITEMS: tf.constant(np.array([["a", "b", "c"], ["a", "b", "c"], ["", "", ""]], dtype=object)),
     }
     np.testing.assert_allclose(recent_features(inputs).numpy(), [[1.0, 0.5], [0.0, 0.0], [0.0, 0.0]])
-
-
-def test_a_ranker_without_recent_items_reads_two_features_fewer() -> None:
-    inputs = {
-        ITEM_ID: tf.constant(np.array(["a", "b"], dtype=object)),
-        RECENT_ITEMS: tf.constant(np.array([["a", ""], ["", ""]], dtype=object)),
-        HISTORY_ITEMS: tf.constant(np.array([["b", ""], ["", ""]], dtype=object)),
-        HISTORY_COUNTS: tf.constant(np.ones((2, 2), np.float32)),
-        "user_history__last_day": tf.constant(np.zeros((2, 2), np.float32)),
-        "request_day": tf.constant(np.ones(2, np.float32)),
-        "retrieval_rank": tf.constant(np.zeros(2, np.float32)),
-        ITEM_CATEGORY: tf.constant(np.array(["k", "m"], dtype=object)),
-        "user_features__favourite_category": tf.constant(np.array(["k", "k"], dtype=object)),
-    }
-    widths = {
-        recent: Ranker(["a", "b"], [], layers=(4,), recent=recent).features(inputs).shape[1] for recent in (True, False)
-    }
-    assert widths[True] - widths[False] == 2
