@@ -120,11 +120,6 @@ def load_interactions(lake: Lake, before: datetime | None = None, after: datetim
     return frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
 
 
-def dedup_pairs(examples: pd.DataFrame) -> pd.DataFrame:
-    """Keep each (user, item) pair's last positive: repeats would otherwise swamp in-batch softmax."""
-    return examples.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
-
-
 def at_utc(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 

@@ -175,8 +175,9 @@ def retrieval_inputs(frame: pd.DataFrame, catalog: Catalog, history_len: int) ->
 
 def retrieval_rows(frame: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     """The rows naming catalog items, ordered by time (stable), each (user, item) pair's last
-    one (`dedup_pairs`). Chosen on the id and time columns, then taken once: filtering, sorting
-    and deduplicating the wide frame copied its history lists three times."""
+    one (repeats would otherwise swamp the in-batch softmax). Chosen on the id and time columns,
+    then taken once: filtering, sorting and deduplicating the wide frame copied its history
+    lists three times."""
     keys = frame[["user_id", "item_id", "event_timestamp"]]
     kept = np.flatnonzero(keys["item_id"].isin(set(catalog.item_ids)).to_numpy())
     kept = kept[np.argsort(keys["event_timestamp"].to_numpy()[kept], kind="stable")]

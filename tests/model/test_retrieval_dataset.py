@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.data import catalog_from_frame, dedup_pairs
+from models.data import catalog_from_frame
 from models.train import retrieval_dataset, retrieval_rows, row_batches
 
 
@@ -76,5 +76,6 @@ def test_retrieval_rows_are_the_filtered_sorted_deduplicated_frame() -> None:
         )
     )
     want = frame[frame["item_id"].isin(set(catalog.item_ids))]
-    want = dedup_pairs(want.sort_values("event_timestamp", kind="stable"))
+    want = want.sort_values("event_timestamp", kind="stable")
+    want = want.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
     pd.testing.assert_frame_equal(retrieval_rows(frame, catalog), want)
